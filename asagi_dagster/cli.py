@@ -1,0 +1,152 @@
+"""The ``asagi`` command: sample, sync, ingest, report, and ``demo`` (all of them).
+
+Dagster state lives in the instance at $DAGSTER_HOME (default: the profile's
+``dagster.home``), the same one ``dagster dev`` and ``dagster job backfill`` use.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from asagi_dagster.config import AsagiConfig, ConfigError, load_config
+from asagi_dagster.report import format_table, shard_report
+from asagi_dagster.storage import Storage
+
+PARTITIONS = "warc_shards"
+
+
+def _config() -> AsagiConfig:
+    try:
+        return load_config()
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _instance(config: AsagiConfig):
+    import dagster as dg
+
+    home = Path(os.environ.setdefault("DAGSTER_HOME", config.dagster.home))
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "dagster.yaml").touch()
+    return dg.DagsterInstance.get()
+
+
+def _sample_paths(config: AsagiConfig) -> tuple[Path, Path, str]:
+    if config.sample is None:
+        raise click.ClickException(f"profile {config.profile!r} has no 'sample' section")
+    if "://" in config.sources.web.inbox:
+        raise click.ClickException("the sample is written to a local inbox only")
+    inbox = Path(config.sources.web.inbox)
+    base = f"http://{config.sample.image_server_host}:{config.sample.image_server_port}"
+    return inbox, inbox.parent / "sample_site", base
+
+
+@click.group()
+def main() -> None:
+    """asagi-dagster: web archives to Japanese VLM training data, run by Dagster."""
+
+
+@main.command()
+def sample() -> None:
+    """Write the bundled sample's WARC shards into the inbox and its served images."""
+    from asagi_dagster.sample.site import write_sample
+
+    inbox, site, base = _sample_paths(_config())
+    written = write_sample(inbox, site, base)
+    click.echo(f"sample in {inbox} ({len(written)} shard(s) written, images for {base} in {site})")
+
+
+@main.command("serve-sample")
+def serve_sample() -> None:
+    """Serve the sample's external images on loopback until interrupted."""
+    from asagi_dagster.sample.server import start_image_server
+
+    config = _config()
+    _, site, base = _sample_paths(config)
+    server = start_image_server(site, config.sample.image_server_host, config.sample.image_server_port)
+    click.echo(f"serving {site} at {base} (Ctrl-C to stop)")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        server.shutdown()
+
+
+def _sync(config: AsagiConfig) -> list[str]:
+    from asagi_dagster.web.inbox import Inbox, plan_sync
+
+    instance = _instance(config)
+    inbox = Inbox(config.sources.web.inbox, config.storage.s3)
+    plan = plan_sync(inbox, set(instance.get_dynamic_partitions(PARTITIONS)), Storage(config.storage), "web_documents")
+    for skipped in plan.skipped:
+        click.echo(f"skipped {skipped.path}: {skipped.why}", err=True)
+    added = [s.key for s in plan.new]
+    if added:
+        instance.add_dynamic_partitions(PARTITIONS, added)
+    return added
+
+
+@main.command()
+def sync() -> None:
+    """Register the inbox's new shards as partitions in the Dagster instance."""
+    added = _sync(_config())
+    click.echo("\n".join(f"added {key}" for key in added) or "no new shards")
+
+
+def _ingest(config: AsagiConfig, partitions: tuple[str, ...]) -> bool:
+    from asagi_dagster.definitions import build_definitions
+
+    instance = _instance(config)
+    keys = list(partitions) or sorted(instance.get_dynamic_partitions(PARTITIONS))
+    job = build_definitions().resolve_job_def("web_ingest")
+    ok = True
+    for key in keys:
+        result = job.execute_in_process(instance=instance, partition_key=key, raise_on_error=False)
+        click.echo(f"{key}: {'success' if result.success else 'FAILED'} (run {result.run_id})")
+        ok &= result.success
+    return ok
+
+
+@main.command()
+@click.option("--partition", "partitions", multiple=True, help="Shard key; default: every registered shard.")
+def ingest(partitions: tuple[str, ...]) -> None:
+    """Run the web_ingest job in this process for registered shards (runs show in the UI)."""
+    if not _ingest(_config(), partitions):
+        sys.exit(1)
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def report(as_json: bool) -> None:
+    """Rows in, out and rejected by reason, per asset and shard (from DuckDB)."""
+    config = _config()
+    rows = shard_report(Storage(config.storage), config.storage.duckdb_path)
+    click.echo(json.dumps(rows, ensure_ascii=False, indent=1) if as_json else format_table(rows))
+
+
+@main.command()
+def demo() -> None:
+    """The embedded default end to end: sample, image server, sync, ingest, report."""
+    from asagi_dagster.sample.server import start_image_server
+    from asagi_dagster.sample.site import write_sample
+
+    config = _config()
+    inbox, site, base = _sample_paths(config)
+    write_sample(inbox, site, base)
+    try:
+        server = start_image_server(site, config.sample.image_server_host, config.sample.image_server_port)
+    except OSError as exc:
+        raise click.ClickException(f"cannot serve the sample images at {base}: {exc}") from None
+    try:
+        for key in _sync(config):
+            click.echo(f"registered shard {key}")
+        ok = _ingest(config, ())
+    finally:
+        server.shutdown()
+    click.echo(format_table(shard_report(Storage(config.storage), config.storage.duckdb_path)))
+    if not ok:
+        sys.exit(1)

@@ -1,0 +1,174 @@
+"""Settings for every stage, loaded from one YAML profile.
+
+The profile is chosen by ``ASAGI_CONFIG`` (default: ``configs/local.yaml``, the
+embedded default). Unknown keys are errors, and a bad file fails at load with the
+file, the key and what was expected. Secrets never live here: they come from the
+environment (see ``StorageSettings.s3``).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from pathlib import Path
+from typing import Annotated
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+DEFAULT_PROFILE = PROJECT_DIR / "configs" / "local.yaml"
+CONFIG_ENV = "ASAGI_CONFIG"
+
+
+class ConfigError(ValueError):
+    """A profile that cannot be used; the message names the file and the key."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class S3Settings(_Strict):
+    """Where s3:// roots live. Credentials come from AWS_* environment variables."""
+
+    endpoint_url: str | None = None
+    region: str | None = None
+
+
+class StorageSettings(_Strict):
+    root: str = Field(description="fsspec URL (file:// or s3://) or a local path.")
+    s3: S3Settings = S3Settings()
+    duckdb_path: str | None = Field(
+        default=None,
+        description="Database file for stats and reports; None means in-memory.",
+    )
+
+
+class DownloaderSettings(_Strict):
+    user_agent: str = "asagi-dagster/0.1 (+https://github.com/asagi-dagster)"
+    connect_timeout_s: float = Field(5.0, gt=0)
+    read_timeout_s: float = Field(15.0, gt=0)
+    max_bytes: int = Field(20 * 1024 * 1024, gt=0)
+    max_redirects: int = Field(5, ge=0)
+    retries: int = Field(3, ge=0)
+    backoff_s: float = Field(0.5, ge=0)
+    per_host_interval_s: float = Field(1.0, ge=0, description="Minimum gap between two requests to one host.")
+    workers: int = Field(4, ge=1)
+    allowed_content_types: list[str] = ["image/"]
+    respect_robots_txt: bool = True
+    # Private, loopback and link-local addresses are refused unless listed here
+    # (tests and the embedded sample's image server on 127.0.0.1).
+    allow_networks: list[str] = []
+
+    @field_validator("allow_networks")
+    @classmethod
+    def _networks_parse(cls, value: list[str]) -> list[str]:
+        for net in value:
+            ipaddress.ip_network(net, strict=False)
+        return value
+
+
+class HtmlSettings(_Strict):
+    max_images_per_page: int = Field(500, ge=1)
+    max_alt_chars: int = Field(10_000, ge=1)
+    max_context_chars: int = Field(1_000, ge=1, description="Cap on nearest text before/after an image.")
+
+
+class WebSourceSettings(_Strict):
+    inbox: str = Field(description="Folder or s3:// prefix that receives .warc/.warc.gz shards.")
+    resync_cron: str = "0 * * * *"
+    sensor_interval_s: int = Field(60, ge=5)
+    max_html_bytes: int = Field(5 * 1024 * 1024, gt=0)
+    max_image_bytes: int = Field(20 * 1024 * 1024, gt=0)
+    html: HtmlSettings = HtmlSettings()
+    downloader: DownloaderSettings = DownloaderSettings()
+
+
+class SourcesSettings(_Strict):
+    web: WebSourceSettings
+
+
+class SampleSettings(_Strict):
+    """The embedded default's bundled sample site (generated at first run)."""
+
+    image_server_host: str = "127.0.0.1"
+    image_server_port: Annotated[int, Field(ge=1, le=65535)] = 8765
+
+
+class ModelRef(_Strict):
+    """A model the pipeline may load: a hub id (cluster) or a local directory."""
+
+    id: str
+    revision: str | None = None
+
+
+class DagsterSettings(_Strict):
+    home: str = Field(description="DAGSTER_HOME used when the environment sets none.")
+
+
+class AsagiConfig(_Strict):
+    profile: str
+    storage: StorageSettings
+    sources: SourcesSettings
+    dagster: DagsterSettings
+    sample: SampleSettings | None = None
+    models: dict[str, ModelRef] = {}
+
+
+def _resolve_local(path: str, base: Path) -> str:
+    """Relative local paths are relative to the profile file, URLs stay as they are."""
+    if "://" in path:
+        return path
+    return str((base / path).resolve())
+
+
+def _absolutize(raw: dict, base: Path) -> dict:
+    storage = raw.get("storage")
+    if isinstance(storage, dict):
+        for key in ("root", "duckdb_path"):
+            if isinstance(storage.get(key), str):
+                storage[key] = _resolve_local(storage[key], base)
+    web = raw.get("sources", {}).get("web") if isinstance(raw.get("sources"), dict) else None
+    if isinstance(web, dict) and isinstance(web.get("inbox"), str):
+        web["inbox"] = _resolve_local(web["inbox"], base)
+    dagster = raw.get("dagster")
+    if isinstance(dagster, dict) and isinstance(dagster.get("home"), str):
+        dagster["home"] = _resolve_local(dagster["home"], base)
+    return raw
+
+
+def _describe(error: ValidationError, path: Path) -> str:
+    lines = [f"invalid profile {path}:"]
+    for item in error.errors():
+        key = ".".join(str(p) for p in item["loc"]) or "<top level>"
+        if item["type"] == "extra_forbidden":
+            lines.append(f"  {key}: unknown key")
+        else:
+            got = item.get("input")
+            got_text = "" if isinstance(got, dict) else f" (got {got!r})"
+            lines.append(f"  {key}: {item['msg']}{got_text}")
+    return "\n".join(lines)
+
+
+def profile_path() -> Path:
+    return Path(os.environ.get(CONFIG_ENV) or DEFAULT_PROFILE).resolve()
+
+
+def load_config(path: str | Path | None = None) -> AsagiConfig:
+    """Load and validate a profile; raises ConfigError naming file, key and expectation."""
+    path = Path(path).resolve() if path else profile_path()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read profile {path}: {exc.strerror}") from exc
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"invalid YAML in profile {path}: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"invalid profile {path}: expected a mapping at the top level")
+    try:
+        return AsagiConfig.model_validate(_absolutize(raw, path.parent))
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, path)) from None

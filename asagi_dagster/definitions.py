@@ -1,0 +1,27 @@
+"""The Dagster code location: every asset, check, job, sensor and schedule, with the
+resources of the active profile (ASAGI_CONFIG, default configs/local.yaml).
+
+The only module of the library that imports dagster.
+"""
+
+import dagster as dg
+
+from asagi_dagster.config import load_config, profile_path
+from assets import web
+from resources import build_resources
+
+
+def build_definitions(config_path: str | None = None) -> dg.Definitions:
+    path = str(config_path or profile_path())
+    config = load_config(path)
+    sensor, schedule = web.build_inbox_automation(config)
+    return dg.Definitions(
+        assets=[web.warc_records, web.page_structure, web.pair_images],
+        jobs=[web.web_ingest],
+        sensors=[sensor],
+        schedules=[schedule],
+        resources=build_resources(path, config),
+    )
+
+
+defs = build_definitions()

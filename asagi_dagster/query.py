@@ -1,0 +1,69 @@
+"""DuckDB over the storage root's Parquet files: counts for checks, stats for reports.
+
+Remote roots are reached through the same fsspec filesystem the pipeline writes with
+(registered with DuckDB), so no DuckDB extension needs downloading.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+
+from asagi_dagster.storage import DATA_FILE, MANIFEST_FILE, Manifest, Storage
+
+
+def connect(storage: Storage, database: str | None = None, read_only: bool = False) -> duckdb.DuckDBPyConnection:
+    if database:
+        Path(database).parent.mkdir(parents=True, exist_ok=True)
+    con = duckdb.connect(database or ":memory:", read_only=read_only)
+    if not storage.is_local:
+        con.register_filesystem(storage.fs)
+    return con
+
+
+def count_rows(con: duckdb.DuckDBPyConnection, url: str) -> int:
+    return con.execute("SELECT count(*) FROM read_parquet(?)", [url]).fetchone()[0]
+
+
+def count_reasons(con: duckdb.DuckDBPyConnection, url: str) -> dict[str, int]:
+    rows = con.execute("SELECT reason, count(*) FROM read_parquet(?) GROUP BY reason ORDER BY reason", [url]).fetchall()
+    return dict(rows)
+
+
+def accounting(storage: Storage, manifest: Manifest) -> dict:
+    """Recount what a partition's files hold and compare with what went in.
+
+    Reads the committed Parquet files, not the writer's counters, so a lost or
+    duplicated row shows up.
+    """
+    with connect(storage) as con:
+        rows_out = count_rows(con, manifest.data_url)
+        by_reason = count_reasons(con, manifest.rejections_url)
+    rejected = sum(by_reason.values())
+    return {
+        "passed": manifest.rows_in == rows_out + rejected,
+        "rows_in": manifest.rows_in,
+        "rows_out": rows_out,
+        "rows_rejected": rejected,
+        "rejected_by_reason": by_reason,
+    }
+
+
+def refresh_views(con: duckdb.DuckDBPyConnection, storage: Storage) -> None:
+    """Views over every manifest and rejection file, kept in the database for ad-hoc SQL."""
+    root = storage.url(storage.root_path)
+    manifests = f"{root}/*/*/{MANIFEST_FILE}"
+    rejections = f"{root}/rejections/*/*/{DATA_FILE}"
+    con.execute(
+        f"""CREATE OR REPLACE VIEW manifests AS
+            SELECT asset, partition, rows_in, rows_out, rows_rejected, schema_version, data_url
+            FROM read_json('{manifests}', columns={{asset: 'VARCHAR', partition: 'VARCHAR', rows_in: 'BIGINT',
+                 rows_out: 'BIGINT', rows_rejected: 'BIGINT', schema_version: 'INTEGER', data_url: 'VARCHAR'}})"""
+    )
+    con.execute(
+        f"""CREATE OR REPLACE VIEW rejections AS
+            SELECT split_part(filename, '/', -3) AS asset, split_part(filename, '/', -2) AS partition,
+                   record_id, reason, detail
+            FROM read_parquet('{rejections}', filename=true)"""
+    )

@@ -1,0 +1,43 @@
+"""Per asset and shard: rows in, out and rejected by reason, from DuckDB."""
+
+from __future__ import annotations
+
+from asagi_dagster.query import connect, refresh_views
+from asagi_dagster.storage import Storage
+
+
+def shard_report(storage: Storage, database: str | None) -> list[dict]:
+    if not storage.fs.glob(storage.path("*", "*", "_manifest.json")):
+        return []
+    with connect(storage, database) as con:
+        refresh_views(con, storage)
+        rows = con.execute(
+            """SELECT m.asset, m.partition, m.rows_in, m.rows_out, m.rows_rejected,
+                      coalesce((SELECT map_from_entries(list((r.reason, r.n) ORDER BY r.reason))
+                                FROM (SELECT reason, count(*) AS n FROM rejections r
+                                      WHERE r.asset = m.asset AND r.partition = m.partition
+                                      GROUP BY reason) r), MAP {}) AS by_reason
+               FROM manifests m ORDER BY m.asset, m.partition"""
+        ).fetchall()
+    return [
+        {
+            "asset": asset,
+            "partition": partition,
+            "rows_in": rows_in,
+            "rows_out": rows_out,
+            "rows_rejected": rejected,
+            "rejected_by_reason": dict(by_reason),
+        }
+        for asset, partition, rows_in, rows_out, rejected, by_reason in rows
+    ]
+
+
+def format_table(rows: list[dict]) -> str:
+    if not rows:
+        return "no materialized assets yet"
+    header = f"{'asset':<24} {'partition':<28} {'in':>7} {'out':>7} {'rejected':>8}  reasons"
+    lines = [header, "-" * len(header)]
+    for r in rows:
+        reasons = ", ".join(f"{k}={v}" for k, v in r["rejected_by_reason"].items())
+        lines.append(f"{r['asset']:<24} {r['partition']:<28} {r['rows_in']:>7} {r['rows_out']:>7} {r['rows_rejected']:>8}  {reasons}")
+    return "\n".join(lines)

@@ -1,0 +1,134 @@
+"""The embedded default's sample: a few Japanese web pages written for this project,
+with real photos (scikit-image's bundled samples), packed into WARC shards. Some
+images sit inside the WARCs; the rest are served by ``server.py`` on loopback, with a
+robots.txt, a redirect, a ``noai`` image and a missing one, so every path of the
+ingest runs on it.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from PIL import Image
+
+from asagi_dagster.sample.warcs import ShardWriter
+
+PAGES = resources.files("asagi_dagster.sample") / "pages"
+
+# Served by the loopback image server: path -> scikit-image sample.
+SERVED_IMAGES = {
+    "img/rocket.jpg": "rocket.jpg",
+    "img/astronaut.jpg": "astronaut.png",
+    "img/motorcycle.jpg": "motorcycle_left.png",
+    "img/coins.jpg": "coins.png",
+    "noai/clock.jpg": "clock_motion.png",
+    "private/press-room.jpg": "camera.png",
+    "logo.jpg": "logo.png",
+}
+# Captured inside the WARC shards: URL -> scikit-image sample.
+WARC_IMAGES = {
+    "https://nonbiri-nikki.example.jp/images/2024/05/chelsea.jpg": "chelsea.png",
+    "https://nonbiri-nikki.example.jp/posts/images/2024/05/coffee.jpg": "coffee.png",
+    "https://zukan.example.jp/zukan/horse.jpg": "horse.png",
+    "http://sakura-shoten.example.jp/photos/store.jpg": "hubble_deep_field.jpg",
+    "http://sakura-shoten.example.jp/photos/camera.jpg": "camera.png",
+}
+ROBOTS_TXT = "User-agent: *\nDisallow: /private/\n"
+
+
+@dataclass(frozen=True)
+class SamplePage:
+    file: str
+    url: str
+    encoding: str
+    declare_in_header: bool  # charset in the HTTP Content-Type header or not
+
+
+def photo_jpeg(name: str, max_side: int = 480) -> bytes:
+    """A scikit-image sample photo as a JPEG, resized (deterministic bytes)."""
+    with resources.as_file(resources.files("skimage") / "data" / name) as path:
+        image = Image.open(path).convert("RGB")
+    image.thumbnail((max_side, max_side))
+    out = io.BytesIO()
+    image.save(out, format="JPEG", quality=85)
+    return out.getvalue()
+
+
+def page_html(file: str, images_base: str) -> str:
+    host = images_base.split("://", 1)[1]
+    return (PAGES / file).read_text(encoding="utf-8").replace("{IMAGES}", images_base).replace("{IMAGES_HOST}", host)
+
+
+def build_shards(images_base: str) -> dict[str, bytes]:
+    """Shard file name -> WARC bytes. ``images_base`` is the image server's URL."""
+    pages = [
+        SamplePage("blog.html", "https://nonbiri-nikki.example.jp/posts/2024-05-12.html", "utf-8", True),
+        SamplePage("news.html", "https://science-sokuho.example.jp/news/20240512.html", "euc_jp", False),
+        SamplePage("shop.html", f"{images_base}/shop/index.html", "cp932", False),
+        SamplePage("ruby.html", "https://zukan.example.jp/uma.html", "utf-8", False),
+        SamplePage("broken.html", "http://sakura-shoten.example.jp/news/closing.html", "utf-8", True),
+        SamplePage("iso2022.html", f"{images_base}/mail/notice.html", "iso2022_jp", False),
+    ]
+
+    def add_page(shard: ShardWriter, page: SamplePage) -> None:
+        body = page_html(page.file, images_base).encode(page.encoding)
+        content_type = f"text/html; charset={_label(page.encoding)}" if page.declare_in_header else "text/html"
+        shard.fetch(page.url, body, content_type)
+
+    def add_images(shard: ShardWriter, urls: list[str]) -> None:
+        for url in urls:
+            shard.fetch(url, photo_jpeg(WARC_IMAGES[url]), "image/jpeg")
+
+    first = ShardWriter("sample-00000.warc.gz")
+    add_page(first, pages[0])
+    add_images(first, [u for u in WARC_IMAGES if "nonbiri" in u])
+    add_page(first, pages[1])
+
+    second = ShardWriter("sample-00001.warc.gz")
+    add_page(second, pages[2])
+    add_page(second, pages[3])
+    add_images(second, [u for u in WARC_IMAGES if "zukan" in u])
+
+    # An uncompressed shard with the kinds of records a real crawl also holds.
+    third = ShardWriter("sample-00002.warc", gzip=False)
+    add_page(third, pages[4])
+    add_images(third, [u for u in WARC_IMAGES if "sakura" in u])
+    add_page(third, pages[5])
+    third.fetch("http://sakura-shoten.example.jp/old-page.html", b"<html><body>Not Found</body></html>",
+                "text/html", status="404 Not Found")
+    third.fetch("http://sakura-shoten.example.jp/flyer.pdf", b"%PDF-1.4\n% sample\n", "application/pdf")
+    third.revisit("http://sakura-shoten.example.jp/news/closing.html")
+    return {s.name: s.getvalue() for s in (first, second, third)}
+
+
+def write_sample(inbox: Path, served_dir: Path, images_base: str) -> list[Path]:
+    """Write the shards into the inbox and the served images into ``served_dir``.
+
+    A file is rewritten only when its bytes change, so re-running leaves the inbox's
+    fingerprints, and so the re-sync schedule, untouched.
+    """
+    written = []
+    for name, data in build_shards(images_base).items():
+        if _write_if_changed(inbox / name, data):
+            written.append(inbox / name)
+    for rel, source in SERVED_IMAGES.items():
+        _write_if_changed(served_dir / rel, photo_jpeg(source))
+    _write_if_changed(served_dir / "robots.txt", ROBOTS_TXT.encode())
+    return written
+
+
+def _write_if_changed(path: Path, data: bytes) -> bool:
+    if path.exists() and path.read_bytes() == data:
+        return False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    tmp.replace(path)
+    return True
+
+
+def _label(codec: str) -> str:
+    return {"utf-8": "UTF-8", "euc_jp": "EUC-JP", "cp932": "Shift_JIS", "iso2022_jp": "ISO-2022-JP"}[codec]

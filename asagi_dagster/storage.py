@@ -1,0 +1,277 @@
+"""The data plane: Parquet per asset and partition under one fsspec root.
+
+Layout (architecture guide, "Data plane"):
+    <root>/<asset>/<partition>/data.parquet          accepted rows
+    <root>/<asset>/<partition>/_manifest.json        the small manifest passed between assets
+    <root>/rejections/<asset>/<partition>/data.parquet   record_id, reason, detail
+
+Every file is committed atomically (a temporary name then a rename locally, a single
+upload on s3), so readers never see a partial file and a re-run replaces, never
+duplicates.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import fsspec
+import pyarrow as pa
+import pyarrow.parquet as pq
+from pydantic import BaseModel
+
+from asagi_dagster.config import S3Settings, StorageSettings
+
+UNPARTITIONED = "all"
+DATA_FILE = "data.parquet"
+MANIFEST_FILE = "_manifest.json"
+
+REJECTION_SCHEMA = pa.schema(
+    [
+        pa.field("record_id", pa.string(), nullable=False),
+        pa.field("reason", pa.string(), nullable=False),
+        pa.field("detail", pa.string()),
+    ]
+)
+
+
+def filesystem_for(url: str, s3: S3Settings) -> tuple[fsspec.AbstractFileSystem, str]:
+    """The fsspec filesystem and path for a local path, file:// or s3:// URL."""
+    options: dict = {}
+    if url.startswith(("s3://", "s3a://")):
+        options = {"client_kwargs": {}, "use_listings_cache": False}  # re-runs must see fresh listings
+        if s3.endpoint_url:
+            options["endpoint_url"] = s3.endpoint_url
+        if s3.region:
+            options["client_kwargs"]["region_name"] = s3.region
+    return fsspec.core.url_to_fs(url, **options)
+
+
+class Manifest(BaseModel):
+    """What one asset partition holds; small enough to pass through the IO manager."""
+
+    asset: str
+    partition: str
+    schema_version: int
+    data_url: str
+    rejections_url: str
+    rows_in: int
+    rows_out: int
+    rows_rejected: int
+    rejected_by_reason: dict[str, int]
+    source: dict[str, str] = {}
+
+
+class Storage:
+    """One storage root (file:// or s3://) and the layout rules above."""
+
+    def __init__(self, settings: StorageSettings):
+        self.fs, root_path = filesystem_for(settings.root, settings.s3)
+        self.root_path = root_path.rstrip("/")
+        self.is_local = isinstance(self.fs, fsspec.implementations.local.LocalFileSystem)
+        self.protocol = "file" if self.is_local else _first(self.fs.protocol)
+
+    # --- paths -----------------------------------------------------------------
+    def url(self, path: str) -> str:
+        return path if self.is_local else f"{self.protocol}://{path}"
+
+    def asset_dir(self, asset: str, partition: str | None) -> str:
+        return f"{self.root_path}/{asset}/{partition or UNPARTITIONED}"
+
+    def rejections_dir(self, asset: str, partition: str | None) -> str:
+        return f"{self.root_path}/rejections/{asset}/{partition or UNPARTITIONED}"
+
+    def manifest_path(self, asset: str, partition: str | None) -> str:
+        return f"{self.asset_dir(asset, partition)}/{MANIFEST_FILE}"
+
+    def path(self, *parts: str) -> str:
+        return "/".join([self.root_path, *parts])
+
+    def strip_protocol(self, url: str) -> str:
+        return self.fs._strip_protocol(url)
+
+    # --- atomic writes ---------------------------------------------------------
+    def temp_for(self, dest: str) -> str:
+        """A local path to write ``dest``'s content to before ``commit``."""
+        if self.is_local:
+            Path(dest).parent.mkdir(parents=True, exist_ok=True)
+            return f"{os.path.dirname(dest)}/.{os.path.basename(dest)}.tmp-{uuid.uuid4().hex}"
+        handle, tmp = tempfile.mkstemp(prefix="asagi-", suffix=".part")
+        os.close(handle)
+        return tmp
+
+    def commit(self, tmp: str, dest: str) -> None:
+        """Make ``tmp`` visible as ``dest`` in one step: a rename, or one upload."""
+        try:
+            if self.is_local:
+                os.replace(tmp, dest)
+            else:
+                self.fs.put_file(tmp, dest)
+        finally:
+            discard(tmp)
+
+    @contextmanager
+    def atomic_local_file(self, dest: str) -> Iterator[str]:
+        """Yield a local path to write; on success it becomes ``dest``, else nothing does."""
+        tmp = self.temp_for(dest)
+        try:
+            yield tmp
+        except BaseException:
+            discard(tmp)
+            raise
+        self.commit(tmp, dest)
+
+    def write_bytes(self, dest: str, data: bytes) -> None:
+        with self.atomic_local_file(dest) as tmp:
+            Path(tmp).write_bytes(data)
+
+    def write_json(self, dest: str, obj: object) -> None:
+        self.write_bytes(dest, json.dumps(obj, ensure_ascii=False, indent=1).encode("utf-8"))
+
+    def read_json(self, path: str) -> object:
+        with self.fs.open(path, "rb") as f:
+            return json.loads(f.read())
+
+    def exists(self, path: str) -> bool:
+        return self.fs.exists(path)
+
+    # --- manifests ---------------------------------------------------------------
+    def write_manifest(self, manifest: Manifest) -> None:
+        self.write_json(self.manifest_path(manifest.asset, manifest.partition), manifest.model_dump())
+
+    def read_manifest(self, asset: str, partition: str | None) -> Manifest:
+        return Manifest.model_validate(self.read_json(self.manifest_path(asset, partition)))
+
+    def list_manifests(self, asset: str | None = None) -> list[Manifest]:
+        pattern = self.path(asset or "*", "*", MANIFEST_FILE)
+        return [Manifest.model_validate(self.read_json(p)) for p in sorted(self.fs.glob(pattern))]
+
+    # --- Parquet -----------------------------------------------------------------
+    def iter_batches(
+        self, path: str, columns: list[str] | None = None, batch_rows: int = 256
+    ) -> Iterator[pa.RecordBatch]:
+        """Stream a Parquet file batch by batch; never the whole file in memory."""
+        with self.fs.open(path, "rb") as f:
+            parquet = pq.ParquetFile(f)
+            yield from parquet.iter_batches(batch_size=batch_rows, columns=columns)
+
+    def iter_rows(self, path: str, columns: list[str] | None = None, batch_rows: int = 256) -> Iterator[dict]:
+        for batch in self.iter_batches(path, columns, batch_rows):
+            yield from batch.to_pylist()
+
+
+class TableSink:
+    """Buffers rows and writes them as Parquet row groups into a file committed atomically.
+
+    Flushes every ``batch_rows`` rows or ``batch_bytes`` of buffered payload, so memory
+    stays flat however big the shard is.
+    """
+
+    def __init__(self, local_path: str, schema: pa.Schema, batch_rows: int = 1024, batch_bytes: int = 32 << 20):
+        self.schema = schema
+        self._writer = pq.ParquetWriter(local_path, schema, compression="zstd")
+        self._rows: list[dict] = []
+        self._bytes = 0
+        self.batch_rows = batch_rows
+        self.batch_bytes = batch_bytes
+        self.count = 0
+
+    def write(self, row: dict, size_hint: int = 0) -> None:
+        self._rows.append(row)
+        self._bytes += size_hint
+        self.count += 1
+        if len(self._rows) >= self.batch_rows or self._bytes >= self.batch_bytes:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._rows:
+            self._writer.write_table(pa.Table.from_pylist(self._rows, schema=self.schema))
+            self._rows, self._bytes = [], 0
+
+    def close(self) -> None:
+        self.flush()
+        self._writer.close()
+
+
+class StageWriter:
+    """Accepted rows and rejections of one asset partition, with their accounting.
+
+    Use as a context manager: both files and the counts commit together on a clean
+    exit, and nothing is committed if the body raises.
+    """
+
+    def __init__(self, storage: Storage, asset: str, partition: str | None, schema: pa.Schema, schema_version: int):
+        self.storage = storage
+        self.asset = asset
+        self.partition = partition or UNPARTITIONED
+        self.schema = schema
+        self.schema_version = schema_version
+        self.rows_in = 0
+        self.reasons: Counter[str] = Counter()
+        self.manifest: Manifest | None = None
+        self.source: dict[str, str] = {}
+
+    def __enter__(self) -> StageWriter:
+        self._data_dest = f"{self.storage.asset_dir(self.asset, self.partition)}/{DATA_FILE}"
+        self._rej_dest = f"{self.storage.rejections_dir(self.asset, self.partition)}/{DATA_FILE}"
+        self._data_tmp = self.storage.temp_for(self._data_dest)
+        self._rej_tmp = self.storage.temp_for(self._rej_dest)
+        self.data = TableSink(self._data_tmp, self.schema)
+        self.rejections = TableSink(self._rej_tmp, REJECTION_SCHEMA)
+        return self
+
+    def count_in(self, n: int = 1) -> None:
+        self.rows_in += n
+
+    def write(self, row: dict, size_hint: int = 0) -> None:
+        self.data.write(row, size_hint)
+
+    def reject(self, record_id: str, reason: str, detail: str | None = None) -> None:
+        self.reasons[reason] += 1
+        self.rejections.write({"record_id": record_id, "reason": reason, "detail": _clip(detail)})
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        try:
+            self.data.close()
+            self.rejections.close()
+            if exc_type is None:
+                self.storage.commit(self._data_tmp, self._data_dest)
+                self.storage.commit(self._rej_tmp, self._rej_dest)
+        finally:
+            discard(self._data_tmp)
+            discard(self._rej_tmp)
+        if exc_type is None:
+            self.manifest = Manifest(
+                asset=self.asset,
+                partition=self.partition,
+                schema_version=self.schema_version,
+                data_url=self.storage.url(self._data_dest),
+                rejections_url=self.storage.url(self._rej_dest),
+                rows_in=self.rows_in,
+                rows_out=self.data.count,
+                rows_rejected=self.rejections.count,
+                rejected_by_reason=dict(sorted(self.reasons.items())),
+                source=self.source,
+            )
+        return False
+
+
+def discard(path: str) -> None:
+    if os.path.exists(path):
+        os.unlink(path)
+
+
+def _clip(text: str | None, limit: int = 500) -> str | None:
+    if text is None or len(text) <= limit:
+        return text
+    return text[:limit] + "…"
+
+
+def _first(protocol: str | tuple[str, ...]) -> str:
+    return protocol if isinstance(protocol, str) else protocol[0]

@@ -1,0 +1,224 @@
+"""WARC shard -> web_documents + web_images, and web_documents -> pairs + interleaved.
+
+Every record ends as exactly one accepted row or one rejection with a reason:
+image-typed responses are accounted under web_images, everything else under
+web_documents (including damaged regions of the file, which have no type).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from typing import BinaryIO
+
+from asagi_dagster.config import HtmlSettings, WebSourceSettings
+from asagi_dagster.storage import StageWriter, Storage
+from asagi_dagster.web.charset import UndecodableError, decode_html
+from asagi_dagster.web.html import HtmlParseError, ImageRef, parse_page
+from asagi_dagster.web.warc import CorruptRegion, WarcRecord, iter_warc
+
+HTML_TYPES = ("text/html", "application/xhtml+xml")
+
+
+def media_type(content_type: str | None) -> str:
+    return (content_type or "").split(";")[0].strip().lower()
+
+
+def ingest_warc(
+    open_file: Callable[[], BinaryIO],
+    shard: str,
+    documents: StageWriter,
+    images: StageWriter,
+    settings: WebSourceSettings,
+) -> None:
+    seen_ids: set[str] = set()
+    seen_content: set[tuple[str | None, str | None]] = set()
+    any_bytes = False
+    max_bytes = max(settings.max_html_bytes, settings.max_image_bytes)
+    for item in iter_warc(open_file, shard, max_bytes):
+        any_bytes = True
+        if isinstance(item, CorruptRegion):
+            documents.count_in()
+            documents.reject(f"{shard}@{item.offset}", "corrupt_warc", item.error)
+            continue
+        is_image = media_type(item.content_type).startswith("image/")
+        writer = images if is_image else documents
+        writer.count_in()
+        reason = _rejection(item, settings, is_image)
+        if reason is None:
+            key = (item.target_uri, item.payload_sha1)
+            if item.record_id in seen_ids or key in seen_content:
+                reason = ("duplicate_record", f"{item.target_uri} seen earlier in the shard")
+            seen_ids.add(item.record_id)
+            seen_content.add(key)
+        if reason is not None:
+            writer.reject(item.record_id, *reason)
+        elif is_image:
+            _write_image(item, shard, images)
+        else:
+            _write_document(item, shard, documents)
+    if not any_bytes:
+        documents.count_in()
+        documents.reject(f"{shard}@0", "empty_warc_file", "the shard has no bytes")
+
+
+def _rejection(rec: WarcRecord, settings: WebSourceSettings, is_image: bool) -> tuple[str, str | None] | None:
+    if rec.warc_type != "response":
+        return "non_response_record", rec.warc_type or "missing WARC-Type"
+    if not rec.http_protocol or not rec.http_protocol.upper().startswith("HTTP/") or not _is_status(rec.http_status):
+        return "broken_http_headers", f"status line {rec.http_protocol!r} {rec.http_status!r}"
+    if rec.http_status != "200":
+        return "http_status", rec.http_status
+    if rec.warc_truncated:
+        return "truncated_record", f"WARC-Truncated: {rec.warc_truncated}"
+    if rec.payload is None:
+        return "unreadable_payload", rec.payload_error
+    if rec.payload_error:
+        return "truncated_record", rec.payload_error
+    if not rec.payload:
+        return "empty_payload", None
+    kind = media_type(rec.content_type)
+    limit = settings.max_image_bytes if is_image else settings.max_html_bytes
+    if len(rec.payload) > limit:
+        return "payload_too_large", f"{len(rec.payload)} > {limit} bytes"
+    if not is_image and kind not in HTML_TYPES:
+        return "unsupported_content_type", kind or "missing Content-Type"
+    return None
+
+
+def _is_status(value: str | None) -> bool:
+    return bool(value) and len(value) == 3 and value.isdigit()
+
+
+def _write_image(rec: WarcRecord, shard: str, images: StageWriter) -> None:
+    images.write(
+        {
+            "record_id": rec.record_id,
+            "shard": shard,
+            "offset": rec.offset,
+            "url": rec.target_uri,
+            "fetch_time": rec.warc_date,
+            "content_type": media_type(rec.content_type),
+            "x_robots_tag": rec.x_robots_tag,
+            "sha256": hashlib.sha256(rec.payload).hexdigest(),
+            "size": len(rec.payload),
+            "bytes": rec.payload,
+        },
+        size_hint=len(rec.payload),
+    )
+
+
+def _write_document(rec: WarcRecord, shard: str, documents: StageWriter) -> None:
+    try:
+        decoded = decode_html(rec.payload, rec.content_type)
+    except UndecodableError as exc:
+        documents.reject(rec.record_id, "undecodable_html", str(exc))
+        return
+    documents.write(
+        {
+            "record_id": rec.record_id,
+            "shard": shard,
+            "offset": rec.offset,
+            "url": rec.target_uri,
+            "fetch_time": rec.warc_date,
+            "http_status": int(rec.http_status),
+            "content_type": rec.content_type,
+            "charset": decoded.charset,
+            "charset_source": decoded.source,
+            "x_robots_tag": rec.x_robots_tag,
+            "payload_sha1": rec.payload_sha1,
+            "html": decoded.text,
+        },
+        size_hint=len(rec.payload),
+    )
+
+
+def extract_pages(
+    storage: Storage,
+    documents_url: str,
+    pairs: StageWriter,
+    interleaved: StageWriter,
+    settings: HtmlSettings,
+) -> None:
+    """Parse each document once; its images become pairs, its sequence an interleaved doc.
+
+    Accounting: pairs count image elements (plus pages that fail to parse); interleaved
+    documents count pages.
+    """
+    columns = ["record_id", "shard", "url", "html"]
+    for doc in storage.iter_rows(storage.strip_protocol(documents_url), columns, batch_rows=64):
+        doc_id = doc["record_id"]
+        interleaved.count_in()
+        try:
+            page = parse_page(doc["html"], doc["url"], settings.max_context_chars)
+        except HtmlParseError as exc:
+            pairs.count_in()
+            pairs.reject(doc_id, "html_parse_error", str(exc))
+            interleaved.reject(doc_id, "html_parse_error", str(exc))
+            continue
+        kept = _write_pairs(doc, page, pairs, settings)
+        _write_interleaved(doc, page, kept, interleaved)
+
+
+def _write_pairs(doc: dict, page, pairs: StageWriter, settings: HtmlSettings) -> dict[int, str]:
+    """Write the page's usable images as pairs; returns image index -> pair_id."""
+    kept: dict[int, str] = {}
+    for image in page.images:
+        pairs.count_in()
+        pair_id = f"{doc['record_id']}#img{image.index}"
+        reason = _image_rejection(image, settings)
+        if reason:
+            pairs.reject(pair_id, *reason)
+            continue
+        kept[image.index] = pair_id
+        pairs.write(
+            {
+                "pair_id": pair_id,
+                "doc_id": doc["record_id"],
+                "shard": doc["shard"],
+                "page_url": doc["url"],
+                "page_title": page.title,
+                "image_index": image.index,
+                "image_url": image.url,
+                "alt": image.alt,
+                "title": image.title,
+                "figcaption": image.figcaption,
+                "text_before": image.text_before,
+                "text_after": image.text_after,
+            }
+        )
+    return kept
+
+
+def _image_rejection(image: ImageRef, settings: HtmlSettings) -> tuple[str, str | None] | None:
+    if image.index >= settings.max_images_per_page:
+        return "too_many_images_on_page", f"only the first {settings.max_images_per_page} are kept"
+    if image.problem:
+        return image.problem, image.problem_detail
+    if image.alt and len(image.alt) > settings.max_alt_chars:
+        return "alt_too_long", f"{len(image.alt)} characters > {settings.max_alt_chars}"
+    return None
+
+
+def _write_interleaved(doc: dict, page, kept: dict[int, str], interleaved: StageWriter) -> None:
+    if not kept:
+        interleaved.reject(doc["record_id"], "no_images", f"{len(page.images)} image elements, none usable")
+        return
+    items = []
+    for item in page.items:
+        if isinstance(item, ImageRef):
+            if item.index in kept:
+                items.append({"kind": "image", "text": None, "image_url": item.url, "pair_id": kept[item.index]})
+        else:
+            items.append({"kind": "text", "text": item, "image_url": None, "pair_id": None})
+    interleaved.write(
+        {
+            "doc_id": doc["record_id"],
+            "shard": doc["shard"],
+            "page_url": doc["url"],
+            "page_title": page.title,
+            "n_images": len(kept),
+            "n_text_blocks": sum(1 for i in items if i["kind"] == "text"),
+            "items": items,
+        }
+    )

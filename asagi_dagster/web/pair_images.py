@@ -1,0 +1,172 @@
+"""Bytes for every image-text pair: from the shard's own WARC when it holds the image,
+else downloaded through the guarded fetcher.
+
+Resumable: each download outcome that is final (success or a permanent refusal) is
+committed to a cache under the storage root as soon as it arrives, so a re-run, or a
+run after a killed one, fetches only what is missing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import pyarrow.parquet as pq
+
+from asagi_dagster.storage import StageWriter, Storage
+from asagi_dagster.web.fetch import Fetcher, FetchResult, has_noai
+
+CACHE_DIR = "_cache/downloads"
+
+
+class DownloadCache:
+    """One JSON (the outcome) and, for successes, one body per URL, keyed by its hash."""
+
+    def __init__(self, storage: Storage):
+        self.storage = storage
+
+    def _paths(self, url: str) -> tuple[str, str]:
+        key = hashlib.sha256(url.encode("utf-8")).hexdigest()
+        base = self.storage.path(CACHE_DIR, key[:2], key)
+        return f"{base}.json", f"{base}.bin"
+
+    def get(self, url: str) -> FetchResult | None:
+        meta_path, body_path = self._paths(url)
+        if not self.storage.exists(meta_path):
+            return None
+        meta = self.storage.read_json(meta_path)
+        body = None
+        if meta["ok"]:
+            with self.storage.fs.open(body_path, "rb") as f:
+                body = f.read()
+        return FetchResult(url=url, ok=meta["ok"], content_type=meta["content_type"], body=body,
+                           reason=meta["reason"], detail=meta["detail"])
+
+    def put(self, result: FetchResult) -> None:
+        if result.transient:
+            return  # worth another try next run
+        meta_path, body_path = self._paths(result.url)
+        if result.ok:
+            self.storage.write_bytes(body_path, result.body)
+        # The JSON is written last: it is what makes the entry exist.
+        self.storage.write_json(meta_path, {"ok": result.ok, "content_type": result.content_type,
+                                            "reason": result.reason, "detail": result.detail})
+
+
+class WarcImageIndex:
+    """Finds a shard's WARC image by URL without loading the images into memory."""
+
+    def __init__(self, storage: Storage, web_images_url: str | None):
+        self._file = None
+        self._where: dict[str, tuple[int, int]] = {}
+        if web_images_url is None:
+            return
+        self._file = pq.ParquetFile(storage.fs.open(storage.strip_protocol(web_images_url), "rb"))
+        for group in range(self._file.num_row_groups):
+            urls = self._file.read_row_group(group, columns=["url"]).column("url").to_pylist()
+            for row, url in enumerate(urls):
+                self._where.setdefault(url, (group, row))
+
+    def __contains__(self, url: str) -> bool:
+        return url in self._where
+
+    def take(self, urls: set[str]) -> dict[str, dict]:
+        by_group: dict[int, list[tuple[int, str]]] = {}
+        for url in urls:
+            group, row = self._where[url]
+            by_group.setdefault(group, []).append((row, url))
+        found = {}
+        for group, wanted in by_group.items():
+            table = self._file.read_row_group(group, columns=["content_type", "x_robots_tag", "bytes"])
+            for row, url in wanted:
+                found[url] = table.slice(row, 1).to_pylist()[0]
+        return found
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+
+
+def gather_pair_images(
+    storage: Storage,
+    pairs_url: str,
+    web_images_url: str | None,
+    writer: StageWriter,
+    fetcher: Fetcher,
+    workers: int,
+    batch_rows: int = 256,
+) -> dict[str, int]:
+    """Write one row per pair with its image bytes, or a rejection; returns origin counts."""
+    cache = DownloadCache(storage)
+    index = WarcImageIndex(storage, web_images_url)
+    origins = {"warc": 0, "cache": 0, "download": 0}
+    try:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            for batch in _batches(storage.iter_rows(storage.strip_protocol(pairs_url), ["pair_id", "image_url"]), batch_rows):
+                urls = {row["image_url"] for row in batch}
+                in_warc = index.take({u for u in urls if u in index})
+                outcomes: dict[str, FetchResult] = {}
+                to_fetch = []
+                for url in urls - in_warc.keys():
+                    cached = cache.get(url)
+                    if cached is not None:
+                        outcomes[url] = cached
+                    else:
+                        to_fetch.append(url)
+                for result in pool.map(fetcher.fetch_image, to_fetch):
+                    cache.put(result)
+                    outcomes[result.url] = result
+                for row in batch:
+                    writer.count_in()
+                    url = row["image_url"]
+                    if url in in_warc:
+                        origins["warc"] += _write_from_warc(row, in_warc[url], writer)
+                    else:
+                        origin = "download" if url in to_fetch else "cache"
+                        origins[origin] += _write_fetched(row, outcomes[url], origin, writer)
+    finally:
+        index.close()
+    return origins
+
+
+def _write_from_warc(row: dict, image: dict, writer: StageWriter) -> int:
+    if has_noai(image["x_robots_tag"]):
+        writer.reject(row["pair_id"], "x_robots_noai", image["x_robots_tag"])
+        return 0
+    _write(writer, row, "warc", image["content_type"], image["bytes"])
+    return 1
+
+
+def _write_fetched(row: dict, result: FetchResult, origin: str, writer: StageWriter) -> int:
+    if not result.ok:
+        writer.reject(row["pair_id"], result.reason, result.detail)
+        return 0
+    _write(writer, row, "download", result.content_type, result.body)
+    return 1
+
+
+def _write(writer: StageWriter, row: dict, origin: str, content_type: str, body: bytes) -> None:
+    writer.write(
+        {
+            "pair_id": row["pair_id"],
+            "image_url": row["image_url"],
+            "origin": origin,
+            "content_type": content_type,
+            "sha256": hashlib.sha256(body).hexdigest(),
+            "size": len(body),
+            "bytes": body,
+        },
+        size_hint=len(body),
+    )
+
+
+def _batches(rows: Iterator[dict], size: int) -> Iterator[list[dict]]:
+    batch = []
+    for row in rows:
+        batch.append(row)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch

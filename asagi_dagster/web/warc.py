@@ -1,0 +1,128 @@
+"""Streaming WARC reading that survives damaged files.
+
+warcio reads records one at a time; this module adds what a crawl shard in the wild
+needs: a damaged region (a truncated gzip member, garbage between records, a file that
+is not a WARC at all) becomes a ``CorruptRegion`` and reading resumes at the next
+record boundary, so one bad member never costs the rest of the shard.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import BinaryIO
+
+from warcio.archiveiterator import ArchiveIterator
+
+GZIP_MAGIC = b"\x1f\x8b\x08"
+WARC_MAGIC = b"WARC/1."
+_SCAN_CHUNK = 1 << 20
+
+
+@dataclass(slots=True)
+class WarcRecord:
+    record_id: str
+    offset: int
+    warc_type: str
+    target_uri: str | None
+    warc_date: str | None
+    warc_truncated: str | None
+    http_protocol: str | None
+    http_status: str | None
+    content_type: str | None
+    x_robots_tag: str | None
+    payload: bytes | None  # None when over the size cap or unreadable
+    payload_error: str | None  # why payload is None, or a truncation
+    payload_sha1: str | None
+
+
+@dataclass(slots=True)
+class CorruptRegion:
+    offset: int
+    error: str
+
+
+def iter_warc(open_file: Callable[[], BinaryIO], shard: str, max_payload_bytes: int) -> Iterator[WarcRecord | CorruptRegion]:
+    """Yield every record of a WARC (gzipped per record or plain) and every damaged region.
+
+    ``open_file`` opens the shard afresh (a local file or an fsspec file); it is called
+    again, with a seek, only to resume after a damaged region.
+    """
+    start = 0
+    with open_file() as f:
+        size = f.seek(0, 2)
+        while start < size:
+            f.seek(start)
+            iterator = ArchiveIterator(f, arc2warc=False)
+            try:
+                for record in iterator:
+                    yield _read_record(record, iterator, shard, max_payload_bytes)
+                if iterator.offset >= size:
+                    return
+                # warcio stops quietly at a gzip member cut short at the end of the file.
+                error = "unreadable bytes after the last complete record (truncated gzip member?)"
+            except Exception as exc:  # warcio raises several types for damaged input
+                error = f"{type(exc).__name__}: {exc}"
+            bad = iterator.offset if iterator.offset >= start else start
+            yield CorruptRegion(offset=bad, error=error)
+            start = _next_boundary(f, bad + 1, size)
+
+
+def _read_record(record, iterator: ArchiveIterator, shard: str, max_payload_bytes: int) -> WarcRecord:
+    headers = record.rec_headers
+    http = record.http_headers
+    payload: bytes | None = None
+    payload_error: str | None = None
+    sha1: str | None = None
+    try:
+        stream = record.content_stream()
+        payload = stream.read(max_payload_bytes + 1)
+        if len(payload) > max_payload_bytes:
+            payload, payload_error = None, f"payload larger than {max_payload_bytes} bytes"
+        elif record.raw_stream.limit > 0:
+            payload_error = f"record ends {record.raw_stream.limit} bytes short of its Content-Length"
+        if payload is not None:
+            sha1 = hashlib.sha1(payload).hexdigest()
+    except Exception as exc:  # broken chunked or content encodings
+        payload, payload_error = None, f"{type(exc).__name__}: {exc}"
+    offset = iterator.get_record_offset()  # only after the payload: warcio reads to the record's end here
+    return WarcRecord(
+        record_id=headers.get_header("WARC-Record-ID") or f"{shard}@{offset}",
+        offset=offset,
+        warc_type=record.rec_type or "",
+        target_uri=headers.get_header("WARC-Target-URI"),
+        warc_date=headers.get_header("WARC-Date"),
+        warc_truncated=headers.get_header("WARC-Truncated"),
+        http_protocol=http.protocol if http else None,
+        http_status=http.get_statuscode() if http else None,
+        content_type=http.get_header("Content-Type") if http else None,
+        x_robots_tag=http.get_header("X-Robots-Tag") if http else None,
+        payload=payload,
+        payload_error=payload_error,
+        payload_sha1=sha1,
+    )
+
+
+def _next_boundary(f: BinaryIO, start: int, size: int) -> int:
+    """Offset of the next plausible record start (a gzip member or ``WARC/1.``), or ``size``."""
+    f.seek(start)
+    position = start
+    tail = b""
+    while position < size:
+        chunk = f.read(_SCAN_CHUNK)
+        if not chunk:
+            break
+        window = tail + chunk
+        base = position - len(tail)
+        hits = [i for i in (window.find(GZIP_MAGIC), _find_warc_line(window)) if i >= 0]
+        if hits:
+            return base + min(hits)
+        tail = window[-8:]
+        position += len(chunk)
+    return size
+
+
+def _find_warc_line(window: bytes) -> int:
+    index = window.find(b"\n" + WARC_MAGIC)
+    return index + 1 if index >= 0 else -1

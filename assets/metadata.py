@@ -1,0 +1,59 @@
+"""What the UI shows for a partition: counts, rejection reasons, samples, the accounting check."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from asagi_dagster.previews import sample_rows, thumbnails
+from asagi_dagster.query import accounting
+from asagi_dagster.storage import Manifest, Storage
+
+
+def manifest_metadata(storage: Storage, manifest: Manifest) -> dict:
+    metadata = {
+        "rows_in": manifest.rows_in,
+        "rows_out": manifest.rows_out,
+        "rows_rejected": manifest.rows_rejected,
+        "rejected_by_reason": dg.MetadataValue.json(manifest.rejected_by_reason),
+        "data": dg.MetadataValue.path(manifest.data_url),
+        "rejections": dg.MetadataValue.path(manifest.rejections_url),
+        "schema_version": manifest.schema_version,
+    }
+    rows = sample_rows(storage, manifest.data_url) if manifest.rows_out else []
+    if rows:
+        metadata["sample_rows"] = dg.MetadataValue.md(_markdown_table(rows))
+    if rows and "bytes" in _columns(storage, manifest.data_url):
+        images = thumbnails(storage, manifest.data_url)
+        if images:
+            metadata["preview"] = dg.MetadataValue.md(" ".join(f"![image {i}]({uri})" for i, uri in enumerate(images)))
+    return metadata
+
+
+def accounting_check(storage: Storage, manifest: Manifest) -> dg.AssetCheckResult:
+    result = accounting(storage, manifest)
+    return dg.AssetCheckResult(
+        asset_key=manifest.asset,
+        check_name="rows_accounted",
+        passed=result["passed"],
+        metadata={
+            "rows_in": result["rows_in"],
+            "rows_out": result["rows_out"],
+            "rows_rejected": result["rows_rejected"],
+            "rejected_by_reason": dg.MetadataValue.json(result["rejected_by_reason"]),
+        },
+    )
+
+
+def _columns(storage: Storage, data_url: str) -> list[str]:
+    import pyarrow.parquet as pq
+
+    with storage.fs.open(storage.strip_protocol(data_url), "rb") as f:
+        return pq.ParquetFile(f).schema_arrow.names
+
+
+def _markdown_table(rows: list[dict]) -> str:
+    columns = list(rows[0])
+    escape = lambda v: "" if v is None else str(v).replace("|", "\\|").replace("\n", " ")  # noqa: E731
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(escape(r[c]) for c in columns) + " |" for r in rows]
+    return "\n".join(lines)
