@@ -52,6 +52,10 @@ class BlockedAddress(Exception):
     pass
 
 
+class Unresolvable(Exception):
+    pass
+
+
 class AddressPolicy:
     """Refuses hosts that resolve to non-public addresses, unless allow-listed."""
 
@@ -62,7 +66,7 @@ class AddressPolicy:
         try:
             infos = socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)
         except socket.gaierror as exc:
-            raise BlockedAddress(f"cannot resolve {host}: {exc}") from None
+            raise Unresolvable(f"cannot resolve {host}: {exc}") from None
         for info in infos:
             address = ipaddress.ip_address(info[4][0].split("%")[0])
             if address.is_global or any(address in net for net in self.allowed):
@@ -177,6 +181,8 @@ class Fetcher:
                 self.policy.check(parts.hostname, parts.port or (443 if parts.scheme == "https" else 80))
             except BlockedAddress as exc:
                 return refused(url, "blocked_address", str(exc)), None
+            except Unresolvable as exc:
+                return refused(url, "dns_error", str(exc), transient=True), None
             self.throttle.wait(parts.netloc)
             try:
                 with self.client.stream("GET", current) as response:

@@ -1,0 +1,71 @@
+"""Shared fixtures: a profile per test under tmp_path, and the sample's loopback image server."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from asagi_dagster.config import load_config
+from asagi_dagster.sample.server import start_image_server
+from asagi_dagster.storage import Storage
+
+
+def write_profile(directory: Path, **overrides) -> Path:
+    """A local profile rooted in ``directory``; ``overrides`` are merged section by section."""
+    profile = {
+        "profile": "test",
+        "storage": {"root": str(directory / "data"), "duckdb_path": str(directory / "asagi.duckdb")},
+        "sources": {
+            "web": {
+                "inbox": str(directory / "inbox"),
+                "downloader": {"per_host_interval_s": 0.0, "retries": 1, "backoff_s": 0.05, "allow_networks": ["127.0.0.1/32"]},
+            }
+        },
+        "dagster": {"home": str(directory / "dagster_home")},
+    }
+    _merge(profile, overrides)
+    path = directory / "profile.yaml"
+    path.write_text(yaml.safe_dump(profile, allow_unicode=True), encoding="utf-8")
+    return path
+
+
+def _merge(base: dict, extra: dict) -> None:
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _merge(base[key], value)
+        else:
+            base[key] = value
+
+
+@pytest.fixture
+def profile_path(tmp_path: Path) -> Path:
+    return write_profile(tmp_path)
+
+
+@pytest.fixture
+def config(profile_path: Path):
+    return load_config(profile_path)
+
+
+@pytest.fixture
+def storage(config) -> Storage:
+    return Storage(config.storage)
+
+
+@pytest.fixture
+def served_dir(tmp_path: Path) -> Path:
+    path = tmp_path / "served"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def image_server(served_dir: Path):
+    """The sample's image server on a free loopback port; yields its base URL."""
+    server = start_image_server(served_dir, "127.0.0.1", 0)
+    host, port = server.server_address[:2]
+    yield f"http://{host}:{port}"
+    server.shutdown()
+    server.server_close()

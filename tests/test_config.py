@@ -1,0 +1,92 @@
+from pathlib import Path
+
+import pytest
+
+from asagi_dagster.config import DEFAULT_PROFILE, ConfigError, load_config
+from tests.conftest import write_profile
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_embedded_default_loads_with_paths_relative_to_the_profile():
+    config = load_config(DEFAULT_PROFILE)
+    assert config.profile == "local"
+    assert config.storage.root == str(REPO / ".asagi" / "data")
+    assert config.sources.web.inbox == str(REPO / ".asagi" / "inbox")
+
+
+def test_cluster_example_loads_with_s3_root_and_real_model_ids():
+    config = load_config(REPO / "configs" / "cluster.example.yaml")
+    assert config.storage.root.startswith("s3://")
+    assert config.models["vision_encoder"].id == "google/siglip-so400m-patch14-384"
+    assert config.models["llm"].id.startswith("llm-jp/llm-jp-3-")
+
+
+def test_env_var_chooses_the_profile(tmp_path, monkeypatch):
+    path = write_profile(tmp_path)
+    monkeypatch.setenv("ASAGI_CONFIG", str(path))
+    assert load_config().profile == "test"
+
+
+def test_unknown_key_is_an_error_naming_file_and_key(tmp_path):
+    path = write_profile(tmp_path, sources={"web": {"downloader": {"max_byts": 10}}})
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    message = str(err.value)
+    assert str(path) in message
+    assert "sources.web.downloader.max_byts: unknown key" in message
+
+
+def test_wrong_type_names_key_and_expectation(tmp_path):
+    path = write_profile(tmp_path, sources={"web": {"downloader": {"workers": "many"}}})
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert "sources.web.downloader.workers" in str(err.value)
+    assert "valid integer" in str(err.value)
+    assert "'many'" in str(err.value)
+
+
+def test_missing_required_key(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text("profile: x\nstorage: {root: /tmp/x}\ndagster: {home: /tmp/h}\n")
+    with pytest.raises(ConfigError, match="sources: Field required"):
+        load_config(path)
+
+
+def test_bad_network_in_allow_list(tmp_path):
+    path = write_profile(tmp_path, sources={"web": {"downloader": {"allow_networks": ["not-a-net"]}}})
+    with pytest.raises(ConfigError, match="allow_networks"):
+        load_config(path)
+
+
+def test_unreadable_and_non_mapping_files(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read profile"):
+        load_config(tmp_path / "absent.yaml")
+    bad = tmp_path / "list.yaml"
+    bad.write_text("- a\n- b\n")
+    with pytest.raises(ConfigError, match="expected a mapping"):
+        load_config(bad)
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("profile: [unclosed\n")
+    with pytest.raises(ConfigError, match="invalid YAML"):
+        load_config(broken)
+
+
+def _keys(node):
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield str(key).lower()
+            yield from _keys(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _keys(value)
+
+
+def test_no_secret_keys_in_shipped_profiles():
+    import yaml
+
+    for path in (REPO / "configs").glob("*.yaml"):
+        for key in _keys(yaml.safe_load(path.read_text())):
+            assert not any(word in key for word in ("secret", "password", "token", "api_key", "access_key")), (
+                f"{path.name} has key {key}: secrets come from the environment"
+            )
