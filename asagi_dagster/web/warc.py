@@ -57,6 +57,8 @@ def iter_warc(open_file: Callable[[], BinaryIO], shard: str, max_payload_bytes: 
             iterator = ArchiveIterator(f, arc2warc=False)
             try:
                 for record in iterator:
+                    if record.format != "warc":  # warcio also reads ARC; a shard must be WARC
+                        raise ValueError(f"not a WARC record (looks like {record.format})")
                     yield _read_record(record, iterator, shard, max_payload_bytes)
                 if iterator.offset >= size:
                     return

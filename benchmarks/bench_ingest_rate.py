@@ -1,0 +1,103 @@
+"""Web ingest throughput: our WARC -> documents/images -> pairs/interleaved path versus
+a bare warcio + lxml loop over the same file.
+
+Target (issue "foundation"): ours at least 0.5x the bare rate. Both run on the same
+shard in the same process, alternating, because absolute rates on shared machines are
+noise; only the ratio is compared with the target.
+
+    python -m benchmarks.bench_ingest_rate [--pages N] [--rounds R]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from lxml import html as lxml_html
+from warcio.archiveiterator import ArchiveIterator
+
+from asagi_dagster.config import StorageSettings, WebSourceSettings
+from asagi_dagster.storage import StageWriter, Storage
+from asagi_dagster.web import schemas
+from asagi_dagster.web.ingest import extract_pages, ingest_warc
+from benchmarks.make_shard import make_shard
+
+TARGET = 0.5
+
+
+def run_ours(path: Path, root: Path) -> dict[str, int]:
+    """Both ingest steps as the Dagster assets run them, into a Storage under ``root``;
+    returns rows in per asset."""
+    storage = Storage(StorageSettings(root=str(root)))
+    web = WebSourceSettings(inbox=str(path.parent))
+    shard = path.name
+    with (
+        StageWriter(storage, "web_documents", shard, schemas.WEB_DOCUMENTS, schemas.WEB_DOCUMENTS_VERSION) as docs,
+        StageWriter(storage, "web_images", shard, schemas.WEB_IMAGES, schemas.WEB_IMAGES_VERSION) as images,
+    ):
+        ingest_warc(lambda: open(path, "rb"), shard, docs, images, web)
+    with (
+        StageWriter(storage, "image_text_pairs", shard, schemas.IMAGE_TEXT_PAIRS, schemas.IMAGE_TEXT_PAIRS_VERSION) as pairs,
+        StageWriter(storage, "interleaved_documents", shard, schemas.INTERLEAVED_DOCUMENTS, schemas.INTERLEAVED_DOCUMENTS_VERSION) as inter,
+    ):
+        extract_pages(storage, docs.manifest.data_url, pairs, inter, web.html)
+    return {m.asset: m.rows_in for m in (docs.manifest, images.manifest, pairs.manifest, inter.manifest)}
+
+
+def run_bare(path: Path) -> int:
+    """The least any ingest must do: read every record's payload, parse every HTML page."""
+    records = 0
+    with open(path, "rb") as f:
+        for record in ArchiveIterator(f):
+            records += 1
+            payload = record.content_stream().read()
+            content_type = record.http_headers.get_header("Content-Type", "") if record.http_headers else ""
+            if record.rec_type == "response" and content_type.startswith("text/html"):
+                lxml_html.document_fromstring(payload)
+    return records
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description="records/s of our web ingest versus bare warcio + lxml")
+    parser.add_argument("--pages", type=int, default=1500, help="pages in the generated shard (default: a few seconds per run on 2 cores)")
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="bench-rate-") as tmp:
+        path = Path(tmp) / "bench-00000.warc.gz"
+        made = make_shard(path, args.pages)
+        print(f"shard: {made['pages']} pages, {made['images']} images, {made['records']} records, {made['bytes'] / 2**20:.1f} MiB")
+        ours, bare = [], []
+        for round_ in range(args.rounds):
+            # Alternate which goes first so neither always gets the warmer caches.
+            order = ("bare", "ours") if round_ % 2 == 0 else ("ours", "bare")
+            for name in order:
+                start = time.perf_counter()
+                if name == "bare":
+                    records = run_bare(path)
+                    bare.append(records / (time.perf_counter() - start))
+                else:
+                    root = Path(tmp) / f"storage-{round_}"
+                    rows = run_ours(path, root)
+                    ours.append(made["records"] / (time.perf_counter() - start))
+                    shutil.rmtree(root)  # keep the temp dir small between rounds
+            print(f"round {round_ + 1}: ours {ours[-1]:,.0f} records/s, bare {bare[-1]:,.0f} records/s")
+        assert records == made["records"], (records, made)
+        assert rows["web_documents"] + rows["web_images"] == made["records"], rows  # every record accounted for
+        print(f"ours rows in: {rows}")
+
+    best_ours, best_bare = max(ours), max(bare)
+    ratio = best_ours / best_bare
+    print(f"ours (best of {args.rounds}): {best_ours:,.0f} records/s  (median {statistics.median(ours):,.0f})")
+    print(f"bare (best of {args.rounds}): {best_bare:,.0f} records/s  (median {statistics.median(bare):,.0f})")
+    print(f"ratio ours/bare: {ratio:.2f}x  target: at least {TARGET}x  -> {'PASS' if ratio >= TARGET else 'FAIL'}")
+    return 0 if ratio >= TARGET else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,68 @@
+"""The whole web ingest against a real S3 endpoint: moto in server mode on 127.0.0.1.
+
+Inbox, storage root, manifests and the DuckDB report all live in the bucket.
+"""
+
+from __future__ import annotations
+
+import boto3
+import dagster as dg
+import pytest
+from moto.server import ThreadedMotoServer
+
+from asagi_dagster.config import load_config
+from asagi_dagster.definitions import build_definitions
+from asagi_dagster.report import shard_report
+from asagi_dagster.sample.site import build_shards, write_sample
+from asagi_dagster.storage import Storage
+from tests.conftest import write_profile
+
+BUCKET = "asagi-test"
+
+
+@pytest.fixture
+def s3_endpoint(monkeypatch):
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(name, value)
+    endpoint = f"http://{host}:{port}"
+    boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket=BUCKET)
+    yield endpoint
+    server.stop()
+
+
+def test_web_ingest_end_to_end_on_s3(tmp_path, s3_endpoint, image_server, served_dir):
+    profile = write_profile(
+        tmp_path,
+        storage={"root": f"s3://{BUCKET}/data", "s3": {"endpoint_url": s3_endpoint}, "duckdb_path": None},
+        sources={"web": {"inbox": f"s3://{BUCKET}/inbox"}},
+    )
+    config = load_config(profile)
+    write_sample(tmp_path / "unused-inbox", served_dir, image_server)
+    client = boto3.client("s3", endpoint_url=s3_endpoint)
+    for name, data in build_shards(image_server).items():
+        client.put_object(Bucket=BUCKET, Key=f"inbox/{name}", Body=data)
+
+    defs = build_definitions(str(profile))
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("warc_shards", ["sample-00000.warc.gz"])
+        result = defs.resolve_job_def("web_ingest").execute_in_process(instance=instance, partition_key="sample-00000.warc.gz")
+        assert result.success
+        checks = result.get_asset_check_evaluations()
+        assert len(checks) == 5 and all(c.passed for c in checks)
+
+    keys = {o["Key"] for o in client.list_objects_v2(Bucket=BUCKET, Prefix="data/")["Contents"]}
+    for asset in ("web_documents", "web_images", "image_text_pairs", "interleaved_documents", "pair_images"):
+        assert f"data/{asset}/sample-00000.warc.gz/data.parquet" in keys
+        assert f"data/{asset}/sample-00000.warc.gz/_manifest.json" in keys
+        assert f"data/rejections/{asset}/sample-00000.warc.gz/data.parquet" in keys
+    assert not [k for k in keys if ".tmp" in k or k.endswith(".part")]
+
+    report = {(r["asset"], r["partition"]): r for r in shard_report(Storage(config.storage), None)}
+    pairs = report[("pair_images", "sample-00000.warc.gz")]
+    assert pairs["rows_out"] == 4
+    assert pairs["rejected_by_reason"] == {"robots_disallowed": 1}
+    docs = report[("web_documents", "sample-00000.warc.gz")]
+    assert docs["rows_in"] == docs["rows_out"] + docs["rows_rejected"]
