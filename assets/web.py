@@ -106,10 +106,11 @@ web_ingest = dg.define_asset_job(
 )
 
 
-def _run_requests(shards, keyed: bool) -> list[dg.RunRequest]:
-    # The sensor's run key holds the file's fingerprint, so it never ingests one file
-    # version twice; the schedule re-requests whatever is still out of sync.
-    return [dg.RunRequest(partition_key=s.key, run_key=f"{s.key}@{s.fingerprint}" if keyed else None) for s in shards]
+def _run_requests(shards, tick: str | None = None) -> list[dg.RunRequest]:
+    # The sensor's run key is the file's fingerprint, so one file version is ingested
+    # once; the schedule adds its tick, re-requesting whatever is still out of sync.
+    suffix = f"@{tick}" if tick else ""
+    return [dg.RunRequest(partition_key=s.key, run_key=f"{s.key}@{s.fingerprint}{suffix}") for s in shards]
 
 
 def _plan(context, profile: ProfileResource, storage: StorageResource):
@@ -135,7 +136,7 @@ def build_inbox_automation(config: AsagiConfig) -> tuple[dg.SensorDefinition, dg
         if not plan.new:
             return dg.SkipReason("no new shards in the inbox")
         return dg.SensorResult(
-            run_requests=_run_requests(plan.new, keyed=True),
+            run_requests=_run_requests(plan.new),
             dynamic_partitions_requests=[warc_shards.build_add_request([s.key for s in plan.new])],
         )
 
@@ -152,6 +153,6 @@ def build_inbox_automation(config: AsagiConfig) -> tuple[dg.SensorDefinition, dg
         shards = plan.new + plan.changed
         if not shards:
             return dg.SkipReason("inbox in sync")
-        return _run_requests(shards, keyed=False)
+        return _run_requests(shards, tick=context.scheduled_execution_time.isoformat())
 
     return warc_inbox_sensor, warc_inbox_resync

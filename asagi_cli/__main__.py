@@ -1,0 +1,3 @@
+from asagi_cli.main import main
+
+main()

@@ -1,0 +1,99 @@
+"""The ways people drive the pipeline from a shell: ``asagi demo`` (the README's main
+command), ``asagi sync``/``report``, and a CLI backfill run by ``dagster-daemon``."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import write_profile
+
+REPO = Path(__file__).resolve().parent.parent
+ASAGI = [sys.executable, "-m", "asagi_cli"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def cli_env(tmp_path):
+    profile = write_profile(tmp_path, sample={"image_server_port": free_port()})
+    env = {**os.environ, "ASAGI_CONFIG": str(profile), "DAGSTER_HOME": str(tmp_path / "dagster_home")}
+    return env
+
+
+def asagi(env, *args, check=True) -> subprocess.CompletedProcess:
+    return subprocess.run([*ASAGI, *args], env=env, cwd=REPO, capture_output=True, text=True, check=check, timeout=300)
+
+
+def test_demo_then_sync_and_report(cli_env):
+    demo = asagi(cli_env, "demo")
+    assert "sample-00002.warc: success" in demo.stdout
+    report = json.loads(asagi(cli_env, "report", "--json").stdout)
+    assert len(report) == 15  # 5 assets x 3 shards
+    for row in report:
+        assert row["rows_in"] == row["rows_out"] + row["rows_rejected"], row
+        assert sum(row["rejected_by_reason"].values()) == row["rows_rejected"]
+    by_key = {(r["asset"], r["partition"]): r for r in report}
+    assert by_key[("pair_images", "sample-00001.warc.gz")]["rejected_by_reason"] == {"http_status": 1, "x_robots_noai": 1}
+    assert asagi(cli_env, "sync").stdout.strip() == "no new shards"
+    assert "pair_images" in asagi(cli_env, "report").stdout
+
+
+def test_bad_profile_is_a_clear_cli_error(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("profile: x\nstorage: {root: /tmp/x, rooot: 1}\n")
+    result = subprocess.run([*ASAGI, "sync"], env={**os.environ, "ASAGI_CONFIG": str(bad)}, capture_output=True, text=True)
+    assert result.returncode == 1
+    assert "storage.rooot: unknown key" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_cli_backfill_of_all_shards_through_the_daemon(cli_env, tmp_path):
+    """The README's backfill: sync, `dagster job backfill --all`, `dagster-daemon run`."""
+    asagi(cli_env, "sample")
+    assert asagi(cli_env, "sync").stdout.count("added ") == 3
+    server = subprocess.Popen([*ASAGI, "serve-sample"], env=cli_env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    daemon = None
+    try:
+        subprocess.run(
+            ["dagster", "job", "backfill", "-w", "workspace.yaml", "-j", "web_ingest", "--all", "all", "--noprompt"],
+            env=cli_env, cwd=REPO, check=True, capture_output=True, timeout=120,
+        )
+        daemon = subprocess.Popen(
+            ["dagster-daemon", "run", "-w", "workspace.yaml"], env=cli_env, cwd=REPO,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        )
+        statuses = _wait_for_runs(cli_env, expected=3, deadline_s=240)
+    finally:
+        if daemon is not None:
+            os.killpg(daemon.pid, signal.SIGTERM)  # the daemon and the run processes it launched
+            daemon.wait(timeout=60)
+        server.terminate()
+        server.wait(timeout=60)
+    assert statuses == ["SUCCESS"] * 3
+    report = json.loads(asagi(cli_env, "report", "--json").stdout)
+    assert {r["partition"] for r in report} == {"sample-00000.warc.gz", "sample-00001.warc.gz", "sample-00002.warc"}
+
+
+def _wait_for_runs(env, expected: int, deadline_s: float) -> list[str]:
+    script = "import dagster as dg; print(' '.join(sorted(r.status.value for r in dg.DagsterInstance.get().get_runs())))"
+    deadline = time.monotonic() + deadline_s
+    statuses: list[str] = []
+    while time.monotonic() < deadline:
+        out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True).stdout.split()
+        statuses = out
+        if len(statuses) == expected and all(s in ("SUCCESS", "FAILURE", "CANCELED") for s in statuses):
+            break
+        time.sleep(2)
+    return statuses

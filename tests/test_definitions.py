@@ -1,0 +1,119 @@
+"""The Dagster layer: definitions, the inbox sensor and re-sync schedule, and a full
+materialization of the sample with every asset check passing."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import dagster as dg
+import pytest
+
+from asagi_dagster.definitions import build_definitions
+from asagi_dagster.sample.site import write_sample
+
+ASSETS = {"web_documents", "web_images", "image_text_pairs", "interleaved_documents", "pair_images"}
+
+
+@pytest.fixture
+def defs(profile_path):
+    return build_definitions(str(profile_path))
+
+
+@pytest.fixture
+def sample_inbox(config, served_dir, image_server):
+    from pathlib import Path
+
+    write_sample(Path(config.sources.web.inbox), served_dir, image_server)
+    return Path(config.sources.web.inbox)
+
+
+def test_every_asset_has_description_group_and_accounting_check(defs):
+    graph = defs.resolve_asset_graph()
+    keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
+    assert keys == ASSETS
+    for key in graph.get_all_asset_keys():
+        node = graph.get(key)
+        assert node.description and node.group_name == "web"
+        assert dg.AssetCheckKey(key, "rows_accounted") in node.check_keys
+    assert defs.resolve_job_def("web_ingest").partitions_def.name == "warc_shards"
+    assert defs.resolve_sensor_def("warc_inbox_sensor")
+    assert defs.resolve_schedule_def("warc_inbox_resync").cron_schedule == "0 * * * *"
+
+
+def test_library_never_imports_dagster():
+    from pathlib import Path
+
+    library = Path(__file__).resolve().parent.parent / "asagi_dagster"
+    offenders = [
+        str(p.relative_to(library))
+        for p in library.rglob("*.py")
+        if p.name != "definitions.py" and any(
+            line.lstrip().startswith(("import dagster", "from dagster")) for line in p.read_text().splitlines()
+        )
+    ]
+    assert offenders == []
+
+
+def _sensor_result(defs, instance):
+    sensor = defs.resolve_sensor_def("warc_inbox_sensor")
+    with dg.build_sensor_context(instance=instance, resources=defs.resources) as context:
+        return sensor(context)
+
+
+def test_sensor_registers_new_shards_and_requests_their_runs(defs, sample_inbox):
+    with dg.instance_for_test() as instance:
+        result = _sensor_result(defs, instance)
+        keys = ["sample-00000.warc.gz", "sample-00001.warc.gz", "sample-00002.warc"]
+        assert [r.partition_key for r in result.run_requests] == keys
+        assert result.dynamic_partitions_requests[0].partition_keys == keys
+        instance.add_dynamic_partitions("warc_shards", keys)
+        # Nothing new: the sensor skips.
+        assert isinstance(_sensor_result(defs, instance), dg.SkipReason)
+        (sample_inbox / "later").mkdir()
+        (sample_inbox / "later" / "crawl-7.warc.gz").write_bytes((sample_inbox / "sample-00000.warc.gz").read_bytes())
+        (sample_inbox / "bad name!.warc").write_bytes(b"")
+        result = _sensor_result(defs, instance)
+        assert [r.partition_key for r in result.run_requests] == ["later__crawl-7.warc.gz"]
+
+
+def test_schedule_resyncs_new_changed_and_never_ingested_shards(defs, sample_inbox):
+    schedule = defs.resolve_schedule_def("warc_inbox_resync")
+    job = defs.resolve_job_def("web_ingest")
+    ticks = iter(datetime(2026, 11, 1, hour, tzinfo=timezone.utc) for hour in range(24))
+    with dg.instance_for_test() as instance:
+        def tick():
+            with dg.build_schedule_context(
+                instance=instance, resources=defs.resources, scheduled_execution_time=next(ticks), repository_def=defs.get_repository_def()
+            ) as context:
+                return schedule.evaluate_tick(context)
+
+        first = tick()
+        assert sorted(r.partition_key for r in first.run_requests) == ["sample-00000.warc.gz", "sample-00001.warc.gz", "sample-00002.warc"]
+        assert set(instance.get_dynamic_partitions("warc_shards")) == {r.partition_key for r in first.run_requests}
+        for key in ("sample-00000.warc.gz", "sample-00001.warc.gz"):
+            assert job.execute_in_process(instance=instance, partition_key=key).success
+        # Only the shard never ingested is still out of sync...
+        assert [r.partition_key for r in tick().run_requests] == ["sample-00002.warc"]
+        # ...until a file changes.
+        changed = sample_inbox / "sample-00001.warc.gz"
+        changed.write_bytes(changed.read_bytes() + b"")
+        import os
+
+        os.utime(changed, (1, 1))
+        assert sorted(r.partition_key for r in tick().run_requests) == ["sample-00001.warc.gz", "sample-00002.warc"]
+
+
+def test_sample_materializes_with_all_checks_passing(defs, sample_inbox):
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("warc_shards", ["sample-00001.warc.gz"])
+        result = defs.resolve_job_def("web_ingest").execute_in_process(instance=instance, partition_key="sample-00001.warc.gz")
+        assert result.success
+        checks = result.get_asset_check_evaluations()
+        assert {c.asset_key.to_user_string() for c in checks} == ASSETS
+        assert all(c.passed for c in checks)
+        materializations = {m.asset_key.to_user_string(): m.metadata for m in result.asset_materializations_for_node("pair_images")}
+        meta = materializations["pair_images"]
+        assert meta["rows_in"].value == 5
+        assert meta["rejected_by_reason"].value == {"http_status": 1, "x_robots_noai": 1}
+        assert "data:image/png;base64," in meta["preview"].value
+        assert "sample_rows" in meta
