@@ -29,8 +29,8 @@ def free_port() -> int:
 @pytest.fixture
 def cli_env(tmp_path):
     profile = write_profile(tmp_path, sample={"image_server_port": free_port()})
-    env = {**os.environ, "ASAGI_CONFIG": str(profile), "DAGSTER_HOME": str(tmp_path / "dagster_home")}
-    return env
+    (tmp_path / "dagster_home").mkdir()
+    return {**os.environ, "ASAGI_CONFIG": str(profile), "DAGSTER_HOME": str(tmp_path / "dagster_home")}
 
 
 def asagi(env, *args, check=True) -> subprocess.CompletedProcess:
@@ -97,3 +97,34 @@ def _wait_for_runs(env, expected: int, deadline_s: float) -> list[str]:
             break
         time.sleep(2)
     return statuses
+
+
+def test_dagster_validate_and_dev_find_the_project_with_no_flags(cli_env):
+    """workspace.yaml and [tool.dagster] make the repo root a Dagster project."""
+    validate = subprocess.run(["dagster", "definitions", "validate"], env=cli_env, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert validate.returncode == 0, validate.stderr[-2000:]
+    port = free_port()
+    dev = subprocess.Popen(["dagster", "dev", "--port", str(port)], env=cli_env, cwd=REPO,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        assets = _graphql_asset_keys(port, deadline_s=120)
+    finally:
+        os.killpg(dev.pid, signal.SIGTERM)
+        dev.wait(timeout=60)
+    assert {"web_documents", "web_images", "image_text_pairs", "interleaved_documents", "pair_images"} <= assets
+
+
+def _graphql_asset_keys(port: int, deadline_s: float) -> set[str]:
+    import httpx
+
+    query = {"query": "{ assetNodes { assetKey { path } } }"}
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        try:
+            nodes = httpx.post(f"http://127.0.0.1:{port}/graphql", json=query, timeout=10).json()["data"]["assetNodes"]
+            if nodes:
+                return {"/".join(n["assetKey"]["path"]) for n in nodes}
+        except (httpx.HTTPError, KeyError, TypeError, ValueError):
+            pass
+        time.sleep(2)
+    raise AssertionError("dagster dev never served the asset graph")
