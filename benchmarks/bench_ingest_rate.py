@@ -64,7 +64,7 @@ def run_bare(path: Path) -> int:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description="records/s of our web ingest versus bare warcio + lxml")
-    parser.add_argument("--pages", type=int, default=1500, help="pages in the generated shard (default: a few seconds per run on 2 cores)")
+    parser.add_argument("--pages", type=int, default=4000, help="pages in the generated shard (default: a few seconds per run on 2 cores)")
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
 

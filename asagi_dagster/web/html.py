@@ -55,7 +55,7 @@ class Page:
 
 def parse_page(text: str, page_url: str, max_context_chars: int) -> Page:
     """Parse decoded HTML; raises HtmlParseError when lxml finds no document."""
-    text = _XML_DECL.sub("", text, count=1)
+    text = _OUR_MARKS.sub("", _XML_DECL.sub("", text, count=1))
     try:
         root = lxml_html.document_fromstring(text)
     except (etree.ParserError, ValueError) as exc:
@@ -63,65 +63,72 @@ def parse_page(text: str, page_url: str, max_context_chars: int) -> Page:
     title_el = root.find(".//title")
     title = _clean(title_el.text_content()) if title_el is not None else None
     base_el = root.find(".//base[@href]")
-    base_url = _join(page_url, base_el.get("href")) if base_el is not None else page_url
-    page = Page(title=title or None, base_url=base_url or page_url)
-    _walk(root, page)
+    base_url = (_join(page_url, base_el.get("href")) if base_el is not None else None) or page_url
+    page = Page(title=title or None, base_url=base_url)
+    page.items = _flatten(root, base_url)
     _attach_context(page, max_context_chars)
     return page
 
 
-def _walk(root, page: Page) -> None:
-    buffer: list[str] = []
+# Private-use characters mark block boundaries and image positions in the flattened
+# text, so lxml's C serializer does the document-order walk instead of Python.
+_BLOCK_MARK = "\ue002"
+_OUR_MARKS = re.compile("[\ue000-\ue002]")  # the page's own, if any, must not pass for ours
+_SPLIT = re.compile("\ue002|\ue000(\\d+)\ue001")
 
-    def flush() -> None:
-        block = _clean("".join(buffer))
-        buffer.clear()
-        if block:
-            page.items.append(block)
 
-    walker = etree.iterwalk(root, events=("start", "end"))
-    for event, el in walker:
-        tag = el.tag if isinstance(el.tag, str) else None  # comments and PIs have no str tag
-        if event == "start":
-            if tag is None:
-                walker.skip_subtree()
-                continue
-            tag = tag.lower()
-            if tag in _SKIP:
-                walker.skip_subtree()
-                continue
-            if tag in _BLOCK:
-                flush()
-            if tag == "img" or tag == "picture":
-                flush()
-                page.items.append(_image_ref(el, tag, len(page.images), page.base_url))
-                walker.skip_subtree()  # a picture's own <img> is part of it
-                continue
-            if el.text:
-                buffer.append(el.text)
+def _flatten(root, base_url: str) -> list[str | ImageRef]:
+    etree.strip_elements(root, *_SKIP, etree.Comment, etree.ProcessingInstruction, with_tail=False)
+    base = _Base(base_url)
+    captions = _figure_captions(root)
+    images = []
+    for el in root.xpath("//picture | //img[not(ancestor::picture)]"):  # document order
+        images.append(_image_ref(el, len(images), base, captions.get(el)))
+        el.tail = f"\ue000{len(images) - 1}\ue001{el.tail or ''}"
+    for el in root.iter(*_BLOCK):
+        el.text = _BLOCK_MARK + (el.text or "")
+        el.tail = _BLOCK_MARK + (el.tail or "")
+    flat = _WS.sub(" ", etree.tostring(root, method="text", encoding="unicode", with_tail=False))
+    items: list[str | ImageRef] = []
+    # re.split with one group alternates: text, group (image index or None), text, ...
+    for i, piece in enumerate(_SPLIT.split(flat)):
+        if i % 2:
+            if piece is not None:
+                items.append(images[int(piece)])
         else:
-            if tag is not None and tag.lower() in _BLOCK:
-                flush()
-            if el.tail:
-                buffer.append(el.tail)
-    flush()
+            block = piece.strip()
+            if block:
+                items.append(block)
+    return items
 
 
-def _image_ref(el, tag: str, index: int, base_url: str) -> ImageRef:
-    img = el if tag == "img" else el.find(".//img")
+def _figure_captions(root) -> dict:
+    """Image element -> the text of its figure's figcaption."""
+    captions = {}
+    for figure in root.iter("figure"):
+        caption = figure.find(".//figcaption")
+        text = (_clean(caption.text_content()) or None) if caption is not None else None
+        if text:
+            for el in figure.iter("img", "picture"):
+                captions[el] = text
+    return captions
+
+
+def _image_ref(el, index: int, base: _Base, figcaption: str | None) -> ImageRef:
+    picture = el.tag == "picture"
+    img = el.find(".//img") if picture else el
     attrs = img.attrib if img is not None else {}
-    raw = _pick_src(attrs, [s.get("srcset") for s in el.iter("source")] if tag == "picture" else [])
-    url, problem, detail = _resolve(raw, base_url)
-    figure = next(el.iterancestors("figure"), None)
-    caption = figure.find(".//figcaption") if figure is not None else None
+    raw = _pick_src(attrs, [s.get("srcset") for s in el.iter("source")] if picture else [])
+    url, problem, detail = _resolve(raw, base)
+    title = attrs.get("title") or el.get("title")
     return ImageRef(
         index=index,
         url=url,
         problem=problem,
         problem_detail=detail,
         alt=attrs.get("alt"),
-        title=_clean(attrs.get("title") or el.get("title") or "") or None,
-        figcaption=_text_without_ruby(caption) if caption is not None else None,
+        title=(_clean(title) or None) if title else None,
+        figcaption=figcaption,
     )
 
 
@@ -141,27 +148,51 @@ def _pick_src(attrs, source_srcsets: list[str | None]) -> str | None:
     return src or None  # a data: URI, reported as such
 
 
-def _resolve(raw: str | None, base_url: str) -> tuple[str | None, str | None, str | None]:
+class _Base:
+    """A page's base URL, split once: most image URLs resolve without urljoin."""
+
+    def __init__(self, url: str):
+        self.url = url
+        parts = urlsplit(url)
+        self.scheme = parts.scheme
+        self.origin = f"{parts.scheme}://{parts.netloc}"
+
+    def join(self, raw: str) -> str:
+        if raw.startswith(("http://", "https://")):
+            return raw
+        if raw.startswith("//"):
+            return f"{self.scheme}:{raw}"
+        if raw.startswith("/") and "/." not in raw:
+            return self.origin + raw
+        return urljoin(self.url, raw)
+
+
+# Absolute http(s) URLs with a plain host (or IPv6 literal) and a numeric port need no
+# further parsing; anything else goes through urlsplit, which rejects malformed ones.
+_PLAIN_URL = re.compile(r"^https?://(?:[\w.~%!$&'()*+,;=-]+|\[[0-9A-Fa-f:.]+\])(?::\d{1,5})?(?:[/?#]|$)")
+
+
+def _resolve(raw: str | None, base: _Base) -> tuple[str | None, str | None, str | None]:
     if not raw:
         return None, "missing_src", None
-    if raw.lower().startswith("data:"):
+    if raw[:5].lower() == "data:":
         return None, "data_uri", raw[:40]
-    url = _join(base_url, raw)
-    if url is None:
+    try:
+        url = base.join(raw)
+        if _PLAIN_URL.match(url):
+            return url, None, None
+        parts = urlsplit(url)
+        parts.port  # raises on a malformed port or IPv6 literal
+    except ValueError:
         return None, "invalid_url", raw[:200]
-    scheme = urlsplit(url).scheme.lower()
-    if scheme not in ("http", "https"):
-        return None, "unsupported_url_scheme", scheme
+    if parts.scheme not in ("http", "https"):
+        return None, "unsupported_url_scheme", parts.scheme
     return url, None, None
 
 
 def _join(base: str, raw: str) -> str | None:
-    try:
-        url = urljoin(base, raw.strip())
-        urlsplit(url).port  # raises on a malformed port or IPv6 literal
-        return url
-    except ValueError:
-        return None
+    url, problem, _ = _resolve(raw.strip(), _Base(base))
+    return None if problem else url
 
 
 def _attach_context(page: Page, max_chars: int) -> None:
@@ -176,20 +207,6 @@ def _attach_context(page: Page, max_chars: int) -> None:
                 image.text_after = item[:max_chars]
             pending.clear()
             last_text = item
-
-
-def _text_without_ruby(el) -> str | None:
-    parts = []
-    for node in el.iter():
-        if not isinstance(node.tag, str) or node.tag in ("rt", "rp"):
-            if node.tail and node is not el:
-                parts.append(node.tail)
-            continue
-        if node.text:
-            parts.append(node.text)
-        if node.tail and node is not el:
-            parts.append(node.tail)
-    return _clean("".join(parts)) or None
 
 
 def _clean(text: str) -> str:

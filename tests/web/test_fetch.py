@@ -45,8 +45,7 @@ class LoopbackServer:
         self.routes: dict[str, Route] = {}
         self.requests: list[tuple[str, float, dict[str, str]]] = []  # (path, monotonic time, headers)
         self._lock = threading.Lock()
-        self.httpd = ThreadingHTTPServer((host, 0), _Handler)
-        self.httpd.daemon_threads = True
+        self.httpd = _Server((host, 0), _Handler)
         self.httpd.owner = self
         self.httpd.handle_error = lambda request, address: None  # clients that hang up are expected
         self.host, self.port = self.httpd.server_address[:2]
@@ -79,6 +78,11 @@ class LoopbackServer:
     def close(self) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 128  # many threads connect at once; the default backlog of 5 drops SYNs under load
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -183,11 +187,13 @@ def server():
 
 
 def settings(**overrides) -> DownloaderSettings:
-    """Fast settings: small timeouts and backoff, no throttle, loopback allowed."""
+    """Fast settings: small backoff, no throttle, loopback allowed. The timeouts are short, but
+    not so short that a loaded machine turns a healthy response into a timeout; the timeout
+    test sets its own."""
     base = dict(
         user_agent="asagi-test-bot/1.0",
-        connect_timeout_s=0.5,
-        read_timeout_s=0.3,
+        connect_timeout_s=2.0,
+        read_timeout_s=1.0,
         max_bytes=64 * 1024,
         max_redirects=3,
         retries=0,
@@ -295,9 +301,9 @@ def test_robots_fetched_once_per_origin_across_threads(server):
     assert server.count("/robots.txt") == 1
     for url, result in zip(urls, results):
         if "/private/" in url:
-            assert (result.ok, result.reason) == (False, "robots_disallowed"), url
+            assert (result.ok, result.reason) == (False, "robots_disallowed"), result
         else:
-            assert (result.ok, result.reason) == (True, None), url
+            assert (result.ok, result.reason) == (True, None), result
     assert not [p for p in server.paths() if p.startswith("/private/")]
     assert len([p for p in server.paths() if p.startswith("/img/")]) == 8
 
@@ -398,16 +404,17 @@ def test_per_host_interval_spaces_requests_across_threads(server):
     for i in range(4):
         server.routes[f"/img/{i}.jpg"] = image()
     urls = [server.url(f"/img/{i}.jpg") for i in range(4)]
-    with Fetcher(settings(per_host_interval_s=0.2, workers=4)) as fetcher, ThreadPoolExecutor(max_workers=4) as pool:
+    with Fetcher(settings(per_host_interval_s=0.25, workers=4)) as fetcher, ThreadPoolExecutor(max_workers=4) as pool:
         results = list(pool.map(fetcher.fetch_image, urls))
     assert all(r.ok for r in results), results
     times = sorted(server.times())  # robots.txt counts as a request to the host too
     assert len(times) == 5
     gaps = [b - a for a, b in zip(times, times[1:])]
-    assert min(gaps) >= 0.18, gaps
+    # the gaps are measured where the requests arrive; 50 ms of slack for scheduling jitter
+    assert min(gaps) >= 0.2, gaps
     image_times = sorted(server.times(prefix="/img/"))
     assert len(image_times) == 4
-    assert all(b - a >= 0.18 for a, b in zip(image_times, image_times[1:])), image_times
+    assert all(b - a >= 0.2 for a, b in zip(image_times, image_times[1:])), image_times
 
 
 def test_zero_interval_does_not_throttle(server):
@@ -420,11 +427,11 @@ def test_zero_interval_does_not_throttle(server):
         elapsed = time.monotonic() - started
     assert all(r.ok for r in results)
     assert len(server.times(prefix="/img/")) == 8
-    assert elapsed < 0.6, elapsed  # 8 requests at a 0.2 s gap would take at least 1.6 s
+    assert elapsed < 1.2, elapsed  # 9 requests (robots.txt too) at a 0.2 s gap would take at least 1.6 s
 
 
 def test_host_throttle_unit():
-    throttle = HostThrottle(0.15)
+    throttle = HostThrottle(0.3)
     started = time.monotonic()
     throttle.wait("a.test")
     first = time.monotonic()
@@ -432,9 +439,9 @@ def test_host_throttle_unit():
     other = time.monotonic()
     throttle.wait("a.test")
     second = time.monotonic()
-    assert first - started < 0.05
-    assert other - first < 0.05
-    assert second - first >= 0.14
+    assert first - started < 0.1
+    assert other - first < 0.1
+    assert second - first >= 0.29
 
 
 # --------------------------------------------------------------------------------------
@@ -442,14 +449,14 @@ def test_host_throttle_unit():
 # --------------------------------------------------------------------------------------
 
 def test_slow_response_times_out(server):
-    server.routes["/slow.jpg"] = slow(0.8, image())
+    server.routes["/slow.jpg"] = slow(1.5, image())
     started = time.monotonic()
     result = fetch(server.url("/slow.jpg"), read_timeout_s=0.3)
     elapsed = time.monotonic() - started
     assert result.ok is False
     assert result.reason == "timeout"
     assert result.transient is True
-    assert elapsed < 0.75, elapsed  # gave up well before the server answered
+    assert elapsed < 1.2, elapsed  # gave up well before the server answered (1.5 s)
     assert server.count("/slow.jpg") == 1  # retries=0
 
 
@@ -669,7 +676,7 @@ def test_non_public_addresses_are_blocked_before_connecting(url, robots):
     assert result.ok is False
     assert result.reason == "blocked_address"
     assert result.transient is False
-    assert time.monotonic() - started < 0.5  # refused by the policy, no connection attempt
+    assert time.monotonic() - started < 1.0  # refused by the policy: no connection attempt (it would wait 2 s)
 
 
 @pytest.mark.parametrize("host", ["10.0.0.1", "192.168.1.1", "172.16.0.1", "127.0.0.1", "169.254.169.254", "::1", "0.0.0.0", "100.64.0.1"])
