@@ -9,7 +9,7 @@ from PIL import Image
 
 from asagi_dagster.storage import Storage
 
-_BULKY = {"html", "bytes", "items"}
+_BULKY = {"html", "bytes", "text_blocks", "images"}
 
 
 def sample_rows(storage: Storage, data_url: str, n: int = 5, max_chars: int = 80) -> list[dict]:

@@ -175,7 +175,15 @@ class TableSink:
 
     def __init__(self, local_path: str, schema: pa.Schema, batch_rows: int = 1024, batch_bytes: int = 32 << 20):
         self.schema = schema
-        self._writer = pq.ParquetWriter(local_path, schema, compression="zstd")
+        # Large payload columns (html, image bytes) are unique per row and JPEG/PNG bytes
+        # do not compress: dictionary encoding and zstd would only cost time there.
+        bulky = [f.name for f in schema if f.type in (pa.large_binary(), pa.binary())]
+        self._writer = pq.ParquetWriter(
+            local_path,
+            schema,
+            compression={name: ("none" if name in bulky else "zstd") for name in schema.names},
+            use_dictionary=[f.name for f in schema if f.type not in (pa.large_binary(), pa.binary(), pa.large_string())],
+        )
         self._rows: list[dict] = []
         self._bytes = 0
         self.batch_rows = batch_rows

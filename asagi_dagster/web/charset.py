@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import codecs
 import re
+from functools import lru_cache
 from dataclasses import dataclass
 
 import charset_normalizer
@@ -49,6 +50,7 @@ class UndecodableError(ValueError):
     pass
 
 
+@lru_cache(maxsize=256)
 def codec_for(label: str | None) -> str | None:
     """The Python codec for a charset label, or None for an unknown label."""
     if not label:

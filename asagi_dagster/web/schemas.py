@@ -15,7 +15,7 @@ WEB_DOCUMENTS = pa.schema(
         ("charset", pa.string()),  # the codec that decoded the page
         ("charset_source", pa.string()),  # header | bom | meta | detected
         ("x_robots_tag", pa.string()),
-        ("payload_sha1", pa.string()),
+        ("payload_digest", pa.string()),  # WARC-Payload-Digest, or sha1 of the payload
         ("html", pa.large_string()),
     ]
 )
@@ -30,7 +30,7 @@ WEB_IMAGES = pa.schema(
         ("fetch_time", pa.string()),
         ("content_type", pa.string()),
         ("x_robots_tag", pa.string()),
-        ("sha256", pa.string()),
+        ("payload_digest", pa.string()),  # as in web_documents; pair_images adds the sha256
         ("size", pa.int64()),
         ("bytes", pa.large_binary()),
     ]
@@ -54,7 +54,9 @@ IMAGE_TEXT_PAIRS = pa.schema(
     ]
 )
 
-INTERLEAVED_ITEM = pa.struct([("kind", pa.string()), ("text", pa.string()), ("image_url", pa.string()), ("pair_id", pa.string())])
+# MMC4's layout: the page's text blocks in order, and each image with the index of the
+# text block it comes before (len(text_blocks) when it comes last).
+INTERLEAVED_IMAGE = pa.struct([("pair_id", pa.string()), ("image_url", pa.string()), ("before_text_block", pa.int32())])
 INTERLEAVED_DOCUMENTS_VERSION = 1
 INTERLEAVED_DOCUMENTS = pa.schema(
     [
@@ -62,9 +64,8 @@ INTERLEAVED_DOCUMENTS = pa.schema(
         ("shard", pa.string()),
         ("page_url", pa.string()),
         ("page_title", pa.string()),
-        ("n_images", pa.int32()),
-        ("n_text_blocks", pa.int32()),
-        ("items", pa.list_(INTERLEAVED_ITEM)),
+        ("text_blocks", pa.list_(pa.string())),
+        ("images", pa.list_(INTERLEAVED_IMAGE)),
     ]
 )
 

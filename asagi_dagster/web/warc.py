@@ -34,7 +34,7 @@ class WarcRecord:
     x_robots_tag: str | None
     payload: bytes | None  # None when over the size cap or unreadable
     payload_error: str | None  # why payload is None, or a truncation
-    payload_sha1: str | None
+    payload_digest: str | None  # WARC-Payload-Digest when declared, else sha1 of what was read
 
 
 @dataclass(slots=True)
@@ -71,12 +71,18 @@ def iter_warc(open_file: Callable[[], BinaryIO], shard: str, max_payload_bytes: 
             start = _next_boundary(f, bad + 1, size)
 
 
+def _header_map(headers) -> dict[str, str]:
+    """Lower-cased names to values, built once (warcio's get_header scans the list each call)."""
+    return {name.lower(): value for name, value in headers.headers} if headers else {}
+
+
 def _read_record(record, iterator: ArchiveIterator, shard: str, max_payload_bytes: int) -> WarcRecord:
-    headers = record.rec_headers
+    warc = _header_map(record.rec_headers)
     http = record.http_headers
+    http_map = _header_map(http)
     payload: bytes | None = None
     payload_error: str | None = None
-    sha1: str | None = None
+    digest: str | None = None
     try:
         stream = record.content_stream()
         payload = stream.read(max_payload_bytes + 1)
@@ -85,24 +91,24 @@ def _read_record(record, iterator: ArchiveIterator, shard: str, max_payload_byte
         elif record.raw_stream.limit > 0:
             payload_error = f"record ends {record.raw_stream.limit} bytes short of its Content-Length"
         if payload is not None:
-            sha1 = hashlib.sha1(payload).hexdigest()
+            digest = warc.get("warc-payload-digest") or "sha1:" + hashlib.sha1(payload).hexdigest()
     except Exception as exc:  # broken chunked or content encodings
         payload, payload_error = None, f"{type(exc).__name__}: {exc}"
     offset = iterator.get_record_offset()  # only after the payload: warcio reads to the record's end here
     return WarcRecord(
-        record_id=headers.get_header("WARC-Record-ID") or f"{shard}@{offset}",
+        record_id=warc.get("warc-record-id") or f"{shard}@{offset}",
         offset=offset,
         warc_type=record.rec_type or "",
-        target_uri=headers.get_header("WARC-Target-URI"),
-        warc_date=headers.get_header("WARC-Date"),
-        warc_truncated=headers.get_header("WARC-Truncated"),
+        target_uri=warc.get("warc-target-uri"),
+        warc_date=warc.get("warc-date"),
+        warc_truncated=warc.get("warc-truncated"),
         http_protocol=http.protocol if http else None,
         http_status=http.get_statuscode() if http else None,
-        content_type=http.get_header("Content-Type") if http else None,
-        x_robots_tag=http.get_header("X-Robots-Tag") if http else None,
+        content_type=http_map.get("content-type"),
+        x_robots_tag=http_map.get("x-robots-tag"),
         payload=payload,
         payload_error=payload_error,
-        payload_sha1=sha1,
+        payload_digest=digest,
     )
 
 

@@ -59,7 +59,7 @@ def web_image_row(record_id: str, url: str, body: bytes, content_type: str, x_ro
         "fetch_time": "2024-01-01T00:00:00Z",
         "content_type": content_type,
         "x_robots_tag": x_robots_tag,
-        "sha256": sha(body),
+        "payload_digest": "sha1:" + hashlib.sha1(body).hexdigest(),
         "size": len(body),
         "bytes": body,
     }
