@@ -175,14 +175,18 @@ class TableSink:
 
     def __init__(self, local_path: str, schema: pa.Schema, batch_rows: int = 1024, batch_bytes: int = 32 << 20):
         self.schema = schema
-        # Large payload columns (html, image bytes) are unique per row and JPEG/PNG bytes
-        # do not compress: dictionary encoding and zstd would only cost time there.
-        bulky = [f.name for f in schema if f.type in (pa.large_binary(), pa.binary())]
+        # Payload columns (html, image bytes) are unique per row, and JPEG/PNG bytes do not
+        # compress: dictionary encoding, min/max statistics and (for binary) zstd would
+        # only cost time there.
+        payload = {f.name for f in schema if f.type in (pa.large_binary(), pa.binary(), pa.large_string())}
+        binary = {f.name for f in schema if f.type in (pa.large_binary(), pa.binary())}
+        small = [name for name in schema.names if name not in payload]
         self._writer = pq.ParquetWriter(
             local_path,
             schema,
-            compression={name: ("none" if name in bulky else "zstd") for name in schema.names},
-            use_dictionary=[f.name for f in schema if f.type not in (pa.large_binary(), pa.binary(), pa.large_string())],
+            compression={name: ("none" if name in binary else "zstd") for name in schema.names},
+            use_dictionary=small,
+            write_statistics=small,
         )
         self._rows: list[dict] = []
         self._bytes = 0

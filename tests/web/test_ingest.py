@@ -234,3 +234,22 @@ def test_rerun_replaces_never_duplicates(storage, config, tmp_path):
     assert len(rows(storage, second["web_documents"])) == first["web_documents"].rows_out == 2
     leftovers = [p for p in storage.fs.find(storage.root_path) if ".tmp-" in p]
     assert leftovers == []
+
+
+def test_interleaved_documents_keep_reading_order(storage, config, tmp_path):
+    page = (
+        "<html><head><meta charset='utf-8'><title>順序</title></head><body>"
+        "<p>最初の段落</p><img src='/a.jpg' alt='A'><p>二番目の段落</p>"
+        "<img src='data:image/gif;base64,AA'><img src='/b.jpg'></body></html>"
+    ).encode()
+    data = shard_around("o.warc.gz", lambda s: s.fetch("https://x.example.jp/o.html", page, "text/html; charset=utf-8"))
+    manifests = run_ingest(storage, config, tmp_path, "o.warc.gz", data)
+    doc = next(r for r in rows(storage, manifests["interleaved_documents"]) if r["page_url"].endswith("/o.html"))
+    assert doc["text_blocks"] == ["最初の段落", "二番目の段落"]
+    # Each image with the index of the text block it precedes (the data: URI is not a pair).
+    assert [(i["image_url"], i["before_text_block"]) for i in doc["images"]] == [
+        ("https://x.example.jp/a.jpg", 1),
+        ("https://x.example.jp/b.jpg", 2),
+    ]
+    pair_ids = {r["pair_id"] for r in rows(storage, manifests["image_text_pairs"])}
+    assert {i["pair_id"] for i in doc["images"]} <= pair_ids
