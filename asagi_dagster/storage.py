@@ -173,7 +173,7 @@ class TableSink:
     stays flat however big the shard is.
     """
 
-    def __init__(self, local_path: str, schema: pa.Schema, batch_rows: int = 1024, batch_bytes: int = 32 << 20):
+    def __init__(self, local_path: str, schema: pa.Schema, batch_rows: int = 1024, batch_bytes: int = 8 << 20):
         self.schema = schema
         # Payload columns (html, image bytes) are unique per row, and JPEG/PNG bytes do not
         # compress: dictionary encoding, min/max statistics and (for binary) zstd would

@@ -1,27 +1,36 @@
 """A polite, guarded image fetcher.
 
-Honours robots.txt (RFC 9309) and ``X-Robots-Tag: noai`` / ``noimageai``, keeps a
-minimum gap between requests to one host, times out, caps the body size, checks the
-content type, retries transient failures with backoff, and refuses private, loopback
-and link-local addresses, at every redirect hop, unless the profile allow-lists them.
+Honours robots.txt (RFC 9309, parsed by protego) for the URL and for every redirect
+target, and ``X-Robots-Tag: noai`` / ``noimageai``; keeps a minimum gap between requests
+to one host, times out, caps the body size, checks the content type, retries transient
+failures with backoff, and refuses private, loopback and link-local addresses, at every
+redirect hop, unless the profile allow-lists them.
+
+``Fetcher.fetch_image`` never raises: whatever the URL string, every outcome is a
+``FetchResult``, so one odd URL cannot abort a whole partition.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import logging
 import socket
 import threading
 import time
 from dataclasses import dataclass
-from urllib.parse import urljoin, urlsplit
-from urllib.robotparser import RobotFileParser
 
 import httpx
+from protego import Protego
 
 from asagi_dagster.config import DownloaderSettings
 
+log = logging.getLogger(__name__)
+
 ROBOTS_MAX_BYTES = 512 * 1024
 _NOAI_TOKENS = frozenset({"noai", "noimageai"})
+# Failures of a robots.txt fetch that are about the host rather than about robots.txt:
+# they are reported as they are, not hidden behind "robots_unavailable".
+_HOST_REASONS = frozenset({"blocked_address", "dns_error"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +65,29 @@ class Unresolvable(Exception):
     pass
 
 
+class InvalidURL(ValueError):
+    """A URL (or a host in one) that can never be fetched; not ``httpx.InvalidURL``."""
+
+
+def _parse_url(url: str, base: httpx.URL | None = None) -> httpx.URL:
+    """``url``, resolved against ``base``, parsed the way httpx will request it, so that what
+    is checked is what gets connected to. Raises InvalidURL unless it is http(s) with a
+    host that DNS can take and a port in range."""
+    try:
+        target = httpx.URL(url) if base is None else base.join(url)
+        # getaddrinfo would raise UnicodeError on empty labels ('a..b') and labels over 63 chars
+        target.raw_host.decode("ascii").encode("idna")
+    except (httpx.InvalidURL, ValueError, TypeError) as exc:  # UnicodeError is a ValueError
+        raise InvalidURL(f"{exc}: {url!r:.200}") from None
+    if target.scheme not in ("http", "https"):
+        raise InvalidURL(f"not http(s): {url!r:.200}")
+    if not target.host:
+        raise InvalidURL(f"no host: {url!r:.200}")
+    if target.port is not None and not 0 < target.port < 65536:  # httpx takes any integer
+        raise InvalidURL(f"port out of range: {url!r:.200}")
+    return target
+
+
 class AddressPolicy:
     """Refuses hosts that resolve to non-public addresses, unless allow-listed."""
 
@@ -67,6 +99,8 @@ class AddressPolicy:
             infos = socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)
         except socket.gaierror as exc:
             raise Unresolvable(f"cannot resolve {host}: {exc}") from None
+        except (ValueError, OverflowError) as exc:  # the idna codec's UnicodeError, a port out of range
+            raise InvalidURL(f"malformed host or port {host!r:.200}:{port}: {exc}") from None
         for info in infos:
             address = ipaddress.ip_address(info[4][0].split("%")[0])
             if address.is_global or any(address in net for net in self.allowed):
@@ -97,12 +131,13 @@ class Fetcher:
         self.policy = AddressPolicy(settings.allow_networks)
         self.throttle = HostThrottle(settings.per_host_interval_s)
         self.client = httpx.Client(
-            follow_redirects=False,
+            follow_redirects=False,  # every hop is checked here first
             timeout=httpx.Timeout(settings.read_timeout_s, connect=settings.connect_timeout_s),
             headers={"User-Agent": settings.user_agent},
             trust_env=False,
+            event_hooks={"response": [_check_location]},
         )
-        self._robots: dict[str, RobotFileParser | FetchResult] = {}
+        self._robots: dict[str, Protego | FetchResult] = {}
         self._robots_locks: dict[str, threading.Lock] = {}
         self._robots_guard = threading.Lock()
 
@@ -117,10 +152,13 @@ class Fetcher:
 
     # --- public --------------------------------------------------------------
     def fetch_image(self, url: str) -> FetchResult:
-        verdict = self._robots_verdict(url)
-        if verdict is not None:
-            return verdict
-        result = self._get(url, self.settings.max_bytes)
+        """The image at ``url``, or a refusal saying why; never raises."""
+        try:
+            result = self._get(url, self.settings.max_bytes, obey_robots=self.settings.respect_robots_txt)
+        except Exception as exc:  # a bug, or a failure nobody foresaw: it must not abort the partition
+            log.exception("unexpected error fetching %r", url)
+            # transient: says nothing final about the URL, so it is not cached and is tried again
+            return refused(url, "unexpected_error", f"{type(exc).__name__}: {exc}"[:500], transient=True)
         if not result.ok:
             return result
         if not any(result.content_type.startswith(p) for p in self.settings.allowed_content_types):
@@ -130,11 +168,8 @@ class Fetcher:
         return result
 
     # --- robots.txt ------------------------------------------------------------
-    def _robots_verdict(self, url: str) -> FetchResult | None:
-        if not self.settings.respect_robots_txt:
-            return None
-        parts = urlsplit(url)
-        origin = f"{parts.scheme}://{parts.netloc}"
+    def _robots_refusal(self, url: str, target: httpx.URL) -> FetchResult | None:
+        origin = f"{target.scheme}://{target.netloc.decode('ascii')}"
         with self._robots_guard:
             lock = self._robots_locks.setdefault(origin, threading.Lock())
         with lock:  # one robots.txt fetch per origin, however many threads ask
@@ -143,61 +178,77 @@ class Fetcher:
         rules = self._robots[origin]
         if isinstance(rules, FetchResult):
             return refused(url, rules.reason, rules.detail, rules.transient)
-        if not rules.can_fetch(self.settings.user_agent, url):
+        if not rules.can_fetch(str(target), self.settings.user_agent):
             return refused(url, "robots_disallowed", f"{origin}/robots.txt")
         return None
 
-    def _load_robots(self, origin: str) -> RobotFileParser | FetchResult:
-        result = self._get(f"{origin}/robots.txt", ROBOTS_MAX_BYTES, record_status=True)
-        parser = RobotFileParser()
+    def _load_robots(self, origin: str) -> Protego | FetchResult:
+        result = self._get(f"{origin}/robots.txt", ROBOTS_MAX_BYTES, obey_robots=False)
         if result.ok:
-            parser.parse(result.body.decode("utf-8", "replace").splitlines())
-            return parser
-        if result.reason == "http_status" and result.detail.startswith("4"):
-            parser.parse([])  # RFC 9309: a 4xx robots.txt means no rules
-            return parser
-        if result.reason == "blocked_address":
+            return Protego.parse(result.body.decode("utf-8", "replace"))
+        # RFC 9309: a 4xx robots.txt means no rules; but a 429 (the only transient 4xx)
+        # asks us to slow down, so it counts as unreachable.
+        if result.reason == "http_status" and result.detail.startswith("4") and not result.transient:
+            return Protego.parse("")
+        if result.reason in _HOST_REASONS:
             return result
         # RFC 9309: an unreachable robots.txt (5xx, network) means full disallow for now.
         return refused(origin, "robots_unavailable", f"{result.reason}: {result.detail}", transient=True)
 
     # --- HTTP --------------------------------------------------------------------
-    def _get(self, url: str, max_bytes: int, record_status: bool = False) -> FetchResult:
+    def _get(self, url: str, max_bytes: int, obey_robots: bool) -> FetchResult:
+        """GET ``url``, following redirects: each hop's target is validated, and checked against
+        its robots.txt when ``obey_robots``, before a request is sent to it."""
+        target, location = None, url
+        for _ in range(self.settings.max_redirects + 1):
+            try:
+                target = _parse_url(location, base=target)
+            except InvalidURL as exc:
+                return refused(url, "invalid_url", str(exc))
+            if obey_robots and (refusal := self._robots_refusal(url, target)) is not None:
+                return refusal
+            outcome = self._request(url, target, max_bytes)
+            if isinstance(outcome, FetchResult):
+                return outcome
+            location = outcome
+        return refused(url, "too_many_redirects", f"more than {self.settings.max_redirects}")
+
+    def _request(self, url: str, target: httpx.URL, max_bytes: int) -> FetchResult | str:
+        """One hop, retried with backoff while it fails transiently: a result, or the Location
+        it redirects to."""
         attempt = 0
         while True:
-            result, retry_after = self._get_once(url, max_bytes)
-            if result.ok or not result.transient or attempt >= self.settings.retries:
-                return result
+            outcome, retry_after = self._request_once(url, target, max_bytes)
+            if isinstance(outcome, str) or not outcome.transient or attempt >= self.settings.retries:
+                return outcome
             attempt += 1
             time.sleep(min(retry_after or self.settings.backoff_s * 2 ** (attempt - 1), 30.0))
 
-    def _get_once(self, url: str, max_bytes: int) -> tuple[FetchResult, float | None]:
-        current = url
-        for _ in range(self.settings.max_redirects + 1):
-            parts = urlsplit(current)
-            if parts.scheme not in ("http", "https") or not parts.hostname:
-                return refused(url, "invalid_url", current), None
-            try:
-                self.policy.check(parts.hostname, parts.port or (443 if parts.scheme == "https" else 80))
-            except BlockedAddress as exc:
-                return refused(url, "blocked_address", str(exc)), None
-            except Unresolvable as exc:
-                return refused(url, "dns_error", str(exc), transient=True), None
-            self.throttle.wait(parts.netloc)
-            try:
-                with self.client.stream("GET", current) as response:
-                    if response.is_redirect:
-                        location = response.headers.get("Location")
-                        if not location:
-                            return refused(url, "http_status", f"{response.status_code} without Location"), None
-                        current = urljoin(current, location)
-                        continue
-                    return self._read(url, response, max_bytes)
-            except httpx.TimeoutException as exc:
-                return refused(url, "timeout", type(exc).__name__, transient=True), None
-            except httpx.HTTPError as exc:
-                return refused(url, "connection_error", f"{type(exc).__name__}: {exc}", transient=True), None
-        return refused(url, "too_many_redirects", f"more than {self.settings.max_redirects}"), None
+    def _request_once(self, url: str, target: httpx.URL, max_bytes: int) -> tuple[FetchResult | str, float | None]:
+        host = target.raw_host.decode("ascii")  # the name httpx will resolve and connect to
+        try:
+            self.policy.check(host, target.port or (443 if target.scheme == "https" else 80))
+        except BlockedAddress as exc:
+            return refused(url, "blocked_address", str(exc)), None
+        except Unresolvable as exc:
+            return refused(url, "dns_error", str(exc), transient=True), None
+        except InvalidURL as exc:
+            return refused(url, "invalid_url", str(exc)), None
+        self.throttle.wait(host)
+        try:
+            with self.client.stream("GET", target) as response:
+                if response.is_redirect:
+                    location = response.headers.get("Location")
+                    if not location:
+                        return refused(url, "http_status", f"{response.status_code} without Location"), None
+                    return location, None
+                return self._read(url, response, max_bytes)
+        except InvalidURL as exc:  # from _check_location
+            return refused(url, "invalid_url", str(exc)), None
+        except httpx.TimeoutException as exc:
+            return refused(url, "timeout", type(exc).__name__, transient=True), None
+        except httpx.HTTPError as exc:
+            return refused(url, "connection_error", f"{type(exc).__name__}: {exc}", transient=True), None
 
     def _read(self, url: str, response: httpx.Response, max_bytes: int) -> tuple[FetchResult, float | None]:
         status = response.status_code
@@ -220,8 +271,18 @@ class Fetcher:
         return FetchResult(url=url, ok=True, content_type=content_type, body=b"".join(chunks)), None
 
 
+def _check_location(response: httpx.Response) -> None:
+    """httpx parses a redirect's Location even when not following it, and raises
+    RemoteProtocolError (a transient connection_error here) on one it cannot parse: parse
+    it first, so that a bad Location is the permanent invalid_url it is."""
+    if response.has_redirect_location:
+        _parse_url(response.headers["Location"], base=response.request.url)
+
+
 def _retry_after(value: str | None) -> float | None:
+    """Retry-After in seconds; None for an HTTP date or a value time.sleep cannot take."""
     try:
-        return float(value) if value else None
+        seconds = float(value) if value else None
     except ValueError:
         return None
+    return seconds if seconds is not None and seconds >= 0 else None  # NaN fails >= too

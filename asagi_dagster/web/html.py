@@ -91,15 +91,20 @@ def _flatten(root, base_url: str) -> tuple[list[str | ImageRef], list[ImageRef]]
     etree.strip_elements(root, *_SKIP, with_tail=False)
     base = _Base(base_url)
     captions = _figure_captions(root)
-    images = []
-    in_picture = set()
+    images: list[ImageRef] = []
+    in_picture: set = set()
     for el in root.iter("img", "picture"):  # document order
-        if el in in_picture:
+        if in_picture and el in in_picture:
             continue  # a picture's own <img> is part of the picture
         if el.tag == "picture":
             in_picture.update(el.iter("img"))
-        images.append(_image_ref(el, len(images), base, captions.get(el)))
-        el.tail = f"\ue000{len(images) - 1}\ue001{el.tail or ''}"
+            image = _picture_ref(el, len(images), base)
+        else:
+            image = _image_ref(el, el, len(images), base)
+        if captions:
+            image.figcaption = captions.get(el)
+        el.tail = f"\ue000{len(images)}\ue001{el.tail or ''}"
+        images.append(image)
     # Whitespace is collapsed once for the whole page (the marks are not whitespace).
     flat = _clean(etree.tostring(root, method="text", encoding="unicode", with_tail=False))
     items: list[str | ImageRef] = []
@@ -128,36 +133,30 @@ def _figure_captions(root) -> dict:
     return captions
 
 
-def _image_ref(el, index: int, base: _Base, figcaption: str | None) -> ImageRef:
-    picture = el.tag == "picture"
-    img = next(el.iter("img"), None) if picture else el
-    attrs = img.attrib if img is not None else {}
-    raw = _pick_src(attrs, [s.get("srcset") for s in el.iter("source")] if picture else [])
-    url, problem, detail = _resolve(raw, base)
-    title = attrs.get("title") or el.get("title")
-    return ImageRef(
-        index=index,
-        url=url,
-        problem=problem,
-        problem_detail=detail,
-        alt=_without_marks(attrs.get("alt")),
-        title=(_clean(title) or None) if title else None,
-        figcaption=figcaption,
-    )
+def _picture_ref(picture, index: int, base: _Base) -> ImageRef:
+    img = next(picture.iter("img"), None)
+    srcsets = [source.get("srcset") for source in picture.iter("source")]
+    return _image_ref(picture, img if img is not None else picture, index, base, srcsets)
 
 
-def _pick_src(attrs, source_srcsets: list[str | None]) -> str | None:
+def _image_ref(el, img, index: int, base: _Base, source_srcsets: list[str | None] = ()) -> ImageRef:
+    url, problem, detail = _resolve(_pick_src(img, source_srcsets), base)
+    title = img.get("title") or el.get("title")
+    return ImageRef(index, url, problem, detail, _without_marks(img.get("alt")), (_clean(title) or None) if title else None, None)
+
+
+def _pick_src(img, source_srcsets) -> str | None:
     """The real image URL: src, unless it is a data: placeholder for a lazy-loaded image."""
-    src = (attrs.get("src") or "").strip()
-    if src and not src.lower().startswith("data:"):
+    src = img.get("src")
+    if src and (src := src.strip()) and src[:5].lower() != "data:":
         return src
     for name in _LAZY_SRC_ATTRS:
-        lazy = (attrs.get(name) or "").strip()
-        if lazy and not lazy.lower().startswith("data:"):
+        lazy = (img.get(name) or "").strip()
+        if lazy and lazy[:5].lower() != "data:":
             return lazy
-    for srcset in [attrs.get("srcset"), *source_srcsets]:
+    for srcset in [img.get("srcset"), *source_srcsets]:
         first = (srcset or "").split(",")[0].strip().split(" ")[0]
-        if first and not first.lower().startswith("data:"):
+        if first and first[:5].lower() != "data:":
             return first
     return src or None  # a data: URI, reported as such
 

@@ -24,6 +24,7 @@ from asagi_dagster.web.fetch import (
     BlockedAddress,
     Fetcher,
     HostThrottle,
+    InvalidURL,
     Unresolvable,
     has_noai,
 )
@@ -330,18 +331,47 @@ def test_robots_500_means_unavailable_and_transient(server):
     assert server.count("/robots.txt") == 2  # one try plus one retry, then the verdict is kept
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG fetch.py Fetcher._robots_verdict: urllib.robotparser does not implement RFC 9309 "
-    "'*' and '$' patterns (RFC 9309 2.2.3: crawlers MUST support them), so 'Disallow: /*.jpg$' is "
-    "ignored and the image is downloaded",
-)
 def test_robots_wildcard_patterns_are_honoured(server):
     server.routes["/robots.txt"] = text("User-agent: *\nDisallow: /*.jpg$\n")
     server.routes["/photos/cat.jpg"] = image()
-    result = fetch(server.url("/photos/cat.jpg"))
+    server.routes["/photos/cat.jpg.png"] = image(PNG, "image/png")  # '$' anchors: not disallowed
+    with Fetcher(settings()) as fetcher:
+        result = fetcher.fetch_image(server.url("/photos/cat.jpg"))
+        anchored = fetcher.fetch_image(server.url("/photos/cat.jpg.png"))
     assert (result.ok, result.reason) == (False, "robots_disallowed")
     assert server.count("/photos/cat.jpg") == 0
+    assert anchored.ok is True
+
+
+def test_robots_429_means_unavailable_not_no_rules(server):
+    # RFC 9309 lets a 4xx robots.txt mean "no rules", but a 429 asks us to slow down
+    server.routes["/robots.txt"] = status(429)
+    server.routes["/x.jpg"] = image()
+    result = fetch(server.url("/x.jpg"))
+    assert (result.ok, result.reason, result.transient) == (False, "robots_unavailable", True)
+    assert "429" in result.detail
+    assert server.count("/x.jpg") == 0
+
+
+def test_robots_is_honoured_for_a_redirect_target_on_the_same_origin(server):
+    server.routes["/robots.txt"] = text("User-agent: *\nDisallow: /private/\n")
+    server.routes["/hop.jpg"] = redirect("/private/x.jpg")
+    server.routes["/private/x.jpg"] = image()
+    result = fetch(server.url("/hop.jpg"))
+    assert (result.ok, result.reason, result.transient) == (False, "robots_disallowed", False)
+    assert result.url == server.url("/hop.jpg")
+    assert server.paths() == ["/robots.txt", "/hop.jpg"]  # the disallowed target is never requested
+
+
+def test_robots_is_honoured_for_a_redirect_target_on_another_origin(server, second_server):
+    server.routes["/hop.jpg"] = redirect(second_server.url("/x.jpg"))  # server: no robots.txt, allow all
+    second_server.routes["/robots.txt"] = text("User-agent: asagi-test-bot\nDisallow: /x.jpg\n")
+    second_server.routes["/x.jpg"] = image()
+    result = fetch(server.url("/hop.jpg"), allow_networks=["127.0.0.0/8"])
+    assert (result.ok, result.reason) == (False, "robots_disallowed")
+    assert result.detail == f"{second_server.base}/robots.txt"  # the target origin's robots.txt
+    assert server.paths() == ["/robots.txt", "/hop.jpg"]
+    assert second_server.paths() == ["/robots.txt"]  # fetched once, the image never
 
 
 # --------------------------------------------------------------------------------------
@@ -577,6 +607,14 @@ def test_exactly_max_redirects_hops_succeed(server):
     assert result.ok is True
 
 
+def test_a_transient_failure_after_a_redirect_retries_that_hop(server):
+    server.routes["/old.jpg"] = redirect("/flaky.jpg")
+    server.routes["/flaky.jpg"] = sequence(status(503), image())
+    result = fetch(server.url("/old.jpg"), retries=1, backoff_s=0.01)
+    assert result.ok is True
+    assert (server.count("/old.jpg"), server.count("/flaky.jpg")) == (1, 2)
+
+
 def test_redirect_loop_is_too_many_redirects(server):
     server.routes["/loop"] = redirect("/loop")
     result = fetch(server.url("/loop"), max_redirects=3, retries=2)
@@ -623,17 +661,13 @@ def test_redirect_to_a_non_http_scheme_is_invalid_url(server):
     assert (result.ok, result.reason, result.transient) == (False, "invalid_url", False)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ValueError,
-    reason="BUG fetch.py Fetcher._get_once: parts.port (line ~185) raises ValueError for a Location "
-    "with an out-of-range port; the exception escapes fetch_image instead of a refused result",
-)
-def test_redirect_to_a_malformed_port_is_refused_not_raised(server):
-    server.routes["/hop.jpg"] = redirect("http://127.0.0.1:99999/x.jpg")
-    result = fetch(server.url("/hop.jpg"))
-    assert result.ok is False
-    assert result.reason in {"invalid_url", "http_status"}
+@pytest.mark.parametrize("location", ["http://127.0.0.1:99999/x.jpg", "http://127.0.0.1:0/x.jpg", "http://[::1/x.jpg",
+                                      "http://a..b/x.jpg", "http://127.0.0.1:x/x.jpg"])
+def test_redirect_to_a_malformed_url_is_refused_not_raised(server, location):
+    server.routes["/hop.jpg"] = redirect(location)
+    result = fetch(server.url("/hop.jpg"), retries=2)
+    assert (result.ok, result.reason, result.transient) == (False, "invalid_url", False)
+    assert server.paths() == ["/robots.txt", "/hop.jpg"]  # no retry, no request to the target
 
 
 # --------------------------------------------------------------------------------------
@@ -718,17 +752,14 @@ def test_unresolvable_host_is_transient_dns_error():
     assert result.transient is True
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG fetch.py Fetcher._load_robots: with respect_robots_txt=True (the default) the DNS "
-    "failure happens on the robots.txt fetch and is reported as reason 'robots_unavailable' "
-    "(detail 'dns_error: ...'), so 'dns_error' never appears for image fetches",
-)
 def test_unresolvable_host_is_dns_error_with_robots_on():
-    result = fetch("http://no-such-host.invalid/x.jpg", respect_robots_txt=True)
-    assert result.ok is False
-    assert result.reason == "dns_error"
-    assert result.transient is True
+    with Fetcher(settings(respect_robots_txt=True)) as fetcher:
+        results = [fetcher.fetch_image(f"http://no-such-host.invalid/{i}.jpg") for i in range(2)]
+    for result in results:
+        assert result.ok is False
+        assert result.reason == "dns_error"
+        assert result.transient is True
+        assert "no-such-host.invalid" in result.detail
 
 
 @pytest.mark.parametrize("url", ["ftp://127.0.0.1/x.jpg", "file:///etc/passwd", "http:///x.jpg"])
@@ -739,12 +770,6 @@ def test_non_http_url_is_invalid_url(url):
     assert result.transient is False
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG fetch.py Fetcher._load_robots: with respect_robots_txt=True an invalid URL fails on "
-    "the robots.txt fetch and becomes 'robots_unavailable' with transient=True, so a permanently "
-    "bad URL is never cached and is retried on every run",
-)
 @pytest.mark.parametrize("url", ["ftp://127.0.0.1/x.jpg", "http:///x.jpg"])
 def test_non_http_url_is_invalid_url_with_robots_on(url):
     result = fetch(url, respect_robots_txt=True)
@@ -753,15 +778,54 @@ def test_non_http_url_is_invalid_url_with_robots_on(url):
     assert result.transient is False
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=UnicodeError,
-    reason="BUG fetch.py AddressPolicy.check: socket.getaddrinfo raises UnicodeError (idna: label "
-    "empty or too long) for hosts like 'a..b', which is not caught (only gaierror is), so "
-    "fetch_image raises instead of refusing",
+@pytest.mark.parametrize(
+    "url", ["http://a..b/x.jpg", f"http://{'a' * 64}.invalid/x.jpg", "http://127.0.0.1:99999/x.jpg"]
 )
 @pytest.mark.parametrize("robots", [True, False])
-def test_malformed_host_is_refused_not_raised(robots):
-    result = fetch("http://a..b/x.jpg", respect_robots_txt=robots)
+def test_malformed_host_or_port_is_invalid_url(url, robots):
+    result = fetch(url, respect_robots_txt=robots, retries=2)
+    assert (result.ok, result.reason, result.transient) == (False, "invalid_url", False)
+    assert result.url == url
+
+
+def test_address_policy_malformed_host_is_invalid_url_not_unicode_error():
+    with pytest.raises(InvalidURL, match="a..b"):
+        AddressPolicy([]).check("a..b", 80)
+
+
+# Strings that once raised somewhere between parsing and connecting; none may reach the network.
+ODD_URLS = [
+    "", " ", "x.jpg", "/x.jpg", "//no-such-host.invalid/x.jpg", "http:", "http://", "http://:80/x",
+    "http://[::1/x", "http://[zz]/x", "http://h.invalid:abc/x", "http://h.invalid:-1/x",
+    "http://h.invalid:65536/x", "http://h\x00.invalid/x", "http://.invalid/x", "http://a.b../x",
+    "javascript:alert(1)", "data:image/png;base64,AAAA", "mailto:a@b.invalid", "http://\u2603..invalid/x",
+]
+
+
+@pytest.mark.parametrize("url", ODD_URLS)
+@pytest.mark.parametrize("robots", [True, False])
+def test_odd_url_strings_are_refused_never_raised(url, robots):
+    result = fetch(url, respect_robots_txt=robots, connect_timeout_s=0.5)
     assert result.ok is False
-    assert result.reason in {"invalid_url", "dns_error"}
+    assert result.url == url
+    assert (result.reason, result.transient) == ("invalid_url", False), result
+    assert result.detail
+
+
+def test_an_unexpected_exception_becomes_a_transient_refusal(server, monkeypatch):
+    server.routes["/x.jpg"] = image()
+    with Fetcher(settings()) as fetcher:
+        def boom(*args, **kwargs):
+            raise RuntimeError("kaboom")
+        monkeypatch.setattr(fetcher.client, "stream", boom)
+        result = fetcher.fetch_image(server.url("/x.jpg"))
+    assert (result.ok, result.reason, result.transient) == (False, "unexpected_error", True)
+    assert result.detail == "RuntimeError: kaboom"
+
+
+@pytest.mark.parametrize("value", ["-1", "nan", "soon", "Wed, 21 Oct 2015 07:28:00 GMT"])
+def test_an_unusable_retry_after_falls_back_to_backoff(server, value):
+    server.routes["/busy.jpg"] = sequence(status(429, [("Retry-After", value)]), image())
+    result = fetch(server.url("/busy.jpg"), retries=1, backoff_s=0.01)
+    assert result.ok is True
+    assert server.count("/busy.jpg") == 2

@@ -304,18 +304,17 @@ def test_a_failed_run_commits_nothing(storage, server):
     assert out.manifest is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=UnicodeError,
-    reason="BUG fetch.py AddressPolicy.check (line 67-68) only catches socket.gaierror; a pair whose "
-    "image_url host is e.g. 'a..b' (accepted by web/html.py) makes getaddrinfo raise UnicodeError, "
-    "which escapes fetch_image and aborts the whole pair_images partition",
-)
 def test_one_malformed_host_does_not_abort_the_partition(storage, server):
     server.routes["/x.jpg"] = image(SERVED_A, "image/jpeg")
     pairs = write_pairs(storage, [pair_row("p-ok", server.url("/x.jpg")), pair_row("p-bad", "http://a..b/x.jpg", 1)])
     origins, manifest = run_gather(storage, pairs.data_url, None, settings())
     assert (manifest.rows_in, manifest.rows_out, manifest.rows_rejected) == (2, 1, 1)
+    assert origins == {"warc": 0, "cache": 0, "download": 1}  # rows written, by origin
+    assert_accounted(storage, manifest)
+    assert data_rows(storage, manifest)["p-ok"]["bytes"] == SERVED_A
+    assert rejection_rows(storage, manifest)["p-bad"]["reason"] == "invalid_url"
+    # a permanent refusal: cached, so the next run does not try it again
+    assert DownloadCache(storage).get("http://a..b/x.jpg").reason == "invalid_url"
 
 
 # --------------------------------------------------------------------------------------
