@@ -43,12 +43,12 @@ def measure(path: Path) -> dict:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description="peak RSS of our web ingest, small shard versus 10x larger")
-    # 1500 pages is ~34 MiB of WARC holding 31.5 MiB of JPEG payload: close to what the
-    # storage sinks buffer before a flush (1024 rows or 32 MiB), so the small run already
-    # reaches the steady-state working set. A much smaller shard leaves those buffers part
-    # full, and the ratio would measure the batch size, not growth with the shard.
-    # The big shard (~340 MiB) is far above that working set, so holding it would show.
-    parser.add_argument("--pages", type=int, default=1500, help=f"pages in the small shard; the big one has {SCALE}x")
+    # 800 pages is ~18 MiB of WARC: more than the storage sinks buffer before a flush
+    # (1024 rows or 8 MiB), so the small run already reaches the steady-state working
+    # set; a smaller shard would leave those buffers part full and the ratio would
+    # measure the batch size. The big shard (~180 MiB) is far above that working set,
+    # so an ingest that held the shard would show.
+    parser.add_argument("--pages", type=int, default=800, help=f"pages in the small shard; the big one has {SCALE}x")
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
