@@ -169,10 +169,13 @@ class _Base:
 
     @cached_property
     def scheme(self) -> str:
-        return urlsplit(self.url).scheme
+        return self.origin.split(":", 1)[0]
 
     @cached_property
     def origin(self) -> str:
+        scheme, sep, rest = self.url.partition("://")
+        if sep and scheme in ("http", "https"):
+            return f"{scheme}://{rest.split('/', 1)[0].split('?', 1)[0].split('#', 1)[0]}"
         parts = urlsplit(self.url)
         return f"{parts.scheme}://{parts.netloc}"
 

@@ -61,10 +61,11 @@ def _ingest_records(items, shard: str, documents: StageWriter, images: StageWrit
             documents.count_in()
             documents.reject(f"{shard}@{item.offset}", "corrupt_warc", item.error)
             continue
-        is_image = media_type(item.content_type).startswith("image/")
+        kind = media_type(item.content_type)
+        is_image = kind.startswith("image/")
         writer = images if is_image else documents
         writer.count_in()
-        reason = _rejection(item, settings, is_image)
+        reason = _rejection(item, settings, kind, is_image)
         if reason is None:
             keys = (hash(item.record_id), hash((item.target_uri, item.payload_digest)))
             if keys[0] in seen or keys[1] in seen:
@@ -81,7 +82,7 @@ def _ingest_records(items, shard: str, documents: StageWriter, images: StageWrit
         documents.reject(f"{shard}@0", "empty_warc_file", "the shard has no bytes")
 
 
-def _rejection(rec: WarcRecord, settings: WebSourceSettings, is_image: bool) -> tuple[str, str | None] | None:
+def _rejection(rec: WarcRecord, settings: WebSourceSettings, kind: str, is_image: bool) -> tuple[str, str | None] | None:
     if rec.warc_type != "response":
         return "non_response_record", rec.warc_type or "missing WARC-Type"
     if not rec.http_protocol or not rec.http_protocol.upper().startswith("HTTP/") or not _is_status(rec.http_status):
@@ -96,7 +97,6 @@ def _rejection(rec: WarcRecord, settings: WebSourceSettings, is_image: bool) -> 
         return "truncated_record", rec.payload_error
     if not rec.payload:
         return "empty_payload", None
-    kind = media_type(rec.content_type)
     limit = settings.max_image_bytes if is_image else settings.max_html_bytes
     if len(rec.payload) > limit:
         return "payload_too_large", f"{len(rec.payload)} > {limit} bytes"

@@ -77,6 +77,11 @@ def _header_map(headers) -> dict[str, str]:
 
 
 def _read_record(record, iterator: ArchiveIterator, shard: str, max_payload_bytes: int) -> WarcRecord:
+    if record.rec_type != "response":  # rejected by type alone: read nothing more (half of a crawl is requests)
+        offset = iterator.get_record_offset()
+        record_id = record.rec_headers.get_header("WARC-Record-ID") or f"{shard}@{offset}"
+        return WarcRecord(record_id, offset, record.rec_type or "", record.rec_headers.get_header("WARC-Target-URI"),
+                          None, None, None, None, None, None, None, None, None)
     warc = _header_map(record.rec_headers)
     http = record.http_headers
     http_map = _header_map(http)
