@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import threading
 from pathlib import Path
 
 import click
@@ -71,9 +72,12 @@ def serve_sample() -> None:
     server = start_image_server(site, config.sample.image_server_host, config.sample.image_server_port)
     click.echo(f"serving {site} at {base} (Ctrl-C to stop)")
     try:
-        server.serve_forever()
+        threading.Event().wait()  # the server runs in its own thread
     except KeyboardInterrupt:
+        pass
+    finally:
         server.shutdown()
+        server.server_close()
 
 
 def _sync(config: AsagiConfig) -> list[str]:
@@ -81,7 +85,7 @@ def _sync(config: AsagiConfig) -> list[str]:
 
     instance = _instance(config)
     inbox = Inbox(config.sources.web.inbox, config.storage.s3)
-    plan = plan_sync(inbox, set(instance.get_dynamic_partitions(PARTITIONS)), Storage(config.storage), "web_documents")
+    plan = plan_sync(inbox, set(instance.get_dynamic_partitions(PARTITIONS)), Storage(config.storage))
     for skipped in plan.skipped:
         click.echo(f"skipped {skipped.path}: {skipped.why}", err=True)
     added = [s.key for s in plan.new]
@@ -98,11 +102,11 @@ def sync() -> None:
 
 
 def _ingest(config: AsagiConfig, partitions: tuple[str, ...]) -> bool:
-    from asagi_dagster.definitions import build_definitions
-
     instance = _instance(config)
+    from asagi_dagster.definitions import defs  # built for the active profile on import
+
     keys = list(partitions) or sorted(instance.get_dynamic_partitions(PARTITIONS))
-    job = build_definitions().resolve_job_def("web_ingest")
+    job = defs.resolve_job_def("web_ingest")
     ok = True
     for key in keys:
         result = job.execute_in_process(instance=instance, partition_key=key, raise_on_error=False)
@@ -147,6 +151,7 @@ def demo() -> None:
         ok = _ingest(config, ())
     finally:
         server.shutdown()
+        server.server_close()
     click.echo(format_table(shard_report(Storage(config.storage), config.storage.duckdb_path)))
     if not ok:
         sys.exit(1)

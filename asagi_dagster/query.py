@@ -13,10 +13,11 @@ import duckdb
 from asagi_dagster.storage import DATA_FILE, MANIFEST_FILE, Manifest, Storage
 
 
-def connect(storage: Storage, database: str | None = None, read_only: bool = False) -> duckdb.DuckDBPyConnection:
+def connect(storage: Storage, database: str | None = None) -> duckdb.DuckDBPyConnection:
+    """In memory by default; a database file only where views should persist (reports)."""
     if database:
         Path(database).parent.mkdir(parents=True, exist_ok=True)
-    con = duckdb.connect(database or ":memory:", read_only=read_only)
+    con = duckdb.connect(database or ":memory:")
     if not storage.is_local:
         con.register_filesystem(storage.fs)
     return con
@@ -31,15 +32,14 @@ def count_reasons(con: duckdb.DuckDBPyConnection, url: str) -> dict[str, int]:
     return dict(rows)
 
 
-def accounting(storage: Storage, manifest: Manifest) -> dict:
+def accounting(con: duckdb.DuckDBPyConnection, manifest: Manifest) -> dict:
     """Recount what a partition's files hold and compare with what went in.
 
     Reads the committed Parquet files, not the writer's counters, so a lost or
     duplicated row shows up.
     """
-    with connect(storage) as con:
-        rows_out = count_rows(con, manifest.data_url)
-        by_reason = count_reasons(con, manifest.rejections_url)
+    rows_out = count_rows(con, manifest.data_url)
+    by_reason = count_reasons(con, manifest.rejections_url)
     rejected = sum(by_reason.values())
     return {
         "passed": manifest.rows_in == rows_out + rejected,

@@ -148,10 +148,6 @@ class Storage:
     def read_manifest(self, asset: str, partition: str | None) -> Manifest:
         return Manifest.model_validate(self.read_json(self.manifest_path(asset, partition)))
 
-    def list_manifests(self, asset: str | None = None) -> list[Manifest]:
-        pattern = self.path(asset or "*", "*", MANIFEST_FILE)
-        return [Manifest.model_validate(self.read_json(p)) for p in sorted(self.fs.glob(pattern))]
-
     # --- Parquet -----------------------------------------------------------------
     def iter_batches(
         self, path: str, columns: list[str] | None = None, batch_rows: int = 256
@@ -207,15 +203,24 @@ class TableSink:
             self._rows, self._bytes = [], 0
 
     def close(self) -> None:
-        self.flush()
+        try:
+            self.flush()
+        finally:
+            self._writer.close()
+
+    def abort(self) -> None:
+        """Close without writing what is buffered: the file is about to be discarded."""
+        self._rows = []
         self._writer.close()
 
 
 class StageWriter:
     """Accepted rows and rejections of one asset partition, with their accounting.
 
-    Use as a context manager: both files and the counts commit together on a clean
-    exit, and nothing is committed if the body raises.
+    Use as a context manager. On a clean exit the data file, then the rejections file,
+    are each committed atomically, and ``manifest`` is set; the IO manager writes the
+    manifest last, so it never names rows that are not there yet. If the body raises,
+    nothing is committed and the previous output stays as it was.
     """
 
     def __init__(self, storage: Storage, asset: str, partition: str | None, schema: pa.Schema, schema_version: int):
@@ -250,9 +255,14 @@ class StageWriter:
 
     def __exit__(self, exc_type, exc, tb) -> bool:
         try:
-            self.data.close()
-            self.rejections.close()
-            if exc_type is None:
+            if exc_type is not None:
+                self.data.abort()
+                self.rejections.abort()
+            else:
+                try:
+                    self.data.close()
+                finally:
+                    self.rejections.close()
                 self.storage.commit(self._data_tmp, self._data_dest)
                 self.storage.commit(self._rej_tmp, self._rej_dest)
         finally:

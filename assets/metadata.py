@@ -7,6 +7,7 @@ import dagster as dg
 from asagi_dagster.previews import sample_rows, thumbnails
 from asagi_dagster.query import accounting
 from asagi_dagster.storage import Manifest, Storage
+from resources.storage import DuckDBResource
 
 
 def manifest_metadata(storage: Storage, manifest: Manifest) -> dict:
@@ -29,8 +30,9 @@ def manifest_metadata(storage: Storage, manifest: Manifest) -> dict:
     return metadata
 
 
-def accounting_check(storage: Storage, manifest: Manifest) -> dg.AssetCheckResult:
-    result = accounting(storage, manifest)
+def accounting_check(duckdb: DuckDBResource, manifest: Manifest) -> dg.AssetCheckResult:
+    with duckdb.connect() as con:
+        result = accounting(con, manifest)
     return dg.AssetCheckResult(
         asset_key=manifest.asset,
         check_name="rows_accounted",

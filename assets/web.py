@@ -11,7 +11,7 @@ from asagi_dagster.web.inbox import Inbox, plan_sync
 from asagi_dagster.web.ingest import extract_pages, ingest_warc
 from asagi_dagster.web.pair_images import gather_pair_images
 from assets.metadata import accounting_check, manifest_metadata
-from resources.storage import ProfileResource, StorageResource
+from resources.storage import DuckDBResource, ProfileResource, StorageResource
 
 GROUP = "web"
 warc_shards = dg.DynamicPartitionsDefinition(name="warc_shards")
@@ -29,7 +29,7 @@ def _accounted(asset: str) -> dg.AssetCheckSpec:
     check_specs=[_accounted("web_documents"), _accounted("web_images")],
     partitions_def=warc_shards,
 )
-def warc_records(context: dg.AssetExecutionContext, profile: ProfileResource, storage: StorageResource):
+def warc_records(context: dg.AssetExecutionContext, profile: ProfileResource, storage: StorageResource, duckdb: DuckDBResource):
     """Stream one WARC shard with warcio; every record becomes a row or a rejection."""
     shard = context.partition_key
     web = profile.settings.sources.web
@@ -41,7 +41,7 @@ def warc_records(context: dg.AssetExecutionContext, profile: ProfileResource, st
     ):
         docs.source = images.source = {"shard_url": inbox.url_for(shard), "fingerprint": fingerprint}
         ingest_warc(lambda: inbox.open(shard), shard, docs, images, web)
-    yield from _outputs(storage, docs.manifest, images.manifest)
+    yield from _outputs(storage, duckdb, docs.manifest, images.manifest)
 
 
 @dg.multi_asset(
@@ -53,7 +53,9 @@ def warc_records(context: dg.AssetExecutionContext, profile: ProfileResource, st
     check_specs=[_accounted("image_text_pairs"), _accounted("interleaved_documents")],
     partitions_def=warc_shards,
 )
-def page_structure(context: dg.AssetExecutionContext, profile: ProfileResource, storage: StorageResource, web_documents: Manifest):
+def page_structure(
+    context: dg.AssetExecutionContext, profile: ProfileResource, storage: StorageResource, duckdb: DuckDBResource, web_documents: Manifest
+):
     """Parse every page once: its images become pairs, its reading order an interleaved doc."""
     shard = context.partition_key
     html = profile.settings.sources.web.html
@@ -62,7 +64,7 @@ def page_structure(context: dg.AssetExecutionContext, profile: ProfileResource, 
         StageWriter(storage.storage, "interleaved_documents", shard, schemas.INTERLEAVED_DOCUMENTS, schemas.INTERLEAVED_DOCUMENTS_VERSION) as docs,
     ):
         extract_pages(storage.storage, web_documents.data_url, pairs, docs, html)
-    yield from _outputs(storage, pairs.manifest, docs.manifest)
+    yield from _outputs(storage, duckdb, pairs.manifest, docs.manifest)
 
 
 @dg.asset(
@@ -75,6 +77,7 @@ def pair_images(
     context: dg.AssetExecutionContext,
     profile: ProfileResource,
     storage: StorageResource,
+    duckdb: DuckDBResource,
     image_text_pairs: Manifest,
     web_images: Manifest,
 ):
@@ -86,16 +89,16 @@ def pair_images(
     ):
         origins = gather_pair_images(storage.storage, image_text_pairs.data_url, web_images.data_url, out, fetcher, downloader.workers)
     context.log.info(f"pair images by origin: {origins}")
-    yield from _outputs(storage, out.manifest, extra={"origins": origins})
+    yield from _outputs(storage, duckdb, out.manifest, extra={"origins": origins})
 
 
-def _outputs(storage: StorageResource, *manifests: Manifest, extra: dict | None = None):
+def _outputs(storage: StorageResource, duckdb: DuckDBResource, *manifests: Manifest, extra: dict | None = None):
     for manifest in manifests:
         # A multi-asset names its outputs after the assets; a plain asset has one, "result".
         name = manifest.asset if len(manifests) > 1 else "result"
         yield dg.Output(manifest, output_name=name, metadata={**manifest_metadata(storage.storage, manifest), **(extra or {})})
     for manifest in manifests:
-        yield accounting_check(storage.storage, manifest)
+        yield accounting_check(duckdb, manifest)
 
 
 web_ingest = dg.define_asset_job(
@@ -113,11 +116,21 @@ def _run_requests(shards, tick: str | None = None) -> list[dg.RunRequest]:
     return [dg.RunRequest(partition_key=s.key, run_key=f"{s.key}@{s.fingerprint}{suffix}") for s in shards]
 
 
-def _plan(context, profile: ProfileResource, storage: StorageResource):
+def _plan(context, profile: ProfileResource, storage: StorageResource, full: bool):
     settings = profile.settings
     inbox = Inbox(settings.sources.web.inbox, settings.storage.s3)
     registered = set(context.instance.get_dynamic_partitions(warc_shards.name))
-    return plan_sync(inbox, registered, storage.storage, "web_documents")
+    if not full:  # the sensor runs every minute: new files only, no manifest reads
+        return plan_sync(inbox, registered, storage.storage)
+    return plan_sync(inbox, registered, storage.storage, "web_documents", "pair_images")
+
+
+_IN_FLIGHT = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]
+
+
+def _partitions_in_flight(instance: dg.DagsterInstance) -> set[str]:
+    runs = instance.get_runs(filters=dg.RunsFilter(job_name=web_ingest.name, statuses=_IN_FLIGHT))
+    return {run.tags.get("dagster/partition") for run in runs}
 
 
 def build_inbox_automation(config: AsagiConfig) -> tuple[dg.SensorDefinition, dg.ScheduleDefinition]:
@@ -130,7 +143,7 @@ def build_inbox_automation(config: AsagiConfig) -> tuple[dg.SensorDefinition, dg
         description="Registers new .warc/.warc.gz files in the inbox as shards and ingests them.",
     )
     def warc_inbox_sensor(context: dg.SensorEvaluationContext, profile: ProfileResource, storage: StorageResource):
-        plan = _plan(context, profile, storage)
+        plan = _plan(context, profile, storage, full=False)
         for skipped in plan.skipped:
             context.log.warning(f"inbox file {skipped.path} skipped: {skipped.why}")
         if not plan.new:
@@ -147,12 +160,13 @@ def build_inbox_automation(config: AsagiConfig) -> tuple[dg.SensorDefinition, dg
         description="Full re-sync of the inbox: new shards, changed shards and shards never ingested.",
     )
     def warc_inbox_resync(context: dg.ScheduleEvaluationContext, profile: ProfileResource, storage: StorageResource):
-        plan = _plan(context, profile, storage)
+        plan = _plan(context, profile, storage, full=True)
         if plan.new:
             context.instance.add_dynamic_partitions(warc_shards.name, [s.key for s in plan.new])
-        shards = plan.new + plan.changed
+        busy = _partitions_in_flight(context.instance)  # queued or running: not out of sync, just not done
+        shards = [s for s in plan.new + plan.changed if s.key not in busy]
         if not shards:
-            return dg.SkipReason("inbox in sync")
+            return dg.SkipReason("inbox in sync, or its out-of-sync shards are already running")
         return _run_requests(shards, tick=context.scheduled_execution_time.isoformat())
 
     return warc_inbox_sensor, warc_inbox_resync

@@ -39,13 +39,21 @@ class StorageResource(dg.ConfigurableResource):
 
 
 class DuckDBResource(dg.ConfigurableResource):
-    """DuckDB over the storage root: a database file locally, in-memory for s3 roots."""
+    """DuckDB over the storage root's Parquet files.
+
+    ``connect()`` is in memory, so checks of parallel runs never contend for a file;
+    ``connect_database()`` opens the profile's database file (local profiles), where the
+    report's views persist for ad-hoc SQL.
+    """
 
     storage: StorageResource
     database: str | None = None
 
-    def connect(self, read_only: bool = False) -> duckdb.DuckDBPyConnection:
-        return connect(self.storage.storage, self.database, read_only=read_only)
+    def connect(self) -> duckdb.DuckDBPyConnection:
+        return connect(self.storage.storage)
+
+    def connect_database(self) -> duckdb.DuckDBPyConnection:
+        return connect(self.storage.storage, self.database)
 
 
 class ManifestIOManager(dg.ConfigurableIOManager):

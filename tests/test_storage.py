@@ -5,7 +5,7 @@ from __future__ import annotations
 import pyarrow as pa
 import pytest
 
-from asagi_dagster.query import accounting
+from asagi_dagster.query import accounting, connect
 from asagi_dagster.report import shard_report
 from asagi_dagster.storage import StageWriter
 
@@ -57,13 +57,15 @@ def test_rerun_replaces_data_and_rejections(storage):
     second = write(storage, "p1", [5], rejects=[])
     assert [r["value"] for r in storage.iter_rows(second.data_url)] == [5]
     assert list(storage.iter_rows(second.rejections_url)) == []
-    assert accounting(storage, second)["passed"]
+    with connect(storage) as con:
+        assert accounting(con, second)["passed"]
 
 
 def test_accounting_fails_when_a_row_goes_missing(storage):
     manifest = write(storage, "p1", [1, 2, 3])
     lying = manifest.model_copy(update={"rows_in": 4})  # one row read but never written
-    result = accounting(storage, lying)
+    with connect(storage) as con:
+        result = accounting(con, lying)
     assert not result["passed"] and result["rows_out"] == 3
 
 

@@ -50,6 +50,19 @@ class UndecodableError(ValueError):
     pass
 
 
+# The Python codecs behind the WHATWG Encoding Standard's labels (plus the JIS X 0213
+# variants browsers accept for Japanese).
+_WEB_CODECS = frozenset(
+    codecs.lookup(name).name
+    for name in (
+        "utf-8", "utf-8-sig", "utf-16", "utf-16-le", "utf-16-be", "cp932", "shift_jis", "shift_jis_2004",
+        "euc_jp", "euc_jis_2004", "iso2022_jp", "iso2022_jp_ext", "iso2022_jp_2004", "gb18030", "gbk", "gb2312",
+        "big5", "big5hkscs", "euc_kr", "cp949", "koi8_r", "koi8_u", "mac_cyrillic", "cp866", "cp874", "tis_620",
+        *(f"cp{n}" for n in range(1250, 1259)), *(f"iso8859_{n}" for n in (2, 3, 4, 5, 6, 7, 8, 10, 13, 14, 15, 16)),
+    )
+)
+
+
 @lru_cache(maxsize=256)
 def codec_for(label: str | None) -> str | None:
     """The Python codec for a charset label, or None for an unknown label."""
@@ -58,9 +71,12 @@ def codec_for(label: str | None) -> str | None:
     label = label.strip().strip("\"'").lower()
     name = _LABEL_CODECS.get(label, label)
     try:
-        return codecs.lookup(name).name
+        codec = codecs.lookup(name).name
     except LookupError:
         return None
+    # Python also knows codecs no web page uses (punycode, unicode_escape, undefined...);
+    # those can raise other errors or yield lone surrogates, so they count as unknown.
+    return codec if codec in _WEB_CODECS else None
 
 
 def header_charset(content_type: str | None) -> str | None:
@@ -77,7 +93,7 @@ def decode_html(body: bytes, content_type: str | None) -> Decoded:
         tried.append(codec)
         try:
             return Decoded(body.decode(codec), codec, source)
-        except (UnicodeDecodeError, LookupError):
+        except (UnicodeError, LookupError):
             continue
     raise UndecodableError(f"no charset decodes the page (tried {', '.join(tried) or 'nothing'})")
 

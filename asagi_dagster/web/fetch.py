@@ -207,24 +207,24 @@ class Fetcher:
                 return refused(url, "invalid_url", str(exc))
             if obey_robots and (refusal := self._robots_refusal(url, target)) is not None:
                 return refusal
-            outcome = self._request(url, target, max_bytes)
+            outcome = self._request(url, target, max_bytes, robots_txt=not obey_robots)
             if isinstance(outcome, FetchResult):
                 return outcome
             location = outcome
         return refused(url, "too_many_redirects", f"more than {self.settings.max_redirects}")
 
-    def _request(self, url: str, target: httpx.URL, max_bytes: int) -> FetchResult | str:
+    def _request(self, url: str, target: httpx.URL, max_bytes: int, robots_txt: bool) -> FetchResult | str:
         """One hop, retried with backoff while it fails transiently: a result, or the Location
         it redirects to."""
         attempt = 0
         while True:
-            outcome, retry_after = self._request_once(url, target, max_bytes)
+            outcome, retry_after = self._request_once(url, target, max_bytes, robots_txt)
             if isinstance(outcome, str) or not outcome.transient or attempt >= self.settings.retries:
                 return outcome
             attempt += 1
             time.sleep(min(retry_after or self.settings.backoff_s * 2 ** (attempt - 1), 30.0))
 
-    def _request_once(self, url: str, target: httpx.URL, max_bytes: int) -> tuple[FetchResult | str, float | None]:
+    def _request_once(self, url: str, target: httpx.URL, max_bytes: int, robots_txt: bool) -> tuple[FetchResult | str, float | None]:
         host = target.raw_host.decode("ascii")  # the name httpx will resolve and connect to
         try:
             self.policy.check(host, target.port or (443 if target.scheme == "https" else 80))
@@ -242,7 +242,7 @@ class Fetcher:
                     if not location:
                         return refused(url, "http_status", f"{response.status_code} without Location"), None
                     return location, None
-                return self._read(url, response, max_bytes)
+                return self._read(url, response, max_bytes, robots_txt)
         except InvalidURL as exc:  # from _check_location
             return refused(url, "invalid_url", str(exc)), None
         except httpx.TimeoutException as exc:
@@ -250,23 +250,32 @@ class Fetcher:
         except httpx.HTTPError as exc:
             return refused(url, "connection_error", f"{type(exc).__name__}: {exc}", transient=True), None
 
-    def _read(self, url: str, response: httpx.Response, max_bytes: int) -> tuple[FetchResult, float | None]:
+    def _read(self, url: str, response: httpx.Response, max_bytes: int, robots_txt: bool) -> tuple[FetchResult, float | None]:
+        """The body of a 200 response. A robots.txt is cut at ``max_bytes`` (RFC 9309 asks
+        to parse at least 500 KiB) and is not an image, so noai does not apply to it."""
         status = response.status_code
         if status != 200:
             transient = status == 429 or status >= 500
             retry_after = _retry_after(response.headers.get("Retry-After"))
             return refused(url, "http_status", str(status), transient=transient), retry_after
-        if has_noai(response.headers.get("X-Robots-Tag")):
+        if not robots_txt and has_noai(response.headers.get("X-Robots-Tag")):
             return refused(url, "x_robots_noai", response.headers.get("X-Robots-Tag")), None
         declared = response.headers.get("Content-Length")
-        if declared and declared.isdigit() and int(declared) > max_bytes:
+        if not robots_txt and declared and declared.isdigit() and int(declared) > max_bytes:
             return refused(url, "too_large", f"Content-Length {declared} > {max_bytes}"), None
+        # The read timeout is per chunk: a server dripping bytes needs an overall deadline.
+        deadline = time.monotonic() + self.settings.total_timeout_s
         chunks, size = [], 0
         for chunk in response.iter_bytes():
             size += len(chunk)
             if size > max_bytes:
+                if robots_txt:
+                    chunks.append(chunk[: len(chunk) - (size - max_bytes)])
+                    break
                 return refused(url, "too_large", f"body over {max_bytes} bytes"), None
             chunks.append(chunk)
+            if time.monotonic() > deadline:
+                return refused(url, "timeout", f"body not complete after {self.settings.total_timeout_s} s", transient=True), None
         content_type = response.headers.get("Content-Type", "").split(";")[0].strip().lower()
         return FetchResult(url=url, ok=True, content_type=content_type, body=b"".join(chunks)), None
 

@@ -141,7 +141,7 @@ def _picture_ref(picture, index: int, base: _Base) -> ImageRef:
 
 def _image_ref(el, img, index: int, base: _Base, source_srcsets: list[str | None] = ()) -> ImageRef:
     url, problem, detail = _resolve(_pick_src(img, source_srcsets), base)
-    title = img.get("title") or el.get("title")
+    title = _without_marks(img.get("title") or el.get("title"))
     return ImageRef(index, url, problem, detail, _without_marks(img.get("alt")), (_clean(title) or None) if title else None, None)
 
 

@@ -73,18 +73,29 @@ def _fingerprint(info: dict) -> str:
     return f"{info.get('size')}:{stamp}"
 
 
-def plan_sync(inbox: Inbox, registered: set[str], storage: Storage, ingested_asset: str) -> SyncPlan:
-    """New shards, and registered shards whose file changed since they were last ingested
-    (or that were never ingested successfully)."""
+def plan_sync(
+    inbox: Inbox,
+    registered: set[str],
+    storage: Storage,
+    source_asset: str | None = None,
+    final_asset: str | None = None,
+) -> SyncPlan:
+    """New shards; with ``source_asset`` and ``final_asset`` also the registered shards
+    out of sync: whose file changed since ``source_asset`` recorded its fingerprint, or
+    that never reached ``final_asset`` (a failed or unfinished ingest)."""
     shards, skipped = inbox.scan()
     new = [s for s in shards if s.key not in registered]
     changed = []
-    for shard in shards:
-        if shard.key not in registered:
-            continue
-        manifest_path = storage.manifest_path(ingested_asset, shard.key)
-        if not storage.exists(manifest_path):
-            changed.append(shard)
-        elif storage.read_manifest(ingested_asset, shard.key).source.get("fingerprint") != shard.fingerprint:
-            changed.append(shard)
+    if source_asset and final_asset:
+        for shard in shards:
+            if shard.key in registered and _out_of_sync(storage, shard, source_asset, final_asset):
+                changed.append(shard)
     return SyncPlan(new=new, changed=changed, skipped=skipped)
+
+
+def _out_of_sync(storage: Storage, shard: ShardFile, source_asset: str, final_asset: str) -> bool:
+    if not storage.exists(storage.manifest_path(final_asset, shard.key)):
+        return True
+    if not storage.exists(storage.manifest_path(source_asset, shard.key)):
+        return True
+    return storage.read_manifest(source_asset, shard.key).source.get("fingerprint") != shard.fingerprint

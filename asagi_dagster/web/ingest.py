@@ -92,7 +92,7 @@ def _rejection(rec: WarcRecord, settings: WebSourceSettings, kind: str, is_image
     if rec.warc_truncated:
         return "truncated_record", f"WARC-Truncated: {rec.warc_truncated}"
     if rec.payload is None:
-        return "unreadable_payload", rec.payload_error
+        return ("payload_too_large" if rec.oversize else "unreadable_payload"), rec.payload_error
     if rec.payload_error:
         return "truncated_record", rec.payload_error
     if not rec.payload:

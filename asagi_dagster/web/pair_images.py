@@ -58,11 +58,12 @@ class WarcImageIndex:
     """Finds a shard's WARC image by URL without loading the images into memory."""
 
     def __init__(self, storage: Storage, web_images_url: str | None):
-        self._file = None
+        self._handle = self._file = None
         self._where: dict[str, tuple[int, int]] = {}
         if web_images_url is None:
             return
-        self._file = pq.ParquetFile(storage.fs.open(storage.strip_protocol(web_images_url), "rb"))
+        self._handle = storage.fs.open(storage.strip_protocol(web_images_url), "rb")
+        self._file = pq.ParquetFile(self._handle)
         for group in range(self._file.num_row_groups):
             urls = self._file.read_row_group(group, columns=["url"]).column("url").to_pylist()
             for row, url in enumerate(urls):
@@ -81,11 +82,12 @@ class WarcImageIndex:
             table = self._file.read_row_group(group, columns=["content_type", "x_robots_tag", "bytes"])
             for row, url in wanted:
                 found[url] = table.slice(row, 1).to_pylist()[0]
+            del table
         return found
 
     def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
+        if self._handle is not None:  # ParquetFile does not close a handle it was given
+            self._handle.close()
 
 
 def gather_pair_images(
@@ -95,13 +97,18 @@ def gather_pair_images(
     writer: StageWriter,
     fetcher: Fetcher,
     workers: int,
-    batch_rows: int = 256,
+    batch_rows: int = 64,
 ) -> dict[str, int]:
-    """Write one row per pair with its image bytes, or a rejection; returns origin counts."""
+    """Write one row per pair with its image bytes, or a rejection; returns origin counts.
+
+    A batch's images are held together, so ``batch_rows`` x the size cap bounds memory
+    (typical pages: a few MB a batch).
+    """
     cache = DownloadCache(storage)
-    index = WarcImageIndex(storage, web_images_url)
     origins = {"warc": 0, "cache": 0, "download": 0}
+    index = WarcImageIndex(storage, None)
     try:
+        index = WarcImageIndex(storage, web_images_url)
         with ThreadPoolExecutor(max_workers=workers) as pool:
             for batch in _batches(storage.iter_rows(storage.strip_protocol(pairs_url), ["pair_id", "image_url"]), batch_rows):
                 urls = {row["image_url"] for row in batch}
@@ -123,8 +130,8 @@ def gather_pair_images(
                     if url in in_warc:
                         origins["warc"] += _write_from_warc(row, in_warc[url], writer)
                     else:
-                        origin = "download" if url in to_fetch else "cache"
-                        origins[origin] += _write_fetched(row, outcomes[url], origin, writer)
+                        # A cache hit was downloaded by an earlier run: its row says "download".
+                        origins["download" if url in to_fetch else "cache"] += _write_fetched(row, outcomes[url], writer)
     finally:
         index.close()
     return origins
@@ -138,7 +145,7 @@ def _write_from_warc(row: dict, image: dict, writer: StageWriter) -> int:
     return 1
 
 
-def _write_fetched(row: dict, result: FetchResult, origin: str, writer: StageWriter) -> int:
+def _write_fetched(row: dict, result: FetchResult, writer: StageWriter) -> int:
     if not result.ok:
         writer.reject(row["pair_id"], result.reason, result.detail)
         return 0

@@ -35,6 +35,7 @@ class WarcRecord:
     payload: bytes | None  # None when over the size cap or unreadable
     payload_error: str | None  # why payload is None, or a truncation
     payload_digest: str | None  # WARC-Payload-Digest when declared, else sha1 of what was read
+    oversize: bool = False  # payload is None because it is over the size cap
 
 
 @dataclass(slots=True)
@@ -46,8 +47,8 @@ class CorruptRegion:
 def iter_warc(open_file: Callable[[], BinaryIO], shard: str, max_payload_bytes: int) -> Iterator[WarcRecord | CorruptRegion]:
     """Yield every record of a WARC (gzipped per record or plain) and every damaged region.
 
-    ``open_file`` opens the shard afresh (a local file or an fsspec file); it is called
-    again, with a seek, only to resume after a damaged region.
+    ``open_file`` opens the shard (a local or an fsspec file, seekable); after a damaged
+    region, reading seeks to the next record boundary in the same file.
     """
     start = 0
     with open_file() as f:
@@ -88,11 +89,12 @@ def _read_record(record, iterator: ArchiveIterator, shard: str, max_payload_byte
     payload: bytes | None = None
     payload_error: str | None = None
     digest: str | None = None
+    oversize = False
     try:
         stream = record.content_stream()
         payload = stream.read(max_payload_bytes + 1)
         if len(payload) > max_payload_bytes:
-            payload, payload_error = None, f"payload larger than {max_payload_bytes} bytes"
+            payload, payload_error, oversize = None, f"payload larger than {max_payload_bytes} bytes", True
         elif record.raw_stream.limit > 0:
             payload_error = f"record ends {record.raw_stream.limit} bytes short of its Content-Length"
         if payload is not None:
@@ -114,6 +116,7 @@ def _read_record(record, iterator: ArchiveIterator, shard: str, max_payload_byte
         payload=payload,
         payload_error=payload_error,
         payload_digest=digest,
+        oversize=oversize,
     )
 
 

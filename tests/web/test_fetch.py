@@ -829,3 +829,48 @@ def test_an_unusable_retry_after_falls_back_to_backoff(server, value):
     result = fetch(server.url("/busy.jpg"), retries=1, backoff_s=0.01)
     assert result.ok is True
     assert server.count("/busy.jpg") == 2
+
+
+# --- robots.txt edge cases and slow bodies ------------------------------------------
+
+def test_robots_txt_over_the_cap_is_cut_and_parsed(server):
+    from asagi_dagster.web.fetch import ROBOTS_MAX_BYTES
+
+    rules = "User-agent: *\nDisallow: /private/\n" + "# padding\n" * (ROBOTS_MAX_BYTES // 10 + 100)
+    server.routes["/robots.txt"] = text(rules)
+    server.routes["/ok.jpg"] = image()
+    server.routes["/private/x.jpg"] = image()
+    assert len(rules) > ROBOTS_MAX_BYTES
+    assert fetch(server.url("/ok.jpg")).ok
+    assert fetch(server.url("/private/x.jpg")).reason == "robots_disallowed"
+
+
+def test_robots_txt_served_with_noai_is_still_read(server):
+    server.routes["/robots.txt"] = lambda h, n: send(h, 200, b"User-agent: *\nDisallow: /private/\n", "text/plain", [("X-Robots-Tag", "noai")])
+    server.routes["/ok.jpg"] = image()
+    server.routes["/private/x.jpg"] = image()
+    assert fetch(server.url("/ok.jpg")).ok
+    assert fetch(server.url("/private/x.jpg")).reason == "robots_disallowed"
+
+
+def test_a_body_that_drips_hits_the_total_deadline(server):
+    def drip(h, n):
+        h.send_response(200)
+        h.send_header("Content-Type", "image/jpeg")
+        h.send_header("Transfer-Encoding", "chunked")
+        h.end_headers()
+        try:
+            for _ in range(40):  # bounded: at most 4 s
+                h.wfile.write(b"10\r\n" + b"z" * 16 + b"\r\n")
+                h.wfile.flush()
+                time.sleep(0.1)  # each chunk well inside the read timeout
+            h.wfile.write(b"0\r\n\r\n")
+        except OSError:
+            h.close_connection = True
+
+    server.routes["/robots.txt"] = status(404)
+    server.routes["/drip.jpg"] = drip
+    started = time.monotonic()
+    result = fetch(server.url("/drip.jpg"), total_timeout_s=0.5)
+    assert (result.reason, result.transient) == ("timeout", True)
+    assert time.monotonic() - started < 2.5

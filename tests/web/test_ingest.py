@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from asagi_dagster.query import accounting
+from asagi_dagster.query import accounting, connect
 from asagi_dagster.storage import StageWriter
 from asagi_dagster.web import schemas
 from asagi_dagster.web.ingest import extract_pages, ingest_warc
@@ -27,7 +27,8 @@ def run_ingest(storage, settings, tmp_path, name: str, data: bytes) -> dict:
         extract_pages(storage, docs.manifest.data_url, pairs, inter, settings.sources.web.html)
     manifests = {m.asset: m for m in (docs.manifest, images.manifest, pairs.manifest, inter.manifest)}
     for manifest in manifests.values():
-        check = accounting(storage, manifest)
+        with connect(storage) as con:
+            check = accounting(con, manifest)
         assert check["passed"], (manifest.asset, check)
     return manifests
 
@@ -253,3 +254,21 @@ def test_interleaved_documents_keep_reading_order(storage, config, tmp_path):
     ]
     pair_ids = {r["pair_id"] for r in rows(storage, manifests["image_text_pairs"])}
     assert {i["pair_id"] for i in doc["images"]} <= pair_ids
+
+
+@pytest.mark.parametrize("label", ["punycode", "undefined", "unicode_escape", "x-no-such-charset"])
+def test_charset_labels_no_web_page_uses_are_ignored(storage, config, tmp_path, label):
+    text = "<html><body><p>ラベルが変なページ</p><img src='/a.jpg' alt='写真'></body></html>"
+    data = shard_around("c.warc.gz", lambda s: s.fetch("https://x.example.jp/c.html", text.encode("utf-8"), f"text/html; charset={label}"))
+    manifests = run_ingest(storage, config, tmp_path, "c.warc.gz", data)
+    doc = next(r for r in rows(storage, manifests["web_documents"]) if r["url"].endswith("/c.html"))
+    assert (doc["charset"], doc["html"]) == ("utf-8", text)
+
+
+def test_payload_over_the_cap_is_payload_too_large(storage, config, tmp_path):
+    web = config.sources.web.model_copy(update={"max_html_bytes": 1000, "max_image_bytes": 1000})
+    settings = config.model_copy(update={"sources": config.sources.model_copy(update={"web": web})})
+    big = b"<html><body><p>" + "大".encode() * 2000 + b"</p></body></html>"
+    data = shard_around("big.warc.gz", lambda s: s.fetch("https://x.example.jp/big.html", big, "text/html; charset=utf-8"))
+    manifests = run_ingest(storage, settings, tmp_path, "big.warc.gz", data)
+    assert "payload_too_large" in reasons(storage, manifests["web_documents"])
