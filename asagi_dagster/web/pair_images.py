@@ -9,11 +9,13 @@ run after a killed one, fetches only what is missing.
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pyarrow.parquet as pq
 
+from asagi_dagster.config import DownloaderSettings
 from asagi_dagster.storage import StageWriter, Storage
 from asagi_dagster.web.fetch import Fetcher, FetchResult, has_noai
 
@@ -21,13 +23,18 @@ CACHE_DIR = "_cache/downloads"
 
 
 class DownloadCache:
-    """One JSON (the outcome) and, for successes, one body per URL, keyed by its hash."""
+    """One JSON (the outcome) and, for successes, one body per URL, keyed by its hash.
 
-    def __init__(self, storage: Storage):
+    ``policy`` is part of the key: an outcome decided under one download policy (size
+    cap, allowed networks and types, robots on or off) is not reused under another.
+    """
+
+    def __init__(self, storage: Storage, policy: str = ""):
         self.storage = storage
+        self.policy = policy
 
     def _paths(self, url: str) -> tuple[str, str]:
-        key = hashlib.sha256(url.encode("utf-8")).hexdigest()
+        key = hashlib.sha256(f"{self.policy}|{url}".encode("utf-8")).hexdigest()
         base = self.storage.path(CACHE_DIR, key[:2], key)
         return f"{base}.json", f"{base}.bin"
 
@@ -52,6 +59,12 @@ class DownloadCache:
         # The JSON is written last: it is what makes the entry exist.
         self.storage.write_json(meta_path, {"ok": result.ok, "content_type": result.content_type,
                                             "reason": result.reason, "detail": result.detail})
+
+
+def download_policy(settings: DownloaderSettings) -> str:
+    """The settings that decide an outcome (not timeouts or rates, which only delay it)."""
+    fields = ("max_bytes", "max_redirects", "allowed_content_types", "respect_robots_txt", "allow_networks", "user_agent")
+    return json.dumps({name: getattr(settings, name) for name in fields}, sort_keys=True)
 
 
 class WarcImageIndex:
@@ -104,7 +117,7 @@ def gather_pair_images(
     A batch's images are held together, so ``batch_rows`` x the size cap bounds memory
     (typical pages: a few MB a batch).
     """
-    cache = DownloadCache(storage)
+    cache = DownloadCache(storage, policy=download_policy(fetcher.settings))
     origins = {"warc": 0, "cache": 0, "download": 0}
     index = WarcImageIndex(storage, None)
     try:

@@ -11,7 +11,7 @@ import pytest
 from asagi_dagster.storage import StageWriter
 from asagi_dagster.web import schemas
 from asagi_dagster.web.fetch import Fetcher, FetchResult, refused
-from asagi_dagster.web.pair_images import CACHE_DIR, DownloadCache, gather_pair_images
+from asagi_dagster.web.pair_images import CACHE_DIR, DownloadCache, download_policy, gather_pair_images
 from tests.web.test_fetch import JPEG, PNG, LoopbackServer, image, sequence, settings, status, text
 
 SHARD = "shard-a"
@@ -314,7 +314,9 @@ def test_one_malformed_host_does_not_abort_the_partition(storage, server):
     assert data_rows(storage, manifest)["p-ok"]["bytes"] == SERVED_A
     assert rejection_rows(storage, manifest)["p-bad"]["reason"] == "invalid_url"
     # a permanent refusal: cached, so the next run does not try it again
-    assert DownloadCache(storage).get("http://a..b/x.jpg").reason == "invalid_url"
+    assert DownloadCache(storage, download_policy(settings())).get("http://a..b/x.jpg").reason == "invalid_url"
+    # ...but only under the same policy: a changed size cap or allow-list decides anew.
+    assert DownloadCache(storage, download_policy(settings(max_bytes=1))).get("http://a..b/x.jpg") is None
 
 
 # --------------------------------------------------------------------------------------
