@@ -23,11 +23,11 @@ import httpx
 from protego import Protego
 
 from asagi_dagster.config import DownloaderSettings
+from asagi_dagster.web.noai import has_noai
 
 log = logging.getLogger(__name__)
 
 ROBOTS_MAX_BYTES = 512 * 1024
-_NOAI_TOKENS = frozenset({"noai", "noimageai"})
 # Failures of a robots.txt fetch that are about the host rather than about robots.txt:
 # they are reported as they are, not hidden behind "robots_unavailable".
 _HOST_REASONS = frozenset({"blocked_address", "dns_error"})
@@ -46,15 +46,6 @@ class FetchResult:
 
 def refused(url: str, reason: str, detail: str | None = None, transient: bool = False) -> FetchResult:
     return FetchResult(url=url, ok=False, reason=reason, detail=detail, transient=transient)
-
-
-def has_noai(x_robots_tag: str | None) -> bool:
-    """True when an X-Robots-Tag value forbids AI use (``noai``, ``noimageai``, maybe per agent)."""
-    for part in (x_robots_tag or "").lower().split(","):
-        token = part.split(":")[-1].strip()
-        if token in _NOAI_TOKENS:
-            return True
-    return False
 
 
 class BlockedAddress(Exception):

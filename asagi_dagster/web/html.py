@@ -58,6 +58,7 @@ class ImageRef:
 class Page:
     title: str | None
     base_url: str
+    robots: str | None = None  # <meta name="robots"> directives, comma-joined
     items: list[str | ImageRef] = field(default_factory=list)  # text blocks and images in order
     images: list[ImageRef] = field(default_factory=list)  # the images of items, in order
 
@@ -81,7 +82,8 @@ def parse_page(text: str, page_url: str, max_context_chars: int) -> Page:
     title = _text(title_el) if title_el is not None else None
     base_href = next((el.get("href") for el in root.iter("base") if el.get("href")), None)
     base_url = (_join(page_url, base_href) if base_href else None) or page_url
-    page = Page(title=title, base_url=base_url)
+    robots = [el.get("content") or "" for el in root.iter("meta") if (el.get("name") or "").lower() == "robots"]
+    page = Page(title=title, base_url=base_url, robots=",".join(robots) or None)
     page.items, page.images = _flatten(root, base_url)
     _attach_context(page, max_context_chars)
     return page

@@ -16,6 +16,7 @@ from asagi_dagster.config import HtmlSettings, WebSourceSettings
 from asagi_dagster.storage import StageWriter, Storage
 from asagi_dagster.web.charset import UndecodableError, decode_html
 from asagi_dagster.web.html import HtmlParseError, ImageRef, parse_page
+from asagi_dagster.web.noai import has_noai
 from asagi_dagster.web.warc import CorruptRegion, WarcRecord, iter_warc
 
 HTML_TYPES = ("text/html", "application/xhtml+xml")
@@ -164,7 +165,7 @@ def extract_pages(
     Accounting: pairs count image elements (plus pages that fail to parse); interleaved
     documents count pages.
     """
-    columns = ["record_id", "shard", "url", "html"]
+    columns = ["record_id", "shard", "url", "x_robots_tag", "html"]
     with _gc_paused():
         for doc in storage.iter_rows(storage.strip_protocol(documents_url), columns, batch_rows=64):
             _extract_page(doc, pairs, interleaved, settings)
@@ -179,6 +180,14 @@ def _extract_page(doc: dict, pairs: StageWriter, interleaved: StageWriter, setti
         pairs.count_in()
         pairs.reject(doc_id, "html_parse_error", str(exc))
         interleaved.reject(doc_id, "html_parse_error", str(exc))
+        return
+    if has_noai(doc["x_robots_tag"]) or has_noai(page.robots):
+        # The site opted out of AI use for this page: none of its content is kept.
+        detail = doc["x_robots_tag"] if has_noai(doc["x_robots_tag"]) else f"<meta name=robots content={page.robots!r}>"
+        for image in page.images:
+            pairs.count_in()
+            pairs.reject(f"{doc_id}#img{image.index}", "page_noai", detail)
+        interleaved.reject(doc_id, "page_noai", detail)
         return
     kept = _write_pairs(doc, page, pairs, settings)
     _write_interleaved(doc, page, kept, interleaved)

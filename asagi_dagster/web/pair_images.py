@@ -17,7 +17,8 @@ import pyarrow.parquet as pq
 
 from asagi_dagster.config import DownloaderSettings
 from asagi_dagster.storage import StageWriter, Storage
-from asagi_dagster.web.fetch import Fetcher, FetchResult, has_noai
+from asagi_dagster.web.fetch import Fetcher, FetchResult
+from asagi_dagster.web.noai import has_noai
 
 CACHE_DIR = "_cache/downloads"
 

@@ -272,3 +272,19 @@ def test_payload_over_the_cap_is_payload_too_large(storage, config, tmp_path):
     data = shard_around("big.warc.gz", lambda s: s.fetch("https://x.example.jp/big.html", big, "text/html; charset=utf-8"))
     manifests = run_ingest(storage, settings, tmp_path, "big.warc.gz", data)
     assert "payload_too_large" in reasons(storage, manifests["web_documents"])
+
+
+@pytest.mark.parametrize(
+    ("meta", "headers"),
+    [("<meta name='robots' content='noindex, noai'>", []), ("", [("X-Robots-Tag", "noimageai")])],
+)
+def test_pages_that_opt_out_of_ai_keep_nothing(storage, config, tmp_path, meta, headers):
+    page = f"<html><head>{meta}</head><body><p>学習に使わないでください</p><img src='/a.jpg'><img src='/b.jpg'></body></html>"
+    data = shard_around(
+        "n.warc.gz",
+        lambda s: s.fetch("https://x.example.jp/n.html", page.encode(), "text/html; charset=utf-8", extra_headers=headers),
+    )
+    manifests = run_ingest(storage, config, tmp_path, "n.warc.gz", data)
+    assert reasons(storage, manifests["image_text_pairs"]) == ["page_noai", "page_noai"]
+    assert reasons(storage, manifests["interleaved_documents"]) == ["page_noai"]
+    assert_good_pages_survive(storage, manifests)
