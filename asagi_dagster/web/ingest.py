@@ -12,6 +12,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import BinaryIO
 
+import pyarrow as pa
+
 from asagi_dagster.config import HtmlSettings, WebSourceSettings
 from asagi_dagster.storage import StageWriter, Storage
 from asagi_dagster.web.charset import UndecodableError, decode_html
@@ -167,8 +169,12 @@ def extract_pages(
     """
     columns = ["record_id", "shard", "url", "x_robots_tag", "html"]
     with _gc_paused():
-        for doc in storage.iter_rows(storage.strip_protocol(documents_url), columns, batch_rows=64):
-            _extract_page(doc, pairs, interleaved, settings)
+        for batch in storage.iter_batches(storage.strip_protocol(documents_url), columns, batch_rows=64):
+            # html as its UTF-8 bytes (a zero-copy cast): parse_page wants bytes anyway.
+            htmls = batch.column("html").cast(pa.large_binary()).to_pylist()
+            for doc, html in zip(batch.drop_columns(["html"]).to_pylist(), htmls):
+                doc["html"] = html
+                _extract_page(doc, pairs, interleaved, settings)
 
 
 def _extract_page(doc: dict, pairs: StageWriter, interleaved: StageWriter, settings: HtmlSettings) -> None:
