@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import io
 
-import pyarrow.parquet as pq
 from PIL import Image
 
 from asagi_dagster.storage import Storage
@@ -15,11 +14,9 @@ _BULKY = {"html", "bytes", "text_blocks", "images"}
 
 def sample_rows(storage: Storage, data_url: str, n: int = 5, max_chars: int = 80) -> list[dict]:
     """The first ``n`` rows without bulky columns, long strings shortened."""
-    path = storage.strip_protocol(data_url)
-    with storage.fs.open(path, "rb") as f:
-        columns = [name for name in pq.ParquetFile(f).schema_arrow.names if name not in _BULKY]
+    columns = [name for name in storage.columns(data_url) if name not in _BULKY]
     rows = []
-    for row in storage.iter_rows(path, columns=columns, batch_rows=max(n, 1)):
+    for row in storage.iter_rows(storage.strip_protocol(data_url), columns=columns, batch_rows=max(n, 1)):
         rows.append({k: _short(v, max_chars) for k, v in row.items()})
         if len(rows) >= n:
             break

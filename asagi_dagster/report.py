@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from asagi_dagster.query import connect, refresh_views
-from asagi_dagster.storage import Storage
+from asagi_dagster.storage import MANIFEST_FILE, Storage
 
 
 def shard_report(storage: Storage, database: str | None) -> list[dict]:
-    if not storage.fs.glob(storage.path("*", "*", "_manifest.json")):
+    if not storage.fs.glob(storage.path("*", "*", MANIFEST_FILE)):
         return []
     with connect(storage, database) as con:
         refresh_views(con, storage)

@@ -53,6 +53,14 @@ def filesystem_for(url: str, s3: S3Settings) -> tuple[fsspec.AbstractFileSystem,
     return fsspec.core.url_to_fs(url, **options)
 
 
+def url_of(fs: fsspec.AbstractFileSystem, path: str) -> str:
+    """The URL of a path on ``fs``: local paths stay plain, remote ones get their protocol."""
+    if isinstance(fs, fsspec.implementations.local.LocalFileSystem):
+        return path
+    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+    return f"{protocol}://{path}"
+
+
 class Manifest(BaseModel):
     """What one asset partition holds; small enough to pass through the IO manager."""
 
@@ -75,11 +83,10 @@ class Storage:
         self.fs, root_path = filesystem_for(settings.root, settings.s3)
         self.root_path = root_path.rstrip("/")
         self.is_local = isinstance(self.fs, fsspec.implementations.local.LocalFileSystem)
-        self.protocol = "file" if self.is_local else _first(self.fs.protocol)
 
     # --- paths -----------------------------------------------------------------
     def url(self, path: str) -> str:
-        return path if self.is_local else f"{self.protocol}://{path}"
+        return url_of(self.fs, path)
 
     def asset_dir(self, asset: str, partition: str | None) -> str:
         return f"{self.root_path}/{asset}/{partition or UNPARTITIONED}"
@@ -149,6 +156,11 @@ class Storage:
         return Manifest.model_validate(self.read_json(self.manifest_path(asset, partition)))
 
     # --- Parquet -----------------------------------------------------------------
+    def columns(self, url: str) -> list[str]:
+        """Column names of a Parquet file, from its footer only."""
+        with self.fs.open(self.strip_protocol(url), "rb") as f:
+            return pq.ParquetFile(f).schema_arrow.names
+
     def iter_batches(
         self, path: str, columns: list[str] | None = None, batch_rows: int = 256
     ) -> Iterator[pa.RecordBatch]:
@@ -293,7 +305,3 @@ def _clip(text: str | None, limit: int = 500) -> str | None:
     if text is None or len(text) <= limit:
         return text
     return text[:limit] + "…"
-
-
-def _first(protocol: str | tuple[str, ...]) -> str:
-    return protocol if isinstance(protocol, str) else protocol[0]

@@ -23,7 +23,7 @@ def manifest_metadata(storage: Storage, manifest: Manifest) -> dict:
     rows = sample_rows(storage, manifest.data_url) if manifest.rows_out else []
     if rows:
         metadata["sample_rows"] = dg.MetadataValue.md(_markdown_table(rows))
-    if rows and "bytes" in _columns(storage, manifest.data_url):
+    if rows and "bytes" in storage.columns(manifest.data_url):
         images = thumbnails(storage, manifest.data_url)
         if images:
             metadata["preview"] = dg.MetadataValue.md(" ".join(f"![image {i}]({uri})" for i, uri in enumerate(images)))
@@ -44,13 +44,6 @@ def accounting_check(duckdb: DuckDBResource, manifest: Manifest) -> dg.AssetChec
             "rejected_by_reason": dg.MetadataValue.json(result["rejected_by_reason"]),
         },
     )
-
-
-def _columns(storage: Storage, data_url: str) -> list[str]:
-    import pyarrow.parquet as pq
-
-    with storage.fs.open(storage.strip_protocol(data_url), "rb") as f:
-        return pq.ParquetFile(f).schema_arrow.names
 
 
 def _markdown_table(rows: list[dict]) -> str:

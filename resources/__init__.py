@@ -13,7 +13,7 @@ def build_resources(config_path: str, config: AsagiConfig) -> dict:
     return {
         "profile": ProfileResource(path=config_path),
         "storage": storage,
-        "duckdb": DuckDBResource(storage=storage, database=config.storage.duckdb_path),
+        "duckdb": DuckDBResource(storage=storage),
         "io_manager": ManifestIOManager(storage=storage),
     }
 

@@ -39,21 +39,16 @@ class StorageResource(dg.ConfigurableResource):
 
 
 class DuckDBResource(dg.ConfigurableResource):
-    """DuckDB over the storage root's Parquet files.
+    """DuckDB over the storage root's Parquet files, for the asset checks.
 
-    ``connect()`` is in memory, so checks of parallel runs never contend for a file;
-    ``connect_database()`` opens the profile's database file (local profiles), where the
-    report's views persist for ad-hoc SQL.
+    In memory, so checks of parallel runs never contend for a database file; the
+    profile's file (``storage.duckdb_path``) is the report's, written by ``asagi report``.
     """
 
     storage: StorageResource
-    database: str | None = None
 
     def connect(self) -> duckdb.DuckDBPyConnection:
         return connect(self.storage.storage)
-
-    def connect_database(self) -> duckdb.DuckDBPyConnection:
-        return connect(self.storage.storage, self.database)
 
 
 class ManifestIOManager(dg.ConfigurableIOManager):

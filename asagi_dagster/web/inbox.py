@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 
 from asagi_dagster.config import S3Settings
-from asagi_dagster.storage import Storage, filesystem_for
+from asagi_dagster.storage import Storage, filesystem_for, url_of
 
 SHARD_SUFFIXES = (".warc", ".warc.gz")
 _KEY_OK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]*$")
@@ -51,7 +51,7 @@ class Inbox:
             if any(_SUBDIR in p or not _KEY_OK.match(p) for p in parts):
                 skipped.append(Skipped(rel, "names may use only letters, digits, '.', '_' and '-', and no '__'"))
                 continue
-            shards.append(ShardFile(_SUBDIR.join(parts), self._url(path), _fingerprint(info)))
+            shards.append(ShardFile(_SUBDIR.join(parts), url_of(self.fs, path), _fingerprint(info)))
         return shards, skipped
 
     def url_for(self, key: str) -> str:
@@ -62,11 +62,6 @@ class Inbox:
 
     def fingerprint(self, key: str) -> str:
         return _fingerprint(self.fs.info(f"{self.path}/{key.replace(_SUBDIR, '/')}"))
-
-    def _url(self, path: str) -> str:
-        protocol = self.fs.protocol if isinstance(self.fs.protocol, str) else self.fs.protocol[0]
-        return path if protocol in ("file", "local") else f"{protocol}://{path}"
-
 
 def _fingerprint(info: dict) -> str:
     stamp = info.get("ETag") or info.get("mtime") or info.get("LastModified") or ""
