@@ -33,10 +33,12 @@ _XML_DECL = re.compile(rb"^\s*<\?xml[^>]*\?>", re.I)
 # than str, and the stored html reaches us as UTF-8 already.
 _BLOCK_MARK = "\ue002"
 _OUR_MARKS = re.compile("[\ue000-\ue002]".encode())
-_OUR_MARK_BYTES = tuple(chr(c).encode() for c in range(0xE000, 0xE003))
+_OUR_MARKS_LEAD = "\ue000".encode()[:2]  # the UTF-8 lead bytes U+E000..U+E03F share
 # Both spellings instead of re.I: case-insensitive matching is much slower in re.
 _BLOCK_TAG_START = re.compile(rb"<(?=/?(?:" + "|".join(_BLOCK + [t.upper() for t in _BLOCK]).encode() + rb")[\s/>])")
-_IMAGE_MARK = re.compile("\ue000(\\d+)\ue001")
+_IMAGE_MARK = "\ue000"
+# re.split with one group: text, then None at a block mark or the image mark, text, ...
+_MARK_SPLIT = re.compile(f"{_BLOCK_MARK}|({_IMAGE_MARK})")
 # Plain elements (no per-node Python class lookup); the encoding overrides whatever
 # charset the page declares, since the text was decoded at ingest.
 _PARSER = etree.HTMLParser(remove_comments=True, remove_pis=True, encoding="utf-8")
@@ -72,7 +74,7 @@ def parse_page(html: str | bytes, page_url: str, max_context_chars: int) -> Page
     """Parse decoded HTML (a str, or UTF-8 bytes); raises HtmlParseError when lxml finds
     no document."""
     data = html.encode("utf-8", "surrogatepass") if isinstance(html, str) else html
-    if any(mark in data for mark in _OUR_MARK_BYTES):
+    if _OUR_MARKS_LEAD in data:  # one scan in C; the regex runs only on the rare page that needs it
         data = _OUR_MARKS.sub(b"", data)
     if data[:200].lstrip()[:5].lower() == b"<?xml":
         data = _XML_DECL.sub(b"", data, count=1)
@@ -85,61 +87,86 @@ def parse_page(html: str | bytes, page_url: str, max_context_chars: int) -> Page
         raise HtmlParseError(str(exc)) from None
     if root is None:
         raise HtmlParseError("Document is empty")
-    title_el = next(root.iter("title"), None)
-    title = _text(title_el) if title_el is not None else None
-    base_href = next((el.get("href") for el in root.iter("base") if el.get("href")), None)
-    base_url = (_join(page_url, base_href) if base_href else None) or page_url
-    robots = [el.get("content") or "" for el in root.iter("meta") if (el.get("name") or "").lower() == "robots"]
-    page = Page(title=title, base_url=base_url, robots=",".join(robots) or None)
-    page.items, page.images = _flatten(root, base_url)
-    _attach_context(page, max_context_chars)
+    page = _head(root, page_url)  # before _flatten strips <head>
+    page.items, page.images = _flatten(root, page.base_url, max_context_chars)
     return page
 
 
-def _flatten(root, base_url: str) -> tuple[list[str | ImageRef], list[ImageRef]]:
+def _head(root, page_url: str) -> Page:
+    """Title, base URL and robots directives, from one walk of the tree."""
+    title = base_href = None
+    robots = []
+    for el in root.iter("title", "base", "meta"):
+        if el.tag == "meta":
+            if (el.get("name") or "").lower() == "robots":
+                robots.append(el.get("content") or "")
+        elif el.tag == "title":
+            if title is None:
+                title = _text(el)
+        elif base_href is None:
+            base_href = el.get("href") or None
+    base_url = (_join(page_url, base_href) if base_href else None) or page_url
+    return Page(title=title, base_url=base_url, robots=",".join(robots) or None)
+
+
+def _flatten(root, base_url: str, max_context_chars: int) -> tuple[list[str | ImageRef], list[ImageRef]]:
+    """The page's text blocks and images in document order, each image with its context."""
     etree.strip_elements(root, *_SKIP, with_tail=False)
     base = _Base(base_url)
-    captions = _figure_captions(root)
     images: list[ImageRef] = []
+    captions: dict = {}  # img/picture element -> its figure's caption
     in_picture: set = set()
-    for el in root.iter("img", "picture"):  # document order
+    # One walk in document order: a figure comes before the images inside it.
+    for el in root.iter("img", "picture", "figure"):
+        tag = el.tag
+        if tag == "figure":
+            caption = next(el.iter("figcaption"), None)
+            if caption is not None and (text := _text(caption)):
+                for image_el in el.iter("img", "picture"):
+                    captions[image_el] = text
+            continue
         if in_picture and el in in_picture:
             continue  # a picture's own <img> is part of the picture
-        if el.tag == "picture":
+        if tag == "picture":
             in_picture.update(el.iter("img"))
             image = _picture_ref(el, len(images), base)
         else:
             image = _image_ref(el, el, len(images), base)
         if captions:
             image.figcaption = captions.get(el)
-        el.tail = f"\ue000{len(images)}\ue001{el.tail or ''}"
+        # The tail is part of the serialized text once, in document order: the n-th
+        # image mark there is images[n].
+        el.tail = _IMAGE_MARK + el.tail if el.tail else _IMAGE_MARK
         images.append(image)
     # Whitespace is collapsed once for the whole page (the marks are not whitespace).
     flat = _clean(etree.tostring(root, method="text", encoding="unicode", with_tail=False))
+    return _items(_MARK_SPLIT.split(flat), images, max_context_chars), images
+
+
+def _items(pieces: list[str | None], images: list[ImageRef], max_chars: int) -> list[str | ImageRef]:
+    """Text blocks and images from the split text, giving each image the nearest text
+    before and after it. ``pieces`` alternates text and separator: None at a block
+    edge, the image mark at an image."""
     items: list[str | ImageRef] = []
-    for block in flat.split(_BLOCK_MARK):
-        if "\ue000" in block:
-            # re.split with one group alternates: text, image index, text, ...
-            for i, piece in enumerate(_IMAGE_MARK.split(block)):
-                if i % 2:
-                    items.append(images[int(piece)])
-                elif piece := piece.strip():
-                    items.append(piece)
-        elif block := block.strip():
-            items.append(block)
-    return items, images
-
-
-def _figure_captions(root) -> dict:
-    """Image element -> the text of its figure's figcaption."""
-    captions = {}
-    for figure in root.iter("figure"):
-        caption = next(figure.iter("figcaption"), None)
-        text = _text(caption) if caption is not None else None
-        if text:
-            for el in figure.iter("img", "picture"):
-                captions[el] = text
-    return captions
+    last_text: str | None = None
+    pending: list[ImageRef] = []  # images still waiting for the text after them
+    next_image = 0
+    for i, piece in enumerate(pieces):
+        if i % 2 == 0:
+            if piece and (piece := piece.strip()):
+                items.append(piece)
+                if pending:
+                    for image in pending:
+                        image.text_after = piece[:max_chars]
+                    pending.clear()
+                last_text = piece
+        elif piece is not None:
+            image = images[next_image]
+            next_image += 1
+            image.text_before = last_text[-max_chars:] if last_text else None
+            items.append(image)
+            pending.append(image)
+    return items
 
 
 def _picture_ref(picture, index: int, base: _Base) -> ImageRef:
@@ -150,7 +177,7 @@ def _picture_ref(picture, index: int, base: _Base) -> ImageRef:
 
 def _image_ref(el, img, index: int, base: _Base, source_srcsets: list[str | None] = ()) -> ImageRef:
     url, problem, detail = _resolve(_pick_src(img, source_srcsets), base)
-    title = _without_marks(img.get("title") or el.get("title"))
+    title = _without_marks(img.get("title") or (el.get("title") if el is not img else None))
     return ImageRef(index, url, problem, detail, _without_marks(img.get("alt")), (_clean(title) or None) if title else None, None)
 
 
@@ -225,20 +252,6 @@ def _resolve(raw: str | None, base: _Base) -> tuple[str | None, str | None, str 
 def _join(base: str, raw: str) -> str | None:
     url, problem, _ = _resolve(raw.strip(), _Base(base))
     return None if problem else url
-
-
-def _attach_context(page: Page, max_chars: int) -> None:
-    last_text: str | None = None
-    pending: list[ImageRef] = []
-    for item in page.items:
-        if isinstance(item, ImageRef):
-            item.text_before = last_text[-max_chars:] if last_text else None
-            pending.append(item)
-        else:
-            for image in pending:
-                image.text_after = item[:max_chars]
-            pending.clear()
-            last_text = item
 
 
 def _clean(text: str) -> str:
