@@ -11,7 +11,7 @@ from __future__ import annotations
 import ipaddress
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -90,6 +90,67 @@ class SourcesSettings(_Strict):
     web: WebSourceSettings
 
 
+class ImageSafetySettings(_Strict):
+    """Limits that keep untrusted image bytes from hurting the process; not optional."""
+
+    max_pixels: int = Field(50_000_000, gt=0, description="Width x height from the header above this: a decompression bomb.")
+    formats: list[str] = Field(["JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF"], description="Pillow format names accepted.")
+    thumbnail_side: int = Field(256, ge=32, description="Images are decoded at about this size for the pixel rules and hashes.")
+
+
+class ImageSizeRule(_Strict):
+    enabled: bool = True
+    min_side: int = Field(100, ge=0, description="A side of this many pixels or fewer is rejected.")
+    max_side: int = Field(2048, gt=0, description="A side of this many pixels or more is rejected.")
+
+
+class AspectRatioRule(_Strict):
+    enabled: bool = True
+    max_ratio: float = Field(3.0, ge=1.0, description="Long side / short side above this is rejected.")
+
+
+class MonochromeRule(_Strict):
+    enabled: bool = True
+    max_std: float = Field(3.0, ge=0, description="Single-colour when every RGB channel's standard deviation is at most this.")
+
+
+class TextLengthRule(_Strict):
+    enabled: bool = True
+    min_chars: int = Field(3, ge=0, description="Text of this many characters or fewer is rejected.")
+    max_chars: int = Field(1000, gt=0, description="Text of this many characters or more is rejected.")
+
+
+class AsciiOnlyRule(_Strict):
+    enabled: bool = True
+
+
+class HarmfulKeywordsRule(_Strict):
+    enabled: bool = True
+    categories: list[Literal["adult", "discrimination", "violence"]] = ["adult", "discrimination", "violence"]
+    max_matches: int = Field(
+        0, ge=0, description="0: HojiChar's rule, the first keyword rejects. N: rejected on more than N keyword matches."
+    )
+
+
+class PairRuleSettings(_Strict):
+    """The Asagi paper's per-pair rules; each has its own rejection reason (its name)."""
+
+    image_size: ImageSizeRule = ImageSizeRule()
+    aspect_ratio: AspectRatioRule = AspectRatioRule()
+    monochrome: MonochromeRule = MonochromeRule()
+    text_length: TextLengthRule = TextLengthRule()
+    ascii_only: AsciiOnlyRule = AsciiOnlyRule()
+    harmful_keywords: HarmfulKeywordsRule = HarmfulKeywordsRule()
+
+
+class FilterSettings(_Strict):
+    caption_fields: list[Literal["alt", "figcaption", "title"]] = Field(
+        ["alt", "figcaption", "title"], min_length=1, description="A web pair's text: the first of these it has."
+    )
+    image_safety: ImageSafetySettings = ImageSafetySettings()
+    rules: PairRuleSettings = PairRuleSettings()
+
+
 class SampleSettings(_Strict):
     """The embedded default's bundled sample site (generated at first run)."""
 
@@ -112,6 +173,7 @@ class AsagiConfig(_Strict):
     profile: str
     storage: StorageSettings
     sources: SourcesSettings
+    filters: FilterSettings = FilterSettings()
     dagster: DagsterSettings
     sample: SampleSettings | None = None
     models: dict[str, ModelRef] = {}

@@ -74,6 +74,9 @@ class Manifest(BaseModel):
     rows_rejected: int
     rejected_by_reason: dict[str, int]
     source: dict[str, str] = {}
+    # Stages that apply named rules in order: per rule, rows that reached it ("checked"),
+    # it rejected and it passed.
+    rule_stats: list[dict[str, str | int]] = []
 
 
 class Storage:
@@ -245,6 +248,7 @@ class StageWriter:
         self.reasons: Counter[str] = Counter()
         self.manifest: Manifest | None = None
         self.source: dict[str, str] = {}
+        self.rule_stats: list[dict] = []
 
     def __enter__(self) -> StageWriter:
         self._data_dest = f"{self.storage.asset_dir(self.asset, self.partition)}/{DATA_FILE}"
@@ -292,6 +296,7 @@ class StageWriter:
                 rows_rejected=self.rejections.count,
                 rejected_by_reason=dict(sorted(self.reasons.items())),
                 source=self.source,
+                rule_stats=self.rule_stats,
             )
         return False
 
