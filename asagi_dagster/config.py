@@ -95,7 +95,8 @@ class ImageSafetySettings(_Strict):
 
     max_pixels: int = Field(50_000_000, gt=0, description="Width x height from the header above this: a decompression bomb.")
     formats: list[str] = Field(["JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF"], description="Pillow format names accepted.")
-    thumbnail_side: int = Field(256, ge=32, description="Images are decoded at about this size for the pixel rules and hashes.")
+    # 128 keeps the perceptual hash stable (it reads 32x32) and lets JPEG decode at 1/8 scale.
+    thumbnail_side: int = Field(128, ge=32, description="Images are decoded at about this size for the pixel rules and hashes.")
 
 
 class ImageSizeRule(_Strict):
@@ -130,6 +131,9 @@ class HarmfulKeywordsRule(_Strict):
     max_matches: int = Field(
         0, ge=0, description="0: HojiChar's rule, the first keyword rejects. N: rejected on more than N keyword matches."
     )
+    # HojiChar's own option: a katakana keyword counts only when not inside a longer
+    # katakana word (else バイク, "bike", matches one of its adult keywords).
+    ignore_confused: bool = True
 
 
 class PairRuleSettings(_Strict):

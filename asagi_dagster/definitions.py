@@ -7,7 +7,7 @@ The only module of the library that imports dagster.
 import dagster as dg
 
 from asagi_dagster.config import load_config, profile_path
-from assets import web
+from assets import filters, web
 from resources import build_resources
 
 
@@ -16,7 +16,7 @@ def build_definitions(config_path: str | None = None) -> dg.Definitions:
     config = load_config(path)
     sensor, schedule = web.build_inbox_automation(config)
     return dg.Definitions(
-        assets=[web.warc_records, web.page_structure, web.pair_images],
+        assets=[web.warc_records, web.page_structure, web.pair_images, filters.screened_pairs],
         jobs=[web.web_ingest],
         sensors=[sensor],
         schedules=[schedule],

@@ -57,9 +57,11 @@ def refresh_views(con: duckdb.DuckDBPyConnection, storage: Storage) -> None:
     rejections = f"{root}/rejections/*/*/{DATA_FILE}"
     con.execute(
         f"""CREATE OR REPLACE VIEW manifests AS
-            SELECT asset, partition, rows_in, rows_out, rows_rejected, schema_version, data_url
+            SELECT asset, partition, rows_in, rows_out, rows_rejected, schema_version, data_url,
+                   coalesce(rule_stats, []) AS rule_stats
             FROM read_json('{manifests}', columns={{asset: 'VARCHAR', partition: 'VARCHAR', rows_in: 'BIGINT',
-                 rows_out: 'BIGINT', rows_rejected: 'BIGINT', schema_version: 'INTEGER', data_url: 'VARCHAR'}})"""
+                 rows_out: 'BIGINT', rows_rejected: 'BIGINT', schema_version: 'INTEGER', data_url: 'VARCHAR',
+                 rule_stats: 'STRUCT(rule VARCHAR, checked BIGINT, rejected BIGINT, passed BIGINT)[]'}})"""
     )
     con.execute(
         f"""CREATE OR REPLACE VIEW rejections AS

@@ -12,7 +12,7 @@ def shard_report(storage: Storage, database: str | None) -> list[dict]:
     with connect(storage, database) as con:
         refresh_views(con, storage)
         rows = con.execute(
-            """SELECT m.asset, m.partition, m.rows_in, m.rows_out, m.rows_rejected,
+            """SELECT m.asset, m.partition, m.rows_in, m.rows_out, m.rows_rejected, m.rule_stats,
                       coalesce((SELECT map_from_entries(list((r.reason, r.n) ORDER BY r.reason))
                                 FROM (SELECT reason, count(*) AS n FROM rejections r
                                       WHERE r.asset = m.asset AND r.partition = m.partition
@@ -27,8 +27,9 @@ def shard_report(storage: Storage, database: str | None) -> list[dict]:
             "rows_out": rows_out,
             "rows_rejected": rejected,
             "rejected_by_reason": dict(by_reason),
+            "rule_stats": rule_stats,
         }
-        for asset, partition, rows_in, rows_out, rejected, by_reason in rows
+        for asset, partition, rows_in, rows_out, rejected, rule_stats, by_reason in rows
     ]
 
 
@@ -40,4 +41,10 @@ def format_table(rows: list[dict]) -> str:
     for r in rows:
         reasons = ", ".join(f"{k}={v}" for k, v in r["rejected_by_reason"].items())
         lines.append(f"{r['asset']:<24} {r['partition']:<28} {r['rows_in']:>7} {r['rows_out']:>7} {r['rows_rejected']:>8}  {reasons}")
+    ruled = [r for r in rows if r["rule_stats"]]
+    if ruled:
+        lines += ["", "rule pass rates (of the rows that reached each rule)"]
+        for r in ruled:
+            rates = ", ".join(f"{s['rule']}={s['passed']}/{s['checked']}" for s in r["rule_stats"])
+            lines.append(f"{r['asset']:<24} {r['partition']:<28} {rates}")
     return "\n".join(lines)

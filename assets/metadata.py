@@ -30,6 +30,17 @@ def manifest_metadata(storage: Storage, manifest: Manifest) -> dict:
     return metadata
 
 
+def rule_stats_metadata(manifest: Manifest) -> dict:
+    """Each rule's pass rate among the rows that reached it, as a table and as JSON."""
+    if not manifest.rule_stats:
+        return {}
+    lines = ["| rule | checked | rejected | pass rate |", "|---|---|---|---|"]
+    for row in manifest.rule_stats:
+        rate = row["passed"] / row["checked"] if row["checked"] else 1.0
+        lines.append(f"| {row['rule']} | {row['checked']} | {row['rejected']} | {rate:.1%} |")
+    return {"rule_pass_rates": dg.MetadataValue.md("\n".join(lines)), "rule_stats": dg.MetadataValue.json(manifest.rule_stats)}
+
+
 def accounting_check(duckdb: DuckDBResource, manifest: Manifest) -> dg.AssetCheckResult:
     with duckdb.connect() as con:
         result = accounting(con, manifest)

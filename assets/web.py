@@ -103,9 +103,10 @@ def _outputs(storage: StorageResource, duckdb: DuckDBResource, *manifests: Manif
 
 web_ingest = dg.define_asset_job(
     "web_ingest",
-    selection=dg.AssetSelection.groups(GROUP),
+    # Every per-shard asset downstream of the shard, filters included.
+    selection=dg.AssetSelection.groups(GROUP) | dg.AssetSelection.assets("screened_pairs"),
     partitions_def=warc_shards,
-    description="Ingest one WARC shard end to end: records, pages, pairs and their images.",
+    description="Ingest one WARC shard end to end: records, pages, pairs, their images, and the per-pair rules.",
 )
 
 

@@ -41,14 +41,21 @@ def test_demo_then_sync_and_report(cli_env):
     demo = asagi(cli_env, "demo")
     assert "sample-00002.warc: success" in demo.stdout
     report = json.loads(asagi(cli_env, "report", "--json").stdout)
-    assert len(report) == 15  # 5 assets x 3 shards
+    assert len(report) == 18  # 6 assets x 3 shards
     for row in report:
         assert row["rows_in"] == row["rows_out"] + row["rows_rejected"], row
         assert sum(row["rejected_by_reason"].values()) == row["rows_rejected"]
     by_key = {(r["asset"], r["partition"]): r for r in report}
     assert by_key[("pair_images", "sample-00001.warc.gz")]["rejected_by_reason"] == {"http_status": 1, "x_robots_noai": 1}
+    # The blog's banner, icon, placeholder and English-only alt each fail their rule.
+    screened = by_key[("screened_pairs", "sample-00000.warc.gz")]
+    assert screened["rejected_by_reason"] == {"ascii_only": 1, "aspect_ratio": 1, "image_size": 1, "monochrome": 1}
+    assert {r["rule"]: r["passed"] for r in screened["rule_stats"]} == {
+        "text_length": 8, "ascii_only": 7, "harmful_keywords": 7, "image_size": 6, "aspect_ratio": 5, "monochrome": 4
+    }
     assert asagi(cli_env, "sync").stdout.strip() == "no new shards"
-    assert "pair_images" in asagi(cli_env, "report").stdout
+    text = asagi(cli_env, "report").stdout
+    assert "pair_images" in text and "monochrome=4/5" in text
 
 
 def test_bad_profile_is_a_clear_cli_error(tmp_path):

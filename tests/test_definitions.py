@@ -12,7 +12,7 @@ import pytest
 from asagi_dagster.definitions import build_definitions
 from asagi_dagster.sample.site import write_sample
 
-ASSETS = {"web_documents", "web_images", "image_text_pairs", "interleaved_documents", "pair_images"}
+ASSETS = {"web_documents", "web_images", "image_text_pairs", "interleaved_documents", "pair_images", "screened_pairs"}
 
 
 @pytest.fixture
@@ -34,7 +34,7 @@ def test_every_asset_has_description_group_and_accounting_check(defs):
     assert keys == ASSETS
     for key in graph.get_all_asset_keys():
         node = graph.get(key)
-        assert node.description and node.group_name == "web"
+        assert node.description and node.group_name in ("web", "filters")
         assert dg.AssetCheckKey(key, "rows_accounted") in node.check_keys
     assert defs.resolve_job_def("web_ingest").partitions_def.name == "warc_shards"
     assert defs.resolve_sensor_def("warc_inbox_sensor")

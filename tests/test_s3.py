@@ -51,17 +51,18 @@ def test_web_ingest_end_to_end_on_s3(tmp_path, s3_endpoint, image_server, served
         result = defs.resolve_job_def("web_ingest").execute_in_process(instance=instance, partition_key="sample-00000.warc.gz")
         assert result.success
         checks = result.get_asset_check_evaluations()
-        assert len(checks) == 5 and all(c.passed for c in checks)
+        assert len(checks) == 6 and all(c.passed for c in checks)
 
     keys = {o["Key"] for o in client.list_objects_v2(Bucket=BUCKET, Prefix="data/")["Contents"]}
-    for asset in ("web_documents", "web_images", "image_text_pairs", "interleaved_documents", "pair_images"):
+    for asset in ("web_documents", "web_images", "image_text_pairs", "interleaved_documents", "pair_images", "screened_pairs"):
         assert f"data/{asset}/sample-00000.warc.gz/data.parquet" in keys
         assert f"data/{asset}/sample-00000.warc.gz/_manifest.json" in keys
         assert f"data/rejections/{asset}/sample-00000.warc.gz/data.parquet" in keys
 
     report = {(r["asset"], r["partition"]): r for r in shard_report(Storage(config.storage), None)}
     pairs = report[("pair_images", "sample-00000.warc.gz")]
-    assert pairs["rows_out"] == 4
+    assert pairs["rows_out"] == 8
     assert pairs["rejected_by_reason"] == {"robots_disallowed": 1}
+    assert report[("screened_pairs", "sample-00000.warc.gz")]["rows_out"] == 4
     docs = report[("web_documents", "sample-00000.warc.gz")]
     assert docs["rows_in"] == docs["rows_out"] + docs["rows_rejected"]

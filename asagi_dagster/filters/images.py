@@ -20,6 +20,10 @@ from PIL import Image, ImageStat, UnidentifiedImageError
 from asagi_dagster.config import ImageSafetySettings
 from asagi_dagster.filters import Rejected
 
+# Pillow warns on images over its own pixel limit (and raises at twice that); our
+# max_pixels, lower, decides first, so its warning would only be noise in the logs.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+
 
 @dataclass(slots=True)
 class ImageHeader:
@@ -27,7 +31,7 @@ class ImageHeader:
     width: int
     height: int
     mode: str  # as stored: RGB, L, P, CMYK, I;16, RGBA, ...
-    frames: int  # animated GIF/WebP: their first frame is the one used
+    animated: bool  # animated GIF/WebP/PNG: their first frame is the one used
 
 
 def read_header(data: bytes, safety: ImageSafetySettings) -> tuple[Image.Image, ImageHeader]:
@@ -35,10 +39,7 @@ def read_header(data: bytes, safety: ImageSafetySettings) -> tuple[Image.Image, 
     if _looks_like_svg(data):
         raise Rejected("unsupported_image_format", "SVG (vector images are not decoded)")
     try:
-        with warnings.catch_warnings():
-            # Pillow warns, then raises, on huge images; our own limit below decides.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data), formats=safety.formats)
+        image = Image.open(io.BytesIO(data), formats=safety.formats)
     except UnidentifiedImageError:
         if _has_image_magic(data):  # an image format we know, with a header that does not parse
             raise Rejected("corrupt_image", f"unreadable header (starts {data[:8]!r})") from None
@@ -52,7 +53,8 @@ def read_header(data: bytes, safety: ImageSafetySettings) -> tuple[Image.Image, 
         raise Rejected("corrupt_image", f"header size {width}x{height}")
     if width * height > safety.max_pixels:
         raise Rejected("decompression_bomb", f"{width}x{height} = {width * height} pixels > {safety.max_pixels}")
-    header = ImageHeader(image.format or "", width, height, image.mode, getattr(image, "n_frames", 1))
+    # is_animated looks for a second frame only; n_frames would walk every frame of a GIF.
+    header = ImageHeader(image.format or "", width, height, image.mode, getattr(image, "is_animated", False))
     return image, header
 
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 
+from PIL import Image
+
 from asagi_dagster.config import FilterSettings
 from asagi_dagster.filters import Rejected
 from asagi_dagster.filters.images import ImageHeader, colour_spread, decode_small, perceptual_hash, read_header
@@ -51,6 +53,11 @@ class PairScreen:
 
     def check(self, text: str, data: bytes) -> KeptPair:
         """Raises Rejected with the first failing rule's name (or an image-safety reason)."""
+        self.check_text(text)
+        image, header = self.check_header(data)
+        return self.check_pixels(image, header)
+
+    def check_text(self, text: str) -> None:
         rules = self.settings.rules
         if rules.text_length.enabled:
             self._apply("text_length", text_length(text, rules.text_length))
@@ -58,16 +65,25 @@ class PairScreen:
             self._apply("ascii_only", ascii_only(text, rules.ascii_only))
         if self._harmful:
             self._apply("harmful_keywords", self._harmful(text))
+
+    def check_header(self, data: bytes) -> tuple[Image.Image, ImageHeader]:
+        """Image safety and the size rules, from the header alone (no pixels decoded)."""
+        rules = self.settings.rules
         image, header = read_header(data, self.settings.image_safety)
         if rules.image_size.enabled:
             self._apply("image_size", _size_problem(header, rules.image_size.min_side, rules.image_size.max_side))
         if rules.aspect_ratio.enabled:
             ratio = max(header.width, header.height) / min(header.width, header.height)
             self._apply("aspect_ratio", f"{ratio:.2f} > {rules.aspect_ratio.max_ratio}" if ratio > rules.aspect_ratio.max_ratio else None)
+        return image, header
+
+    def check_pixels(self, image: Image.Image, header: ImageHeader) -> KeptPair:
+        """One small decode: the single-colour rule and the perceptual hash."""
         small = decode_small(image, self.settings.image_safety.thumbnail_side)
         spread = colour_spread(small)
-        if rules.monochrome.enabled:
-            self._apply("monochrome", f"colour spread {spread:.2f} <= {rules.monochrome.max_std}" if spread <= rules.monochrome.max_std else None)
+        max_std = self.settings.rules.monochrome.max_std
+        if self.settings.rules.monochrome.enabled:
+            self._apply("monochrome", f"colour spread {spread:.2f} <= {max_std}" if spread <= max_std else None)
         return KeptPair(header=header, colour_spread=spread, phash=perceptual_hash(small))
 
     def _apply(self, rule: str, problem: str | None) -> None:

@@ -21,7 +21,7 @@ SCREENED_PAIRS = pa.schema(
         ("width", pa.int32()),
         ("height", pa.int32()),
         ("image_mode", pa.string()),  # as stored; pixels are always read as 8-bit RGB
-        ("frames", pa.int32()),
+        ("animated", pa.bool_()),
         ("colour_spread", pa.float32()),
     ]
 )

@@ -52,6 +52,6 @@ def screened_row(image: dict, origin_id: str, source: str, shard: str, field: st
         "width": header.width,
         "height": header.height,
         "image_mode": header.mode,
-        "frames": header.frames,
+        "animated": header.animated,
         "colour_spread": kept.colour_spread,
     }

@@ -45,7 +45,7 @@ class HarmfulKeywords:
 
     def __init__(self, rule: HarmfulKeywordsRule):
         self.max_matches = rule.max_matches
-        self.filters = {name: _HOJICHAR[name]() for name in rule.categories}
+        self.filters = {name: _HOJICHAR[name](ignore_confused=rule.ignore_confused) for name in rule.categories}
 
     def __call__(self, text: str) -> str | None:
         for name, keyword_filter in self.filters.items():

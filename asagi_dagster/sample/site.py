@@ -57,6 +57,32 @@ def photo_jpeg(name: str, max_side: int = 480) -> bytes:
     return out.getvalue()
 
 
+def _crop_jpeg(name: str, box: tuple[int, int, int, int]) -> bytes:
+    with resources.as_file(resources.files("skimage") / "data" / name) as path:
+        image = Image.open(path).convert("RGB").crop(box)
+    out = io.BytesIO()
+    image.save(out, format="JPEG", quality=85)
+    return out.getvalue()
+
+
+def _png(image: Image.Image) -> bytes:
+    out = io.BytesIO()
+    image.save(out, format="PNG")
+    return out.getvalue()
+
+
+def served_images() -> dict[str, bytes]:
+    """Served path -> bytes: the photos, plus the images a real page also has that the
+    pair rules exist for (a banner, an icon, a placeholder)."""
+    images = {rel: photo_jpeg(source) for rel, source in SERVED_IMAGES.items()}
+    images["img/latte.jpg"] = photo_jpeg("coffee.png", max_side=400)
+    images["img/banner-sale.jpg"] = _crop_jpeg("astronaut.png", (0, 150, 480, 270))  # 4:1
+    images["img/placeholder.png"] = _png(Image.new("RGB", (320, 240), (228, 228, 228)))
+    with resources.as_file(resources.files("skimage") / "data" / "logo.png") as path:
+        images["img/icon-share.png"] = _png(Image.open(path).convert("RGBA").resize((48, 48)))
+    return images
+
+
 def page_html(file: str, images_base: str) -> str:
     host = images_base.split("://", 1)[1]
     return (PAGES / file).read_text(encoding="utf-8").replace("{IMAGES}", images_base).replace("{IMAGES_HOST}", host)
@@ -114,8 +140,8 @@ def write_sample(inbox: Path, served_dir: Path, images_base: str) -> list[Path]:
     for name, data in build_shards(images_base).items():
         if _write_if_changed(inbox / name, data):
             written.append(inbox / name)
-    for rel, source in SERVED_IMAGES.items():
-        _write_if_changed(served_dir / rel, photo_jpeg(source))
+    for rel, data in served_images().items():
+        _write_if_changed(served_dir / rel, data)
     _write_if_changed(served_dir / "robots.txt", ROBOTS_TXT.encode())
     return written
 

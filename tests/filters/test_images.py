@@ -28,7 +28,7 @@ def reason_of(data: bytes, settings: FilterSettings | None = None) -> str:
 @pytest.mark.parametrize("name", ["chelsea", "coffee", "astronaut", "rocket"])
 def test_real_photos_pass_with_their_header_facts(name):
     kept = check(images.photo(name))
-    assert kept.header.format == "JPEG" and kept.header.mode == "RGB" and kept.header.frames == 1
+    assert kept.header.format == "JPEG" and kept.header.mode == "RGB" and not kept.header.animated
     assert min(kept.header.width, kept.header.height) > 100
     assert kept.colour_spread > 10
 
@@ -92,7 +92,7 @@ def test_16_bit_grey_scales_instead_of_clipping():
 @pytest.mark.parametrize("fmt", ["GIF", "WEBP"])
 def test_animations_use_their_first_frame(fmt):
     kept = check(images.animated(fmt))
-    assert kept.header.frames == 2
+    assert kept.header.animated
     image, _ = read_header(images.animated(fmt), ImageSafetySettings())
     first = np.asarray(decode_small(image, 64), dtype=float)
     assert first[:, :, 2].mean() < 200  # the photo, not the solid blue second frame

@@ -51,6 +51,12 @@ def test_harmful_keywords_threshold_counts_matches():
     assert reason_of(twice, only_adult) is None
 
 
+def test_katakana_keywords_inside_longer_words_are_not_matches_by_default():
+    assert reason_of("赤いスポーツバイクの側面") is None
+    strict = FilterSettings.model_validate({"rules": {"harmful_keywords": {"ignore_confused": False}}})
+    assert reason_of("赤いスポーツバイクの側面", strict) == "harmful_keywords"
+
+
 def test_each_enabled_rule_counts_what_reached_it():
     screen = PairScreen(FilterSettings())
     texts = ["猫", "A cat sleeping", "縁側で昼寝をする猫", "縁側で昼寝をする猫"]
