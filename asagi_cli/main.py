@@ -1,4 +1,4 @@
-"""The ``asagi`` command: sample, sync, ingest, report, and ``demo`` (all of them).
+"""The ``asagi`` command: sample, sync, ingest, filter, report, and ``demo`` (all of them).
 
 Dagster state lives in the instance at $DAGSTER_HOME (default: the profile's
 ``dagster.home``), the same one ``dagster dev`` and ``dagster job backfill`` use.
@@ -57,12 +57,15 @@ def main() -> None:
 
 @main.command()
 def sample() -> None:
-    """Write the bundled sample's WARC shards into the inbox and its served images."""
-    from asagi_dagster.sample.site import write_sample
+    """Write the bundled sample's WARC shards into the inbox, its served images, and the
+    stand-in benchmark images the profile points at."""
+    from asagi_dagster.sample.site import write_benchmark_sample, write_sample
 
-    inbox, site, base = _sample_paths(_config())
+    config = _config()
+    inbox, site, base = _sample_paths(config)
     written = write_sample(inbox, site, base)
-    click.echo(f"sample in {inbox} ({len(written)} shard(s) written, images for {base} in {site})")
+    benchmarks = write_benchmark_sample(config.filters.decontamination.benchmarks)
+    click.echo(f"sample in {inbox} ({len(written)} shard(s) written, images for {base} in {site}, {len(benchmarks)} benchmark file(s))")
 
 
 @main.command("serve-sample")
@@ -104,19 +107,34 @@ def sync() -> None:
     click.echo("\n".join(f"added {key}" for key in added) or "no new shards")
 
 
-def _ingest(config: AsagiConfig, partitions: tuple[str, ...]) -> bool:
+def _run_per_shard(config: AsagiConfig, job_name: str, partitions: tuple[str, ...]) -> bool:
+    """Run a shard-partitioned job in this process, once per shard (default: every registered one)."""
     instance = _instance(config)
     from asagi_dagster.definitions import defs  # built for the active profile on import
 
     keys = list(partitions) or sorted(instance.get_dynamic_partitions(PARTITIONS))
-    job = defs.resolve_job_def("web_ingest")
+    job = defs.resolve_job_def(job_name)
     ok = True
     for key in keys:
         # Warnings and errors only on the console; the full event log is in the instance (UI).
         result = job.execute_in_process(instance=instance, partition_key=key, raise_on_error=False, run_config=_QUIET)
-        click.echo(f"{key}: {'success' if result.success else 'FAILED'} (run {result.run_id})")
+        click.echo(f"{job_name} {key}: {'success' if result.success else 'FAILED'} (run {result.run_id})")
         ok &= result.success
     return ok
+
+
+def _ingest(config: AsagiConfig, partitions: tuple[str, ...]) -> bool:
+    return _run_per_shard(config, "web_ingest", partitions)
+
+
+def _filter(config: AsagiConfig, partitions: tuple[str, ...]) -> bool:
+    """The indexes over everything screened, then each shard's filtered pairs."""
+    instance = _instance(config)
+    from asagi_dagster.definitions import defs
+
+    result = defs.resolve_job_def("filter_indexes").execute_in_process(instance=instance, raise_on_error=False, run_config=_QUIET)
+    click.echo(f"filter_indexes: {'success' if result.success else 'FAILED'} (run {result.run_id})")
+    return result.success and _run_per_shard(config, "filtered_splits", partitions)
 
 
 @main.command()
@@ -124,6 +142,14 @@ def _ingest(config: AsagiConfig, partitions: tuple[str, ...]) -> bool:
 def ingest(partitions: tuple[str, ...]) -> None:
     """Run the web_ingest job in this process for registered shards (runs show in the UI)."""
     if not _ingest(_config(), partitions):
+        sys.exit(1)
+
+
+@main.command(name="filter")
+@click.option("--partition", "partitions", multiple=True, help="Shard key; default: every registered shard.")
+def filter_(partitions: tuple[str, ...]) -> None:
+    """Rebuild the dedup and benchmark indexes, then filter shards' screened pairs."""
+    if not _filter(_config(), partitions):
         sys.exit(1)
 
 
@@ -138,13 +164,14 @@ def report(as_json: bool) -> None:
 
 @main.command()
 def demo() -> None:
-    """The embedded default end to end: sample, image server, sync, ingest, report."""
+    """The embedded default end to end: sample, image server, sync, ingest, filter, report."""
     from asagi_dagster.sample.server import start_image_server
-    from asagi_dagster.sample.site import write_sample
+    from asagi_dagster.sample.site import write_benchmark_sample, write_sample
 
     config = _config()
     inbox, site, base = _sample_paths(config)
     write_sample(inbox, site, base)
+    write_benchmark_sample(config.filters.decontamination.benchmarks)
     try:
         server = start_image_server(site, config.sample.image_server_host, config.sample.image_server_port)
     except OSError as exc:
@@ -152,7 +179,7 @@ def demo() -> None:
     try:
         for key in _sync(config):
             click.echo(f"registered shard {key}")
-        ok = _ingest(config, ())
+        ok = _ingest(config, ()) and _filter(config, ())
     finally:
         server.shutdown()
         server.server_close()

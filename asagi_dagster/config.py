@@ -147,12 +147,30 @@ class PairRuleSettings(_Strict):
     harmful_keywords: HarmfulKeywordsRule = HarmfulKeywordsRule()
 
 
+class DedupSettings(_Strict):
+    max_hamming: int = Field(4, ge=0, le=16, description="Perceptual hashes this close (in bits of 64) are near duplicates.")
+
+
+class BenchmarkImages(_Strict):
+    """Where one evaluation benchmark's images are (until its evaluation asset provides them)."""
+
+    images: str | None = Field(None, description="A folder of image files, or a Parquet file with an image column.")
+    vg_image_ids: str | None = Field(None, description="A text file of Visual Genome image ids, one per line.")
+
+
+class DecontaminationSettings(_Strict):
+    max_hamming: int = Field(8, ge=0, le=24, description="Training images this close to a benchmark image are removed.")
+    benchmarks: dict[str, BenchmarkImages] = {}
+
+
 class FilterSettings(_Strict):
     caption_fields: list[Literal["alt", "figcaption", "title"]] = Field(
         ["alt", "figcaption", "title"], min_length=1, description="A web pair's text: the first of these it has."
     )
     image_safety: ImageSafetySettings = ImageSafetySettings()
     rules: PairRuleSettings = PairRuleSettings()
+    dedup: DedupSettings = DedupSettings()
+    decontamination: DecontaminationSettings = DecontaminationSettings()
 
 
 class SampleSettings(_Strict):
@@ -199,6 +217,13 @@ def _absolutize(raw: dict, base: Path) -> dict:
     web = raw.get("sources", {}).get("web") if isinstance(raw.get("sources"), dict) else None
     if isinstance(web, dict) and isinstance(web.get("inbox"), str):
         web["inbox"] = _resolve_local(web["inbox"], base)
+    filters = raw.get("filters")
+    decontamination = filters.get("decontamination") if isinstance(filters, dict) else None
+    benchmarks = decontamination.get("benchmarks") if isinstance(decontamination, dict) else None
+    for paths in benchmarks.values() if isinstance(benchmarks, dict) else ():
+        for key in ("images", "vg_image_ids"):
+            if isinstance(paths, dict) and isinstance(paths.get(key), str):
+                paths[key] = _resolve_local(paths[key], base)
     dagster = raw.get("dagster")
     if isinstance(dagster, dict) and isinstance(dagster.get("home"), str):
         dagster["home"] = _resolve_local(dagster["home"], base)

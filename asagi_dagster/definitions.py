@@ -16,9 +16,17 @@ def build_definitions(config_path: str | None = None) -> dg.Definitions:
     config = load_config(path)
     sensor, schedule = web.build_inbox_automation(config)
     return dg.Definitions(
-        assets=[web.warc_records, web.page_structure, web.pair_images, filters.screened_pairs],
-        jobs=[web.web_ingest],
-        sensors=[sensor],
+        assets=[
+            web.warc_records,
+            web.page_structure,
+            web.pair_images,
+            filters.screened_pairs,
+            filters.image_hash_index,
+            filters.benchmark_image_index,
+            filters.filtered_pairs,
+        ],
+        jobs=[web.web_ingest, filters.filter_indexes, filters.filtered_splits],
+        sensors=[sensor, filters.filters_automation],
         schedules=[schedule],
         resources=build_resources(path, config),
     )

@@ -50,6 +50,21 @@ def accounting(con: duckdb.DuckDBPyConnection, manifest: Manifest) -> dict:
     }
 
 
+def benchmark_overlaps(con: duckdb.DuckDBPyConnection, pairs_url: str, benchmark_url: str, max_hamming: int) -> list[dict]:
+    """Pairs in ``pairs_url`` that match a benchmark image (perceptual hash within
+    ``max_hamming`` bits, or the same Visual Genome id): the decontamination audit, made
+    independently of the filter that should have removed them."""
+    rows = con.execute(
+        """SELECT p.pair_id, b.record_id AS benchmark_record,
+                  bit_count(xor(p.image_phash, b.image_phash)) AS distance
+           FROM read_parquet(?) p JOIN read_parquet(?) b
+             ON bit_count(xor(p.image_phash, b.image_phash)) <= ? OR p.vg_image_id = b.vg_image_id
+           ORDER BY p.pair_id, b.record_id""",
+        [pairs_url, benchmark_url, max_hamming],
+    ).fetchall()
+    return [{"pair_id": pair, "benchmark_record": record, "distance": distance} for pair, record, distance in rows]
+
+
 def refresh_views(con: duckdb.DuckDBPyConnection, storage: Storage) -> None:
     """Views over every manifest and rejection file, kept in the database for ad-hoc SQL."""
     root = storage.url(storage.root_path)

@@ -1,9 +1,15 @@
-"""Filtered splits: per shard, the papers' per-pair rules over each pair and its image."""
+"""Filtered splits: per shard the papers' per-pair rules, then across every source the
+hash index (dedup) and the benchmark index (decontamination), then per shard the
+filtered pairs with an audit that proves no benchmark image is left."""
 
 import dagster as dg
 
 from asagi_dagster.filters import schemas
+from asagi_dagster.filters.decontam import BENCHMARK_INDEX, BENCHMARK_INDEX_VERSION, write_benchmark_index
+from asagi_dagster.filters.dedup import INDEX_SCHEMA, INDEX_VERSION, write_hash_index
 from asagi_dagster.filters.screen import screen_web_pairs
+from asagi_dagster.filters.split import filter_partition
+from asagi_dagster.query import benchmark_overlaps
 from asagi_dagster.storage import Manifest, StageWriter
 from assets.metadata import accounting_check, manifest_metadata, rule_stats_metadata
 from assets.web import warc_shards
@@ -12,10 +18,18 @@ from resources.storage import DuckDBResource, ProfileResource, StorageResource
 GROUP = "filters"
 
 
+def _accounted(asset: str) -> dg.AssetCheckSpec:
+    return dg.AssetCheckSpec("rows_accounted", asset=asset, description="rows in = rows out + rows rejected, recounted from the files")
+
+
+def _output(storage: StorageResource, manifest: Manifest, **extra) -> dg.Output:
+    return dg.Output(manifest, metadata={**manifest_metadata(storage.storage, manifest), **rule_stats_metadata(manifest), **extra})
+
+
 @dg.asset(
     group_name=GROUP,
     partitions_def=warc_shards,
-    check_specs=[dg.AssetCheckSpec("rows_accounted", asset="screened_pairs", description="rows in = rows out + rows rejected, recounted from the files")],
+    check_specs=[_accounted("screened_pairs")],
     description=(
         "Web pairs that pass the Asagi rules (text length, ASCII-only, harmful keywords, image size, aspect ratio, "
         "single colour) and image safety, with the image facts and hashes later steps use; each rule's pass rate in metadata."
@@ -32,6 +46,110 @@ def screened_pairs(
     settings = profile.settings.filters
     with StageWriter(storage.storage, "screened_pairs", context.partition_key, schemas.SCREENED_PAIRS, schemas.SCREENED_PAIRS_VERSION) as out:
         screen_web_pairs(storage.storage, image_text_pairs.data_url, pair_images.data_url, out, settings)
-    manifest = out.manifest
-    yield dg.Output(manifest, metadata={**manifest_metadata(storage.storage, manifest), **rule_stats_metadata(manifest)})
-    yield accounting_check(duckdb, manifest)
+    yield _output(storage, out.manifest)
+    yield accounting_check(duckdb, out.manifest)
+
+
+@dg.asset(
+    group_name=GROUP,
+    deps=["screened_pairs"],
+    check_specs=[_accounted("image_hash_index")],
+    automation_condition=dg.AutomationCondition.eager(),
+    description=(
+        "Every distinct image screened so far (all shards and datasets): its sha256, perceptual hash, and which copy its "
+        "exact- and near-duplicate cluster keeps. Rebuilt whole, so the result never depends on arrival order."
+    ),
+)
+def image_hash_index(context: dg.AssetExecutionContext, profile: ProfileResource, storage: StorageResource, duckdb: DuckDBResource):
+    with StageWriter(storage.storage, "image_hash_index", None, INDEX_SCHEMA, INDEX_VERSION) as out, duckdb.connect() as con:
+        covered = write_hash_index(storage.storage, con, out, profile.settings.filters.dedup.max_hamming)
+        out.source = {"covers": ",".join(f"{m.asset}/{m.partition}" for m in covered)}
+    context.log.info(f"hash index over {len(covered)} screened partitions: {out.manifest.rows_out} distinct images")
+    yield _output(storage, out.manifest, screened_partitions=len(covered))
+    yield accounting_check(duckdb, out.manifest)
+
+
+@dg.asset(
+    group_name=GROUP,
+    check_specs=[_accounted("benchmark_image_index")],
+    # Built once when missing (on_missing would skip an asset missing from the start);
+    # a failed build waits for a person rather than retrying every tick.
+    automation_condition=dg.AutomationCondition.missing() & ~dg.AutomationCondition.in_progress() & ~dg.AutomationCondition.execution_failed(),
+    description=(
+        "Perceptual hashes of every evaluation image (Heron-Bench, JA-VLM-Bench-In-the-Wild, JA-VG-VQA-500) and the "
+        "Visual Genome ids JA-VG-VQA-500 uses, from the profile's filters.decontamination.benchmarks paths."
+    ),
+)
+def benchmark_image_index(profile: ProfileResource, storage: StorageResource, duckdb: DuckDBResource):
+    filters = profile.settings.filters
+    with StageWriter(storage.storage, "benchmark_image_index", None, BENCHMARK_INDEX, BENCHMARK_INDEX_VERSION) as out:
+        write_benchmark_index(filters.decontamination, filters.image_safety, out)
+    yield _output(storage, out.manifest, benchmarks=dg.MetadataValue.json(sorted(filters.decontamination.benchmarks)))
+    yield accounting_check(duckdb, out.manifest)
+
+
+@dg.asset(
+    group_name=GROUP,
+    partitions_def=warc_shards,
+    check_specs=[
+        _accounted("filtered_pairs"),
+        dg.AssetCheckSpec("no_benchmark_overlap", asset="filtered_pairs", description="No kept image is within the decontamination distance of a benchmark image or uses a benchmark's Visual Genome id."),
+    ],
+    automation_condition=(
+        # Re-filter every shard when the index is rebuilt (a new shard can make an old
+        # shard's copy a duplicate); a new shard alone waits for the index to cover it.
+        dg.AutomationCondition.any_deps_updated().allow(dg.AssetSelection.assets("image_hash_index")).since_last_handled()
+        & ~dg.AutomationCondition.any_deps_missing()
+        & ~dg.AutomationCondition.any_deps_in_progress()
+        & ~dg.AutomationCondition.in_progress()
+    ),
+    description="Screened pairs without benchmark images, duplicate images (exact and near, across every source) or repeated (image, text) pairs.",
+)
+def filtered_pairs(
+    context: dg.AssetExecutionContext,
+    profile: ProfileResource,
+    storage: StorageResource,
+    duckdb: DuckDBResource,
+    screened_pairs: Manifest,
+    image_hash_index: Manifest,
+    benchmark_image_index: Manifest,
+):
+    max_hamming = profile.settings.filters.decontamination.max_hamming
+    with (
+        StageWriter(storage.storage, "filtered_pairs", context.partition_key, schemas.FILTERED_PAIRS, schemas.FILTERED_PAIRS_VERSION) as out,
+        duckdb.connect() as con,
+    ):
+        filter_partition(con, screened_pairs.data_url, image_hash_index.data_url, benchmark_image_index.data_url, out, max_hamming)
+    yield _output(storage, out.manifest)
+    yield accounting_check(duckdb, out.manifest)
+    with duckdb.connect() as con:
+        overlaps = benchmark_overlaps(con, out.manifest.data_url, benchmark_image_index.data_url, max_hamming)
+    yield dg.AssetCheckResult(
+        check_name="no_benchmark_overlap",
+        passed=not overlaps,
+        metadata={"overlapping_pairs": len(overlaps), "examples": dg.MetadataValue.json(overlaps[:10])},
+    )
+
+
+filter_indexes = dg.define_asset_job(
+    "filter_indexes",
+    selection=dg.AssetSelection.assets("image_hash_index", "benchmark_image_index"),
+    description="Rebuild the global image-hash index (dedup) and the benchmark image index (decontamination).",
+)
+
+filtered_splits = dg.define_asset_job(
+    "filtered_splits",
+    selection=dg.AssetSelection.assets("filtered_pairs"),
+    partitions_def=warc_shards,
+    description="Filter one shard's screened pairs against the indexes (run after filter_indexes).",
+)
+
+# Runs the automation conditions above: after shards are screened the index is rebuilt,
+# after the index every shard is re-filtered, without anyone pressing a button.
+filters_automation = dg.AutomationConditionSensorDefinition(
+    "filters_automation",
+    target=dg.AssetSelection.groups(GROUP),
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=30,
+    description="Rebuilds the dedup/benchmark indexes when shards are screened, then re-filters every shard.",
+)

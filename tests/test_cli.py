@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -28,7 +29,11 @@ def free_port() -> int:
 
 @pytest.fixture
 def cli_env(tmp_path):
-    profile = write_profile(tmp_path, sample={"image_server_port": free_port()})
+    benchmarks = {
+        "japanese-heron-bench": {"images": str(tmp_path / "benchmarks" / "heron")},
+        "ja-vg-vqa-500": {"vg_image_ids": str(tmp_path / "benchmarks" / "vg_ids.txt")},
+    }
+    profile = write_profile(tmp_path, sample={"image_server_port": free_port()}, filters={"decontamination": {"benchmarks": benchmarks}})
     (tmp_path / "dagster_home").mkdir()
     return {**os.environ, "ASAGI_CONFIG": str(profile), "DAGSTER_HOME": str(tmp_path / "dagster_home")}
 
@@ -39,9 +44,10 @@ def asagi(env, *args, check=True) -> subprocess.CompletedProcess:
 
 def test_demo_then_sync_and_report(cli_env):
     demo = asagi(cli_env, "demo")
-    assert "sample-00002.warc: success" in demo.stdout
+    assert "web_ingest sample-00002.warc: success" in demo.stdout
+    assert "filtered_splits sample-00002.warc: success" in demo.stdout
     report = json.loads(asagi(cli_env, "report", "--json").stdout)
-    assert len(report) == 18  # 6 assets x 3 shards
+    assert len(report) == 23  # 7 per-shard assets x 3 shards, and the two indexes
     for row in report:
         assert row["rows_in"] == row["rows_out"] + row["rows_rejected"], row
         assert sum(row["rejected_by_reason"].values()) == row["rows_rejected"]
@@ -54,6 +60,13 @@ def test_demo_then_sync_and_report(cli_env):
         "text_length": 8, "ascii_only": 7, "harmful_keywords": 7, "image_size": 6, "aspect_ratio": 5, "monochrome": 4
     }
     assert asagi(cli_env, "sync").stdout.strip() == "no new shards"
+    # The sample holds one of each: a benchmark photo, a near and an exact duplicate
+    # across shards, and the same image with the same alt twice on one page.
+    filtered = Counter()
+    for row in report:
+        if row["asset"] == "filtered_pairs":
+            filtered.update(row["rejected_by_reason"])
+    assert filtered == {"benchmark_overlap": 1, "near_duplicate_image": 1, "duplicate_image": 1, "duplicate_pair": 1}
     text = asagi(cli_env, "report").stdout
     assert "pair_images" in text and "monochrome=4/5" in text
 
@@ -81,28 +94,33 @@ def test_cli_backfill_of_all_shards_through_the_daemon(cli_env, tmp_path):
             ["dagster-daemon", "run", "-w", "workspace.yaml"], env=cli_env, cwd=REPO,
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
         )
-        statuses = _wait_for_runs(cli_env, expected=3, deadline_s=240)
+        # The backfill ingests the shards; the automation sensor then rebuilds the
+        # indexes and filters every shard.
+        statuses = _wait_for_filtered(cli_env, tmp_path / "data", deadline_s=420)
     finally:
         if daemon is not None:
             os.killpg(daemon.pid, signal.SIGTERM)  # the daemon and the run processes it launched
             daemon.wait(timeout=60)
         server.terminate()
         server.wait(timeout=60)
-    assert statuses == ["SUCCESS"] * 3
+    assert statuses and set(statuses) == {"SUCCESS"}, statuses
     report = json.loads(asagi(cli_env, "report", "--json").stdout)
-    assert {r["partition"] for r in report} == {"sample-00000.warc.gz", "sample-00001.warc.gz", "sample-00002.warc"}
+    assert {r["partition"] for r in report if r["asset"] == "filtered_pairs"} == {"sample-00000.warc.gz", "sample-00001.warc.gz", "sample-00002.warc"}
 
 
-def _wait_for_runs(env, expected: int, deadline_s: float) -> list[str]:
+def _wait_for_filtered(env, data_root, deadline_s: float) -> list[str]:
+    """Run statuses once every shard has filtered pairs and no run is unfinished."""
     script = "import dagster as dg; print(' '.join(sorted(r.status.value for r in dg.DagsterInstance.get().get_runs())))"
     deadline = time.monotonic() + deadline_s
     statuses: list[str] = []
     while time.monotonic() < deadline:
-        out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True).stdout.split()
-        statuses = out
-        if len(statuses) == expected and all(s in ("SUCCESS", "FAILURE", "CANCELED") for s in statuses):
+        statuses = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True).stdout.split()
+        filtered = list((data_root / "filtered_pairs").glob("*/_manifest.json"))
+        if len(filtered) == 3 and all(s in ("SUCCESS", "FAILURE", "CANCELED") for s in statuses):
             break
-        time.sleep(2)
+        if "FAILURE" in statuses:
+            break
+        time.sleep(3)
     return statuses
 
 
@@ -118,7 +136,7 @@ def test_dagster_validate_and_dev_find_the_project_with_no_flags(cli_env):
     finally:
         os.killpg(dev.pid, signal.SIGTERM)
         dev.wait(timeout=60)
-    assert {"web_documents", "web_images", "image_text_pairs", "interleaved_documents", "pair_images"} <= assets
+    assert {"web_documents", "pair_images", "screened_pairs", "image_hash_index", "benchmark_image_index", "filtered_pairs"} <= assets
 
 
 def _graphql_asset_keys(port: int, deadline_s: float) -> set[str]:

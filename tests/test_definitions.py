@@ -12,7 +12,8 @@ import pytest
 from asagi_dagster.definitions import build_definitions
 from asagi_dagster.sample.site import write_sample
 
-ASSETS = {"web_documents", "web_images", "image_text_pairs", "interleaved_documents", "pair_images", "screened_pairs"}
+SHARD_INGEST = {"web_documents", "web_images", "image_text_pairs", "interleaved_documents", "pair_images", "screened_pairs"}
+ASSETS = SHARD_INGEST | {"image_hash_index", "benchmark_image_index", "filtered_pairs"}
 
 
 @pytest.fixture
@@ -119,11 +120,11 @@ def test_sample_materializes_with_all_checks_passing(defs, sample_inbox):
         result = defs.resolve_job_def("web_ingest").execute_in_process(instance=instance, partition_key="sample-00001.warc.gz")
         assert result.success
         checks = result.get_asset_check_evaluations()
-        assert {c.asset_key.to_user_string() for c in checks} == ASSETS
+        assert {c.asset_key.to_user_string() for c in checks} == SHARD_INGEST
         assert all(c.passed for c in checks)
         materializations = {m.asset_key.to_user_string(): m.metadata for m in result.asset_materializations_for_node("pair_images")}
         meta = materializations["pair_images"]
-        assert meta["rows_in"].value == 5
+        assert meta["rows_in"].value == 6
         assert meta["rejected_by_reason"].value == {"http_status": 1, "x_robots_noai": 1}
         assert "data:image/png;base64," in meta["preview"].value
         assert "sample_rows" in meta

@@ -30,16 +30,17 @@ class KeptPair:
 
 
 class RuleStats:
-    """Per rule: pairs that reached it and pairs it rejected."""
+    """Per rule (or step), in ``order``: rows that reached it and rows it rejected."""
 
-    def __init__(self) -> None:
+    def __init__(self, order: tuple[str, ...] = RULE_ORDER) -> None:
+        self.order = order
         self.checked: Counter[str] = Counter()
         self.rejected: Counter[str] = Counter()
 
     def as_rows(self) -> list[dict]:
         return [
             {"rule": rule, "checked": self.checked[rule], "rejected": self.rejected[rule], "passed": self.checked[rule] - self.rejected[rule]}
-            for rule in RULE_ORDER
+            for rule in self.order
             if self.checked[rule]
         ]
 

@@ -15,6 +15,7 @@ SCREENED_PAIRS = pa.schema(
         ("image_url", pa.string()),
         ("caption", pa.string()),
         ("caption_field", pa.string()),  # alt | figcaption | title | the dataset's text column
+        ("vg_image_id", pa.int64()),  # datasets built on Visual Genome: its image id (decontamination)
         ("image_sha256", pa.string()),
         ("image_phash", pa.int64()),  # 64-bit DCT hash, signed
         ("image_format", pa.string()),
@@ -25,3 +26,7 @@ SCREENED_PAIRS = pa.schema(
         ("colour_spread", pa.float32()),
     ]
 )
+
+# The same rows, after benchmark decontamination and cross-source deduplication.
+FILTERED_PAIRS_VERSION = 1
+FILTERED_PAIRS = SCREENED_PAIRS

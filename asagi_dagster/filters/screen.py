@@ -46,6 +46,7 @@ def screened_row(image: dict, origin_id: str, source: str, shard: str, field: st
         "image_url": image.get("image_url"),
         "caption": caption,
         "caption_field": field,
+        "vg_image_id": image.get("vg_image_id"),
         "image_sha256": image.get("sha256") or hashlib.sha256(image["bytes"]).hexdigest(),
         "image_phash": kept.phash,
         "image_format": header.format,

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from asagi_dagster.config import BenchmarkImages
 from asagi_dagster.sample.warcs import ShardWriter
 
 PAGES = resources.files("asagi_dagster.sample") / "pages"
@@ -143,6 +144,35 @@ def write_sample(inbox: Path, served_dir: Path, images_base: str) -> list[Path]:
     for rel, data in served_images().items():
         _write_if_changed(served_dir / rel, data)
     _write_if_changed(served_dir / "robots.txt", ROBOTS_TXT.encode())
+    return written
+
+
+# Stand-ins for the evaluation benchmarks' images (the real ones come from the hub in
+# the cluster profile): one is a photo the sample pages also show, re-encoded and
+# resized, as a contaminated crawl would have it.
+BENCHMARK_IMAGES = {
+    "japanese-heron-bench": {"rocket.png": ("rocket.jpg", 360), "brick.png": ("brick.png", 400)},
+    "ja-vlm-bench-in-the-wild": {"gravel.png": ("gravel.png", 400)},
+}
+BENCHMARK_VG_IMAGE_IDS = {"ja-vg-vqa-500": [2317, 2386, 107899]}
+
+
+def write_benchmark_sample(benchmarks: dict[str, BenchmarkImages]) -> list[Path]:
+    """Fill the profile's benchmark paths that the sample has stand-ins for; returns
+    the files written."""
+    written = []
+    for name, paths in benchmarks.items():
+        if paths.images and name in BENCHMARK_IMAGES:
+            for file, (source, side) in BENCHMARK_IMAGES[name].items():
+                with resources.as_file(resources.files("skimage") / "data" / source) as path:
+                    image = Image.open(path).convert("RGB")
+                image.thumbnail((side, side))
+                if _write_if_changed(Path(paths.images) / file, _png(image)):
+                    written.append(Path(paths.images) / file)
+        if paths.vg_image_ids and name in BENCHMARK_VG_IMAGE_IDS:
+            ids = "".join(f"{i}\n" for i in BENCHMARK_VG_IMAGE_IDS[name]).encode()
+            if _write_if_changed(Path(paths.vg_image_ids), ids):
+                written.append(Path(paths.vg_image_ids))
     return written
 
 

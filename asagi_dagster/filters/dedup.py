@@ -1,0 +1,136 @@
+"""The global image-hash index: which copy of each image every source keeps.
+
+Input: every screened pair of every shard and dataset ever ingested. An image is its
+bytes' sha256; an origin is what brought it (a web page, a dataset record). The result
+depends only on the set of pairs, never on the order shards arrived in:
+
+- exact duplicates: the same bytes from several origins are kept from one origin only,
+  the smallest (source, origin id). All texts that origin gave the image stay (a
+  dataset's five captions of one photo are not duplicates of each other).
+- near duplicates: images whose perceptual hashes differ in at most ``max_hamming``
+  bits are joined into clusters (transitively); each cluster keeps one image, the one
+  whose first origin is smallest.
+
+Candidate pairs come from multi-index hashing: split the 64-bit hash into
+max_hamming + 1 bands; two hashes within the distance agree on at least one band
+(pigeonhole), so only hashes sharing a band are compared, in DuckDB.
+"""
+
+from __future__ import annotations
+
+import duckdb
+import pyarrow as pa
+
+from asagi_dagster.storage import MANIFEST_FILE, Manifest, StageWriter, Storage
+
+INDEX_VERSION = 1
+INDEX_SCHEMA = pa.schema(
+    [
+        ("image_sha256", pa.string()),
+        ("image_phash", pa.int64()),
+        ("first_origin", pa.string()),  # smallest "<source>/<origin_id>" that has this image
+        ("origins", pa.int64()),  # how many origins have these exact bytes
+        ("keeper_sha256", pa.string()),  # the image its near-duplicate cluster keeps
+        ("keeper_origin", pa.string()),
+        ("hamming_to_keeper", pa.int32()),
+        ("cluster_size", pa.int64()),  # distinct images in the cluster
+    ]
+)
+
+
+def build_hash_index(con: duckdb.DuckDBPyConnection, screened_urls: list[str], max_hamming: int) -> pa.Table:
+    """One row per distinct image across ``screened_urls`` (Parquet files of screened pairs)."""
+    if not screened_urls:
+        return INDEX_SCHEMA.empty_table()
+    con.execute(
+        """CREATE OR REPLACE TEMP TABLE images AS
+           SELECT image_sha256, any_value(image_phash) AS image_phash,
+                  min(source || '/' || origin_id) AS first_origin,
+                  count(DISTINCT source || '/' || origin_id) AS origins
+           FROM read_parquet(?) GROUP BY image_sha256""",
+        [screened_urls],
+    )
+    edges = _near_pairs(con, max_hamming)
+    images = con.execute("SELECT image_sha256, image_phash, first_origin, origins FROM images ORDER BY image_sha256").fetchall()
+    keeper = _cluster_keepers(images, edges)
+    phash = {sha: value for sha, value, _, _ in images}
+    first = {sha: origin for sha, _, origin, _ in images}
+    sizes: dict[str, int] = {}
+    for sha in keeper.values():
+        sizes[sha] = sizes.get(sha, 0) + 1
+    rows = {name: [] for name in INDEX_SCHEMA.names}
+    for sha, value, origin, origins in images:
+        kept = keeper[sha]
+        for name, item in (
+            ("image_sha256", sha),
+            ("image_phash", value),
+            ("first_origin", origin),
+            ("origins", origins),
+            ("keeper_sha256", kept),
+            ("keeper_origin", first[kept]),
+            ("hamming_to_keeper", ((value ^ phash[kept]) & (2**64 - 1)).bit_count()),
+            ("cluster_size", sizes[kept]),
+        ):
+            rows[name].append(item)
+    return pa.table(rows, schema=INDEX_SCHEMA)
+
+
+def _near_pairs(con: duckdb.DuckDBPyConnection, max_hamming: int) -> list[tuple[str, str]]:
+    bands = max_hamming + 1
+    width = -(-64 // bands)  # ceil: the last band may be narrower
+    joins = []
+    for band in range(bands):
+        shift, mask = band * width, (1 << min(width, 64 - band * width)) - 1
+        joins.append(
+            f"""SELECT a.image_sha256 AS a, b.image_sha256 AS b FROM images a JOIN images b
+                ON (a.image_phash >> {shift}) & {mask} = (b.image_phash >> {shift}) & {mask}
+                AND a.image_sha256 < b.image_sha256
+                WHERE bit_count(xor(a.image_phash, b.image_phash)) <= {max_hamming}"""
+        )
+    return con.execute(" UNION ".join(joins)).fetchall()
+
+
+def _cluster_keepers(images: list[tuple], edges: list[tuple[str, str]]) -> dict[str, str]:
+    """Union-find over near-duplicate edges; each image -> its cluster's kept image."""
+    parent = {sha: sha for sha, *_ in images}
+
+    def root(sha: str) -> str:
+        while parent[sha] != sha:
+            parent[sha] = parent[parent[sha]]
+            sha = parent[sha]
+        return sha
+
+    for a, b in edges:
+        ra, rb = root(a), root(b)
+        if ra != rb:
+            parent[max(ra, rb)] = min(ra, rb)
+    rank = {sha: (origin, sha) for sha, _, origin, _ in images}
+    best: dict[str, str] = {}
+    for sha in parent:
+        r = root(sha)
+        if r not in best or rank[sha] < rank[best[r]]:
+            best[r] = sha
+    return {sha: best[root(sha)] for sha in parent}
+
+
+SCREENED_ASSETS = ("screened_pairs",)  # every source family's screened pairs
+
+
+def screened_manifests(storage: Storage) -> list[Manifest]:
+    """Every materialized partition of every screened-pairs asset, sorted."""
+    manifests = []
+    for asset in SCREENED_ASSETS:
+        for path in sorted(storage.fs.glob(storage.path(asset, "*", MANIFEST_FILE))):
+            partition = path.rstrip("/").split("/")[-2]
+            manifests.append(storage.read_manifest(asset, partition))
+    return manifests
+
+
+def write_hash_index(storage: Storage, con: duckdb.DuckDBPyConnection, out: StageWriter, max_hamming: int) -> list[Manifest]:
+    """The index over everything screened so far; returns the partitions it covers."""
+    covered = screened_manifests(storage)
+    table = build_hash_index(con, [m.data_url for m in covered], max_hamming)
+    out.count_in(table.num_rows)
+    for row in table.to_pylist():
+        out.write(row)
+    return covered
