@@ -59,13 +59,13 @@ def main() -> None:
 def sample() -> None:
     """Write the bundled sample's WARC shards into the inbox, its served images, and the
     stand-in benchmark images the profile points at."""
-    from asagi_dagster.sample.site import write_benchmark_sample, write_sample
+    from asagi_dagster.sample.site import write_filter_sample, write_sample
 
     config = _config()
     inbox, site, base = _sample_paths(config)
     written = write_sample(inbox, site, base)
-    benchmarks = write_benchmark_sample(config.filters.decontamination.benchmarks)
-    click.echo(f"sample in {inbox} ({len(written)} shard(s) written, images for {base} in {site}, {len(benchmarks)} benchmark file(s))")
+    benchmarks = write_filter_sample(config.filters)
+    click.echo(f"sample in {inbox} ({len(written)} shard(s) written, images for {base} in {site}, {len(benchmarks)} benchmark and document-reference file(s))")
 
 
 @main.command("serve-sample")
@@ -166,12 +166,12 @@ def report(as_json: bool) -> None:
 def demo() -> None:
     """The embedded default end to end: sample, image server, sync, ingest, filter, report."""
     from asagi_dagster.sample.server import start_image_server
-    from asagi_dagster.sample.site import write_benchmark_sample, write_sample
+    from asagi_dagster.sample.site import write_filter_sample, write_sample
 
     config = _config()
     inbox, site, base = _sample_paths(config)
     write_sample(inbox, site, base)
-    write_benchmark_sample(config.filters.decontamination.benchmarks)
+    write_filter_sample(config.filters)
     try:
         server = start_image_server(site, config.sample.image_server_host, config.sample.image_server_port)
     except OSError as exc:

@@ -163,6 +163,21 @@ class DecontaminationSettings(_Strict):
     benchmarks: dict[str, BenchmarkImages] = {}
 
 
+class DocumentFilterSettings(_Strict):
+    """Drop images too similar to document images (infographics, charts, diagrams)."""
+
+    enabled: bool = True
+    encoder_role: str = Field("document_encoder", description="The models entry that embeds images (CLIP/SigLIP id, or builtin:pixel-stats).")
+    reference_images: str | None = Field(None, description="A folder of document images (the papers used InfographicVQA, DVQA, AI2D).")
+    method: Literal["centroid", "knn"] = "knn"
+    k: int = Field(3, ge=1, description="knn: similarity is the mean over the k most similar references.")
+    # Calibrated for builtin:pixel-stats on scikit-image's documents and photos; a real
+    # encoder needs its own (see docs/decisions.md).
+    threshold: float = Field(0.85, ge=-1, le=1, description="Cosine similarity at or above this drops the image.")
+    batch_size: int = Field(32, ge=1)
+    allow_hub: bool = Field(False, description="Let the encoder download from the Hugging Face hub (cluster only).")
+
+
 class FilterSettings(_Strict):
     caption_fields: list[Literal["alt", "figcaption", "title"]] = Field(
         ["alt", "figcaption", "title"], min_length=1, description="A web pair's text: the first of these it has."
@@ -171,6 +186,7 @@ class FilterSettings(_Strict):
     rules: PairRuleSettings = PairRuleSettings()
     dedup: DedupSettings = DedupSettings()
     decontamination: DecontaminationSettings = DecontaminationSettings()
+    document_filter: DocumentFilterSettings = DocumentFilterSettings()
 
 
 class SampleSettings(_Strict):
@@ -224,6 +240,9 @@ def _absolutize(raw: dict, base: Path) -> dict:
         for key in ("images", "vg_image_ids"):
             if isinstance(paths, dict) and isinstance(paths.get(key), str):
                 paths[key] = _resolve_local(paths[key], base)
+    documents = filters.get("document_filter") if isinstance(filters, dict) else None
+    if isinstance(documents, dict) and isinstance(documents.get("reference_images"), str):
+        documents["reference_images"] = _resolve_local(documents["reference_images"], base)
     dagster = raw.get("dagster")
     if isinstance(dagster, dict) and isinstance(dagster.get("home"), str):
         dagster["home"] = _resolve_local(dagster["home"], base)

@@ -23,6 +23,7 @@ def build_definitions(config_path: str | None = None) -> dg.Definitions:
             filters.screened_pairs,
             filters.image_hash_index,
             filters.benchmark_image_index,
+            filters.document_image_reference,
             filters.filtered_pairs,
         ],
         jobs=[web.web_ingest, filters.filter_indexes, filters.filtered_splits],

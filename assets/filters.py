@@ -3,8 +3,10 @@ hash index (dedup) and the benchmark index (decontamination), then per shard the
 filtered pairs with an audit that proves no benchmark image is left."""
 
 import dagster as dg
+import numpy as np
 
-from asagi_dagster.filters import schemas
+from asagi_dagster.filters import Rejected, schemas
+from asagi_dagster.filters.documents import REFERENCE_SCHEMA, REFERENCE_VERSION, DocumentCheck, DocumentScorer, document_encoder, reference_rows
 from asagi_dagster.filters.decontam import BENCHMARK_INDEX, BENCHMARK_INDEX_VERSION, write_benchmark_index
 from asagi_dagster.filters.dedup import INDEX_SCHEMA, INDEX_VERSION, write_hash_index
 from asagi_dagster.filters.screen import screen_web_pairs
@@ -90,6 +92,29 @@ def benchmark_image_index(profile: ProfileResource, storage: StorageResource, du
 
 @dg.asset(
     group_name=GROUP,
+    check_specs=[_accounted("document_image_reference")],
+    automation_condition=dg.AutomationCondition.missing() & ~dg.AutomationCondition.in_progress() & ~dg.AutomationCondition.execution_failed(),
+    description=(
+        "Embeddings of the document images (infographics, charts, diagrams) that training images are compared with, "
+        "made by the profile's document encoder (models.document_encoder) from filters.document_filter.reference_images."
+    ),
+)
+def document_image_reference(profile: ProfileResource, storage: StorageResource, duckdb: DuckDBResource):
+    config = profile.settings
+    encoder = document_encoder(config)
+    with StageWriter(storage.storage, "document_image_reference", None, REFERENCE_SCHEMA, REFERENCE_VERSION) as out:
+        for record_id, row in reference_rows(config.filters.document_filter, encoder, config.filters.image_safety):
+            out.count_in()
+            if isinstance(row, Rejected):
+                out.reject(record_id, row.reason, row.detail)
+            else:
+                out.write(row)
+    yield _output(storage, out.manifest, encoder=encoder.name)
+    yield accounting_check(duckdb, out.manifest)
+
+
+@dg.asset(
+    group_name=GROUP,
     partitions_def=warc_shards,
     check_specs=[
         _accounted("filtered_pairs"),
@@ -103,7 +128,10 @@ def benchmark_image_index(profile: ProfileResource, storage: StorageResource, du
         & ~dg.AutomationCondition.any_deps_in_progress()
         & ~dg.AutomationCondition.in_progress()
     ),
-    description="Screened pairs without benchmark images, duplicate images (exact and near, across every source) or repeated (image, text) pairs.",
+    description=(
+        "Screened pairs without benchmark images, duplicate images (exact and near, across every source), repeated "
+        "(image, text) pairs, or images too similar to document images."
+    ),
 )
 def filtered_pairs(
     context: dg.AssetExecutionContext,
@@ -111,15 +139,22 @@ def filtered_pairs(
     storage: StorageResource,
     duckdb: DuckDBResource,
     screened_pairs: Manifest,
+    pair_images: Manifest,
     image_hash_index: Manifest,
     benchmark_image_index: Manifest,
+    document_image_reference: Manifest,
 ):
-    max_hamming = profile.settings.filters.decontamination.max_hamming
+    filters = profile.settings.filters
+    max_hamming = filters.decontamination.max_hamming
+    documents = _document_check(profile, storage, document_image_reference) if filters.document_filter.enabled else None
     with (
         StageWriter(storage.storage, "filtered_pairs", context.partition_key, schemas.FILTERED_PAIRS, schemas.FILTERED_PAIRS_VERSION) as out,
         duckdb.connect() as con,
     ):
-        filter_partition(con, screened_pairs.data_url, image_hash_index.data_url, benchmark_image_index.data_url, out, max_hamming)
+        filter_partition(
+            con, screened_pairs.data_url, image_hash_index.data_url, benchmark_image_index.data_url, out, max_hamming,
+            documents=documents, storage=storage.storage, images_url=pair_images.data_url,
+        )
     yield _output(storage, out.manifest)
     yield accounting_check(duckdb, out.manifest)
     with duckdb.connect() as con:
@@ -131,10 +166,21 @@ def filtered_pairs(
     )
 
 
+def _document_check(profile: ProfileResource, storage: StorageResource, reference: Manifest) -> DocumentCheck:
+    config = profile.settings
+    settings = config.filters.document_filter
+    encoder = document_encoder(config)
+    rows = list(storage.storage.iter_rows(storage.storage.strip_protocol(reference.data_url), ["encoder", "embedding"]))
+    if any(row["encoder"] != encoder.name for row in rows):
+        raise ValueError(f"document_image_reference was embedded with another encoder than {encoder.name}: materialize it again")
+    scorer = DocumentScorer(np.array([row["embedding"] for row in rows], dtype=np.float32), settings.method, settings.k)
+    return DocumentCheck(encoder, scorer, settings.threshold, settings.batch_size, config.filters.image_safety)
+
+
 filter_indexes = dg.define_asset_job(
     "filter_indexes",
-    selection=dg.AssetSelection.assets("image_hash_index", "benchmark_image_index"),
-    description="Rebuild the global image-hash index (dedup) and the benchmark image index (decontamination).",
+    selection=dg.AssetSelection.assets("image_hash_index", "benchmark_image_index", "document_image_reference"),
+    description="Rebuild the global image-hash index (dedup), the benchmark image index (decontamination) and the document reference.",
 )
 
 filtered_splits = dg.define_asset_job(

@@ -24,6 +24,8 @@ def write_profile(directory: Path, **overrides) -> Path:
             }
         },
         "dagster": {"home": str(directory / "dagster_home")},
+        "filters": {"document_filter": {"reference_images": str(directory / "document_reference")}},
+        "models": {"document_encoder": {"id": "builtin:pixel-stats"}},
     }
     _merge(profile, overrides)
     path = directory / "profile.yaml"

@@ -47,7 +47,7 @@ def test_demo_then_sync_and_report(cli_env):
     assert "web_ingest sample-00002.warc: success" in demo.stdout
     assert "filtered_splits sample-00002.warc: success" in demo.stdout
     report = json.loads(asagi(cli_env, "report", "--json").stdout)
-    assert len(report) == 23  # 7 per-shard assets x 3 shards, and the two indexes
+    assert len(report) == 24  # 7 per-shard assets x 3 shards, the two indexes and the document reference
     for row in report:
         assert row["rows_in"] == row["rows_out"] + row["rows_rejected"], row
         assert sum(row["rejected_by_reason"].values()) == row["rows_rejected"]
@@ -57,18 +57,18 @@ def test_demo_then_sync_and_report(cli_env):
     screened = by_key[("screened_pairs", "sample-00000.warc.gz")]
     assert screened["rejected_by_reason"] == {"ascii_only": 1, "aspect_ratio": 1, "image_size": 1, "monochrome": 1}
     assert {r["rule"]: r["passed"] for r in screened["rule_stats"]} == {
-        "text_length": 8, "ascii_only": 7, "harmful_keywords": 7, "image_size": 6, "aspect_ratio": 5, "monochrome": 4
+        "text_length": 9, "ascii_only": 8, "harmful_keywords": 8, "image_size": 7, "aspect_ratio": 6, "monochrome": 5
     }
     assert asagi(cli_env, "sync").stdout.strip() == "no new shards"
     # The sample holds one of each: a benchmark photo, a near and an exact duplicate
-    # across shards, and the same image with the same alt twice on one page.
+    # across shards, the same image with the same alt twice on one page, and a chart.
     filtered = Counter()
     for row in report:
         if row["asset"] == "filtered_pairs":
             filtered.update(row["rejected_by_reason"])
-    assert filtered == {"benchmark_overlap": 1, "near_duplicate_image": 1, "duplicate_image": 1, "duplicate_pair": 1}
+    assert filtered == {"benchmark_overlap": 1, "near_duplicate_image": 1, "duplicate_image": 1, "duplicate_pair": 1, "document_image": 1}
     text = asagi(cli_env, "report").stdout
-    assert "pair_images" in text and "monochrome=4/5" in text
+    assert "pair_images" in text and "monochrome=5/6" in text
 
 
 def test_bad_profile_is_a_clear_cli_error(tmp_path):

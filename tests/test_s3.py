@@ -61,8 +61,8 @@ def test_web_ingest_end_to_end_on_s3(tmp_path, s3_endpoint, image_server, served
 
     report = {(r["asset"], r["partition"]): r for r in shard_report(Storage(config.storage), None)}
     pairs = report[("pair_images", "sample-00000.warc.gz")]
-    assert pairs["rows_out"] == 8
+    assert pairs["rows_out"] == 9
     assert pairs["rejected_by_reason"] == {"robots_disallowed": 1}
-    assert report[("screened_pairs", "sample-00000.warc.gz")]["rows_out"] == 4
+    assert report[("screened_pairs", "sample-00000.warc.gz")]["rows_out"] == 5
     docs = report[("web_documents", "sample-00000.warc.gz")]
     assert docs["rows_in"] == docs["rows_out"] + docs["rows_rejected"]

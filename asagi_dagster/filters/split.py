@@ -1,5 +1,6 @@
 """One partition of screened pairs -> filtered pairs: benchmark images out, then
-duplicates out against the global hash index, then repeated (image, text) pairs.
+duplicates out against the global hash index, then repeated (image, text) pairs,
+then (decoding only the survivors) images too similar to document images.
 
 Each step is counted like a rule (pairs that reached it, pairs it removed), so the
 UI and ``asagi report`` show what each one cost.
@@ -9,10 +10,12 @@ from __future__ import annotations
 
 import duckdb
 
+from asagi_dagster.filters import Rejected
+from asagi_dagster.filters.documents import DocumentCheck, small_image
 from asagi_dagster.filters.rules import RuleStats
-from asagi_dagster.storage import StageWriter
+from asagi_dagster.storage import StageWriter, Storage
 
-STEPS = ("benchmark_overlap", "duplicate_image", "near_duplicate_image", "duplicate_pair")
+STEPS = ("benchmark_overlap", "duplicate_image", "near_duplicate_image", "duplicate_pair", "document_image")
 
 
 class StaleIndexError(RuntimeError):
@@ -26,8 +29,14 @@ def filter_partition(
     benchmark_url: str,
     out: StageWriter,
     max_benchmark_hamming: int,
+    documents: DocumentCheck | None = None,
+    storage: Storage | None = None,
+    images_url: str | None = None,
 ) -> None:
-    """Rows in: the partition's screened pairs. Sets ``out.rule_stats``."""
+    """Rows in: the partition's screened pairs. Sets ``out.rule_stats``.
+
+    With ``documents``, the image bytes come from ``images_url`` (rows with pair_id and
+    bytes, read through ``storage``)."""
     result = con.execute(
         f"""WITH s AS (SELECT *, source || '/' || origin_id AS origin FROM read_parquet(?)),
                  bench AS (SELECT * FROM read_parquet(?)),
@@ -51,6 +60,7 @@ def filter_partition(
     columns = out.schema.names
     names = [d[0] for d in result.description]
     stats = RuleStats(STEPS)
+    survivors: dict[str, dict] = {}
     while batch := result.fetchmany(1024):
         for values in batch:
             row = dict(zip(names, values))
@@ -58,9 +68,43 @@ def filter_partition(
             problem = _first_problem(row, stats)
             if problem:
                 out.reject(row["pair_id"], *problem)
-            else:
+            elif documents is None:
                 out.write({name: row[name] for name in columns})
+            else:
+                survivors[row["pair_id"]] = {name: row[name] for name in columns}
+    if documents is not None:
+        _drop_documents(survivors, documents, storage, images_url, out, stats)
     out.rule_stats = stats.as_rows()
+
+
+def _drop_documents(survivors: dict[str, dict], documents: DocumentCheck, storage: Storage, images_url: str, out: StageWriter, stats: RuleStats) -> None:
+    """Stream the partition's images once, embedding the survivors' in batches."""
+    pending: list[tuple[dict, object]] = []
+
+    def flush() -> None:
+        for (row, _), problem in zip(pending, documents.problems([image for _, image in pending])):
+            stats.checked["document_image"] += 1
+            if problem:
+                stats.rejected["document_image"] += 1
+                out.reject(row["pair_id"], "document_image", problem)
+            else:
+                out.write(row)
+        pending.clear()
+
+    for batch in storage.iter_batches(storage.strip_protocol(images_url), ["pair_id", "bytes"], batch_rows=64):
+        for image in batch.to_pylist():
+            row = survivors.pop(image["pair_id"], None)
+            if row is None:
+                continue
+            try:
+                pending.append((row, small_image(image["bytes"], documents.encoder.input_side, documents.safety)))
+            except Rejected as rejected:  # decoded once already at screening; a changed file is still no crash
+                out.reject(row["pair_id"], rejected.reason, rejected.detail)
+            if len(pending) >= documents.batch_size:
+                flush()
+    flush()
+    for pair_id in survivors:  # screened from an image the images file no longer has
+        out.reject(pair_id, "image_missing", "not in the partition's image file")
 
 
 def _first_problem(row: dict, stats: RuleStats) -> tuple[str, str] | None:

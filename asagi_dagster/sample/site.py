@@ -14,7 +14,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from asagi_dagster.config import BenchmarkImages
+from asagi_dagster.config import BenchmarkImages, FilterSettings
+from asagi_dagster.sample.documents import bar_chart, reference_documents
 from asagi_dagster.sample.warcs import ShardWriter
 
 PAGES = resources.files("asagi_dagster.sample") / "pages"
@@ -74,11 +75,12 @@ def _png(image: Image.Image) -> bytes:
 
 def served_images() -> dict[str, bytes]:
     """Served path -> bytes: the photos, plus the images a real page also has that the
-    pair rules exist for (a banner, an icon, a placeholder)."""
+    filters exist for (a banner, an icon, a placeholder, a chart)."""
     images = {rel: photo_jpeg(source) for rel, source in SERVED_IMAGES.items()}
     images["img/latte.jpg"] = photo_jpeg("coffee.png", max_side=400)
     images["img/banner-sale.jpg"] = _crop_jpeg("astronaut.png", (0, 150, 480, 270))  # 4:1
     images["img/placeholder.png"] = _png(Image.new("RGB", (320, 240), (228, 228, 228)))
+    images["img/launch-chart.png"] = _png(bar_chart(11))  # a chart: the document-image filter's case
     with resources.as_file(resources.files("skimage") / "data" / "logo.png") as path:
         images["img/icon-share.png"] = _png(Image.open(path).convert("RGBA").resize((48, 48)))
     return images
@@ -157,9 +159,19 @@ BENCHMARK_IMAGES = {
 BENCHMARK_VG_IMAGE_IDS = {"ja-vg-vqa-500": [2317, 2386, 107899]}
 
 
-def write_benchmark_sample(benchmarks: dict[str, BenchmarkImages]) -> list[Path]:
-    """Fill the profile's benchmark paths that the sample has stand-ins for; returns
-    the files written."""
+def write_filter_sample(filters: FilterSettings) -> list[Path]:
+    """Fill the profile's benchmark and document-reference paths with the sample's
+    stand-ins; returns the files written."""
+    written = _write_benchmark_sample(filters.decontamination.benchmarks)
+    folder = filters.document_filter.reference_images
+    if folder:
+        for name, image in reference_documents().items():
+            if _write_if_changed(Path(folder) / name, _png(image)):
+                written.append(Path(folder) / name)
+    return written
+
+
+def _write_benchmark_sample(benchmarks: dict[str, BenchmarkImages]) -> list[Path]:
     written = []
     for name, paths in benchmarks.items():
         if paths.images and name in BENCHMARK_IMAGES:

@@ -10,7 +10,7 @@ import dagster as dg
 
 from asagi_dagster.config import load_config
 from asagi_dagster.definitions import build_definitions
-from asagi_dagster.sample.site import write_benchmark_sample, write_sample
+from asagi_dagster.sample.site import write_filter_sample, write_sample
 from tests.conftest import write_profile
 
 SHARDS = ["sample-00000.warc.gz", "sample-00001.warc.gz", "sample-00002.warc"]
@@ -21,7 +21,7 @@ def test_sample_through_the_filters_with_every_check_passing(tmp_path, served_di
     profile = write_profile(tmp_path, filters={"decontamination": {"benchmarks": benchmarks}})
     config = load_config(profile)
     write_sample(Path(config.sources.web.inbox), served_dir, image_server)
-    write_benchmark_sample(config.filters.decontamination.benchmarks)
+    write_filter_sample(config.filters)
     defs = build_definitions(str(profile))
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("warc_shards", SHARDS)
@@ -40,7 +40,7 @@ def test_sample_through_the_filters_with_every_check_passing(tmp_path, served_di
         reasons = Counter()
         for meta in filtered.values():
             reasons.update(meta["rejected_by_reason"].value)
-        assert reasons == {"benchmark_overlap": 1, "near_duplicate_image": 1, "duplicate_image": 1, "duplicate_pair": 1}
-        assert "| benchmark_overlap | 4 | 1 | 75.0% |" in filtered["sample-00000.warc.gz"]["rule_pass_rates"].value
+        assert reasons == {"benchmark_overlap": 1, "near_duplicate_image": 1, "duplicate_image": 1, "duplicate_pair": 1, "document_image": 1}
+        assert "| benchmark_overlap | 5 | 1 | 80.0% |" in filtered["sample-00000.warc.gz"]["rule_pass_rates"].value
         screened = instance.get_latest_materialization_event(dg.AssetKey("screened_pairs")).asset_materialization.metadata
         assert "| monochrome |" in screened["rule_pass_rates"].value
