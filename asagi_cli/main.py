@@ -1,4 +1,4 @@
-"""The ``asagi`` command: sample, sync, ingest, filter, report, and ``demo`` (all of them).
+"""The ``asagi`` command: sample, sync, ingest, datasets, filter, report, and ``demo`` (all of them).
 
 Dagster state lives in the instance at $DAGSTER_HOME (default: the profile's
 ``dagster.home``), the same one ``dagster dev`` and ``dagster job backfill`` use.
@@ -59,13 +59,13 @@ def main() -> None:
 def sample() -> None:
     """Write the bundled sample's WARC shards into the inbox, its served images, and the
     stand-in benchmark images the profile points at."""
-    from asagi_dagster.sample.site import write_filter_sample, write_sample
+    from asagi_dagster.sample.site import write_dataset_sample, write_filter_sample, write_sample
 
     config = _config()
     inbox, site, base = _sample_paths(config)
     written = write_sample(inbox, site, base)
-    benchmarks = write_filter_sample(config.filters)
-    click.echo(f"sample in {inbox} ({len(written)} shard(s) written, images for {base} in {site}, {len(benchmarks)} benchmark and document-reference file(s))")
+    benchmarks = write_filter_sample(config.filters) + write_dataset_sample(config.sources.datasets)
+    click.echo(f"sample in {inbox} ({len(written)} shard(s) written, images for {base} in {site}, {len(benchmarks)} benchmark, document-reference and dataset file(s))")
 
 
 @main.command("serve-sample")
@@ -127,14 +127,29 @@ def _ingest(config: AsagiConfig, partitions: tuple[str, ...]) -> bool:
     return _run_per_shard(config, "web_ingest", partitions)
 
 
+def _run_per_dataset(config: AsagiConfig, job_name: str) -> bool:
+    instance = _instance(config)
+    from asagi_dagster.definitions import defs
+
+    ok = True
+    for name in sorted(config.sources.datasets):
+        result = defs.resolve_job_def(job_name).execute_in_process(instance=instance, partition_key=name, raise_on_error=False, run_config=_QUIET)
+        click.echo(f"{job_name} {name}: {'success' if result.success else 'FAILED'} (run {result.run_id})")
+        ok &= result.success
+    return ok
+
+
 def _filter(config: AsagiConfig, partitions: tuple[str, ...]) -> bool:
-    """The indexes over everything screened, then each shard's filtered pairs."""
+    """The indexes over everything screened, then each shard's and dataset's filtered pairs."""
     instance = _instance(config)
     from asagi_dagster.definitions import defs
 
     result = defs.resolve_job_def("filter_indexes").execute_in_process(instance=instance, raise_on_error=False, run_config=_QUIET)
     click.echo(f"filter_indexes: {'success' if result.success else 'FAILED'} (run {result.run_id})")
-    return result.success and _run_per_shard(config, "filtered_splits", partitions)
+    if not result.success:
+        return False
+    shards_ok = _run_per_shard(config, "filtered_splits", partitions)
+    return (partitions or _run_per_dataset(config, "filtered_dataset_splits")) and shards_ok
 
 
 @main.command()
@@ -142,6 +157,13 @@ def _filter(config: AsagiConfig, partitions: tuple[str, ...]) -> bool:
 def ingest(partitions: tuple[str, ...]) -> None:
     """Run the web_ingest job in this process for registered shards (runs show in the UI)."""
     if not _ingest(_config(), partitions):
+        sys.exit(1)
+
+
+@main.command()
+def datasets() -> None:
+    """Read and screen every open dataset the profile lists (dataset_ingest per dataset)."""
+    if not _run_per_dataset(_config(), "dataset_ingest"):
         sys.exit(1)
 
 
@@ -164,14 +186,15 @@ def report(as_json: bool) -> None:
 
 @main.command()
 def demo() -> None:
-    """The embedded default end to end: sample, image server, sync, ingest, filter, report."""
+    """The embedded default end to end: sample, image server, sync, ingest, datasets, filter, report."""
     from asagi_dagster.sample.server import start_image_server
-    from asagi_dagster.sample.site import write_filter_sample, write_sample
+    from asagi_dagster.sample.site import write_dataset_sample, write_filter_sample, write_sample
 
     config = _config()
     inbox, site, base = _sample_paths(config)
     write_sample(inbox, site, base)
     write_filter_sample(config.filters)
+    write_dataset_sample(config.sources.datasets)
     try:
         server = start_image_server(site, config.sample.image_server_host, config.sample.image_server_port)
     except OSError as exc:
@@ -179,7 +202,7 @@ def demo() -> None:
     try:
         for key in _sync(config):
             click.echo(f"registered shard {key}")
-        ok = _ingest(config, ()) and _filter(config, ())
+        ok = _ingest(config, ()) and _run_per_dataset(config, "dataset_ingest") and _filter(config, ())
     finally:
         server.shutdown()
         server.server_close()

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 DEFAULT_PROFILE = PROJECT_DIR / "configs" / "local.yaml"
@@ -86,8 +86,43 @@ class WebSourceSettings(_Strict):
     downloader: DownloaderSettings = DownloaderSettings()
 
 
+class DatasetSource(_Strict):
+    """One open image-text dataset, mapped onto the common pair schema.
+
+    Local data: ``path`` to a Parquet file (or folder of them), a JSONL file whose rows
+    name image files under ``image_dir``, or an imagefolder (images plus
+    metadata.jsonl with file_name). ``hub_id``: a Hugging Face dataset's Parquet files,
+    only where the hub is reachable (never in tests or the embedded default).
+    """
+
+    format: Literal["parquet", "jsonl", "imagefolder"]
+    path: str | None = None
+    hub_id: str | None = None
+    hub_revision: str | None = None
+    image_dir: str | None = Field(None, description="Where image file names are resolved (jsonl; parquet with path-only images).")
+    image_column: str = "image"  # bytes, a {bytes, path} struct, or a file name
+    text_column: str | None = None  # a caption
+    question_column: str | None = None  # or a question and its answer (VQA)
+    answer_column: str | None = None
+    id_column: str | None = Field(None, description="The record's own id; default: its row number.")
+    image_id_column: str | None = Field(None, description="Rows sharing an image id share one origin (e.g. five captions of one photo).")
+    vg_image_id_column: str | None = Field(None, description="Visual Genome image id, for decontamination against JA-VG-VQA-500.")
+    language: Literal["ja", "en"] = "ja"
+    licence: str
+    rules: dict[str, dict] = Field({}, description="Overrides of filters.rules for this dataset, e.g. {ascii_only: {enabled: false}} for English.")
+
+    @model_validator(mode="after")
+    def _complete(self) -> DatasetSource:
+        if (self.path is None) == (self.hub_id is None):
+            raise ValueError("set exactly one of path (local data) and hub_id (Hugging Face)")
+        if not self.text_column and not (self.question_column and self.answer_column):
+            raise ValueError("set text_column, or question_column and answer_column")
+        return self
+
+
 class SourcesSettings(_Strict):
     web: WebSourceSettings
+    datasets: dict[str, DatasetSource] = {}
 
 
 class ImageSafetySettings(_Strict):
@@ -184,6 +219,16 @@ class FilterSettings(_Strict):
     )
     image_safety: ImageSafetySettings = ImageSafetySettings()
     rules: PairRuleSettings = PairRuleSettings()
+
+    def with_rule_overrides(self, overrides: dict[str, dict]) -> FilterSettings:
+        """These settings with one source's rule overrides merged in, validated."""
+        rules = self.rules.model_dump()
+        for rule, values in overrides.items():
+            if rule not in rules:
+                raise ValueError(f"unknown rule {rule!r} (rules: {', '.join(rules)})")
+            rules[rule] = {**rules[rule], **values}
+        return self.model_copy(update={"rules": PairRuleSettings.model_validate(rules)})
+
     dedup: DedupSettings = DedupSettings()
     decontamination: DecontaminationSettings = DecontaminationSettings()
     document_filter: DocumentFilterSettings = DocumentFilterSettings()
@@ -216,6 +261,15 @@ class AsagiConfig(_Strict):
     sample: SampleSettings | None = None
     models: dict[str, ModelRef] = {}
 
+    @model_validator(mode="after")
+    def _dataset_rules_valid(self) -> AsagiConfig:
+        for name, dataset in self.sources.datasets.items():
+            try:
+                self.filters.with_rule_overrides(dataset.rules)
+            except (ValueError, ValidationError) as exc:
+                raise ValueError(f"sources.datasets.{name}.rules: {exc}") from None
+        return self
+
 
 def _resolve_local(path: str, base: Path) -> str:
     """Relative local paths are relative to the profile file, URLs stay as they are."""
@@ -233,6 +287,11 @@ def _absolutize(raw: dict, base: Path) -> dict:
     web = raw.get("sources", {}).get("web") if isinstance(raw.get("sources"), dict) else None
     if isinstance(web, dict) and isinstance(web.get("inbox"), str):
         web["inbox"] = _resolve_local(web["inbox"], base)
+    datasets = raw.get("sources", {}).get("datasets") if isinstance(raw.get("sources"), dict) else None
+    for dataset in datasets.values() if isinstance(datasets, dict) else ():
+        for key in ("path", "image_dir"):
+            if isinstance(dataset, dict) and isinstance(dataset.get(key), str):
+                dataset[key] = _resolve_local(dataset[key], base)
     filters = raw.get("filters")
     decontamination = filters.get("decontamination") if isinstance(filters, dict) else None
     benchmarks = decontamination.get("benchmarks") if isinstance(decontamination, dict) else None

@@ -8,6 +8,7 @@ import dagster as dg
 
 from asagi_dagster.config import load_config, profile_path
 from assets import filters, web
+from assets.datasets import build_dataset_assets
 from resources import build_resources
 
 
@@ -15,6 +16,7 @@ def build_definitions(config_path: str | None = None) -> dg.Definitions:
     path = str(config_path or profile_path())
     config = load_config(path)
     sensor, schedule = web.build_inbox_automation(config)
+    dataset_assets, dataset_jobs = build_dataset_assets(config)
     return dg.Definitions(
         assets=[
             web.warc_records,
@@ -25,8 +27,9 @@ def build_definitions(config_path: str | None = None) -> dg.Definitions:
             filters.benchmark_image_index,
             filters.document_image_reference,
             filters.filtered_pairs,
+            *dataset_assets,
         ],
-        jobs=[web.web_ingest, filters.filter_indexes, filters.filtered_splits],
+        jobs=[web.web_ingest, filters.filter_indexes, filters.filtered_splits, *dataset_jobs],
         sensors=[sensor, filters.filters_automation],
         schedules=[schedule],
         resources=build_resources(path, config),

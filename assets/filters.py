@@ -19,19 +19,35 @@ from resources.storage import DuckDBResource, ProfileResource, StorageResource
 
 GROUP = "filters"
 
+# Re-filter every partition when the index is rebuilt (a new shard can make an old
+# shard's copy a duplicate); a new partition alone waits for the index to cover it.
+REFILTER_ON_NEW_INDEX = (
+    dg.AutomationCondition.any_deps_updated().allow(dg.AssetSelection.assets("image_hash_index")).since_last_handled()
+    & ~dg.AutomationCondition.any_deps_missing()
+    & ~dg.AutomationCondition.any_deps_in_progress()
+    & ~dg.AutomationCondition.in_progress()
+)
 
-def _accounted(asset: str) -> dg.AssetCheckSpec:
+
+def accounted(asset: str) -> dg.AssetCheckSpec:
     return dg.AssetCheckSpec("rows_accounted", asset=asset, description="rows in = rows out + rows rejected, recounted from the files")
 
 
-def _output(storage: StorageResource, manifest: Manifest, **extra) -> dg.Output:
+def no_overlap_check(asset: str) -> dg.AssetCheckSpec:
+    return dg.AssetCheckSpec(
+        "no_benchmark_overlap", asset=asset,
+        description="No kept image is within the decontamination distance of a benchmark image or uses a benchmark's Visual Genome id.",
+    )
+
+
+def output(storage: StorageResource, manifest: Manifest, **extra) -> dg.Output:
     return dg.Output(manifest, metadata={**manifest_metadata(storage.storage, manifest), **rule_stats_metadata(manifest), **extra})
 
 
 @dg.asset(
     group_name=GROUP,
     partitions_def=warc_shards,
-    check_specs=[_accounted("screened_pairs")],
+    check_specs=[accounted("screened_pairs")],
     description=(
         "Web pairs that pass the Asagi rules (text length, ASCII-only, harmful keywords, image size, aspect ratio, "
         "single colour) and image safety, with the image facts and hashes later steps use; each rule's pass rate in metadata."
@@ -48,14 +64,14 @@ def screened_pairs(
     settings = profile.settings.filters
     with StageWriter(storage.storage, "screened_pairs", context.partition_key, schemas.SCREENED_PAIRS, schemas.SCREENED_PAIRS_VERSION) as out:
         screen_web_pairs(storage.storage, image_text_pairs.data_url, pair_images.data_url, out, settings)
-    yield _output(storage, out.manifest)
+    yield output(storage, out.manifest)
     yield accounting_check(duckdb, out.manifest)
 
 
 @dg.asset(
     group_name=GROUP,
-    deps=["screened_pairs"],
-    check_specs=[_accounted("image_hash_index")],
+    deps=["screened_pairs", "screened_dataset_pairs"],
+    check_specs=[accounted("image_hash_index")],
     automation_condition=dg.AutomationCondition.eager(),
     description=(
         "Every distinct image screened so far (all shards and datasets): its sha256, perceptual hash, and which copy its "
@@ -67,13 +83,13 @@ def image_hash_index(context: dg.AssetExecutionContext, profile: ProfileResource
         covered = write_hash_index(storage.storage, con, out, profile.settings.filters.dedup.max_hamming)
         out.source = {"covers": ",".join(f"{m.asset}/{m.partition}" for m in covered)}
     context.log.info(f"hash index over {len(covered)} screened partitions: {out.manifest.rows_out} distinct images")
-    yield _output(storage, out.manifest, screened_partitions=len(covered))
+    yield output(storage, out.manifest, screened_partitions=len(covered))
     yield accounting_check(duckdb, out.manifest)
 
 
 @dg.asset(
     group_name=GROUP,
-    check_specs=[_accounted("benchmark_image_index")],
+    check_specs=[accounted("benchmark_image_index")],
     # Built once when missing (on_missing would skip an asset missing from the start);
     # a failed build waits for a person rather than retrying every tick.
     automation_condition=dg.AutomationCondition.missing() & ~dg.AutomationCondition.in_progress() & ~dg.AutomationCondition.execution_failed(),
@@ -86,13 +102,13 @@ def benchmark_image_index(profile: ProfileResource, storage: StorageResource, du
     filters = profile.settings.filters
     with StageWriter(storage.storage, "benchmark_image_index", None, BENCHMARK_INDEX, BENCHMARK_INDEX_VERSION) as out:
         write_benchmark_index(filters.decontamination, filters.image_safety, out)
-    yield _output(storage, out.manifest, benchmarks=dg.MetadataValue.json(sorted(filters.decontamination.benchmarks)))
+    yield output(storage, out.manifest, benchmarks=dg.MetadataValue.json(sorted(filters.decontamination.benchmarks)))
     yield accounting_check(duckdb, out.manifest)
 
 
 @dg.asset(
     group_name=GROUP,
-    check_specs=[_accounted("document_image_reference")],
+    check_specs=[accounted("document_image_reference")],
     automation_condition=dg.AutomationCondition.missing() & ~dg.AutomationCondition.in_progress() & ~dg.AutomationCondition.execution_failed(),
     description=(
         "Embeddings of the document images (infographics, charts, diagrams) that training images are compared with, "
@@ -109,7 +125,7 @@ def document_image_reference(profile: ProfileResource, storage: StorageResource,
                 out.reject(record_id, row.reason, row.detail)
             else:
                 out.write(row)
-    yield _output(storage, out.manifest, encoder=encoder.name)
+    yield output(storage, out.manifest, encoder=encoder.name)
     yield accounting_check(duckdb, out.manifest)
 
 
@@ -117,17 +133,10 @@ def document_image_reference(profile: ProfileResource, storage: StorageResource,
     group_name=GROUP,
     partitions_def=warc_shards,
     check_specs=[
-        _accounted("filtered_pairs"),
-        dg.AssetCheckSpec("no_benchmark_overlap", asset="filtered_pairs", description="No kept image is within the decontamination distance of a benchmark image or uses a benchmark's Visual Genome id."),
+        accounted("filtered_pairs"),
+        no_overlap_check("filtered_pairs"),
     ],
-    automation_condition=(
-        # Re-filter every shard when the index is rebuilt (a new shard can make an old
-        # shard's copy a duplicate); a new shard alone waits for the index to cover it.
-        dg.AutomationCondition.any_deps_updated().allow(dg.AssetSelection.assets("image_hash_index")).since_last_handled()
-        & ~dg.AutomationCondition.any_deps_missing()
-        & ~dg.AutomationCondition.any_deps_in_progress()
-        & ~dg.AutomationCondition.in_progress()
-    ),
+    automation_condition=REFILTER_ON_NEW_INDEX,
     description=(
         "Screened pairs without benchmark images, duplicate images (exact and near, across every source), repeated "
         "(image, text) pairs, or images too similar to document images."
@@ -144,22 +153,31 @@ def filtered_pairs(
     benchmark_image_index: Manifest,
     document_image_reference: Manifest,
 ):
+    yield from filter_outputs(
+        "filtered_pairs", context.partition_key, profile, storage, duckdb,
+        screened_pairs, pair_images, image_hash_index, benchmark_image_index, document_image_reference,
+    )
+
+
+def filter_outputs(asset: str, partition: str, profile, storage, duckdb, screened: Manifest, images: Manifest, index: Manifest, benchmarks: Manifest, documents_reference: Manifest):
+    """The filtered asset of any source family: its output, accounting and decontamination audit."""
     filters = profile.settings.filters
     max_hamming = filters.decontamination.max_hamming
-    documents = _document_check(profile, storage, document_image_reference) if filters.document_filter.enabled else None
+    documents = _document_check(profile, storage, documents_reference) if filters.document_filter.enabled else None
     with (
-        StageWriter(storage.storage, "filtered_pairs", context.partition_key, schemas.FILTERED_PAIRS, schemas.FILTERED_PAIRS_VERSION) as out,
+        StageWriter(storage.storage, asset, partition, schemas.FILTERED_PAIRS, schemas.FILTERED_PAIRS_VERSION) as out,
         duckdb.connect() as con,
     ):
         filter_partition(
-            con, screened_pairs.data_url, image_hash_index.data_url, benchmark_image_index.data_url, out, max_hamming,
-            documents=documents, storage=storage.storage, images_url=pair_images.data_url,
+            con, screened.data_url, index.data_url, benchmarks.data_url, out, max_hamming,
+            documents=documents, storage=storage.storage, images_url=images.data_url,
         )
-    yield _output(storage, out.manifest)
+    yield output(storage, out.manifest)
     yield accounting_check(duckdb, out.manifest)
     with duckdb.connect() as con:
-        overlaps = benchmark_overlaps(con, out.manifest.data_url, benchmark_image_index.data_url, max_hamming)
+        overlaps = benchmark_overlaps(con, out.manifest.data_url, benchmarks.data_url, max_hamming)
     yield dg.AssetCheckResult(
+        asset_key=asset,
         check_name="no_benchmark_overlap",
         passed=not overlaps,
         metadata={"overlapping_pairs": len(overlaps), "examples": dg.MetadataValue.json(overlaps[:10])},
@@ -194,7 +212,7 @@ filtered_splits = dg.define_asset_job(
 # after the index every shard is re-filtered, without anyone pressing a button.
 filters_automation = dg.AutomationConditionSensorDefinition(
     "filters_automation",
-    target=dg.AssetSelection.groups(GROUP),
+    target=dg.AssetSelection.groups(GROUP, "datasets"),
     default_status=dg.DefaultSensorStatus.RUNNING,
     minimum_interval_seconds=30,
     description="Rebuilds the dedup/benchmark indexes when shards are screened, then re-filters every shard.",

@@ -4,8 +4,9 @@ Input: every screened pair of every shard and dataset ever ingested. An image is
 bytes' sha256; an origin is what brought it (a web page, a dataset record). The result
 depends only on the set of pairs, never on the order shards arrived in:
 
-- exact duplicates: the same bytes from several origins are kept from one origin only,
-  the smallest (source, origin id). All texts that origin gave the image stay (a
+- exact duplicates: the same bytes from several origins are kept from one origin only:
+  a curated dataset's before a web page's (its text is a written caption, not an alt
+  attribute), then the smallest (source, origin id). All texts that origin gave the image stay (a
   dataset's five captions of one photo are not duplicates of each other).
 - near duplicates: images whose perceptual hashes differ in at most ``max_hamming``
   bits are joined into clusters (transitively); each cluster keeps one image, the one
@@ -23,12 +24,16 @@ import pyarrow as pa
 
 from asagi_dagster.storage import MANIFEST_FILE, Manifest, StageWriter, Storage
 
+# An origin's sort key: "0:" for curated datasets, "1:" for the web, so the minimum is
+# the preferred copy. filtered_pairs compares the same key.
+ORIGIN_KEY_SQL = "(CASE WHEN source = 'web' THEN '1:' ELSE '0:' END || source || '/' || origin_id)"
+
 INDEX_VERSION = 1
 INDEX_SCHEMA = pa.schema(
     [
         ("image_sha256", pa.string()),
         ("image_phash", pa.int64()),
-        ("first_origin", pa.string()),  # smallest "<source>/<origin_id>" that has this image
+        ("first_origin", pa.string()),  # preferred origin key (ORIGIN_KEY_SQL) that has this image
         ("origins", pa.int64()),  # how many origins have these exact bytes
         ("keeper_sha256", pa.string()),  # the image its near-duplicate cluster keeps
         ("keeper_origin", pa.string()),
@@ -43,10 +48,9 @@ def build_hash_index(con: duckdb.DuckDBPyConnection, screened_urls: list[str], m
     if not screened_urls:
         return INDEX_SCHEMA.empty_table()
     con.execute(
-        """CREATE OR REPLACE TEMP TABLE images AS
+        f"""CREATE OR REPLACE TEMP TABLE images AS
            SELECT image_sha256, any_value(image_phash) AS image_phash,
-                  min(source || '/' || origin_id) AS first_origin,
-                  count(DISTINCT source || '/' || origin_id) AS origins
+                  min({ORIGIN_KEY_SQL}) AS first_origin, count(DISTINCT {ORIGIN_KEY_SQL}) AS origins
            FROM read_parquet(?) GROUP BY image_sha256""",
         [screened_urls],
     )
@@ -113,7 +117,7 @@ def _cluster_keepers(images: list[tuple], edges: list[tuple[str, str]]) -> dict[
     return {sha: best[root(sha)] for sha in parent}
 
 
-SCREENED_ASSETS = ("screened_pairs",)  # every source family's screened pairs
+SCREENED_ASSETS = ("screened_pairs", "screened_dataset_pairs")  # every source family's screened pairs
 
 
 def screened_manifests(storage: Storage) -> list[Manifest]:

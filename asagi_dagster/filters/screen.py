@@ -56,3 +56,21 @@ def screened_row(image: dict, origin_id: str, source: str, shard: str, field: st
         "animated": header.animated,
         "colour_spread": kept.colour_spread,
     }
+
+
+def screen_dataset_pairs(storage: Storage, pairs_url: str, out: StageWriter, settings: FilterSettings, rule_overrides: dict[str, dict]) -> None:
+    """A dataset's pairs through the same rules (with the dataset's overrides, e.g.
+    ASCII-only off for an English dataset). Rows in: one per dataset pair."""
+    screen = PairScreen(settings.with_rule_overrides(rule_overrides))
+    columns = ["pair_id", "origin_id", "text", "question", "answer", "vg_image_id", "bytes"]
+    for batch in storage.iter_batches(storage.strip_protocol(pairs_url), columns, batch_rows=64):
+        for pair in batch.to_pylist():
+            out.count_in()
+            field, caption = ("text", pair["text"]) if pair["text"] else ("question+answer", f"{pair['question']} {pair['answer']}")
+            try:
+                kept = screen.check(caption, pair["bytes"])
+            except Rejected as rejected:
+                out.reject(pair["pair_id"], rejected.reason, rejected.detail)
+                continue
+            out.write(screened_row(pair, pair["origin_id"], out.partition, out.partition, field, caption, kept))
+    out.rule_stats = screen.stats.as_rows()

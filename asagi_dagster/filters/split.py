@@ -11,6 +11,7 @@ from __future__ import annotations
 import duckdb
 
 from asagi_dagster.filters import Rejected
+from asagi_dagster.filters.dedup import ORIGIN_KEY_SQL
 from asagi_dagster.filters.documents import DocumentCheck, small_image
 from asagi_dagster.filters.rules import RuleStats
 from asagi_dagster.storage import StageWriter, Storage
@@ -38,7 +39,7 @@ def filter_partition(
     With ``documents``, the image bytes come from ``images_url`` (rows with pair_id and
     bytes, read through ``storage``)."""
     result = con.execute(
-        f"""WITH s AS (SELECT *, source || '/' || origin_id AS origin FROM read_parquet(?)),
+        f"""WITH s AS (SELECT *, {ORIGIN_KEY_SQL} AS origin FROM read_parquet(?)),
                  bench AS (SELECT * FROM read_parquet(?)),
                  near_bench AS (
                      SELECT s.pair_id, arg_min(b.record_id, bit_count(xor(s.image_phash, b.image_phash))) AS hit,

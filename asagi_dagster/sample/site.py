@@ -8,13 +8,14 @@ ingest runs on it.
 from __future__ import annotations
 
 import io
+import json
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
 from PIL import Image
 
-from asagi_dagster.config import BenchmarkImages, FilterSettings
+from asagi_dagster.config import BenchmarkImages, DatasetSource, FilterSettings
 from asagi_dagster.sample.documents import bar_chart, reference_documents
 from asagi_dagster.sample.warcs import ShardWriter
 
@@ -168,6 +169,40 @@ def write_filter_sample(filters: FilterSettings) -> list[Path]:
         for name, image in reference_documents().items():
             if _write_if_changed(Path(folder) / name, _png(image)):
                 written.append(Path(folder) / name)
+    return written
+
+
+# A stand-in open dataset (imagefolder layout): captions of scikit-image photos, one of
+# them the blog's cat photo at another size (a near duplicate across sources), two
+# captions of one photo, and the broken rows real datasets have.
+SAMPLE_DATASET = "sample-captions"
+SAMPLE_DATASET_ROWS = [
+    {"file_name": "cat.png", "image_id": "img-1", "caption": "窓辺で外を眺める茶トラの猫"},
+    {"file_name": "astronaut.png", "image_id": "img-2", "caption": "宇宙服を着て微笑む飛行士"},
+    {"file_name": "astronaut.png", "image_id": "img-2", "caption": "星条旗の前に立つ宇宙飛行士の写真"},
+    {"file_name": "coffee.png", "image_id": "img-3", "caption": ""},
+    {"file_name": "missing.png", "image_id": "img-4", "caption": "見つからない画像の説明"},
+    {"file_name": "motorcycle.png", "image_id": "img-5", "caption": "赤いオートバイの側面写真"},
+]
+SAMPLE_DATASET_IMAGES = {"cat.png": ("chelsea.png", 360), "astronaut.png": ("astronaut.png", 400), "coffee.png": ("coffee.png", 400), "motorcycle.png": ("motorcycle_left.png", 420)}
+
+
+def write_dataset_sample(datasets: dict[str, DatasetSource]) -> list[Path]:
+    """Fill the profile's ``sample-captions`` dataset folder, if it has one."""
+    source = datasets.get(SAMPLE_DATASET)
+    if source is None or source.format != "imagefolder" or not source.path:
+        return []
+    folder = Path(source.path)
+    written = []
+    for file, (photo, side) in SAMPLE_DATASET_IMAGES.items():
+        with resources.as_file(resources.files("skimage") / "data" / photo) as path:
+            image = Image.open(path).convert("RGB")
+        image.thumbnail((side, side))
+        if _write_if_changed(folder / file, _png(image)):
+            written.append(folder / file)
+    metadata = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in SAMPLE_DATASET_ROWS).encode()
+    if _write_if_changed(folder / "metadata.jsonl", metadata):
+        written.append(folder / "metadata.jsonl")
     return written
 
 

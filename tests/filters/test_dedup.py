@@ -67,10 +67,17 @@ def test_index_is_the_same_whatever_order_shards_arrive_in(tmp_path):
     results = [index_decisions(tmp_path / "-".join(order), list(order)) for order in itertools.permutations("abc")]
     assert all(result == results[0] for result in results)
     decisions = results[0]
-    assert decisions["sha-cat"] == ("sha-cat", "web/page-a")  # page-a < page-b
-    assert decisions["sha-cat-small"] == ("sha-cat", "web/page-a")  # near duplicate of the cat
-    assert decisions["sha-dog"] == ("sha-dog", "web/page-b")
-    assert decisions["sha-stair"] == ("sha-stair", "stair/stair/img-7")
+    assert decisions["sha-cat"] == ("sha-cat", "1:web/page-a")  # page-a < page-b
+    assert decisions["sha-cat-small"] == ("sha-cat", "1:web/page-a")  # near duplicate of the cat
+    assert decisions["sha-dog"] == ("sha-dog", "1:web/page-b")
+    assert decisions["sha-stair"] == ("sha-stair", "0:stair/stair/img-7")
+
+
+def test_a_curated_dataset_copy_wins_over_a_web_copy(tmp_path):
+    web = [pair("w1", "page-a", "sha-x", BASE)]
+    dataset = [pair("d1", "img-9", "sha-x-resized", flip(BASE, 2), source="yj-captions")]  # "yj" > "web" by name
+    table = build_hash_index(duckdb.connect(), [write(tmp_path / "w.parquet", web), write(tmp_path / "d.parquet", dataset)], 4)
+    assert {row["image_sha256"]: row["keeper_origin"] for row in table.to_pylist()} == {"sha-x": "0:yj-captions/img-9", "sha-x-resized": "0:yj-captions/img-9"}
 
 
 def test_near_duplicate_distance_is_configurable(tmp_path):

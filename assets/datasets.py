@@ -1,0 +1,94 @@
+"""Open-dataset sources: one static partition per dataset in the profile, read into the
+common pair schema, then through the same rules, dedup, decontamination and document
+filter as web pairs."""
+
+import dagster as dg
+
+from asagi_dagster.config import AsagiConfig
+from asagi_dagster.datasets import DATASET_PAIRS, DATASET_PAIRS_VERSION, iter_dataset
+from asagi_dagster.filters import Rejected, schemas
+from asagi_dagster.filters.screen import screen_dataset_pairs
+from asagi_dagster.storage import Manifest, StageWriter
+from assets.filters import REFILTER_ON_NEW_INDEX, accounted, filter_outputs, no_overlap_check, output
+from assets.metadata import accounting_check
+from resources.storage import DuckDBResource, ProfileResource, StorageResource
+
+GROUP = "datasets"
+
+
+def build_dataset_assets(config: AsagiConfig) -> tuple[list, list]:
+    """(assets, jobs) for the datasets the profile lists (the partition set follows it)."""
+    datasets = dg.StaticPartitionsDefinition(sorted(config.sources.datasets))
+
+    @dg.asset(
+        group_name=GROUP,
+        partitions_def=datasets,
+        check_specs=[accounted("dataset_pairs")],
+        description="An open image-text dataset (local Parquet/JSONL/imagefolder, or a hub id where reachable) in the common pair schema: image bytes, caption or question/answer, language, licence.",
+    )
+    def dataset_pairs(context: dg.AssetExecutionContext, profile: ProfileResource, storage: StorageResource, duckdb: DuckDBResource):
+        name = context.partition_key
+        source = profile.settings.sources.datasets[name]
+        with StageWriter(storage.storage, "dataset_pairs", name, DATASET_PAIRS, DATASET_PAIRS_VERSION) as out:
+            out.source = {"licence": source.licence, "language": source.language, "from": source.hub_id or source.path or ""}
+            for pair_id, row in iter_dataset(name, source):
+                out.count_in()
+                if isinstance(row, Rejected):
+                    out.reject(pair_id, row.reason, row.detail)
+                else:
+                    out.write(row, size_hint=len(row["bytes"]))
+        yield output(storage, out.manifest)
+        yield accounting_check(duckdb, out.manifest)
+
+    @dg.asset(
+        group_name=GROUP,
+        partitions_def=datasets,
+        check_specs=[accounted("screened_dataset_pairs")],
+        description="A dataset's pairs through the Asagi rules and image safety (with the dataset's rule overrides), with image facts and hashes.",
+    )
+    def screened_dataset_pairs(
+        context: dg.AssetExecutionContext, profile: ProfileResource, storage: StorageResource, duckdb: DuckDBResource, dataset_pairs: Manifest
+    ):
+        name = context.partition_key
+        settings = profile.settings
+        with StageWriter(storage.storage, "screened_dataset_pairs", name, schemas.SCREENED_PAIRS, schemas.SCREENED_PAIRS_VERSION) as out:
+            screen_dataset_pairs(storage.storage, dataset_pairs.data_url, out, settings.filters, settings.sources.datasets[name].rules)
+        yield output(storage, out.manifest)
+        yield accounting_check(duckdb, out.manifest)
+
+    @dg.asset(
+        group_name=GROUP,
+        partitions_def=datasets,
+        check_specs=[accounted("filtered_dataset_pairs"), no_overlap_check("filtered_dataset_pairs")],
+        automation_condition=REFILTER_ON_NEW_INDEX,
+        description="A dataset's screened pairs without benchmark images, duplicates (against every source) or document images.",
+    )
+    def filtered_dataset_pairs(
+        context: dg.AssetExecutionContext,
+        profile: ProfileResource,
+        storage: StorageResource,
+        duckdb: DuckDBResource,
+        screened_dataset_pairs: Manifest,
+        dataset_pairs: Manifest,
+        image_hash_index: Manifest,
+        benchmark_image_index: Manifest,
+        document_image_reference: Manifest,
+    ):
+        yield from filter_outputs(
+            "filtered_dataset_pairs", context.partition_key, profile, storage, duckdb,
+            screened_dataset_pairs, dataset_pairs, image_hash_index, benchmark_image_index, document_image_reference,
+        )
+
+    ingest = dg.define_asset_job(
+        "dataset_ingest",
+        selection=dg.AssetSelection.assets("dataset_pairs", "screened_dataset_pairs"),
+        partitions_def=datasets,
+        description="Read one open dataset and screen its pairs.",
+    )
+    filtered = dg.define_asset_job(
+        "filtered_dataset_splits",
+        selection=dg.AssetSelection.assets("filtered_dataset_pairs"),
+        partitions_def=datasets,
+        description="Filter one dataset's screened pairs against the indexes (run after filter_indexes).",
+    )
+    return [dataset_pairs, screened_dataset_pairs, filtered_dataset_pairs], [ingest, filtered]
