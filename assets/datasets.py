@@ -6,7 +6,7 @@ import dagster as dg
 
 from asagi_dagster.config import AsagiConfig
 from asagi_dagster.datasets import DATASET_PAIRS, DATASET_PAIRS_VERSION, iter_dataset
-from asagi_dagster.filters import Rejected, schemas
+from asagi_dagster.filters import schemas, write_outcomes
 from asagi_dagster.filters.screen import screen_dataset_pairs
 from asagi_dagster.storage import Manifest, StageWriter
 from assets.filters import REFILTER_ON_NEW_INDEX, accounted, filter_outputs, no_overlap_check, output
@@ -31,12 +31,7 @@ def build_dataset_assets(config: AsagiConfig) -> tuple[list, list]:
         source = profile.settings.sources.datasets[name]
         with StageWriter(storage.storage, "dataset_pairs", name, DATASET_PAIRS, DATASET_PAIRS_VERSION) as out:
             out.source = {"licence": source.licence, "language": source.language, "from": source.hub_id or source.path or ""}
-            for pair_id, row in iter_dataset(name, source):
-                out.count_in()
-                if isinstance(row, Rejected):
-                    out.reject(pair_id, row.reason, row.detail)
-                else:
-                    out.write(row, size_hint=len(row["bytes"]))
+            write_outcomes(out, iter_dataset(name, source))
         yield output(storage, out.manifest)
         yield accounting_check(duckdb, out.manifest)
 

@@ -5,7 +5,7 @@ filtered pairs with an audit that proves no benchmark image is left."""
 import dagster as dg
 import numpy as np
 
-from asagi_dagster.filters import Rejected, schemas
+from asagi_dagster.filters import schemas, write_outcomes
 from asagi_dagster.filters.documents import REFERENCE_SCHEMA, REFERENCE_VERSION, DocumentCheck, DocumentScorer, document_encoder, reference_rows
 from asagi_dagster.filters.decontam import BENCHMARK_INDEX, BENCHMARK_INDEX_VERSION, write_benchmark_index
 from asagi_dagster.filters.dedup import INDEX_SCHEMA, INDEX_VERSION, write_hash_index
@@ -18,6 +18,10 @@ from assets.web import warc_shards
 from resources.storage import DuckDBResource, ProfileResource, StorageResource
 
 GROUP = "filters"
+
+# Built once when missing (on_missing would skip an asset missing from the start);
+# a failed build waits for a person rather than retrying every tick.
+BUILD_WHEN_MISSING = dg.AutomationCondition.missing() & ~dg.AutomationCondition.in_progress() & ~dg.AutomationCondition.execution_failed()
 
 # Re-filter every partition when the index is rebuilt (a new shard can make an old
 # shard's copy a duplicate); a new partition alone waits for the index to cover it.
@@ -90,9 +94,7 @@ def image_hash_index(context: dg.AssetExecutionContext, profile: ProfileResource
 @dg.asset(
     group_name=GROUP,
     check_specs=[accounted("benchmark_image_index")],
-    # Built once when missing (on_missing would skip an asset missing from the start);
-    # a failed build waits for a person rather than retrying every tick.
-    automation_condition=dg.AutomationCondition.missing() & ~dg.AutomationCondition.in_progress() & ~dg.AutomationCondition.execution_failed(),
+    automation_condition=BUILD_WHEN_MISSING,
     description=(
         "Perceptual hashes of every evaluation image (Heron-Bench, JA-VLM-Bench-In-the-Wild, JA-VG-VQA-500) and the "
         "Visual Genome ids JA-VG-VQA-500 uses, from the profile's filters.decontamination.benchmarks paths."
@@ -109,7 +111,7 @@ def benchmark_image_index(profile: ProfileResource, storage: StorageResource, du
 @dg.asset(
     group_name=GROUP,
     check_specs=[accounted("document_image_reference")],
-    automation_condition=dg.AutomationCondition.missing() & ~dg.AutomationCondition.in_progress() & ~dg.AutomationCondition.execution_failed(),
+    automation_condition=BUILD_WHEN_MISSING,
     description=(
         "Embeddings of the document images (infographics, charts, diagrams) that training images are compared with, "
         "made by the profile's document encoder (models.document_encoder) from filters.document_filter.reference_images."
@@ -119,12 +121,7 @@ def document_image_reference(profile: ProfileResource, storage: StorageResource,
     config = profile.settings
     encoder = document_encoder(config)
     with StageWriter(storage.storage, "document_image_reference", None, REFERENCE_SCHEMA, REFERENCE_VERSION) as out:
-        for record_id, row in reference_rows(config.filters.document_filter, encoder, config.filters.image_safety):
-            out.count_in()
-            if isinstance(row, Rejected):
-                out.reject(record_id, row.reason, row.detail)
-            else:
-                out.write(row)
+        write_outcomes(out, reference_rows(config.filters.document_filter, encoder, config.filters.image_safety))
     yield output(storage, out.manifest, encoder=encoder.name)
     yield accounting_check(duckdb, out.manifest)
 

@@ -9,3 +9,13 @@ class Rejected(Exception):
         super().__init__(f"{reason}: {detail}" if detail else reason)
         self.reason = reason
         self.detail = detail
+
+
+def write_outcomes(out, outcomes) -> None:
+    """Write (record id, row or Rejected) pairs to a StageWriter, counting each one in."""
+    for record_id, row in outcomes:
+        out.count_in()
+        if isinstance(row, Rejected):
+            out.reject(record_id, row.reason, row.detail)
+        else:
+            out.write(row, size_hint=len(row.get("bytes") or b""))

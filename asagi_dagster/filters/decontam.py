@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from asagi_dagster.config import BenchmarkImages, DecontaminationSettings, ImageSafetySettings
-from asagi_dagster.filters import Rejected
+from asagi_dagster.filters import Rejected, write_outcomes
 from asagi_dagster.filters.images import decode_small, perceptual_hash, read_header
 from asagi_dagster.storage import StageWriter
 
@@ -93,9 +93,4 @@ def _vg_ids(path: Path) -> Iterator[tuple[int, int]]:
 
 def write_benchmark_index(settings: DecontaminationSettings, safety: ImageSafetySettings, out: StageWriter) -> None:
     for name, paths in sorted(settings.benchmarks.items()):
-        for record_id, row in benchmark_rows(name, paths, safety):
-            out.count_in()
-            if isinstance(row, Rejected):
-                out.reject(record_id, row.reason, row.detail)
-            else:
-                out.write(row)
+        write_outcomes(out, benchmark_rows(name, paths, safety))
