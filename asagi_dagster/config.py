@@ -234,6 +234,14 @@ class FilterSettings(_Strict):
     document_filter: DocumentFilterSettings = DocumentFilterSettings()
 
 
+class ReferenceTextSettings(_Strict):
+    """How a page's main text becomes candidate sentences for its images."""
+
+    min_extracted_chars: int = Field(20, ge=1, description="trafilatura's MIN_EXTRACTED_SIZE: below it, it flattens the whole page.")
+    min_sentence_chars: int = Field(5, ge=1)
+    max_sentence_chars: int = Field(300, ge=1)
+
+
 class SampleSettings(_Strict):
     """The embedded default's bundled sample site (generated at first run)."""
 
@@ -257,6 +265,7 @@ class AsagiConfig(_Strict):
     storage: StorageSettings
     sources: SourcesSettings
     filters: FilterSettings = FilterSettings()
+    reference_texts: ReferenceTextSettings = ReferenceTextSettings()
     dagster: DagsterSettings
     sample: SampleSettings | None = None
     models: dict[str, ModelRef] = {}
