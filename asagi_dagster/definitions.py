@@ -27,6 +27,7 @@ def build_definitions(config_path: str | None = None) -> dg.Definitions:
             filters.benchmark_image_index,
             filters.document_image_reference,
             filters.filtered_pairs,
+            filters.reference_texts,
             *dataset_assets,
         ],
         jobs=[web.web_ingest, filters.filter_indexes, filters.filtered_splits, *dataset_jobs],

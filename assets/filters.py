@@ -12,6 +12,8 @@ from asagi_dagster.filters.dedup import INDEX_SCHEMA, INDEX_VERSION, write_hash_
 from asagi_dagster.filters.screen import screen_web_pairs
 from asagi_dagster.filters.split import filter_partition
 from asagi_dagster.query import benchmark_overlaps
+from asagi_dagster.reference import REFERENCE_TEXTS, REFERENCE_TEXTS_VERSION
+from asagi_dagster.reference.scoring import load_scorer, write_reference_texts
 from asagi_dagster.storage import Manifest, StageWriter
 from assets.metadata import accounting_check, manifest_metadata, rule_stats_metadata
 from assets.web import warc_shards
@@ -181,6 +183,37 @@ def filter_outputs(asset: str, partition: str, profile, storage, duckdb, screene
     )
 
 
+@dg.asset(
+    group_name=GROUP,
+    partitions_def=warc_shards,
+    check_specs=[accounted("reference_texts")],
+    automation_condition=dg.AutomationCondition.eager(),
+    description=(
+        "For each filtered web pair, the sentence of its page's main text (trafilatura) that a CLIP-style model "
+        "(models.reference_scorer) scores closest to the image, or its own caption if that scores higher; with the score "
+        "and the runner-ups' scores."
+    ),
+)
+def reference_texts(
+    context: dg.AssetExecutionContext,
+    profile: ProfileResource,
+    storage: StorageResource,
+    duckdb: DuckDBResource,
+    filtered_pairs: Manifest,
+    web_documents: Manifest,
+    pair_images: Manifest,
+):
+    config = profile.settings
+    scorer = load_scorer(config)
+    with StageWriter(storage.storage, "reference_texts", context.partition_key, REFERENCE_TEXTS, REFERENCE_TEXTS_VERSION) as out:
+        write_reference_texts(
+            storage.storage, filtered_pairs.data_url, web_documents.data_url, pair_images.data_url, out,
+            config.reference_texts, scorer, config.filters.image_safety,
+        )
+    yield output(storage, out.manifest, scorer=scorer.name)
+    yield accounting_check(duckdb, out.manifest)
+
+
 def _document_check(profile: ProfileResource, storage: StorageResource, reference: Manifest) -> DocumentCheck:
     config = profile.settings
     settings = config.filters.document_filter
@@ -200,9 +233,9 @@ filter_indexes = dg.define_asset_job(
 
 filtered_splits = dg.define_asset_job(
     "filtered_splits",
-    selection=dg.AssetSelection.assets("filtered_pairs"),
+    selection=dg.AssetSelection.assets("filtered_pairs", "reference_texts"),
     partitions_def=warc_shards,
-    description="Filter one shard's screened pairs against the indexes (run after filter_indexes).",
+    description="Filter one shard's screened pairs against the indexes (run after filter_indexes), then find their reference texts.",
 )
 
 # Runs the automation conditions above: after shards are screened the index is rebuilt,

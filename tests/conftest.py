@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -25,7 +26,7 @@ def write_profile(directory: Path, **overrides) -> Path:
         },
         "dagster": {"home": str(directory / "dagster_home")},
         "filters": {"document_filter": {"reference_images": str(directory / "document_reference")}},
-        "models": {"document_encoder": {"id": "builtin:pixel-stats"}},
+        "models": {"document_encoder": {"id": "builtin:pixel-stats"}, "reference_scorer": {"id": "builtin:tiny-clip-ja"}},
     }
     _merge(profile, overrides)
     path = directory / "profile.yaml"
@@ -39,6 +40,14 @@ def _merge(base: dict, extra: dict) -> None:
             _merge(base[key], value)
         else:
             base[key] = value
+
+
+@pytest.fixture(scope="session", autouse=True)
+def model_cache(tmp_path_factory):
+    """Tiny models are built once per test session, outside the user's cache."""
+    path = tmp_path_factory.mktemp("models")
+    os.environ["ASAGI_MODEL_CACHE"] = str(path)  # subprocesses (the CLI tests) inherit it
+    return path
 
 
 @pytest.fixture

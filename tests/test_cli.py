@@ -47,7 +47,7 @@ def test_demo_then_sync_and_report(cli_env):
     assert "web_ingest sample-00002.warc: success" in demo.stdout
     assert "filtered_splits sample-00002.warc: success" in demo.stdout
     report = json.loads(asagi(cli_env, "report", "--json").stdout)
-    assert len(report) == 24  # 7 per-shard assets x 3 shards, the two indexes and the document reference
+    assert len(report) == 27  # 8 per-shard assets x 3 shards, the two indexes and the document reference
     for row in report:
         assert row["rows_in"] == row["rows_out"] + row["rows_rejected"], row
         assert sum(row["rejected_by_reason"].values()) == row["rows_rejected"]

@@ -13,7 +13,7 @@ from asagi_dagster.definitions import build_definitions
 from asagi_dagster.sample.site import write_sample
 
 SHARD_INGEST = {"web_documents", "web_images", "image_text_pairs", "interleaved_documents", "pair_images", "screened_pairs"}
-ASSETS = SHARD_INGEST | {"image_hash_index", "benchmark_image_index", "document_image_reference", "filtered_pairs"} | {
+ASSETS = SHARD_INGEST | {"image_hash_index", "benchmark_image_index", "document_image_reference", "filtered_pairs", "reference_texts"} | {
     "dataset_pairs", "screened_dataset_pairs", "filtered_dataset_pairs"
 }
 

@@ -18,6 +18,7 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 from asagi_dagster.config import ModelRef
+from asagi_dagster.models.clip import DualEncoder, unit_rows
 
 BUILTIN_PIXEL_STATS = "builtin:pixel-stats"
 
@@ -41,7 +42,7 @@ class PixelStatsEncoder:
     input_side = 256
 
     def embed(self, images: list[Image.Image]) -> np.ndarray:
-        return _unit(np.stack([self._features(image) for image in images]).astype(np.float32))
+        return unit_rows(np.stack([self._features(image) for image in images]).astype(np.float32))
 
     @staticmethod
     def _features(image: Image.Image) -> np.ndarray:
@@ -62,29 +63,12 @@ class PixelStatsEncoder:
 
 
 class HFImageEncoder:
-    """CLIP/SigLIP image tower through transformers' AutoModel.get_image_features."""
+    """The image tower of a CLIP/SigLIP model (its text tower is not loaded)."""
 
     def __init__(self, model: ModelRef, allow_hub: bool = False):
-        import torch
-        from transformers import AutoImageProcessor, AutoModel
-
-        self._torch = torch
-        options = {"revision": model.revision, "local_files_only": not allow_hub}
-        self.processor = AutoImageProcessor.from_pretrained(model.id, **options)
-        self.model = AutoModel.from_pretrained(model.id, **options).eval()
-        self.name = f"{model.id}@{model.revision}" if model.revision else model.id
-        size = getattr(self.processor, "size", {}) or {}
-        self.input_side = int(size.get("height") or size.get("shortest_edge") or 224)
+        self.clip = DualEncoder(model, allow_hub, text=False)
+        self.name = self.clip.name
+        self.input_side = self.clip.input_side
 
     def embed(self, images: list[Image.Image]) -> np.ndarray:
-        inputs = self.processor(images=[image.convert("RGB") for image in images], return_tensors="pt")
-        with self._torch.inference_mode():
-            features = self.model.get_image_features(pixel_values=inputs["pixel_values"])
-        if not isinstance(features, self._torch.Tensor):  # some versions return a model output
-            features = features.pooler_output
-        return _unit(features.float().cpu().numpy())
-
-
-def _unit(vectors: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    return (vectors / np.maximum(norms, 1e-12)).astype(np.float32)
+        return self.clip.image_features(images)

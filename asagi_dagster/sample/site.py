@@ -87,6 +87,16 @@ def served_images() -> dict[str, bytes]:
     return images
 
 
+def page_texts() -> list[str]:
+    """The text of every bundled page (for training the tiny models' tokenizers)."""
+    from lxml import html as lxml_html
+
+    texts = []
+    for file in sorted(p.name for p in PAGES.iterdir() if p.name.endswith(".html")):
+        texts += [line.strip() for line in lxml_html.document_fromstring(page_html(file, "http://x")).text_content().splitlines() if line.strip()]
+    return texts
+
+
 def page_html(file: str, images_base: str) -> str:
     host = images_base.split("://", 1)[1]
     return (PAGES / file).read_text(encoding="utf-8").replace("{IMAGES}", images_base).replace("{IMAGES_HOST}", host)

@@ -32,8 +32,8 @@ def test_sample_through_the_filters_with_every_check_passing(tmp_path, served_di
         filtered = {}
         for shard in SHARDS:
             result = defs.resolve_job_def("filtered_splits").execute_in_process(instance=instance, partition_key=shard)
-            checks = {c.check_name: c for c in result.get_asset_check_evaluations()}
-            assert set(checks) == {"rows_accounted", "no_benchmark_overlap"} and all(c.passed for c in checks.values())
+            checks = {(c.asset_key.to_user_string(), c.check_name): c.passed for c in result.get_asset_check_evaluations()}
+            assert checks == {("filtered_pairs", "rows_accounted"): True, ("filtered_pairs", "no_benchmark_overlap"): True, ("reference_texts", "rows_accounted"): True}
             filtered[shard] = result.asset_materializations_for_node("filtered_pairs")[0].metadata
         # Which copy of a duplicate is kept follows the origins' ids, which follow the
         # pages' bytes (they hold the image server's port): count over all shards.
@@ -42,5 +42,7 @@ def test_sample_through_the_filters_with_every_check_passing(tmp_path, served_di
             reasons.update(meta["rejected_by_reason"].value)
         assert reasons == {"benchmark_overlap": 1, "near_duplicate_image": 1, "duplicate_image": 1, "duplicate_pair": 1, "document_image": 1}
         assert "| benchmark_overlap | 5 | 1 | 80.0% |" in filtered["sample-00000.warc.gz"]["rule_pass_rates"].value
+        references = instance.get_latest_materialization_event(dg.AssetKey("reference_texts")).asset_materialization.metadata
+        assert references["scorer"].value.endswith("tiny-clip-ja-v1")
         screened = instance.get_latest_materialization_event(dg.AssetKey("screened_pairs")).asset_materialization.metadata
         assert "| monochrome |" in screened["rule_pass_rates"].value
