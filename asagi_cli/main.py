@@ -53,6 +53,8 @@ def _sample_paths(config: AsagiConfig) -> tuple[Path, Path, str]:
 @click.group()
 def main() -> None:
     """asagi-dagster: web archives to Japanese VLM training data, run by Dagster."""
+    # Model loading draws progress bars; the CLI's console shows only outcomes.
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 
 @main.command()

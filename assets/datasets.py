@@ -9,8 +9,8 @@ from asagi_dagster.datasets import DATASET_PAIRS, DATASET_PAIRS_VERSION, iter_da
 from asagi_dagster.filters import schemas, write_outcomes
 from asagi_dagster.filters.screen import screen_dataset_pairs
 from asagi_dagster.storage import Manifest, StageWriter
-from assets.filters import REFILTER_ON_NEW_INDEX, accounted, filter_outputs, no_overlap_check, output
-from assets.metadata import accounting_check
+from assets.filters import REFILTER_ON_NEW_INDEX, filter_outputs, no_overlap_check, output
+from assets.metadata import accounted, accounting_check
 from resources.storage import DuckDBResource, ProfileResource, StorageResource
 
 GROUP = "datasets"

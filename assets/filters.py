@@ -15,7 +15,7 @@ from asagi_dagster.query import benchmark_overlaps
 from asagi_dagster.reference import REFERENCE_TEXTS, REFERENCE_TEXTS_VERSION
 from asagi_dagster.reference.scoring import load_scorer, write_reference_texts
 from asagi_dagster.storage import Manifest, StageWriter
-from assets.metadata import accounting_check, manifest_metadata, rule_stats_metadata
+from assets.metadata import accounted, accounting_check, manifest_metadata, rule_stats_metadata
 from assets.web import warc_shards
 from resources.storage import DuckDBResource, ProfileResource, StorageResource
 
@@ -33,10 +33,6 @@ REFILTER_ON_NEW_INDEX = (
     & ~dg.AutomationCondition.any_deps_in_progress()
     & ~dg.AutomationCondition.in_progress()
 )
-
-
-def accounted(asset: str) -> dg.AssetCheckSpec:
-    return dg.AssetCheckSpec("rows_accounted", asset=asset, description="rows in = rows out + rows rejected, recounted from the files")
 
 
 def no_overlap_check(asset: str) -> dg.AssetCheckSpec:

@@ -30,6 +30,11 @@ def manifest_metadata(storage: Storage, manifest: Manifest) -> dict:
     return metadata
 
 
+def accounted(asset: str) -> dg.AssetCheckSpec:
+    """The accounting check every asset has (its result: ``accounting_check``)."""
+    return dg.AssetCheckSpec("rows_accounted", asset=asset, description="rows in = rows out + rows rejected, recounted from the files")
+
+
 def rule_stats_metadata(manifest: Manifest) -> dict:
     """Each rule's pass rate among the rows that reached it, as a table and as JSON."""
     if not manifest.rule_stats:

@@ -10,15 +10,11 @@ from asagi_dagster.web.fetch import Fetcher
 from asagi_dagster.web.inbox import Inbox, plan_sync
 from asagi_dagster.web.ingest import extract_pages, ingest_warc
 from asagi_dagster.web.pair_images import gather_pair_images
-from assets.metadata import accounting_check, manifest_metadata
+from assets.metadata import accounted, accounting_check, manifest_metadata
 from resources.storage import DuckDBResource, ProfileResource, StorageResource
 
 GROUP = "web"
 warc_shards = dg.DynamicPartitionsDefinition(name="warc_shards")
-
-
-def _accounted(asset: str) -> dg.AssetCheckSpec:
-    return dg.AssetCheckSpec("rows_accounted", asset=asset, description="rows in = rows out + rows rejected, recounted from the files")
 
 
 @dg.multi_asset(
@@ -26,7 +22,7 @@ def _accounted(asset: str) -> dg.AssetCheckSpec:
         "web_documents": dg.AssetOut(description="HTML responses of a WARC shard, decoded (url, fetch time, charset used, html).", group_name=GROUP),
         "web_images": dg.AssetOut(description="Image responses captured inside a WARC shard (url, content type, bytes).", group_name=GROUP),
     },
-    check_specs=[_accounted("web_documents"), _accounted("web_images")],
+    check_specs=[accounted("web_documents"), accounted("web_images")],
     partitions_def=warc_shards,
 )
 def warc_records(context: dg.AssetExecutionContext, profile: ProfileResource, storage: StorageResource, duckdb: DuckDBResource):
@@ -50,7 +46,7 @@ def warc_records(context: dg.AssetExecutionContext, profile: ProfileResource, st
         "interleaved_documents": dg.AssetOut(description="Per page, its ordered text blocks and image references (MMC4 style).", group_name=GROUP),
     },
     ins={"web_documents": dg.AssetIn()},
-    check_specs=[_accounted("image_text_pairs"), _accounted("interleaved_documents")],
+    check_specs=[accounted("image_text_pairs"), accounted("interleaved_documents")],
     partitions_def=warc_shards,
 )
 def page_structure(
@@ -70,7 +66,7 @@ def page_structure(
 @dg.asset(
     group_name=GROUP,
     partitions_def=warc_shards,
-    check_specs=[_accounted("pair_images")],
+    check_specs=[accounted("pair_images")],
     description="Image bytes for each pair: from the shard's WARC when captured there, else downloaded politely (robots.txt, noai, rate limits).",
 )
 def pair_images(
