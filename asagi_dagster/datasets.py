@@ -83,7 +83,9 @@ def _common_row(name: str, pair_id: str, record_id: str, raw: dict, source: Data
 
 def _text(raw: dict, column: str | None) -> str | None:
     value = raw.get(column) if column else None
-    return " ".join(str(value).split()) or None if value is not None else None
+    if value is None:
+        return None
+    return " ".join(str(value).split()) or None
 
 
 def _image(value, source: DatasetSource) -> tuple[bytes, str | None]:

@@ -19,9 +19,12 @@ max_hamming + 1 bands; two hashes within the distance agree on at least one band
 
 from __future__ import annotations
 
+from collections import Counter
+
 import duckdb
 import pyarrow as pa
 
+from asagi_dagster.filters.images import hamming
 from asagi_dagster.storage import MANIFEST_FILE, Manifest, StageWriter, Storage
 
 # An origin's sort key: "0:" for curated datasets, "1:" for the web, so the minimum is
@@ -59,24 +62,21 @@ def build_hash_index(con: duckdb.DuckDBPyConnection, screened_urls: list[str], m
     keeper = _cluster_keepers(images, edges)
     phash = {sha: value for sha, value, _, _ in images}
     first = {sha: origin for sha, _, origin, _ in images}
-    sizes: dict[str, int] = {}
-    for sha in keeper.values():
-        sizes[sha] = sizes.get(sha, 0) + 1
-    rows = {name: [] for name in INDEX_SCHEMA.names}
-    for sha, value, origin, origins in images:
-        kept = keeper[sha]
-        for name, item in (
-            ("image_sha256", sha),
-            ("image_phash", value),
-            ("first_origin", origin),
-            ("origins", origins),
-            ("keeper_sha256", kept),
-            ("keeper_origin", first[kept]),
-            ("hamming_to_keeper", ((value ^ phash[kept]) & (2**64 - 1)).bit_count()),
-            ("cluster_size", sizes[kept]),
-        ):
-            rows[name].append(item)
-    return pa.table(rows, schema=INDEX_SCHEMA)
+    sizes = Counter(keeper.values())
+    rows = [
+        {
+            "image_sha256": sha,
+            "image_phash": value,
+            "first_origin": origin,
+            "origins": origins,
+            "keeper_sha256": keeper[sha],
+            "keeper_origin": first[keeper[sha]],
+            "hamming_to_keeper": hamming(value, phash[keeper[sha]]),
+            "cluster_size": sizes[keeper[sha]],
+        }
+        for sha, value, origin, origins in images
+    ]
+    return pa.Table.from_pylist(rows, schema=INDEX_SCHEMA)
 
 
 def _near_pairs(con: duckdb.DuckDBPyConnection, max_hamming: int) -> list[tuple[str, str]]:

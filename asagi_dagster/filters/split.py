@@ -9,6 +9,7 @@ UI and ``asagi report`` show what each one cost.
 from __future__ import annotations
 
 import duckdb
+from PIL import Image
 
 from asagi_dagster.filters import Rejected
 from asagi_dagster.filters.dedup import ORIGIN_KEY_SQL
@@ -80,7 +81,7 @@ def filter_partition(
 
 def _drop_documents(survivors: dict[str, dict], documents: DocumentCheck, storage: Storage, images_url: str, out: StageWriter, stats: RuleStats) -> None:
     """Stream the partition's images once, embedding the survivors' in batches."""
-    pending: list[tuple[dict, object]] = []
+    pending: list[tuple[dict, Image.Image]] = []
 
     def flush() -> None:
         for (row, _), problem in zip(pending, documents.problems([image for _, image in pending])):
