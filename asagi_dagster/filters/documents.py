@@ -16,7 +16,7 @@ from asagi_dagster.config import AsagiConfig, ConfigError, DocumentFilterSetting
 from asagi_dagster.filters import Rejected
 from asagi_dagster.filters.decontam import IMAGE_SUFFIXES
 from asagi_dagster.filters.encoders import ImageEncoder, load_image_encoder
-from asagi_dagster.filters.images import decode_small, read_header
+from asagi_dagster.filters.images import small_image
 
 REFERENCE_VERSION = 1
 REFERENCE_SCHEMA = pa.schema([("record_id", pa.string()), ("encoder", pa.string()), ("embedding", pa.list_(pa.float32()))])
@@ -31,12 +31,6 @@ def document_encoder(config: AsagiConfig) -> ImageEncoder:
             "(a CLIP/SigLIP id, or builtin:pixel-stats)"
         )
     return load_image_encoder(model, allow_hub=settings.allow_hub)
-
-
-def small_image(data: bytes, side: int, safety: ImageSafetySettings) -> Image.Image:
-    """The image decoded at about ``side`` pixels, with the screening step's safety rules."""
-    image, _ = read_header(data, safety)
-    return decode_small(image, side)
 
 
 def reference_rows(settings: DocumentFilterSettings, encoder: ImageEncoder, safety: ImageSafetySettings) -> Iterator[tuple[str, dict | Rejected]]:

@@ -75,15 +75,11 @@ def decode_small(image: Image.Image, side: int) -> Image.Image:
         raise Rejected("corrupt_image", f"{type(exc).__name__}: {exc}") from None
 
 
-def decode_rgb(data: bytes, safety: ImageSafetySettings) -> Image.Image:
-    """Full-size RGB decode of one image, with the same safety rules (for encoders and training)."""
+def small_image(data: bytes, side: int, safety: ImageSafetySettings) -> Image.Image:
+    """Bytes to an RGB image of at most about ``side`` pixels, with the same safety rules
+    as screening (for encoders and scorers)."""
     image, _ = read_header(data, safety)
-    try:
-        image.seek(0)
-        image.load()
-        return to_rgb(image)
-    except Exception as exc:  # noqa: BLE001 - as in decode_small
-        raise Rejected("corrupt_image", f"{type(exc).__name__}: {exc}") from None
+    return decode_small(image, side)
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

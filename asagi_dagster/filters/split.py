@@ -13,7 +13,8 @@ from PIL import Image
 
 from asagi_dagster.filters import Rejected
 from asagi_dagster.filters.dedup import ORIGIN_KEY_SQL
-from asagi_dagster.filters.documents import DocumentCheck, small_image
+from asagi_dagster.filters.documents import DocumentCheck
+from asagi_dagster.filters.images import small_image
 from asagi_dagster.filters.rules import RuleStats
 from asagi_dagster.storage import StageWriter, Storage
 

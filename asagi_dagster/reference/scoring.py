@@ -4,11 +4,13 @@ becomes the pair's reference text."""
 
 from __future__ import annotations
 
-from collections import defaultdict
+from dataclasses import dataclass
 
-from asagi_dagster.config import AsagiConfig, ConfigError, ModelRef, ReferenceTextSettings
+import numpy as np
+
+from asagi_dagster.config import AsagiConfig, ConfigError, ImageSafetySettings, ModelRef, ReferenceTextSettings
 from asagi_dagster.filters import Rejected
-from asagi_dagster.filters.documents import small_image
+from asagi_dagster.filters.images import small_image
 from asagi_dagster.models.clip import DualEncoder
 from asagi_dagster.models.tiny import BUILTIN_TINY_CLIP, tiny_clip
 from asagi_dagster.reference.extract import extraction_config, page_sentences
@@ -35,19 +37,17 @@ def write_reference_texts(
     out: StageWriter,
     settings: ReferenceTextSettings,
     scorer: DualEncoder,
-    safety,
+    safety: ImageSafetySettings,
 ) -> None:
-    """Rows in: the shard's filtered pairs. Pages are extracted once each, images
-    decoded once each, both streamed."""
+    """Rows in: the shard's filtered pairs. Each page is extracted and its sentences
+    embedded once, however many of its images were kept; each image is decoded once."""
     pairs = {row["pair_id"]: row for row in storage.iter_rows(storage.strip_protocol(pairs_url), ["pair_id", "origin_id", "caption"])}
-    wanted_docs = defaultdict(list)
-    for row in pairs.values():
-        wanted_docs[row["origin_id"]].append(row["pair_id"])
+    wanted_docs = {row["origin_id"] for row in pairs.values()}
     config = extraction_config(settings)
-    sentences: dict[str, list[str]] = {}
+    pages: dict[str, _Page] = {}
     for doc in storage.iter_rows(storage.strip_protocol(documents_url), ["record_id", "url", "html"], batch_rows=64):
         if doc["record_id"] in wanted_docs:
-            sentences[doc["record_id"]] = page_sentences(doc["html"], doc["url"], settings, config)
+            pages[doc["record_id"]] = _Page(page_sentences(doc["html"], doc["url"], settings, config))
     for batch in storage.iter_batches(storage.strip_protocol(images_url), ["pair_id", "bytes"], batch_rows=64):
         for image in batch.to_pylist():
             pair = pairs.pop(image["pair_id"], None)
@@ -55,7 +55,8 @@ def write_reference_texts(
                 continue  # a pair the filters removed
             out.count_in()
             try:
-                out.write(_reference_row(pair, sentences.get(pair["origin_id"], []), image["bytes"], out.partition, settings, scorer, safety))
+                page = pages.get(pair["origin_id"]) or _Page([])
+                out.write(_reference_row(pair, page, image["bytes"], out.partition, settings, scorer, safety))
             except Rejected as rejected:
                 out.reject(pair["pair_id"], rejected.reason, rejected.detail)
     for pair_id in pairs:  # kept by the filters but gone from the image file: say so
@@ -63,15 +64,26 @@ def write_reference_texts(
         out.reject(pair_id, "image_missing", "not in the shard's pair_images file")
 
 
-def _reference_row(pair: dict, sentences: list[str], data: bytes, shard: str, settings: ReferenceTextSettings, scorer: DualEncoder, safety) -> dict:
+@dataclass
+class _Page:
+    sentences: list[str]
+    features: np.ndarray | None = None  # the sentences' embeddings, made on first use
+
+    def sentence_features(self, scorer: DualEncoder) -> np.ndarray:
+        if self.features is None:
+            self.features = scorer.text_features(self.sentences)
+        return self.features
+
+
+def _reference_row(pair: dict, page: _Page, data: bytes, shard: str, settings: ReferenceTextSettings, scorer: DualEncoder, safety: ImageSafetySettings) -> dict:
+    sentences = page.sentences
     if not sentences:
         raise Rejected("no_usable_sentence", f"the page's main text has no sentence of {settings.min_sentence_chars}-{settings.max_sentence_chars} characters")
     image = scorer.image_features([small_image(data, scorer.input_side, safety)])[0]
-    candidates = [*sentences, pair["caption"]]
-    scores = scorer.text_features(candidates) @ image
+    scores = page.sentence_features(scorer) @ image
+    caption_score = float(scorer.text_features([pair["caption"]])[0] @ image)
     order = sorted(range(len(sentences)), key=lambda i: -scores[i])
     best = order[0]
-    caption_score = float(scores[-1])
     use_caption = caption_score > scores[best]
     return {
         "pair_id": pair["pair_id"],

@@ -7,7 +7,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from asagi_dagster.config import BenchmarkImages, DecontaminationSettings, ImageSafetySettings
+from asagi_dagster.config import BenchmarkImages, ImageSafetySettings
 from asagi_dagster.filters import Rejected
 from asagi_dagster.filters.decontam import BenchmarkSourceError, benchmark_rows
 from asagi_dagster.filters.images import hamming
@@ -76,4 +76,3 @@ def test_profile_paths_resolve_relative_to_the_profile(tmp_path):
     benchmarks = load_config(profile).filters.decontamination.benchmarks
     assert benchmarks["b"].images == str(tmp_path / "bench" / "b")
     assert benchmarks["b"].vg_image_ids == str(tmp_path / "bench" / "ids.txt")
-    assert DecontaminationSettings().benchmarks == {}

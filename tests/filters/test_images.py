@@ -8,11 +8,16 @@ import pytest
 
 from asagi_dagster.config import FilterSettings, ImageSafetySettings
 from asagi_dagster.filters import Rejected
-from asagi_dagster.filters.images import decode_rgb, decode_small, hamming, perceptual_hash, read_header
+from asagi_dagster.filters.images import decode_small, hamming, perceptual_hash, read_header, small_image
 from asagi_dagster.filters.rules import PairScreen
 from tests.filters import images
 
 CAPTION = "縁側で昼寝をする猫"
+
+
+def decode_rgb(data: bytes, safety: ImageSafetySettings) -> images.Image.Image:
+    """Full size: the test images are far under this side."""
+    return small_image(data, 4096, safety)
 
 
 def check(data: bytes, settings: FilterSettings | None = None):

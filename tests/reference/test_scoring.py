@@ -11,7 +11,7 @@ import pytest
 
 from asagi_dagster.config import ImageSafetySettings, ModelRef, ReferenceTextSettings, StorageSettings
 from asagi_dagster.filters import schemas
-from asagi_dagster.filters.documents import small_image
+from asagi_dagster.filters.images import small_image
 from asagi_dagster.models.clip import DualEncoder
 from asagi_dagster.models.tiny import build_tiny_clip, tiny_clip
 from asagi_dagster.reference import REFERENCE_TEXTS, REFERENCE_TEXTS_VERSION
