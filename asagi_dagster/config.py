@@ -246,6 +246,131 @@ class ReferenceTextSettings(_Strict):
     runner_ups: int = Field(3, ge=0, description="How many next-best scores to keep beside the best.")
 
 
+class EndpointSettings(_Strict):
+    """An OpenAI-compatible server (``vllm serve`` or a provider). The key, if any, is
+    read from the environment variable named here, never from the profile."""
+
+    base_url: str = Field(description="Up to and including /v1, e.g. http://vllm-caption:8000/v1.")
+    served_model: str | None = Field(None, description="The model name the server knows; default: the generator's model.")
+    api_key_env: str | None = None
+    concurrency: int = Field(16, ge=1, description="Requests in flight at once.")
+    timeout_s: float = Field(300.0, gt=0)
+    retries: int = Field(3, ge=0, description="Retries of a failed request (connection errors, 429 and 5xx).")
+    backoff_s: float = Field(1.0, ge=0)
+
+
+class GeneratorSettings(_Strict):
+    """A model that writes training text, with the licence facts the gate checks."""
+
+    model: str = Field(description="Hub id, local directory, or builtin:tiny-llama-ja / builtin:tiny-llava-ja.")
+    revision: str | None = Field(None, description="Pinned commit for hub models (required for them).")
+    licence: str
+    outputs_trainable: bool = Field(description="Does the licence let its outputs train other models? false: synthesis refuses it.")
+    modality: Literal["text", "image"] = Field("text", description="image: a VLM that reads one image with the prompt.")
+    backend: Literal["transformers", "vllm", "openai"] = "transformers"
+    endpoint: EndpointSettings | None = None
+    image_placeholder: str | None = Field(
+        None, description="For chat templates that take plain-string content (Phi-3.5-vision: '<|image_1|>'); default: an image content part."
+    )
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    max_model_len: int | None = Field(None, ge=64)
+    gpu_memory_utilization: float = Field(0.9, gt=0, le=1)
+    tensor_parallel_size: int = Field(1, ge=1)
+    enforce_eager: bool = Field(False, description="vLLM: no CUDA graph capture (faster start; CPU runs need it).")
+    trust_remote_code: bool = False
+    allow_hub: bool = Field(False, description="Let the model download from the Hugging Face hub (cluster only).")
+
+    @property
+    def builtin(self) -> bool:
+        return self.model.startswith("builtin:")
+
+    @model_validator(mode="after")
+    def _backend_needs(self) -> GeneratorSettings:
+        if self.backend == "openai" and self.endpoint is None:
+            raise ValueError("backend openai needs an endpoint")
+        if self.allow_hub and not self.revision:
+            raise ValueError(f"{self.model}: a hub model needs a pinned revision")
+        return self
+
+
+class SamplingSettings(_Strict):
+    temperature: float = Field(0.7, ge=0)
+    top_p: float = Field(0.9, gt=0, le=1)
+    max_tokens: int = Field(512, ge=1)
+    repetition_penalty: float = Field(1.05, gt=0)
+
+
+class TaskSettings(_Strict):
+    """One synthesis task: who writes, how it samples, what a valid answer looks like."""
+
+    enabled: bool = True
+    generator: str = Field(description="A name under synthesis.generators.")
+    sampling: SamplingSettings = SamplingSettings()
+    max_attempts: int = Field(3, ge=1, description="Tries per item, each with another seed, before it is rejected.")
+    min_chars: int = Field(10, ge=0)
+    max_chars: int = Field(1000, ge=1)
+    min_language_ratio: float = Field(0.5, ge=0, le=1, description="Share of the letters in the task's language: kana/kanji for Japanese, Latin for English.")
+    few_shot: list[dict[str, str]] = Field([], description="Worked examples in the prompt: the task's input fields plus 'output'.")
+
+
+class SynthesisTasks(_Strict):
+    """Task names are the prompt ids in ``asagi_dagster.synth.prompts``."""
+
+    english_caption: TaskSettings = TaskSettings(generator="caption_vlm", min_chars=40, max_chars=2000)
+    ja_caption_long: TaskSettings = TaskSettings(generator="japanese_llm", min_chars=40, max_chars=600)
+    ja_caption_short: TaskSettings = TaskSettings(generator="japanese_llm", min_chars=8, max_chars=120)
+    vqa: TaskSettings = TaskSettings(generator="japanese_llm", min_chars=2, max_chars=400)
+    mcvqa: TaskSettings = TaskSettings(generator="japanese_llm", min_chars=1, max_chars=80)
+    translation: TaskSettings = TaskSettings(generator="japanese_llm", min_chars=2, max_chars=1000)
+
+
+class SynthesisSettings(_Strict):
+    """Synthesized corpora (the Asagi method): generators by name and the tasks that use them."""
+
+    generators: dict[str, GeneratorSettings] = {}
+    tasks: SynthesisTasks = SynthesisTasks()
+    chunk_rows: int = Field(64, ge=1, description="Items per checkpoint: a killed run redoes at most one chunk.")
+    seed: int = 0
+    translate_datasets: list[str] = Field([], description="English datasets (sources.datasets) to translate into Japanese.")
+
+    @model_validator(mode="after")
+    def _tasks_name_generators(self) -> SynthesisSettings:
+        for name, task in self.tasks:
+            if task.enabled and task.generator not in self.generators:
+                known = ", ".join(sorted(self.generators)) or "none"
+                raise ValueError(f"tasks.{name}.generator: {task.generator!r} is not in synthesis.generators (known: {known})")
+        return self
+
+
+class PodSettings(_Strict):
+    """A Kubernetes pod for one kind of GPU work (cluster profile)."""
+
+    image: str
+    gpus: int = Field(1, ge=0, description="nvidia.com/gpu")
+    cpu: str = "8"
+    memory: str = "64Gi"
+    node_selector: dict[str, str] = {}
+    tolerations: list[dict[str, str]] = []
+    secret_env: dict[str, str] = Field({}, description="Environment variable -> 'secret-name/key' of a Kubernetes Secret.")
+    active_deadline_s: int = Field(24 * 3600, ge=60)
+    pod_wait_timeout_s: int = Field(24 * 3600, ge=60, description="How long Dagster waits for the pod, scheduling included.")
+    service_account: str | None = None
+
+
+class GpuJobSettings(_Strict):
+    """Where GPU work runs: a local subprocess (embedded default) or a pod per run."""
+
+    runner: Literal["subprocess", "k8s"] = "subprocess"
+    namespace: str = "dagster"
+    pods: dict[Literal["synthesis", "training", "evaluation", "judge"], PodSettings] = {}
+
+    @model_validator(mode="after")
+    def _pods_for_k8s(self) -> GpuJobSettings:
+        if self.runner == "k8s" and "synthesis" not in self.pods:
+            raise ValueError("runner k8s needs pods.synthesis (image, GPUs, ...)")
+        return self
+
+
 class SampleSettings(_Strict):
     """The embedded default's bundled sample site (generated at first run)."""
 
@@ -273,6 +398,8 @@ class AsagiConfig(_Strict):
     dagster: DagsterSettings
     sample: SampleSettings | None = None
     models: dict[str, ModelRef] = {}
+    synthesis: SynthesisSettings | None = Field(None, description="None: the synthesis assets refuse to run, saying so.")
+    gpu_jobs: GpuJobSettings = GpuJobSettings()
 
     @model_validator(mode="after")
     def _dataset_rules_valid(self) -> AsagiConfig:

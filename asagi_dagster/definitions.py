@@ -7,7 +7,7 @@ The only module of the library that imports dagster.
 import dagster as dg
 
 from asagi_dagster.config import load_config, profile_path
-from assets import filters, web
+from assets import filters, synthesis, web
 from assets.datasets import build_dataset_assets
 from resources import build_resources
 
@@ -17,6 +17,7 @@ def build_definitions(config_path: str | None = None) -> dg.Definitions:
     config = load_config(path)
     sensor, schedule = web.build_inbox_automation(config)
     dataset_assets, dataset_jobs = build_dataset_assets(config)
+    translation = synthesis.build_translation_asset(config)
     return dg.Definitions(
         assets=[
             web.warc_records,
@@ -29,8 +30,13 @@ def build_definitions(config_path: str | None = None) -> dg.Definitions:
             filters.filtered_pairs,
             filters.reference_texts,
             *dataset_assets,
+            *synthesis.SYNTHESIS_ASSETS,
+            *([translation] if translation else []),
         ],
-        jobs=[web.web_ingest, filters.filter_indexes, filters.filtered_splits, *dataset_jobs],
+        jobs=[
+            web.web_ingest, filters.filter_indexes, filters.filtered_splits, *dataset_jobs, synthesis.synthesized_corpora,
+            *([synthesis.translation_job] if translation else []),
+        ],
         sensors=[sensor, filters.filters_automation],
         schedules=[schedule],
         resources=build_resources(path, config),

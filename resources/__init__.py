@@ -1,6 +1,7 @@
 """Dagster resources, built in one place from the active profile (ASAGI_CONFIG)."""
 
 from asagi_dagster.config import AsagiConfig
+from resources.gpu_jobs import GpuJobsResource
 from resources.storage import DuckDBResource, ManifestIOManager, ProfileResource, StorageResource
 
 
@@ -15,6 +16,7 @@ def build_resources(config_path: str, config: AsagiConfig) -> dict:
         "storage": storage,
         "duckdb": DuckDBResource(storage=storage),
         "io_manager": ManifestIOManager(storage=storage),
+        "gpu_jobs": GpuJobsResource(settings_json=config.gpu_jobs.model_dump_json()),
     }
 
 

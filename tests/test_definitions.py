@@ -15,7 +15,7 @@ from asagi_dagster.sample.site import write_sample
 SHARD_INGEST = {"web_documents", "web_images", "image_text_pairs", "interleaved_documents", "pair_images", "screened_pairs"}
 ASSETS = SHARD_INGEST | {"image_hash_index", "benchmark_image_index", "document_image_reference", "filtered_pairs", "reference_texts"} | {
     "dataset_pairs", "screened_dataset_pairs", "filtered_dataset_pairs"
-}
+} | {"english_captions", "ja_captions", "synthetic_vqa", "synthetic_mcvqa"}
 
 
 @pytest.fixture
@@ -37,7 +37,7 @@ def test_every_asset_has_description_group_and_accounting_check(defs):
     assert keys == ASSETS
     for key in graph.get_all_asset_keys():
         node = graph.get(key)
-        assert node.description and node.group_name in ("web", "filters", "datasets")
+        assert node.description and node.group_name in ("web", "filters", "datasets", "synthesis")
         assert dg.AssetCheckKey(key, "rows_accounted") in node.check_keys
     assert defs.resolve_job_def("web_ingest").partitions_def.name == "warc_shards"
     assert defs.resolve_sensor_def("warc_inbox_sensor")

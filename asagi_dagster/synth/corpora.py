@@ -1,0 +1,189 @@
+"""The synthesized corpora: which items each asset generates for, and one call that runs
+a partition end to end (used by ``python -m asagi_dagster.synth`` in a pod or a local
+subprocess).
+
+- ``english_captions``: a detailed English caption per filtered web pair (the VLM sees the image).
+- ``ja_captions``: long and short Japanese captions from the English caption (what is
+  seen) and the pair's reference text (proper nouns).
+- ``synthetic_vqa``: a question target, question and answer from the long caption.
+- ``synthetic_mcvqa``: three wrong options for each VQA answer, shuffled in as A-D.
+- ``translated_pairs``: an English dataset's captions or QA, in Japanese.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import pyarrow as pa
+
+from asagi_dagster.config import AsagiConfig, ConfigError, SynthesisSettings
+from asagi_dagster.storage import Manifest, StageWriter, Storage
+from asagi_dagster.synth import schemas
+from asagi_dagster.synth.runner import Checkpoints, TaskPlan, fingerprint, run_chunks
+from asagi_dagster.synth.tasks import Item
+
+
+class LicenceRefused(ConfigError):
+    """A generator whose licence does not allow training on its outputs."""
+
+
+CORPUS_TASKS = {
+    "english_captions": ["english_caption"],
+    "ja_captions": ["ja_caption_long", "ja_caption_short"],
+    "synthetic_vqa": ["vqa"],
+    "synthetic_mcvqa": ["mcvqa"],
+    "translated_pairs": ["translation"],
+}
+CORPUS_SCHEMAS = {
+    "english_captions": schemas.ENGLISH_CAPTIONS,
+    "ja_captions": schemas.JA_CAPTIONS,
+    "synthetic_vqa": schemas.SYNTHETIC_VQA,
+    "synthetic_mcvqa": schemas.SYNTHETIC_MCVQA,
+    "translated_pairs": schemas.TRANSLATED_PAIRS,
+}
+
+
+def synthesis_settings(config: AsagiConfig) -> SynthesisSettings:
+    if config.synthesis is None:
+        raise ConfigError("the profile has no synthesis section: generators and tasks must be configured to synthesize")
+    return config.synthesis
+
+
+def licence_gate(config: AsagiConfig, asset: str) -> None:
+    """Refuse, before anything starts, a generator of this asset whose outputs may not
+    train other models (the Asagi rule: no GPT-4-style terms)."""
+    synthesis = synthesis_settings(config)
+    for task in CORPUS_TASKS[asset]:
+        settings = getattr(synthesis.tasks, task)
+        generator = synthesis.generators[settings.generator]
+        if not generator.outputs_trainable:
+            raise LicenceRefused(
+                f"{asset}: generator {settings.generator!r} ({generator.model}, licence {generator.licence!r}) does not allow "
+                "training other models on its outputs; choose a licence-clean model for synthesis.tasks." + task
+            )
+
+
+def plans(config: AsagiConfig, asset: str) -> dict[str, TaskPlan]:
+    synthesis = synthesis_settings(config)
+    result = {}
+    for task in CORPUS_TASKS[asset]:
+        settings = getattr(synthesis.tasks, task)
+        result[task] = TaskPlan(task, settings, settings.generator, synthesis.generators[settings.generator])
+    return result
+
+
+def run_corpus(config: AsagiConfig, storage: Storage, asset: str, partition: str, inputs: dict[str, str], log: Callable[[str], None] = print) -> Manifest:
+    """Generate one partition of a corpus asset from its inputs' data URLs; returns the
+    committed manifest. Resumes from the partition's committed chunks, if any."""
+    from asagi_dagster.synth.generation import open_generator
+
+    licence_gate(config, asset)
+    synthesis = synthesis_settings(config)
+    task_plans = plans(config, asset)
+    enabled = {name: plan for name, plan in task_plans.items() if plan.settings.enabled}
+    key = fingerprint(
+        {
+            "asset": asset,
+            "inputs": {name: _identity(storage, url) for name, url in sorted(inputs.items())},
+            "plans": {name: [plan.settings.model_dump(), plan.generator_settings.model_dump(), plan.task.prompt.version] for name, plan in enabled.items()},
+            "seed": synthesis.seed,
+            "chunk_rows": synthesis.chunk_rows,
+        }
+    )
+    checkpoints = Checkpoints(storage, asset, partition, key)
+    generators: dict[str, object] = {}
+    try:
+        for plan in enabled.values():
+            if plan.generator_name not in generators:
+                log(f"loading generator {plan.generator_name} ({plan.generator_settings.model}, backend {plan.generator_settings.backend})")
+                generators[plan.generator_name] = open_generator(plan.generator_settings)
+            plan.generator = generators[plan.generator_name]
+        with StageWriter(storage, asset, partition, CORPUS_SCHEMAS[asset], schemas.VERSION) as out:
+            out.source = {name: plan.generator_settings.model for name, plan in enabled.items()}
+            items = ITEMS[asset](storage, inputs, enabled, out)
+            run_chunks(
+                items, out, checkpoints, synthesis.chunk_rows, synthesis.seed,
+                on_chunk=lambda index, rows, rejected, resumed: log(
+                    f"chunk {index}: {rows} rows, {rejected} rejected" + (" (committed before, not generated again)" if resumed else "")
+                ),
+            )
+    finally:
+        for generator in generators.values():
+            generator.close()
+    checkpoints.clear()
+    return out.manifest
+
+
+def _identity(storage: Storage, url: str) -> dict:
+    """What tells one version of an input file from another: its size and change time."""
+    info = storage.fs.info(storage.strip_protocol(url))
+    return {"url": url, "size": info.get("size"), "changed": str(info.get("mtime") or info.get("LastModified") or info.get("ETag"))}
+
+
+def _rows(storage: Storage, url: str, columns: list[str]) -> Iterator[dict]:
+    return storage.iter_rows(storage.strip_protocol(url), columns)
+
+
+def _english_caption_items(storage: Storage, inputs: dict[str, str], plans: dict[str, TaskPlan], out: StageWriter) -> Iterator[tuple[TaskPlan, Item]]:
+    plan = plans.get("english_caption")
+    wanted = {row["pair_id"] for row in _rows(storage, inputs["filtered_pairs"], ["pair_id"])}
+    for batch in storage.iter_batches(storage.strip_protocol(inputs["pair_images"]), ["pair_id", "bytes"], batch_rows=16):
+        for image in batch.to_pylist():
+            if image["pair_id"] in wanted:
+                wanted.discard(image["pair_id"])
+                if plan is not None:
+                    yield plan, Item(image["pair_id"], image["pair_id"], {}, image=image["bytes"])
+    for pair_id in sorted(wanted):  # kept by the filters but gone from the image file
+        out.count_in()
+        out.reject(pair_id, "image_missing", "not in the shard's pair_images file")
+
+
+def _ja_caption_items(storage: Storage, inputs: dict[str, str], plans: dict[str, TaskPlan], out: StageWriter) -> Iterator[tuple[TaskPlan, Item]]:
+    references = {row["pair_id"]: row["reference_text"] for row in _rows(storage, inputs["reference_texts"], ["pair_id", "reference_text"])}
+    captions = {row["pair_id"]: row["caption"] for row in _rows(storage, inputs["filtered_pairs"], ["pair_id", "caption"])}
+    for row in _rows(storage, inputs["english_captions"], ["pair_id", "text"]):
+        pair_id = row["pair_id"]
+        # The reference text when the page had one for the image, else the pair's own caption (its alt text).
+        reference, source = (references[pair_id], "reference_text") if references.get(pair_id) else (captions.get(pair_id) or "", "caption")
+        fields = {"english_caption": row["text"], "reference_text": reference}
+        for length in ("long", "short"):
+            plan = plans.get(f"ja_caption_{length}")
+            if plan is not None:
+                yield plan, Item(f"{pair_id}#{length}", pair_id, fields, carry={"length": length, "reference_source": source})
+
+
+def _vqa_items(storage: Storage, inputs: dict[str, str], plans: dict[str, TaskPlan], out: StageWriter) -> Iterator[tuple[TaskPlan, Item]]:
+    plan = plans["vqa"]
+    for row in _rows(storage, inputs["ja_captions"], ["pair_id", "length", "text"]):
+        if row["length"] == "long":
+            yield plan, Item(row["pair_id"], row["pair_id"], {"ja_caption": row["text"]})
+
+
+def _mcvqa_items(storage: Storage, inputs: dict[str, str], plans: dict[str, TaskPlan], out: StageWriter) -> Iterator[tuple[TaskPlan, Item]]:
+    plan = plans["mcvqa"]
+    captions = {row["pair_id"]: row["text"] for row in _rows(storage, inputs["ja_captions"], ["pair_id", "length", "text"]) if row["length"] == "long"}
+    for row in _rows(storage, inputs["synthetic_vqa"], ["pair_id", "question", "text"]):
+        fields = {"ja_caption": captions.get(row["pair_id"], ""), "question": row["question"], "answer": row["text"]}
+        yield plan, Item(row["pair_id"], row["pair_id"], fields, carry={"correct_answer": row["text"]})
+
+
+def _translation_items(storage: Storage, inputs: dict[str, str], plans: dict[str, TaskPlan], out: StageWriter) -> Iterator[tuple[TaskPlan, Item]]:
+    plan = plans["translation"]
+    kept = {row["pair_id"] for row in _rows(storage, inputs["filtered_dataset_pairs"], ["pair_id"])}
+    for row in _rows(storage, inputs["dataset_pairs"], ["pair_id", "text", "question", "answer"]):
+        if row["pair_id"] not in kept:
+            continue
+        if row["text"]:
+            english, kind = row["text"], "caption"
+        else:
+            english, kind = f"質問: {row['question']}\n回答: {row['answer']}", "qa"
+        yield plan, Item(row["pair_id"], row["pair_id"], {"english": english}, carry={"kind": kind, "source_text": english})
+
+
+ITEMS = {
+    "english_captions": _english_caption_items,
+    "ja_captions": _ja_caption_items,
+    "synthetic_vqa": _vqa_items,
+    "synthetic_mcvqa": _mcvqa_items,
+    "translated_pairs": _translation_items,
+}
