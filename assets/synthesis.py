@@ -7,7 +7,7 @@ import dagster as dg
 
 from asagi_dagster.config import AsagiConfig
 from asagi_dagster.storage import Manifest
-from asagi_dagster.synth.corpora import licence_gate
+from asagi_dagster.synth.corpora import LicenceRefused, licence_gate
 from assets.filters import output
 from assets.metadata import accounted, accounting_check
 from assets.web import warc_shards
@@ -20,7 +20,10 @@ SYNTH_MODULE = "asagi_dagster.synth"
 
 def synthesize(context, asset: str, profile: ProfileResource, storage: StorageResource, duckdb: DuckDBResource, gpu_jobs: GpuJobsResource, inputs: dict[str, Manifest]):
     config = profile.settings
-    licence_gate(config, asset)  # before any pod or process starts
+    try:
+        licence_gate(config, asset)  # before any pod or process starts
+    except LicenceRefused as refused:
+        raise dg.Failure(str(refused), allow_retries=False) from None  # a retry would be refused again
     extras = {
         "config": config.model_dump(mode="json"),
         "asset": asset,

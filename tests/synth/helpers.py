@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 from asagi_dagster.filters import schemas as filter_schemas
 from asagi_dagster.reference import REFERENCE_TEXTS, REFERENCE_TEXTS_VERSION
 from asagi_dagster.storage import Storage, StageWriter
@@ -25,25 +27,29 @@ ENGLISH = [
 def synthesis_section(chunk_rows: int = 2, max_tokens: int = 24, **task_overrides) -> dict:
     tasks = {name: {"generator": generator, "sampling": {"max_tokens": max_tokens}, **task_overrides.get(name, {})}
              for name, generator in TASK_GENERATORS.items()}
-    return {"generators": GENERATORS, "tasks": tasks, "chunk_rows": chunk_rows}
+    return {"generators": copy.deepcopy(GENERATORS), "tasks": tasks, "chunk_rows": chunk_rows}
 
 
 def write_caption_inputs(storage: Storage, shard: str, pairs: int) -> dict[str, str]:
-    """english_captions, reference_texts and filtered_pairs for ``pairs`` pairs; returns data URLs."""
+    """english_captions, reference_texts and filtered_pairs for ``pairs`` pairs, with their
+    manifests (as if materialized); returns the data URLs."""
     urls = {}
     with StageWriter(storage, "english_captions", shard, schemas.ENGLISH_CAPTIONS, schemas.VERSION) as out:
         for i in range(pairs):
             out.count_in()
             out.write({"item_id": f"p{i}", "pair_id": f"p{i}", "text": ENGLISH[i % len(ENGLISH)] + f" (photo {i})", "task": "english_caption"})
+    storage.write_manifest(out.manifest)
     urls["english_captions"] = out.manifest.data_url
     with StageWriter(storage, "reference_texts", shard, REFERENCE_TEXTS, REFERENCE_TEXTS_VERSION) as out:
         for i in range(0, pairs, 2):  # every other pair has a reference text; the rest use their alt
             out.count_in()
             out.write({"pair_id": f"p{i}", "shard": shard, "reference_text": f"さくら書店の喫茶コーナー（写真{i}）"})
+    storage.write_manifest(out.manifest)
     urls["reference_texts"] = out.manifest.data_url
     with StageWriter(storage, "filtered_pairs", shard, filter_schemas.FILTERED_PAIRS, filter_schemas.FILTERED_PAIRS_VERSION) as out:
         for i in range(pairs):
             out.count_in()
             out.write({"pair_id": f"p{i}", "source": "web", "shard": shard, "caption": f"写真{i}の説明"})
+    storage.write_manifest(out.manifest)
     urls["filtered_pairs"] = out.manifest.data_url
     return urls
