@@ -47,17 +47,16 @@ _ROLE_MARKERS = re.compile(r"<\|?(system|user|assistant|im_start|im_end)\|?>|^\s
 
 def japanese_ratio(text: str) -> float:
     """Kana and kanji as a share of the letters (digits, punctuation, spaces not counted)."""
-    letters = [ch for ch in text if ch.isalpha()]
-    if not letters:
-        return 0.0
-    return sum(1 for ch in letters if _JAPANESE.match(ch)) / len(letters)
+    return _share_of_letters(text, lambda ch: _JAPANESE.match(ch) is not None)
 
 
 def latin_ratio(text: str) -> float:
+    return _share_of_letters(text, lambda ch: "a" <= ch.lower() <= "z")
+
+
+def _share_of_letters(text: str, counts) -> float:
     letters = [ch for ch in text if ch.isalpha()]
-    if not letters:
-        return 0.0
-    return sum(1 for ch in letters if "a" <= ch.lower() <= "z") / len(letters)
+    return sum(1 for ch in letters if counts(ch)) / len(letters) if letters else 0.0
 
 
 def normalized(text: str) -> str:
