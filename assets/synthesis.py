@@ -38,12 +38,12 @@ def synthesize(context, asset: str, profile: ProfileResource, storage: StorageRe
     yield accounting_check(duckdb, manifest)
 
 
-def _corpus_asset(name: str, description: str, ins: list[str], partitions_def, **kwargs):
+def _corpus_asset(name: str, description: str, ins: list[str], partitions_def, partition_mapping=None):
     @dg.asset(
         name=name,
         group_name=GROUP,
         partitions_def=partitions_def,
-        ins={dep: dg.AssetIn(dep, **kwargs.get("in_args", {})) for dep in ins},
+        ins={dep: dg.AssetIn(dep, partition_mapping=partition_mapping) for dep in ins},
         check_specs=[accounted(name)],
         retry_policy=dg.RetryPolicy(max_retries=2, delay=30),  # a retried run resumes from its committed chunks
         kinds={"python", "vllm"},
@@ -93,7 +93,7 @@ def build_translation_asset(config: AsagiConfig):
         "An English dataset's captions or question-answer pairs, translated into Japanese (one partition per dataset).",
         ["filtered_dataset_pairs", "dataset_pairs"],
         english,
-        in_args={"partition_mapping": same_dataset},
+        partition_mapping=same_dataset,
     )
 
 

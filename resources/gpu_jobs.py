@@ -42,12 +42,10 @@ class GpuJobsResource(dg.ConfigurableResource):
         return GpuJobSettings.model_validate_json(self.settings_json)
 
     def run(self, context: dg.AssetExecutionContext, kind: str, module: str, extras: dict) -> list:
-        settings = self.settings
-        command = [sys.executable, "-m", module] if settings.runner == "subprocess" else ["python", "-m", module]
-        if settings.runner == "subprocess":
-            invocation = dg.PipesSubprocessClient().run(context=context, command=command, extras=extras)
+        if self.settings.runner == "subprocess":  # this interpreter; a pod runs its image's python
+            invocation = dg.PipesSubprocessClient().run(context=context, command=[sys.executable, "-m", module], extras=extras)
         else:
-            invocation = self.k8s_client().run(**self.k8s_run_args(context, kind, command, extras))
+            invocation = self.k8s_client().run(**self.k8s_run_args(context, kind, ["python", "-m", module], extras))
         return invocation.get_custom_messages()
 
     def k8s_client(self):

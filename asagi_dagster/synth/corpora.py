@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 
 import pyarrow as pa
 
-from asagi_dagster.config import AsagiConfig, ConfigError, SynthesisSettings
+from asagi_dagster.config import AsagiConfig, ConfigError, GeneratorSettings, SynthesisSettings, TaskSettings
 from asagi_dagster.storage import Manifest, StageWriter, Storage
 from asagi_dagster.synth import schemas
 from asagi_dagster.synth.runner import Checkpoints, TaskPlan, fingerprint, run_chunks
@@ -52,10 +52,7 @@ def synthesis_settings(config: AsagiConfig) -> SynthesisSettings:
 def licence_gate(config: AsagiConfig, asset: str) -> None:
     """Refuse, before anything starts, a generator of this asset whose outputs may not
     train other models (the Asagi rule: no GPT-4-style terms)."""
-    synthesis = synthesis_settings(config)
-    for task in CORPUS_TASKS[asset]:
-        settings = getattr(synthesis.tasks, task)
-        generator = synthesis.generators[settings.generator]
+    for task, settings, generator in _enabled_tasks(config, asset):
         if not generator.outputs_trainable:
             raise LicenceRefused(
                 f"{asset}: generator {settings.generator!r} ({generator.model}, licence {generator.licence!r}) does not allow "
@@ -63,24 +60,47 @@ def licence_gate(config: AsagiConfig, asset: str) -> None:
             )
 
 
-def plans(config: AsagiConfig, asset: str) -> dict[str, TaskPlan]:
+def _enabled_tasks(config: AsagiConfig, asset: str) -> Iterator[tuple[str, TaskSettings, GeneratorSettings]]:
     synthesis = synthesis_settings(config)
-    result = {}
     for task in CORPUS_TASKS[asset]:
         settings = getattr(synthesis.tasks, task)
-        result[task] = TaskPlan(task, settings, settings.generator, synthesis.generators[settings.generator])
-    return result
+        if settings.enabled:
+            yield task, settings, synthesis.generators[settings.generator]
+
+
+class _Generators:
+    """Generators by name, each loaded the first time a chunk needs it: a partition with
+    nothing to generate (no inputs, or every chunk committed before) loads no model."""
+
+    def __init__(self, config: AsagiConfig, log: Callable[[str], None]):
+        self.settings = synthesis_settings(config).generators
+        self.log = log
+        self.open: dict[str, object] = {}
+
+    def get(self, name: str):
+        if name not in self.open:
+            from asagi_dagster.synth.generation import open_generator
+
+            settings = self.settings[name]
+            self.log(f"loading generator {name} ({settings.model}, backend {settings.backend})")
+            self.open[name] = open_generator(settings)
+        return self.open[name]
+
+    def close(self) -> None:
+        for generator in self.open.values():
+            generator.close()
 
 
 def run_corpus(config: AsagiConfig, storage: Storage, asset: str, partition: str, inputs: dict[str, str], log: Callable[[str], None] = print) -> Manifest:
     """Generate one partition of a corpus asset from its inputs' data URLs; returns the
     committed manifest. Resumes from the partition's committed chunks, if any."""
-    from asagi_dagster.synth.generation import open_generator
-
     licence_gate(config, asset)
     synthesis = synthesis_settings(config)
-    task_plans = plans(config, asset)
-    enabled = {name: plan for name, plan in task_plans.items() if plan.settings.enabled}
+    generators = _Generators(config, log)
+    enabled = {
+        task: TaskPlan(task, settings, settings.generator, generator, lambda name=settings.generator: generators.get(name))
+        for task, settings, generator in _enabled_tasks(config, asset)
+    }
     key = fingerprint(
         {
             "asset": asset,
@@ -91,13 +111,7 @@ def run_corpus(config: AsagiConfig, storage: Storage, asset: str, partition: str
         }
     )
     checkpoints = Checkpoints(storage, asset, partition, key)
-    generators: dict[str, object] = {}
     try:
-        for plan in enabled.values():
-            if plan.generator_name not in generators:
-                log(f"loading generator {plan.generator_name} ({plan.generator_settings.model}, backend {plan.generator_settings.backend})")
-                generators[plan.generator_name] = open_generator(plan.generator_settings)
-            plan.generator = generators[plan.generator_name]
         with StageWriter(storage, asset, partition, CORPUS_SCHEMAS[asset], schemas.VERSION) as out:
             out.source = {name: plan.generator_settings.model for name, plan in enabled.items()}
             items = ITEMS[asset](storage, inputs, enabled, out)
@@ -108,8 +122,7 @@ def run_corpus(config: AsagiConfig, storage: Storage, asset: str, partition: str
                 ),
             )
     finally:
-        for generator in generators.values():
-            generator.close()
+        generators.close()
     checkpoints.clear()
     return out.manifest
 
@@ -126,13 +139,14 @@ def _rows(storage: Storage, url: str, columns: list[str]) -> Iterator[dict]:
 
 def _english_caption_items(storage: Storage, inputs: dict[str, str], plans: dict[str, TaskPlan], out: StageWriter) -> Iterator[tuple[TaskPlan, Item]]:
     plan = plans.get("english_caption")
+    if plan is None:
+        return
     wanted = {row["pair_id"] for row in _rows(storage, inputs["filtered_pairs"], ["pair_id"])}
     for batch in storage.iter_batches(storage.strip_protocol(inputs["pair_images"]), ["pair_id", "bytes"], batch_rows=16):
         for image in batch.to_pylist():
             if image["pair_id"] in wanted:
                 wanted.discard(image["pair_id"])
-                if plan is not None:
-                    yield plan, Item(image["pair_id"], image["pair_id"], {}, image=image["bytes"])
+                yield plan, Item(image["pair_id"], image["pair_id"], {}, image=image["bytes"])
     for pair_id in sorted(wanted):  # kept by the filters but gone from the image file
         out.count_in()
         out.reject(pair_id, "image_missing", "not in the shard's pair_images file")
@@ -153,14 +167,18 @@ def _ja_caption_items(storage: Storage, inputs: dict[str, str], plans: dict[str,
 
 
 def _vqa_items(storage: Storage, inputs: dict[str, str], plans: dict[str, TaskPlan], out: StageWriter) -> Iterator[tuple[TaskPlan, Item]]:
-    plan = plans["vqa"]
+    plan = plans.get("vqa")
+    if plan is None:
+        return
     for row in _rows(storage, inputs["ja_captions"], ["pair_id", "length", "text"]):
         if row["length"] == "long":
             yield plan, Item(row["pair_id"], row["pair_id"], {"ja_caption": row["text"]})
 
 
 def _mcvqa_items(storage: Storage, inputs: dict[str, str], plans: dict[str, TaskPlan], out: StageWriter) -> Iterator[tuple[TaskPlan, Item]]:
-    plan = plans["mcvqa"]
+    plan = plans.get("mcvqa")
+    if plan is None:
+        return
     captions = {row["pair_id"]: row["text"] for row in _rows(storage, inputs["ja_captions"], ["pair_id", "length", "text"]) if row["length"] == "long"}
     for row in _rows(storage, inputs["synthetic_vqa"], ["pair_id", "question", "text"]):
         fields = {"ja_caption": captions.get(row["pair_id"], ""), "question": row["question"], "answer": row["text"]}
@@ -168,7 +186,9 @@ def _mcvqa_items(storage: Storage, inputs: dict[str, str], plans: dict[str, Task
 
 
 def _translation_items(storage: Storage, inputs: dict[str, str], plans: dict[str, TaskPlan], out: StageWriter) -> Iterator[tuple[TaskPlan, Item]]:
-    plan = plans["translation"]
+    plan = plans.get("translation")
+    if plan is None:
+        return
     kept = {row["pair_id"] for row in _rows(storage, inputs["filtered_dataset_pairs"], ["pair_id"])}
     for row in _rows(storage, inputs["dataset_pairs"], ["pair_id", "text", "question", "answer"]):
         if row["pair_id"] not in kept:

@@ -1,6 +1,5 @@
-"""Text the tiny generators' tokenizer is trained on: the sample pages (Japanese), the
-prompt library (both languages) and the sample's captions, so prompts and plausible
-answers tokenize into real pieces rather than unknowns."""
+"""Text the tiny generators' tokenizer is trained on: the sample pages (Japanese) and
+the prompt library (both languages), so prompts and plausible answers tokenize into real pieces rather than unknowns."""
 
 from __future__ import annotations
 

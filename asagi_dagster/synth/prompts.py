@@ -17,12 +17,6 @@ class Prompt:
     system: str | None
     instruction: str  # str.format template over the item's fields
 
-    @property
-    def fields(self) -> tuple[str, ...]:
-        import string
-
-        return tuple(name for _, name, _, _ in string.Formatter().parse(self.instruction) if name)
-
     def messages(self, fields: dict[str, str], few_shot: list[dict[str, str]] = (), image: bool = False, image_placeholder: str | None = None) -> list[dict]:
         """Chat messages for one item. With ``image`` the last user turn carries the image:
         as an image content part, or as ``image_placeholder`` text for chat templates

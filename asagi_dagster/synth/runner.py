@@ -34,7 +34,7 @@ class TaskPlan:
     settings: TaskSettings
     generator_name: str
     generator_settings: GeneratorSettings
-    generator: Generator | None = None  # opened by the caller; None until needed
+    open_generator: Callable[[], Generator]  # opens (or reuses) the model on first need
 
     @property
     def task(self):
@@ -60,7 +60,6 @@ class WorkItem:
     plan: TaskPlan
     item: Item
     attempts: int = 0
-    last: Invalid | None = None
     image: Image.Image | None = field(default=None, repr=False)
 
 
@@ -155,7 +154,7 @@ def _generate_chunk(chunk: list[tuple[TaskPlan, Item]], seen: set[str], base_see
         for plan, works in _by_plan(pending):
             seeds = [seed_for(base_seed, plan.name, work.item.item_id, work.attempts) for work in works]
             requests = [_request(plan, work, seed) for work, seed in zip(works, seeds)]
-            for work, seed, generated in zip(works, seeds, plan.generator.generate(requests)):
+            for work, seed, generated in zip(works, seeds, plan.open_generator().generate(requests)):
                 work.attempts += 1
                 try:
                     if generated.text is None:
@@ -165,7 +164,6 @@ def _generate_chunk(chunk: list[tuple[TaskPlan, Item]], seen: set[str], base_see
                     if key in seen:
                         raise Invalid("duplicate_output", fields["text"][:100])
                 except Invalid as invalid:
-                    work.last = invalid
                     if work.attempts < plan.settings.max_attempts:
                         retry.append(work)
                     else:

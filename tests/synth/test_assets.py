@@ -63,3 +63,16 @@ def test_a_partition_runs_as_a_pipes_subprocess_and_its_manifest_is_the_output(t
         assert materialization.metadata["rows_in"].value == 6
         rows = pq.read_table(storage.strip_protocol(manifest.data_url)).to_pylist()
         assert {r["generator"] for r in rows} <= {"japanese_llm"}
+
+
+def test_licence_gate_looks_only_at_the_tasks_that_will_run(tmp_path):
+    from asagi_dagster.synth.corpora import licence_gate
+
+    section = synthesis_section()
+    section["generators"]["restricted"] = {**GENERATORS["japanese_llm"], "licence": "no training on outputs", "outputs_trainable": False}
+    section["tasks"]["ja_caption_short"].update(generator="restricted", enabled=False)
+    config = load_config(write_profile(tmp_path, synthesis=section))
+    licence_gate(config, "ja_captions")  # the short captions are off: nothing restricted runs
+    section["tasks"]["ja_caption_short"]["enabled"] = True
+    with pytest.raises(LicenceRefused, match="restricted"):
+        licence_gate(load_config(write_profile(tmp_path, synthesis=section)), "ja_captions")

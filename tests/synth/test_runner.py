@@ -116,3 +116,12 @@ def test_a_killed_run_resumes_with_nothing_lost_or_repeated(tmp_path):
     assert sorted(ids) == sorted(f"p{i}#{length}" for i in range(10) for length in ("long", "short"))  # each item once
     assert [(r["item_id"], r["text"], r["seed"]) for r in killed[0]] == [(r["item_id"], r["text"], r["seed"]) for r in whole[0]]
     assert killed[1] == whole[1]
+
+
+def test_nothing_to_generate_loads_no_model(tmp_path):
+    config = _config(tmp_path)
+    storage = Storage(config.storage)
+    urls = write_caption_inputs(storage, "s1", pairs=0)  # an upstream partition that kept nothing
+    logs = []
+    manifest = run_corpus(config, storage, "ja_captions", "s1", {k: urls[k] for k in ("english_captions", "reference_texts", "filtered_pairs")}, log=logs.append)
+    assert manifest.rows_in == 0 and not any("loading generator" in line for line in logs)

@@ -82,7 +82,7 @@ def test_multiple_choice_places_the_answer_by_seed_uniformly_and_reproducibly():
     question, options, letter = multiple_choice("何が入っていますか？", "コーヒー", ["紅茶", "牛乳", "水"], seed=3)
     assert options["ABCD".index(letter)] == "コーヒー" and sorted(options) == sorted(["コーヒー", "紅茶", "牛乳", "水"])
     assert question.splitlines()[1:] == [f"{l}. {o}" for l, o in zip("ABCD", options)]
-    assert multiple_choice("q", "a", ["b", "c", "d"], seed=3) [2] == multiple_choice("q", "a", ["b", "c", "d"], seed=3)[2]
+    assert multiple_choice("q", "a", ["b", "c", "d"], seed=3)[2] == multiple_choice("q", "a", ["b", "c", "d"], seed=3)[2]
     counts = Counter(multiple_choice("q", "a", ["b", "c", "d"], seed=s)[2] for s in range(400))
     assert set(counts) == set("ABCD") and min(counts.values()) > 70
 
