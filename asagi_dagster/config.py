@@ -361,6 +361,9 @@ class GpuJobSettings(_Strict):
     """Where GPU work runs: a local subprocess (embedded default) or a pod per run."""
 
     runner: Literal["subprocess", "k8s"] = "subprocess"
+    python: str | None = Field(
+        None, description="Interpreter for the subprocess runner, e.g. ../.venv-vllm/bin/python (built by scripts/vllm_cpu_env.sh) for vLLM on CPU; default: the one running Dagster."
+    )
     namespace: str = "dagster"
     pods: dict[Literal["synthesis", "training", "evaluation", "judge"], PodSettings] = {}
 
@@ -445,6 +448,11 @@ def _absolutize(raw: dict, base: Path) -> dict:
     dagster = raw.get("dagster")
     if isinstance(dagster, dict) and isinstance(dagster.get("home"), str):
         dagster["home"] = _resolve_local(dagster["home"], base)
+    gpu_jobs = raw.get("gpu_jobs")
+    python = gpu_jobs.get("python") if isinstance(gpu_jobs, dict) else None
+    if isinstance(python, str) and "/" in python:  # a bare name is looked up on PATH
+        # Absolute but not resolved: a venv's python is a symlink, and following it leaves the venv.
+        gpu_jobs["python"] = os.path.normpath(base / python)
     return raw
 
 

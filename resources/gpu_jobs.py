@@ -42,8 +42,10 @@ class GpuJobsResource(dg.ConfigurableResource):
         return GpuJobSettings.model_validate_json(self.settings_json)
 
     def run(self, context: dg.AssetExecutionContext, kind: str, module: str, extras: dict) -> list:
-        if self.settings.runner == "subprocess":  # this interpreter; a pod runs its image's python
-            invocation = dg.PipesSubprocessClient().run(context=context, command=[sys.executable, "-m", module], extras=extras)
+        settings = self.settings
+        if settings.runner == "subprocess":  # a pod runs its image's python
+            python = settings.python or sys.executable
+            invocation = dg.PipesSubprocessClient().run(context=context, command=[python, "-m", module], extras=extras)
         else:
             invocation = self.k8s_client().run(**self.k8s_run_args(context, kind, ["python", "-m", module], extras))
         return invocation.get_custom_messages()

