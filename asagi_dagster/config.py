@@ -365,6 +365,7 @@ class GpuJobSettings(_Strict):
         None, description="Interpreter for the subprocess runner, e.g. ../.venv-vllm/bin/python (built by scripts/vllm_cpu_env.sh) for vLLM on CPU; default: the one running Dagster."
     )
     namespace: str = "dagster"
+    poll_interval_s: float = Field(10.0, gt=0, description="How often Dagster polls the Kubernetes API for a pod's state.")
     pods: dict[Literal["synthesis", "training", "evaluation", "judge"], PodSettings] = {}
 
     @model_validator(mode="after")

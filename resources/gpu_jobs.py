@@ -53,7 +53,7 @@ class GpuJobsResource(dg.ConfigurableResource):
     def k8s_client(self):
         from dagster_k8s import PipesK8sClient
 
-        return PipesK8sClient(load_incluster_config=True, poll_interval=10.0)
+        return PipesK8sClient(load_incluster_config=True, poll_interval=self.settings.poll_interval_s)
 
     def k8s_run_args(self, context, kind: str, command: list[str], extras: dict) -> dict:
         settings = self.settings

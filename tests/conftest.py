@@ -1,16 +1,21 @@
-"""Shared fixtures: a profile per test under tmp_path, and the sample's loopback image server."""
+"""Shared fixtures: a profile per test under tmp_path, the sample's loopback image server,
+and a real S3 endpoint (moto in server mode on 127.0.0.1)."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
+import boto3
 import pytest
 import yaml
+from moto.server import ThreadedMotoServer
 
 from asagi_dagster.config import load_config
 from asagi_dagster.sample.server import start_image_server
 from asagi_dagster.storage import Storage
+
+BUCKET = "asagi-test"
 
 
 def write_profile(directory: Path, **overrides) -> Path:
@@ -80,3 +85,17 @@ def image_server(served_dir: Path):
     yield f"http://{host}:{port}"
     server.shutdown()
     server.server_close()
+
+
+@pytest.fixture
+def s3_endpoint(monkeypatch):
+    """A bucket named BUCKET on a moto server; AWS_* credentials set for this process."""
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(name, value)
+    endpoint = f"http://{host}:{port}"
+    boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket=BUCKET)
+    yield endpoint
+    server.stop()

@@ -7,30 +7,13 @@ from __future__ import annotations
 
 import boto3
 import dagster as dg
-import pytest
-from moto.server import ThreadedMotoServer
 
 from asagi_dagster.config import load_config
 from asagi_dagster.definitions import build_definitions
 from asagi_dagster.report import shard_report
 from asagi_dagster.sample.site import build_shards, write_sample
 from asagi_dagster.storage import Storage
-from tests.conftest import write_profile
-
-BUCKET = "asagi-test"
-
-
-@pytest.fixture
-def s3_endpoint(monkeypatch):
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}.items():
-        monkeypatch.setenv(name, value)
-    endpoint = f"http://{host}:{port}"
-    boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket=BUCKET)
-    yield endpoint
-    server.stop()
+from tests.conftest import BUCKET, write_profile
 
 
 def test_web_ingest_end_to_end_on_s3(tmp_path, s3_endpoint, image_server, served_dir):
