@@ -1,4 +1,4 @@
-"""The ``asagi`` command: sample, sync, ingest, datasets, filter, report, and ``demo`` (all of them).
+"""The ``asagi`` command: sample, sync, ingest, datasets, filter, synthesize, report, and ``demo`` (all of them).
 
 Dagster state lives in the instance at $DAGSTER_HOME (default: the profile's
 ``dagster.home``), the same one ``dagster dev`` and ``dagster job backfill`` use.
@@ -129,12 +129,13 @@ def _ingest(config: AsagiConfig, partitions: tuple[str, ...]) -> bool:
     return _run_per_shard(config, "web_ingest", partitions)
 
 
-def _run_per_dataset(config: AsagiConfig, job_name: str) -> bool:
+def _run_per_dataset(config: AsagiConfig, job_name: str, names: list[str] | None = None) -> bool:
+    """Run a dataset-partitioned job once per dataset (default: every dataset the profile lists)."""
     instance = _instance(config)
     from asagi_dagster.definitions import defs
 
     ok = True
-    for name in sorted(config.sources.datasets):
+    for name in sorted(config.sources.datasets if names is None else names):
         result = defs.resolve_job_def(job_name).execute_in_process(instance=instance, partition_key=name, raise_on_error=False, run_config=_QUIET)
         click.echo(f"{job_name} {name}: {'success' if result.success else 'FAILED'} (run {result.run_id})")
         ok &= result.success
@@ -177,6 +178,24 @@ def filter_(partitions: tuple[str, ...]) -> None:
         sys.exit(1)
 
 
+def _synthesize(config: AsagiConfig, partitions: tuple[str, ...]) -> bool:
+    """Each shard's synthesized corpora, then (for a full run) each English dataset's translation."""
+    if config.synthesis is None:
+        raise click.ClickException("the profile has no synthesis section (generators and tasks)")
+    shards_ok = _run_per_shard(config, "synthesized_corpora", partitions)
+    if partitions or not config.synthesis.translate_datasets:
+        return shards_ok
+    return _run_per_dataset(config, "translated_datasets", config.synthesis.translate_datasets) and shards_ok
+
+
+@main.command()
+@click.option("--partition", "partitions", multiple=True, help="Shard key; default: every registered shard and every dataset to translate.")
+def synthesize(partitions: tuple[str, ...]) -> None:
+    """Generate the synthesized corpora (captions, VQA, MCVQA, translations) through the GPU-job runner."""
+    if not _synthesize(_config(), partitions):
+        sys.exit(1)
+
+
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def report(as_json: bool) -> None:
@@ -188,7 +207,8 @@ def report(as_json: bool) -> None:
 
 @main.command()
 def demo() -> None:
-    """The embedded default end to end: sample, image server, sync, ingest, datasets, filter, report."""
+    """The embedded default end to end: sample, image server, sync, ingest, datasets, filter,
+    synthesize (when the profile configures it), report."""
     from asagi_dagster.sample.server import start_image_server
     from asagi_dagster.sample.site import write_dataset_sample, write_filter_sample, write_sample
 
@@ -208,6 +228,8 @@ def demo() -> None:
     finally:
         server.shutdown()
         server.server_close()
+    if ok and config.synthesis is not None:  # needs no image server: it reads stored pairs and images
+        ok = _synthesize(config, ())
     click.echo(format_table(shard_report(Storage(config.storage), config.storage.duckdb_path)))
     if not ok:
         sys.exit(1)

@@ -311,6 +311,9 @@ class TaskSettings(_Strict):
     max_chars: int = Field(1000, ge=1)
     min_language_ratio: float = Field(0.5, ge=0, le=1, description="Share of the letters in the task's language: kana/kanji for Japanese, Latin for English.")
     few_shot: list[dict[str, str]] = Field([], description="Worked examples in the prompt: the task's input fields plus 'output'.")
+    source_length_ratio: tuple[float, float] = Field(
+        (0.15, 1.5), description="Translation only: output characters / source characters must fall in this range (Japanese runs about 0.3-0.7 per English character)."
+    )
 
 
 class SynthesisTasks(_Strict):
@@ -412,6 +415,16 @@ class AsagiConfig(_Strict):
                 self.filters.with_rule_overrides(dataset.rules)
             except (ValueError, ValidationError) as exc:
                 raise ValueError(f"sources.datasets.{name}.rules: {exc}") from None
+        return self
+
+    @model_validator(mode="after")
+    def _translations_name_english_datasets(self) -> AsagiConfig:
+        for name in self.synthesis.translate_datasets if self.synthesis else []:
+            dataset = self.sources.datasets.get(name)
+            if dataset is None:
+                raise ValueError(f"synthesis.translate_datasets: {name!r} is not in sources.datasets")
+            if dataset.language != "en":
+                raise ValueError(f"synthesis.translate_datasets: {name!r} is language {dataset.language!r}; only English datasets are translated")
         return self
 
 

@@ -38,16 +38,32 @@ def cli_env(tmp_path):
     return {**os.environ, "ASAGI_CONFIG": str(profile), "DAGSTER_HOME": str(tmp_path / "dagster_home")}
 
 
+@pytest.fixture
+def local_env(tmp_path):
+    """The shipped embedded default (configs/local.yaml), its .asagi folder moved under tmp_path."""
+    text = (REPO / "configs" / "local.yaml").read_text(encoding="utf-8")
+    assert text.count("../.asagi/") >= 8  # every path the profile writes lives there
+    text = text.replace("../.asagi/", f"{tmp_path}/.asagi/").replace("image_server_port: 8765", f"image_server_port: {free_port()}")
+    profile = tmp_path / "local.yaml"
+    profile.write_text(text, encoding="utf-8")
+    (tmp_path / ".asagi" / "dagster_home").mkdir(parents=True)
+    return {**os.environ, "ASAGI_CONFIG": str(profile), "DAGSTER_HOME": str(tmp_path / ".asagi" / "dagster_home")}
+
+
 def asagi(env, *args, check=True) -> subprocess.CompletedProcess:
     return subprocess.run([*ASAGI, *args], env=env, cwd=REPO, capture_output=True, text=True, check=check, timeout=300)
 
 
-def test_demo_then_sync_and_report(cli_env):
-    demo = asagi(cli_env, "demo")
-    assert "web_ingest sample-00002.warc: success" in demo.stdout
-    assert "filtered_splits sample-00002.warc: success" in demo.stdout
-    report = json.loads(asagi(cli_env, "report", "--json").stdout)
-    assert len(report) == 27  # 8 per-shard assets x 3 shards, the two indexes and the document reference
+def test_demo_on_the_shipped_profile_then_sync_and_report(local_env):
+    demo = asagi(local_env, "demo")
+    for line in ("web_ingest sample-00002.warc: success", "filtered_splits sample-00002.warc: success",
+                 "dataset_ingest sample-vqa-en: success", "synthesized_corpora sample-00002.warc: success",
+                 "translated_datasets sample-captions-en: success", "translated_datasets sample-vqa-en: success"):
+        assert line in demo.stdout, demo.stdout[-3000:] + demo.stderr[-3000:]
+    report = json.loads(asagi(local_env, "report", "--json").stdout)
+    # 8 per-shard assets and 4 corpora x 3 shards, 3 assets x 3 datasets, 2 translations,
+    # the two indexes and the document reference.
+    assert len(report) == 36 + 9 + 2 + 3
     for row in report:
         assert row["rows_in"] == row["rows_out"] + row["rows_rejected"], row
         assert sum(row["rejected_by_reason"].values()) == row["rows_rejected"]
@@ -59,16 +75,27 @@ def test_demo_then_sync_and_report(cli_env):
     assert {r["rule"]: r["passed"] for r in screened["rule_stats"]} == {
         "text_length": 9, "ascii_only": 8, "harmful_keywords": 8, "image_size": 7, "aspect_ratio": 6, "monochrome": 5
     }
-    assert asagi(cli_env, "sync").stdout.strip() == "no new shards"
-    # The sample holds one of each: a benchmark photo, a near and an exact duplicate
-    # across shards, the same image with the same alt twice on one page, and a chart.
+    assert asagi(local_env, "sync").stdout.strip() == "no new shards"
+    # A benchmark photo, an exact duplicate across shards, a chart; the sample dataset
+    # holds most of the blog's photos (scikit-image's), so it keeps them and the web
+    # copies go as near duplicates (the dataset is the better-documented origin).
     filtered = Counter()
     for row in report:
         if row["asset"] == "filtered_pairs":
             filtered.update(row["rejected_by_reason"])
-    assert filtered == {"benchmark_overlap": 1, "near_duplicate_image": 1, "duplicate_image": 1, "duplicate_pair": 1, "document_image": 1}
-    text = asagi(cli_env, "report").stdout
-    assert "pair_images" in text and "monochrome=5/6" in text
+    assert filtered == {"benchmark_overlap": 1, "near_duplicate_image": 7, "duplicate_image": 1, "document_image": 1}
+    # Synthesis ran on what survived, with the tiny random models: every item accounted
+    # for, each rejection with a validator's reason (random text is rarely English, and
+    # a Japanese-looking ramble is not a translation of its source).
+    english = [by_key[("english_captions", shard)] for shard in ("sample-00000.warc.gz", "sample-00001.warc.gz", "sample-00002.warc")]
+    assert sum(r["rows_in"] for r in english) == sum(by_key[("filtered_pairs", r["partition"])]["rows_out"] for r in english) > 0
+    translated = [by_key[("translated_pairs", name)] for name in ("sample-captions-en", "sample-vqa-en")]
+    assert [r["rows_in"] for r in translated] == [3, 3]
+    reasons = {"not_english", "not_japanese", "too_short", "too_long", "prompt_echo", "bad_format", "length_mismatch", "mentions_image_text", "empty", "duplicate_output"}
+    for row in english + translated:
+        assert set(row["rejected_by_reason"]) <= reasons, row
+    text = asagi(local_env, "report").stdout
+    assert "translated_pairs" in text and "monochrome=5/6" in text
 
 
 def test_bad_profile_is_a_clear_cli_error(tmp_path):

@@ -23,6 +23,26 @@ def test_cluster_example_loads_with_s3_root_and_real_model_ids():
     assert config.models["llm"].id.startswith("llm-jp/llm-jp-3-")
 
 
+def test_translations_must_name_english_datasets_of_the_profile(tmp_path):
+    from tests.synth.helpers import synthesis_section
+
+    ja = {"format": "jsonl", "path": "d.jsonl", "text_column": "caption", "language": "ja", "licence": "CC BY 4.0"}
+    for names, message in ((["nowhere"], "'nowhere' is not in sources.datasets"), (["ja-set"], "'ja-set' is language 'ja'")):
+        path = write_profile(tmp_path, sources={"datasets": {"ja-set": ja}}, synthesis={**synthesis_section(), "translate_datasets": names})
+        with pytest.raises(ConfigError, match=message):
+            load_config(path)
+
+
+def test_gpu_job_python_is_made_absolute_without_leaving_a_venv(tmp_path):
+    import sys
+
+    (tmp_path / "venv" / "bin").mkdir(parents=True)
+    (tmp_path / "venv" / "bin" / "python").symlink_to(sys.executable)  # as a venv has it: resolving it would leave the venv
+    path = write_profile(tmp_path, gpu_jobs={"python": "venv/bin/python"})
+    assert load_config(path).gpu_jobs.python == str(tmp_path / "venv" / "bin" / "python")
+    assert load_config(write_profile(tmp_path, gpu_jobs={"python": "python3"})).gpu_jobs.python == "python3"  # looked up on PATH
+
+
 def test_env_var_chooses_the_profile(tmp_path, monkeypatch):
     path = write_profile(tmp_path)
     monkeypatch.setenv("ASAGI_CONFIG", str(path))

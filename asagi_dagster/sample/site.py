@@ -182,37 +182,61 @@ def write_filter_sample(filters: FilterSettings) -> list[Path]:
     return written
 
 
-# A stand-in open dataset (imagefolder layout): captions of scikit-image photos, one of
-# them the blog's cat photo at another size (a near duplicate across sources), two
-# captions of one photo, and the broken rows real datasets have.
-SAMPLE_DATASET = "sample-captions"
-SAMPLE_DATASET_ROWS = [
-    {"file_name": "cat.png", "image_id": "img-1", "caption": "窓辺で外を眺める茶トラの猫"},
-    {"file_name": "astronaut.png", "image_id": "img-2", "caption": "宇宙服を着て微笑む飛行士"},
-    {"file_name": "astronaut.png", "image_id": "img-2", "caption": "星条旗の前に立つ宇宙飛行士の写真"},
-    {"file_name": "coffee.png", "image_id": "img-3", "caption": ""},
-    {"file_name": "missing.png", "image_id": "img-4", "caption": "見つからない画像の説明"},
-    {"file_name": "motorcycle.png", "image_id": "img-5", "caption": "赤いオートバイの側面写真"},
-]
-SAMPLE_DATASET_IMAGES = {"cat.png": ("chelsea.png", 360), "astronaut.png": ("astronaut.png", 400), "coffee.png": ("coffee.png", 400), "motorcycle.png": ("motorcycle_left.png", 420)}
+# Stand-in open datasets (imagefolder layout: images plus metadata.jsonl), each written
+# when the profile lists it under its name:
+# - sample-captions (for STAIR / YJ Captions): captions of scikit-image photos, one of
+#   them the blog's cat photo at another size (a near duplicate across sources), two
+#   captions of one photo, and the broken rows real datasets have;
+# - sample-captions-en and sample-vqa-en (for the English caption and VQA sets Asagi
+#   translates): other photos, so cross-source dedup keeps them.
+SAMPLE_DATASETS = {
+    "sample-captions": (
+        [
+            {"file_name": "cat.png", "image_id": "img-1", "caption": "窓辺で外を眺める茶トラの猫"},
+            {"file_name": "astronaut.png", "image_id": "img-2", "caption": "宇宙服を着て微笑む飛行士"},
+            {"file_name": "astronaut.png", "image_id": "img-2", "caption": "星条旗の前に立つ宇宙飛行士の写真"},
+            {"file_name": "coffee.png", "image_id": "img-3", "caption": ""},
+            {"file_name": "missing.png", "image_id": "img-4", "caption": "見つからない画像の説明"},
+            {"file_name": "motorcycle.png", "image_id": "img-5", "caption": "赤いオートバイの側面写真"},
+        ],
+        {"cat.png": ("chelsea.png", 360), "astronaut.png": ("astronaut.png", 400), "coffee.png": ("coffee.png", 400), "motorcycle.png": ("motorcycle_left.png", 420)},
+    ),
+    "sample-captions-en": (
+        [
+            {"file_name": "galaxies.png", "caption": "A deep-space photograph full of small galaxies of many colours on a black background."},
+            {"file_name": "retina.png", "caption": "A photograph of the back of a human eye, with the optic disc and branching blood vessels."},
+            {"file_name": "tissue.png", "caption": "A microscope image of a stained tissue sample, with brown and blue cells."},
+        ],
+        {"galaxies.png": ("hubble_deep_field.jpg", 400), "retina.png": ("retina.jpg", 400), "tissue.png": ("ihc.png", 360)},
+    ),
+    "sample-vqa-en": (
+        [
+            {"file_name": "colours.png", "image_id": "vqa-1", "question": "What does the picture show?", "answer": "Overlapping circles of many colours."},
+            {"file_name": "horse.png", "image_id": "vqa-2", "question": "What animal is shown in silhouette?", "answer": "A horse."},
+            {"file_name": "horse.png", "image_id": "vqa-2", "question": "Is the animal standing or running?", "answer": "It is walking."},
+        ],
+        {"colours.png": ("color.png", 370), "horse.png": ("horse.png", 400)},
+    ),
+}
 
 
 def write_dataset_sample(datasets: dict[str, DatasetSource]) -> list[Path]:
-    """Fill the profile's ``sample-captions`` dataset folder, if it has one."""
-    source = datasets.get(SAMPLE_DATASET)
-    if source is None or source.format != "imagefolder" or not source.path:
-        return []
-    folder = Path(source.path)
+    """Fill the folder of each stand-in dataset the profile lists; returns the files written."""
     written = []
-    for file, (photo, side) in SAMPLE_DATASET_IMAGES.items():
-        with resources.as_file(resources.files("skimage") / "data" / photo) as path:
-            image = Image.open(path).convert("RGB")
-        image.thumbnail((side, side))
-        if _write_if_changed(folder / file, _png(image)):
-            written.append(folder / file)
-    metadata = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in SAMPLE_DATASET_ROWS).encode()
-    if _write_if_changed(folder / "metadata.jsonl", metadata):
-        written.append(folder / "metadata.jsonl")
+    for name, (rows, images) in SAMPLE_DATASETS.items():
+        source = datasets.get(name)
+        if source is None or source.format != "imagefolder" or not source.path:
+            continue
+        folder = Path(source.path)
+        for file, (photo, side) in images.items():
+            with resources.as_file(resources.files("skimage") / "data" / photo) as path:
+                image = Image.open(path).convert("RGB")
+            image.thumbnail((side, side))
+            if _write_if_changed(folder / file, _png(image)):
+                written.append(folder / file)
+        metadata = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows).encode()
+        if _write_if_changed(folder / "metadata.jsonl", metadata):
+            written.append(folder / "metadata.jsonl")
     return written
 
 

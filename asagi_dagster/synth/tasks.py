@@ -37,6 +37,8 @@ class Task:
 
     def check(self, text: str, item: Item, seed: int, settings: TaskSettings) -> dict:
         text = validate.check_text(text, settings, japanese=self.japanese, echo_markers=self.prompt.echo_markers())
+        if "source_text" in item.carry:  # a translation: as long as its source, roughly
+            validate.check_source_ratio(text, item.carry["source_text"], settings.source_length_ratio)
         return self.parse(text, item, seed)
 
 

@@ -91,6 +91,14 @@ def check_length(text: str, settings: TaskSettings) -> None:
         raise Invalid("too_long", f"{len(text)} characters (at most {settings.max_chars})")
 
 
+def check_source_ratio(text: str, source: str, bounds: tuple[float, float]) -> None:
+    """A translation far longer or shorter than its source added or dropped content."""
+    ratio = len(text) / max(len(source), 1)
+    low, high = bounds
+    if not low <= ratio <= high:
+        raise Invalid("length_mismatch", f"{len(text)} characters for a {len(source)}-character source (ratio {ratio:.2f}, allowed {low}-{high})")
+
+
 def labelled_fields(text: str, labels: list[str]) -> dict[str, str]:
     """``label: value`` lines (full-width colon too), each label exactly once, in order.
     A value may run over several lines until the next label."""

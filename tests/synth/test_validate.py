@@ -102,3 +102,17 @@ def test_prompts_fill_their_slots_and_put_few_shot_turns_first():
     image = JA_CAPTION_LONG.messages({"english_caption": "a cat", "reference_text": "タマ"}, image=True)[-1]["content"]
     assert image[0] == {"type": "image"} and "タマ" in image[1]["text"]
     assert JA_CAPTION_LONG.messages({"english_caption": "a", "reference_text": "b"}, image=True, image_placeholder="<|image_1|>")[-1]["content"].startswith("<|image_1|>\n")
+
+
+def test_translations_keep_their_source_length_and_qa_keeps_its_labels():
+    english = "A white cup of coffee on a wooden table, with a small spoon beside it."
+    caption = Item("d/row0", "d/row0", {"english": english}, carry={"kind": "caption", "source_text": english})
+    good = "木製のテーブルの上に白いコーヒーカップがあり、横に小さなスプーンが置かれている。"
+    assert TASKS["translation"].check(good, caption, 1, SETTINGS) == {"text": good}
+    rambling = good + "窓の外では雨が降っていて、店内には静かな音楽が流れている。" * 3  # content the source does not have
+    assert reason("translation", rambling, caption) == "length_mismatch"
+    assert reason("translation", "コーヒーです。", caption, TaskSettings(generator="g", min_chars=2)) == "length_mismatch"
+    source = "質問: What colour is the cup?\n回答: It is white."
+    qa = Item("d/row1", "d/row1", {"english": source}, carry={"kind": "qa", "source_text": source})
+    assert TASKS["translation"].check("質問: カップは何色ですか？\n回答: 白です。", qa, 1, TaskSettings(generator="g", min_chars=2)) == {"question": "カップは何色ですか？", "text": "白です。"}
+    assert reason("translation", "カップは何色ですか？白です。", qa, TaskSettings(generator="g", min_chars=2)) == "bad_format"
