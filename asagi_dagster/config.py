@@ -277,6 +277,9 @@ class GeneratorSettings(_Strict):
     gpu_memory_utilization: float = Field(0.9, gt=0, le=1)
     tensor_parallel_size: int = Field(1, ge=1)
     enforce_eager: bool = Field(False, description="vLLM: no CUDA graph capture (faster start; CPU runs need it).")
+    enable_chunked_prefill: bool | None = Field(
+        None, description="vLLM: None keeps vLLM's default. False on CPU: there a seeded request whose prompt is split across steps fails ('CPU Generator does not use offset')."
+    )
     trust_remote_code: bool = False
     allow_hub: bool = Field(False, description="Let the model download from the Hugging Face hub (cluster only).")
 

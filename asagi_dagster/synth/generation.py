@@ -147,6 +147,7 @@ class VllmGenerator:
             trust_remote_code=settings.trust_remote_code,
             limit_mm_per_prompt={"image": 1} if settings.modality == "image" else None,
             enforce_eager=settings.enforce_eager,
+            **({} if settings.enable_chunked_prefill is None else {"enable_chunked_prefill": settings.enable_chunked_prefill}),
         )
 
     def generate(self, requests: list[Request]) -> list[Generated]:
