@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -319,15 +320,34 @@ class TaskSettings(_Strict):
     )
 
 
+# Each task's own defaults; a profile's entry for a task is laid over them, so it names
+# only what it changes.
+_TASK_DEFAULTS = {
+    "english_caption": {"generator": "caption_vlm", "min_chars": 40, "max_chars": 2000},
+    "ja_caption_long": {"generator": "japanese_llm", "min_chars": 40, "max_chars": 600},
+    "ja_caption_short": {"generator": "japanese_llm", "min_chars": 8, "max_chars": 120},
+    "vqa": {"generator": "japanese_llm", "min_chars": 2, "max_chars": 400},
+    "mcvqa": {"generator": "japanese_llm", "min_chars": 1, "max_chars": 80},
+    "translation": {"generator": "japanese_llm", "min_chars": 2, "max_chars": 1000},
+}
+
+
 class SynthesisTasks(_Strict):
     """Task names are the prompt ids in ``asagi_dagster.synth.prompts``."""
 
-    english_caption: TaskSettings = TaskSettings(generator="caption_vlm", min_chars=40, max_chars=2000)
-    ja_caption_long: TaskSettings = TaskSettings(generator="japanese_llm", min_chars=40, max_chars=600)
-    ja_caption_short: TaskSettings = TaskSettings(generator="japanese_llm", min_chars=8, max_chars=120)
-    vqa: TaskSettings = TaskSettings(generator="japanese_llm", min_chars=2, max_chars=400)
-    mcvqa: TaskSettings = TaskSettings(generator="japanese_llm", min_chars=1, max_chars=80)
-    translation: TaskSettings = TaskSettings(generator="japanese_llm", min_chars=2, max_chars=1000)
+    english_caption: TaskSettings = TaskSettings(**_TASK_DEFAULTS["english_caption"])
+    ja_caption_long: TaskSettings = TaskSettings(**_TASK_DEFAULTS["ja_caption_long"])
+    ja_caption_short: TaskSettings = TaskSettings(**_TASK_DEFAULTS["ja_caption_short"])
+    vqa: TaskSettings = TaskSettings(**_TASK_DEFAULTS["vqa"])
+    mcvqa: TaskSettings = TaskSettings(**_TASK_DEFAULTS["mcvqa"])
+    translation: TaskSettings = TaskSettings(**_TASK_DEFAULTS["translation"])
+
+    @model_validator(mode="before")
+    @classmethod
+    def _over_task_defaults(cls, data):
+        if not isinstance(data, dict):
+            return data
+        return {name: {**_TASK_DEFAULTS[name], **value} if name in _TASK_DEFAULTS and isinstance(value, dict) else value for name, value in data.items()}
 
 
 class SynthesisSettings(_Strict):
@@ -361,6 +381,14 @@ class PodSettings(_Strict):
     active_deadline_s: int = Field(24 * 3600, ge=60)
     pod_wait_timeout_s: int = Field(24 * 3600, ge=60, description="How long Dagster waits for the pod, scheduling included.")
     service_account: str | None = None
+
+    @field_validator("secret_env")
+    @classmethod
+    def _secret_references(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, ref in value.items():
+            if not re.fullmatch(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?/[-._a-zA-Z0-9]+", ref):
+                raise ValueError(f"{name}: {ref!r} is not a 'secret-name/key' reference (secret values never go in a profile)")
+        return value
 
 
 class GpuJobSettings(_Strict):

@@ -21,6 +21,11 @@ def test_cluster_example_loads_with_s3_root_and_real_model_ids():
     assert config.storage.root.startswith("s3://")
     assert config.models["vision_encoder"].id == "google/siglip-so400m-patch14-384"
     assert config.models["llm"].id.startswith("llm-jp/llm-jp-3-")
+    generators = config.synthesis.generators
+    assert generators["caption_vlm"].model == "microsoft/Phi-3.5-vision-instruct" and generators["caption_vlm"].licence == "MIT"
+    assert generators["japanese_llm"].model == "cyberagent/calm3-22b-chat" and generators["japanese_llm"].licence == "Apache-2.0"
+    assert all(len(g.revision) == 40 and g.outputs_trainable for g in generators.values())  # pinned, licence-clean
+    assert config.gpu_jobs.runner == "k8s" and config.gpu_jobs.pods["synthesis"].gpus >= 1
 
 
 def test_translations_must_name_english_datasets_of_the_profile(tmp_path):
@@ -31,6 +36,22 @@ def test_translations_must_name_english_datasets_of_the_profile(tmp_path):
         path = write_profile(tmp_path, sources={"datasets": {"ja-set": ja}}, synthesis={**synthesis_section(), "translate_datasets": names})
         with pytest.raises(ConfigError, match=message):
             load_config(path)
+
+
+def test_pod_secret_env_takes_references_not_values(tmp_path):
+    pods = {"synthesis": {"image": "x", "secret_env": {"HF_TOKEN": "hf_abcdefghijklmnop"}}}
+    with pytest.raises(ConfigError, match="HF_TOKEN: 'hf_abcdefghijklmnop' is not a 'secret-name/key' reference"):
+        load_config(write_profile(tmp_path, gpu_jobs={"runner": "k8s", "pods": pods}))
+
+
+def test_a_task_entry_keeps_the_task_defaults_it_does_not_name(tmp_path):
+    from tests.synth.helpers import synthesis_section
+
+    section = synthesis_section()
+    section["tasks"]["english_caption"] = {"generator": "caption_vlm", "sampling": {"max_tokens": 512}}
+    tasks = load_config(write_profile(tmp_path, synthesis=section)).synthesis.tasks
+    assert (tasks.english_caption.min_chars, tasks.english_caption.max_chars, tasks.english_caption.sampling.max_tokens) == (40, 2000, 512)
+    assert (tasks.mcvqa.min_chars, tasks.mcvqa.max_chars) == (1, 80)
 
 
 def test_gpu_job_python_is_made_absolute_without_leaving_a_venv(tmp_path):
@@ -97,7 +118,8 @@ def _keys(node):
     if isinstance(node, dict):
         for key, value in node.items():
             yield str(key).lower()
-            yield from _keys(value)
+            if key != "secret_env":  # variable names -> Secret references (checked by the profile model)
+                yield from _keys(value)
     elif isinstance(node, list):
         for value in node:
             yield from _keys(value)

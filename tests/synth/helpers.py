@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import copy
 
+import dagster as dg
+
+from asagi_dagster.definitions import build_definitions
 from asagi_dagster.filters import schemas as filter_schemas
 from asagi_dagster.reference import REFERENCE_TEXTS, REFERENCE_TEXTS_VERSION
 from asagi_dagster.storage import Storage, StageWriter
@@ -53,3 +56,16 @@ def write_caption_inputs(storage: Storage, shard: str, pairs: int) -> dict[str, 
     storage.write_manifest(out.manifest)
     urls["filtered_pairs"] = out.manifest.data_url
     return urls
+
+
+def materialize(profile, asset: str, shard: str, instance) -> tuple[dg.ExecuteInProcessResult, list[str]]:
+    """One shard partition of one asset, in this process, on the profile's definitions
+    (the shard registered first); returns the result and the run's log messages."""
+    instance.add_dynamic_partitions("warc_shards", [shard])
+    job = build_definitions(str(profile)).resolve_implicit_global_asset_job_def()
+    result = job.execute_in_process(instance=instance, partition_key=shard, asset_selection=[dg.AssetKey(asset)], raise_on_error=False)
+    return result, [e.message for e in instance.all_logs(result.run_id) if e.message]
+
+
+def failures(result: dg.ExecuteInProcessResult) -> list[str]:
+    return [e.event_specific_data.error.to_string()[-1500:] for e in result.get_step_failure_events()]

@@ -6,23 +6,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from asagi_dagster.config import load_config
-from asagi_dagster.definitions import build_definitions
 from asagi_dagster.storage import Storage
 from asagi_dagster.synth.corpora import LicenceRefused
 from tests.conftest import write_profile
-from tests.synth.helpers import GENERATORS, synthesis_section, write_caption_inputs
-
-
-def _materialize(profile, asset: str, partition: str, instance):
-    defs = build_definitions(str(profile))
-    job = defs.resolve_implicit_global_asset_job_def()
-    return job.execute_in_process(
-        instance=instance, partition_key=partition, asset_selection=[dg.AssetKey(asset)], raise_on_error=False
-    )
-
-
-def _register(instance, *shards):
-    instance.add_dynamic_partitions("warc_shards", list(shards))
+from tests.synth.helpers import GENERATORS, failures, materialize, synthesis_section, write_caption_inputs
 
 
 def test_licence_gate_refuses_a_restricted_generator_before_anything_runs(tmp_path):
@@ -32,15 +19,14 @@ def test_licence_gate_refuses_a_restricted_generator_before_anything_runs(tmp_pa
     storage = Storage(load_config(profile).storage)
     write_caption_inputs(storage, "s1", pairs=2)
     with dg.instance_for_test() as instance:
-        _register(instance, "s1")
-        result = _materialize(profile, "ja_captions", "s1", instance)
+        result, logs = materialize(profile, "ja_captions", "s1", instance)
         assert not result.success
-        failures = result.get_step_failure_events()
-        assert len(failures) == 1  # not retried: the same profile would be refused again
-        message = failures[0].event_specific_data.error.message
+        failed = result.get_step_failure_events()
+        assert len(failed) == 1  # not retried: the same profile would be refused again
+        message = failed[0].event_specific_data.error.message
         assert "japanese_llm" in message and "does not allow training" in message
         # Nothing started: no Pipes session, no work folder, no output.
-        assert not [e for e in instance.all_logs(result.run_id) if "pipes" in (e.message or "").lower()]
+        assert not [m for m in logs if "pipes" in m.lower()]
         assert not storage.exists(storage.path("_work", "ja_captions"))
         assert not storage.exists(storage.manifest_path("ja_captions", "s1"))
 
@@ -50,10 +36,8 @@ def test_a_partition_runs_as_a_pipes_subprocess_and_its_manifest_is_the_output(t
     storage = Storage(load_config(profile).storage)
     write_caption_inputs(storage, "s1", pairs=3)
     with dg.instance_for_test() as instance:
-        _register(instance, "s1")
-        result = _materialize(profile, "ja_captions", "s1", instance)
-        assert result.success, [e.event_specific_data.error.to_string()[-1500:] for e in result.get_step_failure_events()]
-        logs = [e.message for e in instance.all_logs(result.run_id) if e.message]
+        result, logs = materialize(profile, "ja_captions", "s1", instance)
+        assert result.success, failures(result)
         assert any("chunk 2:" in m for m in logs)  # the subprocess's log lines came back through Pipes
         manifest = storage.read_manifest("ja_captions", "s1")
         assert manifest.rows_in == 6 and manifest.rows_out + manifest.rows_rejected == 6

@@ -12,11 +12,10 @@ import pyarrow.parquet as pq
 from dagster_k8s.client import DagsterKubernetesClient
 
 from asagi_dagster.config import load_config
-from asagi_dagster.definitions import build_definitions
 from asagi_dagster.storage import Storage
 from tests.conftest import BUCKET, write_profile
 from tests.fake_kubelet import FakeCoreV1Api
-from tests.synth.helpers import synthesis_section, write_caption_inputs
+from tests.synth.helpers import failures, materialize, synthesis_section, write_caption_inputs
 
 SYNTHESIS_POD = {
     "image": "registry.example/asagi-dagster:1.0",
@@ -49,11 +48,8 @@ def test_a_partition_runs_as_a_gpu_pod_built_from_the_profile_and_reports_throug
         staticmethod(lambda *a, **k: DagsterKubernetesClient(batch_api=None, core_api=api, logger=lambda m: None, sleeper=time.sleep, timer=time.time)),
     )
     with dg.instance_for_test() as instance:
-        instance.add_dynamic_partitions("warc_shards", ["s1"])
-        job = build_definitions(str(profile)).resolve_implicit_global_asset_job_def()
-        result = job.execute_in_process(instance=instance, partition_key="s1", asset_selection=[dg.AssetKey("ja_captions")], raise_on_error=False)
-        assert result.success, [e.event_specific_data.error.to_string()[-1500:] for e in result.get_step_failure_events()]
-        logs = [e.message for e in instance.all_logs(result.run_id) if e.message]
+        result, logs = materialize(profile, "ja_captions", "s1", instance)
+    assert result.success, failures(result)
 
     (pod,) = api.pods.values()
     body = pod.body

@@ -18,11 +18,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from asagi_dagster.config import ConfigError, EndpointSettings, GeneratorSettings, load_config
-from asagi_dagster.definitions import build_definitions
 from asagi_dagster.storage import Storage
 from asagi_dagster.synth.generation import model_path, open_generator
 from tests.conftest import write_profile
-from tests.synth.helpers import GENERATORS, synthesis_section, write_caption_inputs
+from tests.synth.helpers import GENERATORS, failures, materialize, synthesis_section, write_caption_inputs
 from tests.synth.vllm_requests import requests
 
 PROJECT = Path(__file__).resolve().parents[2]
@@ -85,11 +84,8 @@ def test_a_partition_runs_on_vllm_through_dagster_pipes(tmp_path, vllm_python, m
     write_caption_inputs(storage, "s1", pairs=3)
     monkeypatch.setenv("PYTHONPATH", _subprocess_env()["PYTHONPATH"])  # Pipes' subprocess inherits it
     with dg.instance_for_test() as instance:
-        instance.add_dynamic_partitions("warc_shards", ["s1"])
-        job = build_definitions(str(profile)).resolve_implicit_global_asset_job_def()
-        result = job.execute_in_process(instance=instance, partition_key="s1", asset_selection=[dg.AssetKey("ja_captions")], raise_on_error=False)
-        assert result.success, [e.event_specific_data.error.to_string()[-1500:] for e in result.get_step_failure_events()]
-        logs = [e.message for e in instance.all_logs(result.run_id) if e.message]
+        result, logs = materialize(profile, "ja_captions", "s1", instance)
+    assert result.success, failures(result)
     assert any("backend vllm" in m for m in logs) and any("chunk 2:" in m for m in logs)
     manifest = storage.read_manifest("ja_captions", "s1")
     assert manifest.rows_in == 6 and manifest.rows_out + manifest.rows_rejected == 6
