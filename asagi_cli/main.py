@@ -15,7 +15,7 @@ from pathlib import Path
 import click
 
 from asagi_dagster.config import AsagiConfig, ConfigError, load_config
-from asagi_dagster.report import format_table, shard_report
+from asagi_dagster.report import format_table, model_report, shard_report
 from asagi_dagster.storage import Storage
 
 PARTITIONS = "warc_shards"
@@ -196,19 +196,75 @@ def synthesize(partitions: tuple[str, ...]) -> None:
         sys.exit(1)
 
 
+def _train(config: AsagiConfig) -> bool:
+    """Both stage mixtures, then stage 1 and stage 2 (the vlm_training job, in this process)."""
+    if config.training is None:
+        raise click.ClickException("the profile has no training section")
+    from asagi_dagster.definitions import defs
+
+    result = defs.resolve_job_def("vlm_training").execute_in_process(instance=_instance(config), raise_on_error=False, run_config=_QUIET)
+    click.echo(f"vlm_training: {'success' if result.success else 'FAILED'} (run {result.run_id})")
+    if result.success:
+        click.echo(f"model: {Storage(config.storage).read_manifest('vlm_stage2', None).model_url}")
+    return result.success
+
+
+@main.command()
+@click.option("--write-job", "stage", type=click.Choice(["stage1", "stage2"]), help="Only write this stage's job (for a multi-node run, k8s/training/) instead of training.")
+@click.option("--to", "job_url", help="Where --write-job writes the job JSON (a path or s3:// URL).")
+def train(stage: str | None, job_url: str | None) -> None:
+    """Build the stage mixtures and train stage 1 then stage 2 through the GPU-job runner;
+    a re-run resumes each stage from its last checkpoint."""
+    config = _config()
+    if stage:
+        _write_job(config, stage, job_url)
+    elif not _train(config):
+        sys.exit(1)
+
+
+def _write_job(config: AsagiConfig, stage: str, job_url: str | None) -> None:
+    """The TrainJob a stage would run, from the committed mixture (and stage 1's model)."""
+    import fsspec.core
+
+    from asagi_dagster.storage import fsspec_options
+    from asagi_dagster.train.trainer import stage_job
+
+    if not job_url:
+        raise click.ClickException("--write-job needs --to <path or URL>")
+    if config.training is None:
+        raise click.ClickException("the profile has no training section")
+    storage = Storage(config.storage)
+    mixture_asset = f"{stage}_mixture"
+    if not storage.exists(storage.manifest_path(mixture_asset, None)):
+        raise click.ClickException(f"{mixture_asset} is not materialized yet: materialize it first")
+    start_from = None
+    if stage == "stage2":
+        if not storage.exists(storage.manifest_path("vlm_stage1", None)):
+            raise click.ClickException("stage 2 starts from vlm_stage1, which is not materialized yet")
+        start_from = storage.read_manifest("vlm_stage1", None)
+    job = stage_job(config, storage, stage, storage.read_manifest(mixture_asset, None), start_from)
+    fs, path = fsspec.core.url_to_fs(job_url, **fsspec_options(job_url, config.storage.s3))
+    staged = f"{path}.partial"
+    fs.pipe_file(staged, job.model_dump_json(indent=1).encode())  # one PUT on s3; then a rename
+    fs.mv(staged, path)
+    click.echo(f"wrote the {stage} job to {job_url}: model -> {job.output_url}")
+
+
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def report(as_json: bool) -> None:
     """Rows in, out and rejected by reason, per asset and shard (from DuckDB)."""
     config = _config()
-    rows = shard_report(Storage(config.storage), config.storage.duckdb_path)
-    click.echo(json.dumps(rows, ensure_ascii=False, indent=1) if as_json else format_table(rows))
+    storage = Storage(config.storage)
+    rows = shard_report(storage, config.storage.duckdb_path)
+    # JSON: the row accounts; the table also lists trained models (their manifests are JSON already).
+    click.echo(json.dumps(rows, ensure_ascii=False, indent=1) if as_json else format_table(rows, model_report(storage)))
 
 
 @main.command()
 def demo() -> None:
     """The embedded default end to end: sample, image server, sync, ingest, datasets, filter,
-    synthesize (when the profile configures it), report."""
+    synthesize and train (when the profile configures them), report."""
     from asagi_dagster.sample.server import start_image_server
     from asagi_dagster.sample.site import write_dataset_sample, write_filter_sample, write_sample
 
@@ -230,6 +286,8 @@ def demo() -> None:
         server.server_close()
     if ok and config.synthesis is not None:  # needs no image server: it reads stored pairs and images
         ok = _synthesize(config, ())
-    click.echo(format_table(shard_report(Storage(config.storage), config.storage.duckdb_path)))
+    if ok and config.training is not None:
+        ok = _train(config)
+    click.echo(format_table(shard_report(Storage(config.storage), config.storage.duckdb_path), model_report(Storage(config.storage))))
     if not ok:
         sys.exit(1)

@@ -409,6 +409,73 @@ class GpuJobSettings(_Strict):
         return self
 
 
+# The corpora a stage mixture can draw texts from (see asagi_dagster.train.mixture).
+MIXTURE_SOURCES = (
+    "web_alt_texts",  # filtered web pairs: alt / figcaption / title
+    "reference_texts",  # the page sentence closest to the image
+    "ja_captions",  # synthesized long and short Japanese captions
+    "synthetic_vqa",
+    "synthetic_mcvqa",
+    "dataset_pairs",  # Japanese open datasets as filtered: captions and question-answer pairs
+    "translated_pairs",  # English datasets translated into Japanese
+)
+
+
+class StageSettings(_Strict):
+    """One training stage: its data mixture and its optimisation (Asagi's table by default)."""
+
+    mixture: dict[str, float] = Field(
+        description="Source corpus -> weight. An image with several texts keeps one, drawn with these weights."
+    )
+    global_batch: int = Field(ge=1, description="Examples per optimizer step, over all processes.")
+    micro_batch: int = Field(1, ge=1, description="Examples per process per forward pass; accumulation fills the rest.")
+    lr: float = Field(gt=0)
+    min_lr_ratio: float = Field(0.1, ge=0, le=1, description="The cosine schedule ends at lr x this.")
+    warmup_ratio: float = Field(0.03, ge=0, lt=1)
+    weight_decay: float = Field(0.1, ge=0)
+    grad_clip: float = Field(1.0, gt=0)
+    epochs: float = Field(1.0, gt=0, description="Passes over the mixture (used when steps is not set).")
+    steps: int | None = Field(None, ge=1, description="Optimizer steps; overrides epochs.")
+    max_text_tokens: int = Field(1024, ge=16, description="Text tokens per example (image tokens come on top); longer answers are cut.")
+    packing: bool = Field(True, description="Padding-free packing: a micro batch is one row, position ids reset per example.")
+    gradient_checkpointing: bool = False
+    checkpoint_every: int = Field(500, ge=1, description="Optimizer steps between resumable checkpoints.")
+    log_every: int = Field(10, ge=1)
+
+    @field_validator("mixture")
+    @classmethod
+    def _known_sources(cls, value: dict[str, float]) -> dict[str, float]:
+        for name, weight in value.items():
+            if name not in MIXTURE_SOURCES:
+                raise ValueError(f"{name!r} is not a mixture source (known: {', '.join(MIXTURE_SOURCES)})")
+            if weight <= 0:
+                raise ValueError(f"{name}: weight must be > 0 (leave a source out instead), got {weight}")
+        if not value:
+            raise ValueError("a stage needs at least one source")
+        return value
+
+
+class TrainingSettings(_Strict):
+    """Two-stage LLaVA training (Asagi): stage 1 trains the projector, stage 2 the projector and LLM."""
+
+    vision_role: str = Field("vision_encoder", description="The models entry of the vision tower (SigLIP).")
+    llm_role: str = Field("llm", description="The models entry of the LLM (Llama architecture, e.g. llm-jp-3).")
+    seed: int = 0
+    processes_per_node: int = Field(1, ge=1, description="torchrun processes for the subprocess runner (the pod runs one per GPU).")
+    precision: Literal["auto", "bf16", "fp32"] = Field("auto", description="auto: bf16 on CUDA, fp32 on CPU.")
+    export_dtype: Literal["bfloat16", "float32"] = "bfloat16"
+    peak_tflops: float | None = Field(None, gt=0, description="Per-device peak for MFU; default: measured at start (a matmul benchmark).")
+    allow_hub: bool = Field(False, description="May load the vision tower and LLM from the Hugging Face hub (cluster).")
+    stage1: StageSettings = StageSettings(
+        mixture={"ja_captions": 1.0, "translated_pairs": 1.0, "dataset_pairs": 1.0}, global_batch=2048, lr=1e-4
+    )
+    stage2: StageSettings = StageSettings(
+        mixture={"ja_captions": 1.0, "synthetic_vqa": 1.0, "synthetic_mcvqa": 1.0, "translated_pairs": 1.0, "dataset_pairs": 1.0},
+        global_batch=144,
+        lr=2e-5,
+    )
+
+
 class SampleSettings(_Strict):
     """The embedded default's bundled sample site (generated at first run)."""
 
@@ -438,6 +505,7 @@ class AsagiConfig(_Strict):
     models: dict[str, ModelRef] = {}
     synthesis: SynthesisSettings | None = Field(None, description="None: the synthesis assets refuse to run, saying so.")
     gpu_jobs: GpuJobSettings = GpuJobSettings()
+    training: TrainingSettings | None = Field(None, description="None: the training assets refuse to run, saying so.")
 
     @model_validator(mode="after")
     def _dataset_rules_valid(self) -> AsagiConfig:
@@ -456,6 +524,14 @@ class AsagiConfig(_Strict):
                 raise ValueError(f"synthesis.translate_datasets: {name!r} is not in sources.datasets")
             if dataset.language != "en":
                 raise ValueError(f"synthesis.translate_datasets: {name!r} is language {dataset.language!r}; only English datasets are translated")
+        return self
+
+    @model_validator(mode="after")
+    def _training_models_exist(self) -> AsagiConfig:
+        if self.training:
+            for role in (self.training.vision_role, self.training.llm_role):
+                if role not in self.models:
+                    raise ValueError(f"training: models.{role} is not set (the stage 1 model is built from it)")
         return self
 
 

@@ -7,7 +7,7 @@ The only module of the library that imports dagster.
 import dagster as dg
 
 from asagi_dagster.config import load_config, profile_path
-from assets import filters, synthesis, web
+from assets import filters, synthesis, training, web
 from assets.datasets import build_dataset_assets
 from resources import build_resources
 
@@ -18,6 +18,7 @@ def build_definitions(config_path: str | None = None) -> dg.Definitions:
     sensor, schedule = web.build_inbox_automation(config)
     dataset_assets, dataset_jobs = build_dataset_assets(config)
     translation = synthesis.build_translation_asset(config)
+    training_assets, training_job = training.build_training_assets(config)
     return dg.Definitions(
         assets=[
             web.warc_records,
@@ -32,10 +33,12 @@ def build_definitions(config_path: str | None = None) -> dg.Definitions:
             *dataset_assets,
             *synthesis.SYNTHESIS_ASSETS,
             *([translation] if translation else []),
+            *training_assets,
         ],
         jobs=[
             web.web_ingest, filters.filter_indexes, filters.filtered_splits, *dataset_jobs, synthesis.synthesized_corpora,
             *([synthesis.translation_job] if translation else []),
+            training_job,
         ],
         sensors=[sensor, filters.filters_automation],
         schedules=[schedule],

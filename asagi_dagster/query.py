@@ -76,7 +76,8 @@ def refresh_views(con: duckdb.DuckDBPyConnection, storage: Storage) -> None:
                    coalesce(rule_stats, []) AS rule_stats
             FROM read_json('{manifests}', columns={{asset: 'VARCHAR', partition: 'VARCHAR', rows_in: 'BIGINT',
                  rows_out: 'BIGINT', rows_rejected: 'BIGINT', schema_version: 'INTEGER', data_url: 'VARCHAR',
-                 rule_stats: 'STRUCT(rule VARCHAR, checked BIGINT, rejected BIGINT, passed BIGINT)[]'}})"""
+                 rule_stats: 'STRUCT(rule VARCHAR, checked BIGINT, rejected BIGINT, passed BIGINT)[]'}})
+            WHERE rows_in IS NOT NULL  -- row-less manifests (trained models) are not row accounts"""
     )
     con.execute(
         f"""CREATE OR REPLACE VIEW rejections AS

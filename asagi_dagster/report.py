@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from asagi_dagster.query import connect, refresh_views
-from asagi_dagster.storage import MANIFEST_FILE, Storage
+from asagi_dagster.storage import MANIFEST_FILE, ModelManifest, Storage
 
 
 def shard_report(storage: Storage, database: str | None) -> list[dict]:
@@ -33,7 +33,17 @@ def shard_report(storage: Storage, database: str | None) -> list[dict]:
     ]
 
 
-def format_table(rows: list[dict]) -> str:
+def model_report(storage: Storage) -> list[dict]:
+    """The trained models under the root: stage, steps, examples, final loss, folder."""
+    found = []
+    for path in sorted(storage.fs.glob(storage.path("*", "*", MANIFEST_FILE))):
+        raw = storage.read_json(path)
+        if "model_url" in raw:
+            found.append(ModelManifest.model_validate(raw).model_dump(include={"asset", "stage", "steps", "examples", "final_loss", "resumed_from", "model_url"}))
+    return found
+
+
+def format_table(rows: list[dict], models: list[dict] = ()) -> str:
     if not rows:
         return "no materialized assets yet"
     header = f"{'asset':<24} {'partition':<28} {'in':>7} {'out':>7} {'rejected':>8}  reasons"
@@ -47,4 +57,9 @@ def format_table(rows: list[dict]) -> str:
         for r in ruled:
             rates = ", ".join(f"{s['rule']}={s['passed']}/{s['checked']}" for s in r["rule_stats"])
             lines.append(f"{r['asset']:<24} {r['partition']:<28} {rates}")
+    if models:
+        lines += ["", "trained models"]
+        for m in models:
+            loss = "n/a" if m["final_loss"] is None else f"{m['final_loss']:.4f}"
+            lines.append(f"{m['asset']:<24} {m['steps']:>5} steps on {m['examples']} examples, final loss {loss}: {m['model_url']}")
     return "\n".join(lines)

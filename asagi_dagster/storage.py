@@ -41,8 +41,8 @@ REJECTION_SCHEMA = pa.schema(
 )
 
 
-def filesystem_for(url: str, s3: S3Settings) -> tuple[fsspec.AbstractFileSystem, str]:
-    """The fsspec filesystem and path for a local path, file:// or s3:// URL."""
+def fsspec_options(url: str, s3: S3Settings) -> dict:
+    """The fsspec options for a URL: the s3 endpoint and region, nothing for local paths."""
     options: dict = {}
     if url.startswith(("s3://", "s3a://")):
         options = {"client_kwargs": {}, "use_listings_cache": False}  # re-runs must see fresh listings
@@ -50,7 +50,12 @@ def filesystem_for(url: str, s3: S3Settings) -> tuple[fsspec.AbstractFileSystem,
             options["endpoint_url"] = s3.endpoint_url
         if s3.region:
             options["client_kwargs"]["region_name"] = s3.region
-    return fsspec.core.url_to_fs(url, **options)
+    return options
+
+
+def filesystem_for(url: str, s3: S3Settings) -> tuple[fsspec.AbstractFileSystem, str]:
+    """The fsspec filesystem and path for a local path, file:// or s3:// URL."""
+    return fsspec.core.url_to_fs(url, **fsspec_options(url, s3))
 
 
 def url_of(fs: fsspec.AbstractFileSystem, path: str) -> str:
@@ -79,10 +84,25 @@ class Manifest(BaseModel):
     rule_stats: list[dict[str, str | int]] = []
 
 
+class ModelManifest(BaseModel):
+    """What a training stage produced: a Hugging Face model folder and how it was made."""
+
+    asset: str
+    partition: str = UNPARTITIONED
+    model_url: str
+    stage: str
+    steps: int
+    examples: int  # in the mixture it trained on
+    mixture_url: str
+    final_loss: float | None = None
+    resumed_from: int | None = None
+
+
 class Storage:
     """One storage root (file:// or s3://) and the layout rules above."""
 
     def __init__(self, settings: StorageSettings):
+        self.options = fsspec_options(settings.root, settings.s3)
         self.fs, root_path = filesystem_for(settings.root, settings.s3)
         self.root_path = root_path.rstrip("/")
         self.is_local = isinstance(self.fs, fsspec.implementations.local.LocalFileSystem)
@@ -151,12 +171,18 @@ class Storage:
     def exists(self, path: str) -> bool:
         return self.fs.exists(path)
 
+    def identity(self, url: str) -> dict:
+        """What tells one version of a file from another: its size and change time."""
+        info = self.fs.info(self.strip_protocol(url))
+        return {"url": url, "size": info.get("size"), "changed": str(info.get("mtime") or info.get("LastModified") or info.get("ETag"))}
+
     # --- manifests ---------------------------------------------------------------
-    def write_manifest(self, manifest: Manifest) -> None:
+    def write_manifest(self, manifest: Manifest | ModelManifest) -> None:
         self.write_json(self.manifest_path(manifest.asset, manifest.partition), manifest.model_dump())
 
-    def read_manifest(self, asset: str, partition: str | None) -> Manifest:
-        return Manifest.model_validate(self.read_json(self.manifest_path(asset, partition)))
+    def read_manifest(self, asset: str, partition: str | None) -> Manifest | ModelManifest:
+        raw = self.read_json(self.manifest_path(asset, partition))
+        return ModelManifest.model_validate(raw) if "model_url" in raw else Manifest.model_validate(raw)
 
     # --- Parquet -----------------------------------------------------------------
     def columns(self, url: str) -> list[str]:

@@ -32,6 +32,14 @@ def pod_spec(pod: PodSettings) -> dict:
     return spec
 
 
+def launcher(module: str, processes: int | None) -> list[str]:
+    """Arguments after the interpreter: the module itself, or torchrun starting it on
+    ``processes`` local workers (one node; multi-node runs use k8s/training/)."""
+    if processes is None:
+        return ["-m", module]
+    return ["-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}", "-m", module]
+
+
 class GpuJobsResource(dg.ConfigurableResource):
     """Runs a library stage under Pipes; ``settings`` is the profile's ``gpu_jobs``."""
 
@@ -41,13 +49,18 @@ class GpuJobsResource(dg.ConfigurableResource):
     def settings(self) -> GpuJobSettings:
         return GpuJobSettings.model_validate_json(self.settings_json)
 
-    def run(self, context: dg.AssetExecutionContext, kind: str, module: str, extras: dict) -> list:
+    def run(self, context: dg.AssetExecutionContext, kind: str, module: str, extras: dict, local_processes: int | None = None) -> list:
+        """Run ``python -m module``; with ``local_processes`` it is distributed work
+        launched by torchrun: that many processes locally, one per GPU in a pod."""
         settings = self.settings
         if settings.runner == "subprocess":  # a pod runs its image's python
             python = settings.python or sys.executable
-            invocation = dg.PipesSubprocessClient().run(context=context, command=[python, "-m", module], extras=extras)
+            command = [python, *launcher(module, local_processes)]
+            invocation = dg.PipesSubprocessClient().run(context=context, command=command, extras=extras)
         else:
-            invocation = self.k8s_client().run(**self.k8s_run_args(context, kind, ["python", "-m", module], extras))
+            processes = max(1, settings.pods[kind].gpus) if local_processes and kind in settings.pods else None
+            command = ["python", *launcher(module, processes)]
+            invocation = self.k8s_client().run(**self.k8s_run_args(context, kind, command, extras))
         return invocation.get_custom_messages()
 
     def k8s_client(self):

@@ -9,7 +9,7 @@ import duckdb
 
 from asagi_dagster.config import AsagiConfig, S3Settings, StorageSettings, load_config
 from asagi_dagster.query import connect
-from asagi_dagster.storage import Manifest, Storage
+from asagi_dagster.storage import Manifest, ModelManifest, Storage
 
 
 class ProfileResource(dg.ConfigurableResource):
@@ -56,12 +56,12 @@ class ManifestIOManager(dg.ConfigurableIOManager):
 
     storage: StorageResource
 
-    def handle_output(self, context: dg.OutputContext, obj: Manifest) -> None:
-        if not isinstance(obj, Manifest):
+    def handle_output(self, context: dg.OutputContext, obj: Manifest | ModelManifest) -> None:
+        if not isinstance(obj, (Manifest, ModelManifest)):
             raise TypeError(f"{context.asset_key.to_user_string()} must return a Manifest, got {type(obj).__name__}")
         self.storage.storage.write_manifest(obj)
 
-    def load_input(self, context: dg.InputContext) -> Manifest:
+    def load_input(self, context: dg.InputContext) -> Manifest | ModelManifest:
         asset = context.asset_key.path[-1]
         partition = context.asset_partition_key if context.has_asset_partitions else None
         storage = self.storage.storage

@@ -16,9 +16,11 @@ from pathlib import Path
 BUILTIN_TINY_CLIP = "builtin:tiny-clip-ja"
 BUILTIN_TINY_LLAMA = "builtin:tiny-llama-ja"  # a chat LLM (text in, text out)
 BUILTIN_TINY_LLAVA = "builtin:tiny-llava-ja"  # a LLaVA VLM (SigLIP + projector + Llama)
+BUILTIN_TINY_SIGLIP = "builtin:tiny-siglip"  # a SigLIP vision tower, where training starts
 # Bump a recipe's version when it changes: cached builds are keyed by it.
 TINY_CLIP_VERSION = "1"
-TINY_CHAT_VERSION = "1"
+TINY_CHAT_VERSION = "2"  # 2: the tokenizer also learns the training template
+TINY_SIGLIP_VERSION = "1"
 
 # Roles as special tokens; content is either a string or a list of parts (an image part
 # becomes the image token). Written on one line because the template renderer trims
@@ -47,6 +49,10 @@ def tiny_llama(corpus: list[str]) -> Path:
 
 def tiny_llava(corpus: list[str]) -> Path:
     return _built_once(f"tiny-llava-ja-v{TINY_CHAT_VERSION}", lambda folder: build_tiny_llava(folder, corpus))
+
+
+def tiny_siglip() -> Path:
+    return _built_once(f"tiny-siglip-v{TINY_SIGLIP_VERSION}", build_tiny_siglip)
 
 
 def _built_once(name: str, build) -> Path:
@@ -97,6 +103,22 @@ def build_tiny_clip(folder: Path, corpus: list[str], seed: int = 0) -> None:
     CLIPImageProcessor(size={"shortest_edge": 64}, crop_size={"height": 64, "width": 64}).save_pretrained(folder)
 
 
+def _tiny_siglip_config():
+    from transformers import SiglipVisionConfig
+
+    return SiglipVisionConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, image_size=32, patch_size=8)
+
+
+def build_tiny_siglip(folder: Path, seed: int = 0) -> None:
+    """A SigLIP vision tower (16 patches of a 32 px image) and its image processor."""
+    import torch
+    from transformers import SiglipImageProcessor, SiglipVisionModel
+
+    torch.manual_seed(seed)
+    SiglipVisionModel(_tiny_siglip_config()).save_pretrained(folder)
+    SiglipImageProcessor(size={"height": 32, "width": 32}).save_pretrained(folder)
+
+
 def chat_tokenizer(corpus: list[str]):
     """A BPE tokenizer trained on ``corpus`` with chat roles and an image token, and a
     decoder so generated ids read back as text."""
@@ -143,12 +165,11 @@ def build_tiny_llama(folder: Path, corpus: list[str], seed: int = 0) -> None:
 def build_tiny_llava(folder: Path, corpus: list[str], seed: int = 0) -> None:
     """The Asagi architecture in miniature: SigLIP tower, 2-layer GELU projector, Llama."""
     import torch
-    from transformers import GenerationConfig, LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor, SiglipImageProcessor, SiglipVisionConfig
+    from transformers import GenerationConfig, LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor, SiglipImageProcessor
 
     tokenizer = chat_tokenizer(corpus)
-    vision = SiglipVisionConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, image_size=32, patch_size=8)
     config = LlavaConfig(
-        vision_config=vision, text_config=_tiny_llama_config(tokenizer),
+        vision_config=_tiny_siglip_config(), text_config=_tiny_llama_config(tokenizer),
         image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
         vision_feature_select_strategy="full", vision_feature_layer=-2, projector_hidden_act="gelu",
     )

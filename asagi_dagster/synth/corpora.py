@@ -104,7 +104,7 @@ def run_corpus(config: AsagiConfig, storage: Storage, asset: str, partition: str
     key = fingerprint(
         {
             "asset": asset,
-            "inputs": {name: _identity(storage, url) for name, url in sorted(inputs.items())},
+            "inputs": {name: storage.identity(url) for name, url in sorted(inputs.items())},
             "plans": {name: [plan.settings.model_dump(), plan.generator_settings.model_dump(), plan.task.prompt.version] for name, plan in enabled.items()},
             "seed": synthesis.seed,
             "chunk_rows": synthesis.chunk_rows,
@@ -125,12 +125,6 @@ def run_corpus(config: AsagiConfig, storage: Storage, asset: str, partition: str
         generators.close()
     checkpoints.clear()
     return out.manifest
-
-
-def _identity(storage: Storage, url: str) -> dict:
-    """What tells one version of an input file from another: its size and change time."""
-    info = storage.fs.info(storage.strip_protocol(url))
-    return {"url": url, "size": info.get("size"), "changed": str(info.get("mtime") or info.get("LastModified") or info.get("ETag"))}
 
 
 def _rows(storage: Storage, url: str, columns: list[str]) -> Iterator[dict]:

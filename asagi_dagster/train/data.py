@@ -1,0 +1,159 @@
+"""Mixture examples in a fixed, resumable order, tokenized with the Asagi template and
+batched by padding or by padding-free packing.
+
+The order is a function of (seed, epoch) only: row groups shuffled, then rows within
+each group. So "where training is" is one number, the count of examples consumed, and
+a resumed run reads exactly what an uninterrupted one would have. Row-group blocks keep
+reads sequential on object storage, as WebDataset's shard shuffle does.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow.parquet as pq
+from PIL import Image
+
+from asagi_dagster.train.template import training_text
+
+IGNORE = -100  # label of a token the loss skips (prompt, image, padding)
+
+
+class MixtureReader:
+    """Random access to a mixture's rows through its row groups (one group cached)."""
+
+    COLUMNS = ["example_id", "instruction", "response", "bytes"]
+
+    def __init__(self, fs, path: str):
+        self._file = pq.ParquetFile(fs.open(path, "rb"))
+        meta = self._file.metadata
+        self.group_sizes = [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
+        self.group_starts = np.cumsum([0] + self.group_sizes)[:-1]
+        self.rows = int(sum(self.group_sizes))
+        self._cached: tuple[int, list[dict]] | None = None
+
+    def order(self, seed: int, epoch: int) -> np.ndarray:
+        """Row indices of one epoch: groups in a seeded order, rows shuffled within each."""
+        rng = np.random.default_rng([seed, epoch])
+        blocks = []
+        for group in rng.permutation(len(self.group_sizes)):
+            blocks.append(self.group_starts[group] + rng.permutation(self.group_sizes[group]))
+        return np.concatenate(blocks) if blocks else np.zeros(0, dtype=np.int64)
+
+    def row(self, index: int) -> dict:
+        group = int(np.searchsorted(self.group_starts, index, side="right") - 1)
+        if self._cached is None or self._cached[0] != group:
+            self._cached = (group, self._file.read_row_group(group, columns=self.COLUMNS).to_pylist())
+        return self._cached[1][index - int(self.group_starts[group])]
+
+
+class ExampleStream:
+    """Examples by global position: position p is row ``order(seed, p // rows)[p % rows]``."""
+
+    def __init__(self, reader: MixtureReader, seed: int):
+        if reader.rows == 0:
+            raise ValueError("the mixture has no examples: nothing to train on")
+        self.reader = reader
+        self.seed = seed
+        self._epoch: tuple[int, np.ndarray] | None = None
+
+    def at(self, position: int) -> dict:
+        epoch, offset = divmod(position, self.reader.rows)
+        if self._epoch is None or self._epoch[0] != epoch:
+            self._epoch = (epoch, self.reader.order(self.seed, epoch))
+        return self.reader.row(int(self._epoch[1][offset]))
+
+
+def micro_batch_positions(step_start: int, global_batch: int, micro_batch: int, world: int, rank: int) -> list[list[int]]:
+    """The global positions each of this rank's micro batches holds in one optimizer step.
+
+    Micro batch m of rank r takes block m * world + r: every position of the step is
+    used exactly once, whatever the world size."""
+    per_block = micro_batch
+    blocks = global_batch // per_block
+    return [
+        list(range(step_start + b * per_block, step_start + (b + 1) * per_block))
+        for b in range(rank, blocks, world)
+    ]
+
+
+@dataclass
+class Encoded:
+    input_ids: list[int]
+    labels: list[int]
+    image: Image.Image
+
+
+class Encoder:
+    """Tokenizes one example as the processor would at inference (special tokens
+    included) with the image token expanded to one token per image feature."""
+
+    def __init__(self, processor, image_tokens: int, max_text_tokens: int):
+        self.tokenizer = processor.tokenizer
+        self.image_processor = processor.image_processor
+        self.image_token_id = self.tokenizer.convert_tokens_to_ids(processor.image_token)
+        self.image_tokens = image_tokens
+        self.max_text_tokens = max_text_tokens
+
+    def encode(self, example: dict) -> Encoded:
+        prompt, target = training_text(example["instruction"], example["response"], self.tokenizer.eos_token)
+        prompt_ids = self.tokenizer(prompt, add_special_tokens=True)["input_ids"]
+        target_ids = self.tokenizer(target, add_special_tokens=False)["input_ids"]
+        text = (prompt_ids + target_ids)[: self.max_text_tokens]  # cuts the answer, never the image token
+        labels = [IGNORE] * len(prompt_ids) + target_ids
+        labels = labels[: len(text)]
+        at = text.index(self.image_token_id)
+        input_ids = text[:at] + [self.image_token_id] * self.image_tokens + text[at + 1 :]
+        labels = labels[:at] + [IGNORE] * self.image_tokens + labels[at + 1 :]
+        image = Image.open(io.BytesIO(example["bytes"])).convert("RGB")
+        return Encoded(input_ids, labels, image)
+
+    def pixel_values(self, images: list[Image.Image]):
+        return self.image_processor(images=images, return_tensors="pt")["pixel_values"]
+
+
+def padded_batch(examples: list[Encoded], encoder: Encoder, pad_id: int) -> dict:
+    """Rows padded on the right to the longest, with an attention mask."""
+    import torch
+
+    length = max(len(e.input_ids) for e in examples)
+    ids = torch.full((len(examples), length), pad_id, dtype=torch.long)
+    labels = torch.full((len(examples), length), IGNORE, dtype=torch.long)
+    mask = torch.zeros((len(examples), length), dtype=torch.long)
+    for i, e in enumerate(examples):
+        ids[i, : len(e.input_ids)] = torch.tensor(e.input_ids)
+        labels[i, : len(e.labels)] = torch.tensor(e.labels)
+        mask[i, : len(e.input_ids)] = 1
+    return {"input_ids": ids, "labels": labels, "attention_mask": mask, "pixel_values": encoder.pixel_values([e.image for e in examples])}
+
+
+def packed_batch(examples: list[Encoded], encoder: Encoder) -> dict:
+    """One row of all examples back to back, position ids restarting at each: no
+    padding. Attention stays within each example only because the model sees no
+    attention mask and no cache (transformers then reads the boundaries from the
+    position ids)."""
+    import torch
+
+    ids = [t for e in examples for t in e.input_ids]
+    labels = [t for e in examples for t in e.labels]
+    positions = [p for e in examples for p in range(len(e.input_ids))]
+    return {
+        "input_ids": torch.tensor([ids]),
+        "labels": torch.tensor([labels]),
+        "position_ids": torch.tensor([positions]),
+        "pixel_values": encoder.pixel_values([e.image for e in examples]),
+    }
+
+
+def token_loss_sum(model, batch: dict):
+    """(sum of next-token losses over trained tokens, number of trained tokens)."""
+    import torch
+    import torch.nn.functional as F
+
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    logits = model(**inputs, use_cache=False).logits
+    targets = batch["labels"][:, 1:].to(logits.device)
+    loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE, reduction="sum")
+    return loss, int((targets != IGNORE).sum().item()) if torch.is_tensor(targets) else 0

@@ -1,0 +1,269 @@
+"""One training stage, top to bottom: set up, resume, loop, checkpoint, export.
+
+Launched by torchrun (one process per GPU, or two on CPU in tests) on
+torch.distributed with FSDP2: every decoder and vision layer is its own shard group,
+parameters in fp32 with bf16 compute on CUDA. Stage 1 trains the projector, stage 2 the
+projector and the LLM; the vision tower is always frozen (Asagi).
+
+The loss is the mean over the answer tokens of the whole global batch, whatever the
+micro-batch split or the number of processes: each micro batch's summed loss is divided
+by the step's total of trained tokens, counted before the first backward.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import shutil
+import socket
+import tempfile
+import time
+from collections.abc import Callable
+
+from pydantic import BaseModel
+
+from asagi_dagster.config import AsagiConfig, StageSettings
+from asagi_dagster.storage import Manifest, ModelManifest, Storage
+from asagi_dagster.synth.runner import fingerprint
+
+
+class TrainJob(BaseModel):
+    """What the orchestrator sends: the profile, the stage and where things are."""
+
+    config: AsagiConfig
+    stage: str  # stage1 | stage2
+    mixture_url: str
+    output_url: str  # the Hugging Face model folder to write
+    checkpoint_dir: str  # storage path of this run's checkpoints (keyed by what decides the run)
+    start_from: str | None = None  # stage 2: stage 1's model folder
+
+
+def stage_job(config: AsagiConfig, storage: Storage, stage: str, mixture: Manifest, start_from: ModelManifest | None) -> TrainJob:
+    """The job of one stage on a mixture. Its checkpoints are keyed by what decides the
+    run, so a retry resumes and a changed setting, model or mixture starts afresh."""
+    training = config.training
+    asset = f"vlm_{stage}"
+    key = fingerprint(
+        {
+            "stage": getattr(training, stage).model_dump(),
+            "models": {role: config.models[role].model_dump() for role in (training.vision_role, training.llm_role)},
+            "seed": training.seed,
+            "mixture": storage.identity(mixture.data_url),
+            "start_from": start_from.model_dump() if start_from else None,
+        }
+    )
+    return TrainJob(
+        config=config,
+        stage=stage,
+        mixture_url=mixture.data_url,
+        output_url=storage.url(storage.path(asset, "all", "model")),
+        checkpoint_dir=storage.path("_work", asset, "all", key),
+        start_from=start_from.model_url if start_from else None,
+    )
+
+
+def lr_at(step: int, total: int, stage: StageSettings) -> float:
+    """Linear warmup over warmup_ratio of the steps, then cosine down to lr x min_lr_ratio."""
+    warmup = math.ceil(stage.warmup_ratio * total)
+    if step < warmup:
+        return stage.lr * (step + 1) / warmup
+    low = stage.lr * stage.min_lr_ratio
+    progress = (step - warmup) / max(1, total - warmup)
+    return low + 0.5 * (stage.lr - low) * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def total_steps(stage: StageSettings, examples: int) -> int:
+    return stage.steps or max(1, math.ceil(stage.epochs * examples / stage.global_batch))
+
+
+def train(job: TrainJob, report: Callable[[dict], None], log: Callable[[str], None]) -> dict:
+    import torch
+    import torch.distributed as dist
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+    from asagi_dagster.train import data
+    from asagi_dagster.train.checkpoint import Checkpoints, export_model
+    from asagi_dagster.train.flops import FlopModel, measured_peak_flops
+    from asagi_dagster.train.model import build_stage1_start, image_token_count, load_vlm, set_trainable
+
+    config, stage = job.config, getattr(job.config.training, job.stage)
+    training = job.config.training
+    rank, world, device = _init_distributed()
+    storage = Storage(config.storage)
+    micro_per_step = stage.global_batch // (stage.micro_batch * world)
+    if micro_per_step * stage.micro_batch * world != stage.global_batch:
+        raise ValueError(
+            f"training.{job.stage}.global_batch {stage.global_batch} is not a multiple of micro_batch {stage.micro_batch} x {world} processes"
+        )
+    bf16 = training.precision == "bf16" or (training.precision == "auto" and device.type == "cuda")
+
+    # --- the model -------------------------------------------------------------
+    torch.manual_seed(training.seed)
+    local_start = None
+    if job.stage == "stage1":
+        models = config.models
+        model, processor = build_stage1_start(models[training.vision_role], models[training.llm_role], training.allow_hub, training.seed)
+    else:
+        local_start = _local_copy(storage, job.start_from)
+        model, processor = load_vlm(local_start)
+    set_trainable(model, job.stage)
+    if stage.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    image_tokens = image_token_count(model.config)
+    flop_model = FlopModel.of(model, image_tokens, llm_trained=job.stage == "stage2")
+    model.to(device)
+    policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if bf16 else MixedPrecisionPolicy()
+    for layer in [m for m in model.modules() if type(m).__name__ in ("SiglipEncoderLayer", "LlamaDecoderLayer")]:
+        fully_shard(layer, mp_policy=policy)
+    fully_shard(model, mp_policy=policy)
+    trained = [p for p in model.parameters() if p.requires_grad]  # after sharding: FSDP2 swaps in new parameters
+
+    # --- optimizer: decay on matrices only (nanoGPT) -------------------------------
+    decay = [p for p in trained if p.dim() >= 2]
+    no_decay = [p for p in trained if p.dim() < 2]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": stage.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=stage.lr, betas=(0.9, 0.95), eps=1e-8, fused=device.type == "cuda",
+    )
+
+    # --- data and where we are ---------------------------------------------------
+    reader = data.MixtureReader(storage.fs, storage.strip_protocol(job.mixture_url))
+    stream = data.ExampleStream(reader, training.seed)
+    encoder = data.Encoder(processor, image_tokens, stage.max_text_tokens)
+    steps = total_steps(stage, reader.rows)
+    checkpoints = Checkpoints(storage, job.checkpoint_dir, rank, world)
+    start = checkpoints.latest()
+    if start is not None:
+        extra = checkpoints.load(start, model, optimizer)
+        _set_rng(extra["rng"])
+        position = extra["data_position"]
+        log(f"resumed {job.stage} from step {start} of {steps} (example {position})")
+    else:
+        start, position = 0, 0
+    peak = (training.peak_tflops * 1e12) if training.peak_tflops else measured_peak_flops(device, torch.bfloat16 if bf16 else torch.float32)
+    log(
+        f"{job.stage}: {reader.rows} examples, {steps} steps of {stage.global_batch} ({world} processes x "
+        f"{micro_per_step} micro batches of {stage.micro_batch}), {'packed' if stage.packing else 'padded'}, "
+        f"{'bf16' if bf16 else 'fp32'}, peak {peak / 1e12:.2f} TFLOP/s per device"
+    )
+
+    # --- the loop ------------------------------------------------------------------
+    history = []
+    model.train()
+    for step in range(start, steps):
+        began = time.perf_counter()
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step, steps, stage)
+        batches, lengths, images = [], [], 0
+        for positions in data.micro_batch_positions(position, stage.global_batch, stage.micro_batch, world, rank):
+            examples = [encoder.encode(stream.at(p)) for p in positions]
+            lengths += [len(e.input_ids) for e in examples]
+            images += len(examples)
+            batch = data.packed_batch(examples, encoder) if stage.packing else data.padded_batch(examples, encoder, processor.tokenizer.pad_token_id)
+            batches.append({k: v.to(device) for k, v in batch.items()})
+        trained_tokens = _global_sum(sum(int((b["labels"][:, 1:] != data.IGNORE).sum()) for b in batches), device)
+        loss_total = torch.zeros((), device=device)
+        for index, batch in enumerate(batches):
+            model.set_requires_gradient_sync(index == len(batches) - 1)  # reduce once per step
+            loss_sum, _ = data.token_loss_sum(model, batch)
+            # FSDP averages gradients over processes; x world makes it the global token mean.
+            (loss_sum * world / max(1, trained_tokens)).backward()
+            loss_total += loss_sum.detach()
+        grad_norm = torch.nn.utils.clip_grad_norm_(trained, stage.grad_clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        position += stage.global_batch
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        seconds = time.perf_counter() - began
+        loss = _global_sum(loss_total.item(), device, float) / max(1, trained_tokens)
+        tokens = _global_sum(sum(lengths), device)
+        flops = _global_sum(flop_model.step_flops(lengths, images), device, float)
+        metrics = {
+            "step": step + 1,
+            "loss": loss,
+            "lr": optimizer.param_groups[0]["lr"],
+            "grad_norm": float(grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm),
+            "tokens_per_s": tokens / seconds,
+            "trained_tokens": trained_tokens,
+            "mfu": flops / seconds / (peak * world),
+            "step_s": seconds,
+        }
+        history.append(metrics)
+        if rank == 0 and ((step + 1) % stage.log_every == 0 or step + 1 == steps or step == start):
+            report(metrics)
+        if (step + 1) % stage.checkpoint_every == 0 or step + 1 == steps:
+            checkpoints.save(step + 1, model, optimizer, {"rng": _get_rng(), "data_position": position})
+
+    # --- export ----------------------------------------------------------------------
+    export_model(storage, model, processor, storage.strip_protocol(job.output_url), training.export_dtype)
+    if local_start and job.start_from != local_start:
+        shutil.rmtree(local_start, ignore_errors=True)
+    dist.destroy_process_group()
+    return {"steps": steps, "resumed_from": None if start == 0 else start, "examples": reader.rows, "history": history}
+
+
+def _init_distributed():
+    """(rank, world size, device): from torchrun's environment, or a world of one."""
+    import torch
+    import torch.distributed as dist
+
+    if "RANK" not in os.environ:  # started without torchrun: a world of one
+        os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()))
+    if torch.cuda.is_available():
+        device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+        torch.cuda.set_device(device)
+        dist.init_process_group("nccl", device_id=device)
+    else:
+        device = torch.device("cpu")
+        dist.init_process_group("gloo")
+    return dist.get_rank(), dist.get_world_size(), device
+
+
+def _global_sum(value, device, kind=int):
+    import torch
+    import torch.distributed as dist
+
+    tensor = torch.tensor(value, dtype=torch.float64, device=device)
+    dist.all_reduce(tensor)
+    return kind(tensor.item())
+
+
+def _get_rng() -> dict:
+    import numpy as np
+    import torch
+
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def _set_rng(state: dict) -> None:
+    import numpy as np
+    import torch
+
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
+
+
+def _local_copy(storage: Storage, url: str | None) -> str:
+    """A local folder holding ``url``'s model: the folder itself when local."""
+    if url is None:
+        raise ValueError("stage 2 needs stage 1's model folder (start_from)")
+    path = storage.strip_protocol(url)
+    if storage.is_local:
+        return path
+    folder = tempfile.mkdtemp(prefix="asagi-start-")
+    storage.fs.get(path.rstrip("/") + "/", folder + "/", recursive=True)
+    return folder
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

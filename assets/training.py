@@ -1,0 +1,166 @@
+"""Stage mixtures and the two training stages (Asagi): one text per image drawn from the
+profile's weighted corpora, audited again against the benchmarks; then stage 1
+(projector) and stage 2 (projector and LLM) as GPU work through Pipes, each ending in
+a Hugging Face model folder on the storage root."""
+
+import base64
+import io
+
+import dagster as dg
+
+from asagi_dagster.config import AsagiConfig
+from asagi_dagster.storage import Manifest, ModelManifest, StageWriter
+from asagi_dagster.train import mixture
+from asagi_dagster.train.trainer import stage_job
+from assets.filters import no_overlap_check, output
+from assets.metadata import accounted, accounting_check
+from assets.web import warc_shards
+from asagi_dagster.query import benchmark_overlaps
+from resources.gpu_jobs import GpuJobsResource
+from resources.storage import DuckDBResource, ProfileResource, StorageResource
+
+GROUP = "training"
+TRAIN_MODULE = "asagi_dagster.train"
+MIXTURE_DEPS = [
+    "filtered_pairs", "pair_images", "reference_texts", "ja_captions", "synthetic_vqa", "synthetic_mcvqa",
+    "filtered_dataset_pairs", "dataset_pairs",
+]
+
+
+def _training(profile: ProfileResource):
+    settings = profile.settings.training
+    if settings is None:
+        raise dg.Failure("the profile has no training section: add one (see configs/cluster.example.yaml)", allow_retries=False)
+    return settings
+
+
+def _mixture_asset(stage: str, deps: list[str]):
+    name = f"{stage}_mixture"
+
+    @dg.asset(
+        name=name,
+        group_name=GROUP,
+        deps=deps,
+        ins={"benchmark_image_index": dg.AssetIn("benchmark_image_index")},
+        check_specs=[accounted(name), no_overlap_check(name)],
+        kinds={"parquet"},
+        description=(
+            f"Training examples of {stage}: one text per image drawn with training.{stage}.mixture's weights from every "
+            "materialized shard and dataset, with the image bytes; counts per source in the manifest; audited again "
+            "against the benchmark images."
+        ),
+    )
+    def stage_mixture(context: dg.AssetExecutionContext, profile: ProfileResource, storage: StorageResource, duckdb: DuckDBResource, benchmark_image_index: Manifest):
+        config = profile.settings
+        settings = getattr(_training(profile), stage)
+        translated = config.synthesis.translate_datasets if config.synthesis else []
+        shards = sorted(context.instance.get_dynamic_partitions(warc_shards.name))
+        web, datasets, missing = mixture.mixture_inputs(storage.storage, shards, config.sources.datasets, translated, settings.mixture)
+        if missing:
+            context.log.warning(f"{name}: not materialized, so not in the mixture: {', '.join(missing)}")
+        with StageWriter(storage.storage, name, None, mixture.MIXTURE, mixture.VERSION) as out:
+            per_source = mixture.build_mixture(storage.storage, out, web, datasets, settings.mixture, _training(profile).seed)
+            out.source = {**{f"examples.{s}": str(per_source.get(s, 0)) for s in settings.mixture}, "missing_inputs": ",".join(missing)}
+        if out.manifest.rows_out == 0:
+            raise dg.Failure(f"{name} is empty: no source of training.{stage}.mixture has examples yet ({', '.join(missing) or 'all inputs empty'})")
+        yield output(
+            storage, out.manifest,
+            examples_per_source=dg.MetadataValue.json({s: per_source.get(s, 0) for s in settings.mixture}),
+            weights=dg.MetadataValue.json(settings.mixture),
+            missing_inputs=dg.MetadataValue.json(missing),
+        )
+        yield accounting_check(duckdb, out.manifest)
+        with duckdb.connect() as con:
+            overlaps = benchmark_overlaps(con, out.manifest.data_url, benchmark_image_index.data_url, config.filters.decontamination.max_hamming)
+        yield dg.AssetCheckResult(
+            asset_key=name, check_name="no_benchmark_overlap", passed=not overlaps,
+            metadata={"overlapping_pairs": len(overlaps), "examples": dg.MetadataValue.json(overlaps[:10])},
+        )
+
+    return stage_mixture
+
+
+def _train_stage(context, stage: str, profile, storage, gpu_jobs, mixture_manifest: Manifest, start_from: ModelManifest | None):
+    training = _training(profile)
+    asset = f"vlm_{stage}"
+    job = stage_job(profile.settings, storage.storage, stage, mixture_manifest, start_from)
+    messages = gpu_jobs.run(context, "training", TRAIN_MODULE, job.model_dump(mode="json"), local_processes=training.processes_per_node)
+    history = [m["metrics"] for m in messages if "metrics" in m]
+    results = [m["result"] for m in messages if "result" in m]
+    if not results:
+        raise dg.Failure(f"{asset}: the training program ended without reporting its result")
+    result = results[-1]
+    manifest = ModelManifest(
+        asset=asset, model_url=job.output_url, stage=stage, steps=result["steps"], examples=result["examples"],
+        mixture_url=mixture_manifest.data_url, final_loss=history[-1]["loss"] if history else None, resumed_from=result["resumed_from"],
+    )
+    last = history[-1] if history else {}
+    metadata = {
+        "model": dg.MetadataValue.path(manifest.model_url),
+        "steps": manifest.steps,
+        "examples": manifest.examples,
+        "resumed_from_step": manifest.resumed_from if manifest.resumed_from is not None else "none",
+        "final_loss": last.get("loss", float("nan")),
+        "tokens_per_s": last.get("tokens_per_s", float("nan")),
+        "mfu": last.get("mfu", float("nan")),
+        "metrics": dg.MetadataValue.json(history),
+    }
+    if history:
+        metadata["loss_curve"] = dg.MetadataValue.md(f"![loss curve]({loss_curve_png(history, asset)})")
+    return dg.Output(manifest, metadata=metadata)
+
+
+def loss_curve_png(history: list[dict], title: str) -> str:
+    """The loss per reported step as a PNG data URI (the UI renders it in Markdown)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(6, 3), dpi=80)
+    axis.plot([m["step"] for m in history], [m["loss"] for m in history], marker=".")
+    axis.set_xlabel("step")
+    axis.set_ylabel("loss (answer tokens)")
+    axis.set_title(title)
+    axis.grid(alpha=0.3)
+    buffer = io.BytesIO()
+    figure.tight_layout()
+    figure.savefig(buffer, format="png")
+    plt.close(figure)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+TRAINING_RETRIES = dg.RetryPolicy(max_retries=2, delay=60)  # a retried run resumes from its last checkpoint
+
+
+@dg.asset(
+    group_name=GROUP,
+    retry_policy=TRAINING_RETRIES,
+    kinds={"pytorch", "huggingface"},
+    description="Stage 1: the projector trained on stage1_mixture, SigLIP tower and LLM frozen. A Hugging Face LlavaForConditionalGeneration folder.",
+)
+def vlm_stage1(context: dg.AssetExecutionContext, profile: ProfileResource, storage: StorageResource, gpu_jobs: GpuJobsResource, stage1_mixture: Manifest):
+    return _train_stage(context, "stage1", profile, storage, gpu_jobs, stage1_mixture, None)
+
+
+@dg.asset(
+    group_name=GROUP,
+    retry_policy=TRAINING_RETRIES,
+    kinds={"pytorch", "huggingface"},
+    description="Stage 2: from stage 1's model, the projector and LLM trained on stage2_mixture, SigLIP frozen. A Hugging Face folder that loads in transformers and vLLM.",
+)
+def vlm_stage2(context: dg.AssetExecutionContext, profile: ProfileResource, storage: StorageResource, gpu_jobs: GpuJobsResource, stage2_mixture: Manifest, vlm_stage1: ModelManifest):
+    return _train_stage(context, "stage2", profile, storage, gpu_jobs, stage2_mixture, vlm_stage1)
+
+
+def build_training_assets(config: AsagiConfig) -> tuple[list, object]:
+    """(mixtures and stages, the training job); the mixtures depend on translated_pairs
+    only where the profile translates datasets (otherwise it is no asset)."""
+    deps = MIXTURE_DEPS + (["translated_pairs"] if config.synthesis and config.synthesis.translate_datasets else [])
+    assets = [_mixture_asset("stage1", deps), _mixture_asset("stage2", deps), vlm_stage1, vlm_stage2]
+    job = dg.define_asset_job(
+        "vlm_training",
+        selection=dg.AssetSelection.assets(*assets),
+        description="Both stage mixtures, then stage 1 and stage 2 training (GPU work, via Pipes); each stage resumes from its last checkpoint.",
+    )
+    return assets, job

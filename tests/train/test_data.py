@@ -1,0 +1,53 @@
+"""Batching and order: packing gives the padded batch's loss (examples do not see each
+other), and the example order is a pure function of seed and position."""
+
+import pytest
+import torch
+
+from asagi_dagster.train import data
+from asagi_dagster.train.model import image_token_count
+from tests.train.helpers import example, start_model, write_mixture
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    model, processor = start_model()
+    model.eval()
+    return model, processor, data.Encoder(processor, image_token_count(model.config), max_text_tokens=256)
+
+
+def test_packed_rows_give_the_padded_loss_only_when_position_ids_restart(tiny):
+    model, processor, encoder = tiny
+    examples = [encoder.encode(example(i)) for i in range(4)]
+    assert len({len(e.input_ids) for e in examples}) > 1  # length-skewed
+    with torch.no_grad():
+        padded, padded_tokens = data.token_loss_sum(model, data.padded_batch(examples, encoder, processor.tokenizer.pad_token_id))
+        packed_batch = data.packed_batch(examples, encoder)
+        packed, packed_tokens = data.token_loss_sum(model, packed_batch)
+        # The same row with positions running on: examples attend to each other.
+        leaking = {**packed_batch, "position_ids": torch.arange(packed_batch["input_ids"].shape[1])[None]}
+        leaked, _ = data.token_loss_sum(model, leaking)
+    assert padded_tokens == packed_tokens > 0
+    assert packed.item() == pytest.approx(padded.item(), rel=1e-5)
+    assert abs(leaked.item() - padded.item()) > 1e-3
+
+
+def test_order_is_fixed_by_seed_and_epoch_and_covers_every_row(storage):
+    write_mixture(storage, "stage1_mixture", 10)
+    reader = data.MixtureReader(storage.fs, storage.strip_protocol(storage.read_manifest("stage1_mixture", None).data_url))
+    first, again, other_epoch = reader.order(7, 0), reader.order(7, 0), reader.order(7, 1)
+    assert sorted(first.tolist()) == list(range(10))
+    assert first.tolist() == again.tolist() and first.tolist() != other_epoch.tolist()
+    stream = data.ExampleStream(reader, seed=7)
+    assert [stream.at(p)["example_id"] for p in range(10, 13)] == [reader.row(int(i))["example_id"] for i in other_epoch[:3]]
+
+
+@pytest.mark.parametrize("world", [1, 2, 4])
+def test_each_position_of_a_step_goes_to_exactly_one_micro_batch(world):
+    global_batch, micro = 8, 2
+    seen = []
+    for rank in range(world):
+        batches = data.micro_batch_positions(16, global_batch, micro, world, rank)
+        assert len(batches) == global_batch // (micro * world)
+        seen += [p for b in batches for p in b]
+    assert sorted(seen) == list(range(16, 24))
