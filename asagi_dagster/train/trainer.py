@@ -85,7 +85,7 @@ def train(job: TrainJob, report: Callable[[dict], None], log: Callable[[str], No
     from asagi_dagster.train import data
     from asagi_dagster.train.checkpoint import Checkpoints, export_model
     from asagi_dagster.train.flops import FlopModel, measured_peak_flops
-    from asagi_dagster.train.model import build_stage1_start, image_token_count, load_vlm, set_trainable
+    from asagi_dagster.train.model import build_stage1_start, image_token_count, load_vlm, model_source, set_trainable
 
     config, stage = job.config, getattr(job.config.training, job.stage)
     training = job.config.training
@@ -100,10 +100,13 @@ def train(job: TrainJob, report: Callable[[dict], None], log: Callable[[str], No
 
     # --- the model -------------------------------------------------------------
     torch.manual_seed(training.seed)
-    local_start = None
+    local_start = None  # stage 2: stage 1's model, copied here when the root is remote
     if job.stage == "stage1":
-        models = config.models
-        model, processor = build_stage1_start(models[training.vision_role], models[training.llm_role], training.allow_hub, training.seed)
+        vision, llm = config.models[training.vision_role], config.models[training.llm_role]
+        if rank == 0:  # a builtin tiny model is built once, by one process, before the others load it
+            model_source(vision), model_source(llm)
+        dist.barrier()
+        model, processor = build_stage1_start(vision, llm, training.allow_hub, training.seed)
     else:
         local_start = _local_copy(storage, job.start_from)
         model, processor = load_vlm(local_start)
@@ -198,7 +201,7 @@ def train(job: TrainJob, report: Callable[[dict], None], log: Callable[[str], No
 
     # --- export ----------------------------------------------------------------------
     export_model(storage, model, processor, storage.strip_protocol(job.output_url), training.export_dtype)
-    if local_start and job.start_from != local_start:
+    if local_start and not storage.is_local:
         shutil.rmtree(local_start, ignore_errors=True)
     dist.destroy_process_group()
     return {"steps": steps, "resumed_from": None if start == 0 else start, "examples": reader.rows, "history": history}

@@ -33,13 +33,6 @@ def _subprocess_env() -> dict:
 
 
 @pytest.fixture(scope="module")
-def vllm_python() -> str:
-    build = subprocess.run(["bash", str(PROJECT / "scripts" / "vllm_cpu_env.sh")], capture_output=True, text=True)
-    assert build.returncode == 0, build.stdout[-2000:] + build.stderr[-3000:]
-    return str(PROJECT / ".venv-vllm" / "bin" / "python")
-
-
-@pytest.fixture(scope="module")
 def transformers_texts() -> list[str | None]:
     generator = open_generator(GeneratorSettings(**GENERATORS["japanese_llm"], dtype="float32"))
     return [g.text for g in generator.generate(requests()[:4])]
