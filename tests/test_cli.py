@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -51,12 +52,13 @@ def test_demo_on_the_shipped_profile_then_sync_and_report(local_env):
     demo = asagi(local_env, "demo")
     for line in ("web_ingest sample-00002.warc: success", "filtered_splits sample-00002.warc: success",
                  "dataset_ingest sample-vqa-en: success", "synthesized_corpora sample-00002.warc: success",
-                 "translated_datasets sample-captions-en: success", "translated_datasets sample-vqa-en: success"):
+                 "translated_datasets sample-captions-en: success", "translated_datasets sample-vqa-en: success",
+                 "vlm_training: success"):
         assert line in demo.stdout, demo.stdout[-3000:] + demo.stderr[-3000:]
     report = json.loads(asagi(local_env, "report", "--json").stdout)
     # 8 per-shard assets and 4 corpora x 3 shards, 3 assets x 3 datasets, 2 translations,
-    # the two indexes and the document reference.
-    assert len(report) == 36 + 9 + 2 + 3
+    # the two indexes and the document reference, the two stage mixtures.
+    assert len(report) == 36 + 9 + 2 + 3 + 2
     for row in report:
         assert row["rows_in"] == row["rows_out"] + row["rows_rejected"], row
         assert sum(row["rejected_by_reason"].values()) == row["rows_rejected"]
@@ -89,6 +91,26 @@ def test_demo_on_the_shipped_profile_then_sync_and_report(local_env):
         assert set(row["rejected_by_reason"]) <= reasons, row
     text = asagi(local_env, "report").stdout
     assert "translated_pairs" in text and "monochrome=5/6" in text
+    # The mixtures drew one text per image from alt texts, reference texts and the
+    # datasets (synthesis gave little), and both stages trained on them.
+    for stage in ("stage1", "stage2"):
+        mixture = by_key[(f"{stage}_mixture", "all")]
+        assert mixture["rows_out"] > 0 and set(mixture["rejected_by_reason"]) <= {"other_text_drawn", "empty_text"}
+        assert re.search(rf"vlm_{stage} +6 steps on {mixture['rows_out']} examples, final loss \d", text), text[-600:]
+    _assert_training_metadata(local_env)
+
+
+def _assert_training_metadata(env) -> None:
+    """What the UI shows for vlm_stage2: the loss curve (a PNG) and the streamed metrics."""
+    import dagster as dg
+
+    with dg.DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
+        event = instance.get_latest_materialization_event(dg.AssetKey("vlm_stage2"))
+        metadata = event.asset_materialization.metadata
+    assert metadata["loss_curve"].value.startswith("![loss curve](data:image/png;base64,")
+    steps = [m["step"] for m in metadata["metrics"].value]
+    assert steps == list(range(1, 7))
+    assert all(m["tokens_per_s"] > 0 and 0 < m["mfu"] < 1 for m in metadata["metrics"].value)
 
 
 def test_bad_profile_is_a_clear_cli_error(tmp_path):

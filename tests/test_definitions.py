@@ -15,7 +15,8 @@ from asagi_dagster.sample.site import write_sample
 SHARD_INGEST = {"web_documents", "web_images", "image_text_pairs", "interleaved_documents", "pair_images", "screened_pairs"}
 ASSETS = SHARD_INGEST | {"image_hash_index", "benchmark_image_index", "document_image_reference", "filtered_pairs", "reference_texts"} | {
     "dataset_pairs", "screened_dataset_pairs", "filtered_dataset_pairs"
-} | {"english_captions", "ja_captions", "synthetic_vqa", "synthetic_mcvqa"}
+} | {"english_captions", "ja_captions", "synthetic_vqa", "synthetic_mcvqa"} | {"stage1_mixture", "stage2_mixture"}
+MODELS = {"vlm_stage1", "vlm_stage2"}  # a model folder, not rows: no row accounting
 
 
 @pytest.fixture
@@ -34,11 +35,11 @@ def sample_inbox(config, served_dir, image_server):
 def test_every_asset_has_description_group_and_accounting_check(defs):
     graph = defs.resolve_asset_graph()
     keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
-    assert keys == ASSETS
+    assert keys == ASSETS | MODELS
     for key in graph.get_all_asset_keys():
         node = graph.get(key)
-        assert node.description and node.group_name in ("web", "filters", "datasets", "synthesis")
-        assert dg.AssetCheckKey(key, "rows_accounted") in node.check_keys
+        assert node.description and node.group_name in ("web", "filters", "datasets", "synthesis", "training")
+        assert (dg.AssetCheckKey(key, "rows_accounted") in node.check_keys) == (key.to_user_string() not in MODELS)
     assert defs.resolve_job_def("web_ingest").partitions_def.name == "warc_shards"
     assert defs.resolve_sensor_def("warc_inbox_sensor")
     assert defs.resolve_schedule_def("warc_inbox_resync").cron_schedule == "0 * * * *"
