@@ -71,7 +71,8 @@ def build_stage1_start(vision: ModelRef, llm: ModelRef, allow_hub: bool, seed: i
     torch.manual_seed(seed)
     for layer in (projector.linear_1, projector.linear_2):
         layer.reset_parameters()
-    model.resize_token_embeddings(len(tokenizer), mean_resizing=True)
+    if len(tokenizer) > model.config.text_config.vocab_size:  # never shrink: LLMs pad their vocabulary on purpose
+        model.resize_token_embeddings(len(tokenizer), mean_resizing=True)
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     images = SiglipImageProcessor.from_pretrained(vision_id, revision=vision_rev, **load)
