@@ -51,3 +51,25 @@ def test_each_position_of_a_step_goes_to_exactly_one_micro_batch(world):
         assert len(batches) == global_batch // (micro * world)
         seen += [p for b in batches for p in b]
     assert sorted(seen) == list(range(16, 24))
+
+
+def test_gradient_checkpointing_gives_the_same_projector_gradients_through_a_frozen_llm():
+    """Stage 1: the LLM is frozen but gradients must flow through it to the projector,
+    also when its layers recompute activations in the backward pass."""
+    from asagi_dagster.train.model import set_trainable
+
+    grads = []
+    for checkpointing in (False, True):
+        model, processor = start_model()
+        set_trainable(model, "stage1")
+        if checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.train()
+        encoder = data.Encoder(processor, image_token_count(model.config), max_text_tokens=256)
+        loss, _ = data.token_loss_sum(model, data.packed_batch([encoder.encode(example(i)) for i in range(3)], encoder))
+        loss.backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad})
+    assert grads[0] and all(name.startswith("model.multi_modal_projector.") for name in grads[0])
+    for name, grad in grads[0].items():
+        assert grad.abs().sum() > 0
+        torch.testing.assert_close(grads[1][name], grad, rtol=1e-5, atol=1e-7)
