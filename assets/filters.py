@@ -169,10 +169,15 @@ def filter_outputs(asset: str, partition: str, profile, storage, duckdb, screene
         )
     yield output(storage, out.manifest)
     yield accounting_check(duckdb, out.manifest)
+    yield overlap_check(duckdb, out.manifest, benchmarks, max_hamming)
+
+
+def overlap_check(duckdb: DuckDBResource, manifest: Manifest, benchmarks: Manifest, max_hamming: int) -> dg.AssetCheckResult:
+    """The decontamination audit of a written partition (result of ``no_overlap_check``)."""
     with duckdb.connect() as con:
-        overlaps = benchmark_overlaps(con, out.manifest.data_url, benchmarks.data_url, max_hamming)
-    yield dg.AssetCheckResult(
-        asset_key=asset,
+        overlaps = benchmark_overlaps(con, manifest.data_url, benchmarks.data_url, max_hamming)
+    return dg.AssetCheckResult(
+        asset_key=manifest.asset,
         check_name="no_benchmark_overlap",
         passed=not overlaps,
         metadata={"overlapping_pairs": len(overlaps), "examples": dg.MetadataValue.json(overlaps[:10])},

@@ -12,10 +12,9 @@ from asagi_dagster.config import AsagiConfig
 from asagi_dagster.storage import Manifest, ModelManifest, StageWriter
 from asagi_dagster.train import mixture
 from asagi_dagster.train.trainer import stage_job
-from assets.filters import no_overlap_check, output
+from assets.filters import no_overlap_check, output, overlap_check
 from assets.metadata import accounted, accounting_check
 from assets.web import warc_shards
-from asagi_dagster.query import benchmark_overlaps
 from resources.gpu_jobs import GpuJobsResource
 from resources.storage import DuckDBResource, ProfileResource, StorageResource
 
@@ -70,12 +69,7 @@ def _mixture_asset(stage: str, deps: list[str]):
             missing_inputs=dg.MetadataValue.json(missing),
         )
         yield accounting_check(duckdb, out.manifest)
-        with duckdb.connect() as con:
-            overlaps = benchmark_overlaps(con, out.manifest.data_url, benchmark_image_index.data_url, config.filters.decontamination.max_hamming)
-        yield dg.AssetCheckResult(
-            asset_key=name, check_name="no_benchmark_overlap", passed=not overlaps,
-            metadata={"overlapping_pairs": len(overlaps), "examples": dg.MetadataValue.json(overlaps[:10])},
-        )
+        yield overlap_check(duckdb, out.manifest, benchmark_image_index, config.filters.decontamination.max_hamming)
 
     return stage_mixture
 

@@ -77,8 +77,6 @@ def step_seconds(model, batch: dict) -> float:
 
 
 def main() -> None:
-    import torch
-
     from asagi_dagster.train.data import Encoder, packed_batch, padded_batch
     from asagi_dagster.train.model import set_trainable
 

@@ -115,3 +115,17 @@ class FakeCoreV1Api:
         if pod.process.poll() is None:
             pod.process.kill()
         pod.deleted = True
+
+
+def serve_pods(monkeypatch, secrets: dict[tuple[str, str], str]) -> FakeCoreV1Api:
+    """Make dagster-k8s's PipesK8sClient talk to a FakeCoreV1Api holding ``secrets``."""
+    import kubernetes
+    from dagster_k8s.client import DagsterKubernetesClient
+
+    api = FakeCoreV1Api(secrets)
+    monkeypatch.setattr(kubernetes.config, "load_incluster_config", lambda: None)
+    monkeypatch.setattr(
+        DagsterKubernetesClient, "production_client",
+        staticmethod(lambda *a, **k: DagsterKubernetesClient(batch_api=None, core_api=api, logger=lambda m: None, sleeper=time.sleep, timer=time.time)),
+    )
+    return api

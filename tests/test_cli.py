@@ -98,6 +98,12 @@ def test_demo_on_the_shipped_profile_then_sync_and_report(local_env):
         assert mixture["rows_out"] > 0 and set(mixture["rejected_by_reason"]) <= {"other_text_drawn", "empty_text"}
         assert re.search(rf"vlm_{stage} +6 steps on {mixture['rows_out']} examples, final loss \d", text), text[-600:]
     _assert_training_metadata(local_env)
+    # The same stage as a job for a multi-node run (k8s/training/): starts from stage 1's model.
+    job_path = Path(local_env["DAGSTER_HOME"]).parent / "job2.json"
+    asagi(local_env, "train", "--write-job", "stage2", "--to", str(job_path))
+    job = json.loads(job_path.read_text())
+    assert job["stage"] == "stage2" and job["start_from"].endswith("vlm_stage1/all/model")
+    assert job["mixture_url"].endswith("stage2_mixture/all/data.parquet")
 
 
 def _assert_training_metadata(env) -> None:

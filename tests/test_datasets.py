@@ -5,7 +5,6 @@ assets in Dagster through the same filters and the decontamination audit."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import dagster as dg
 import pyarrow as pa

@@ -1,5 +1,6 @@
 """The Asagi prompt: Alpaca-style ``### 指示:`` / ``### 応答:`` sections, the image token
-at the head of the instruction, loss on the response only.
+at the head of the instruction, loss on the response only. The bytes are those of the
+Asagi model cards' usage example (and llm-jp-3-instruct's own template, plus the image).
 
 ``training_text`` builds the strings the trainer tokenizes; ``CHAT_TEMPLATE`` is saved
 with the model so ``apply_chat_template`` at inference renders the same bytes (a test

@@ -4,17 +4,14 @@ run here, so the Kubernetes API is a stand-in (tests/fake_kubelet.py) that runs 
 command locally; everything on Dagster's side (pod body, pod waiting, log streaming,
 Pipes messages) is dagster-k8s's own code."""
 
-import time
 
 import dagster as dg
-import kubernetes
 import pyarrow.parquet as pq
-from dagster_k8s.client import DagsterKubernetesClient
 
 from asagi_dagster.config import load_config
 from asagi_dagster.storage import Storage
 from tests.conftest import BUCKET, write_profile
-from tests.fake_kubelet import FakeCoreV1Api
+from tests.fake_kubelet import serve_pods
 from tests.synth.helpers import failures, materialize, synthesis_section, write_caption_inputs
 
 SYNTHESIS_POD = {
@@ -41,12 +38,7 @@ def test_a_partition_runs_as_a_gpu_pod_built_from_the_profile_and_reports_throug
     )
     storage = Storage(load_config(profile).storage)
     write_caption_inputs(storage, "s1", pairs=3)
-    api = FakeCoreV1Api(SECRETS)
-    monkeypatch.setattr(kubernetes.config, "load_incluster_config", lambda: None)
-    monkeypatch.setattr(
-        DagsterKubernetesClient, "production_client",
-        staticmethod(lambda *a, **k: DagsterKubernetesClient(batch_api=None, core_api=api, logger=lambda m: None, sleeper=time.sleep, timer=time.time)),
-    )
+    api = serve_pods(monkeypatch, SECRETS)
     with dg.instance_for_test() as instance:
         result, logs = materialize(profile, "ja_captions", "s1", instance)
     assert result.success, failures(result)

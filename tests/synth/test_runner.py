@@ -9,7 +9,6 @@ import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
-import pytest
 from PIL import Image
 
 from asagi_dagster.config import GeneratorSettings, SamplingSettings, load_config

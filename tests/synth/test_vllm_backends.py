@@ -7,7 +7,6 @@ backend's tokens exactly: the same prompt reached the model, whichever backend."
 import json
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 

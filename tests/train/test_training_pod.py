@@ -6,17 +6,14 @@ No cluster can run here: the Kubernetes API is tests/fake_kubelet.py, which runs
 pod's command locally with only the pod's env (so two CPU workers on gloo stand in for
 the two GPUs). Everything on Dagster's side is dagster-k8s's own PipesK8sClient."""
 
-import time
 
 import dagster as dg
-import kubernetes
-from dagster_k8s.client import DagsterKubernetesClient
 
 from asagi_dagster.config import load_config
 from asagi_dagster.definitions import build_definitions
 from asagi_dagster.storage import Storage
 from tests.conftest import BUCKET, write_profile
-from tests.fake_kubelet import FakeCoreV1Api
+from tests.fake_kubelet import serve_pods
 from tests.synth.test_pods import SECRETS, SYNTHESIS_POD
 from tests.train.helpers import write_mixture
 
@@ -34,12 +31,7 @@ def test_stage1_runs_as_a_torchrun_pod_and_reports_through_pipes(tmp_path, s3_en
     )
     storage = Storage(load_config(profile).storage)
     write_mixture(storage, "stage1_mixture", 8)
-    api = FakeCoreV1Api(SECRETS)
-    monkeypatch.setattr(kubernetes.config, "load_incluster_config", lambda: None)
-    monkeypatch.setattr(
-        DagsterKubernetesClient, "production_client",
-        staticmethod(lambda *a, **k: DagsterKubernetesClient(batch_api=None, core_api=api, logger=lambda m: None, sleeper=time.sleep, timer=time.time)),
-    )
+    api = serve_pods(monkeypatch, SECRETS)
     defs = build_definitions(str(profile))
     with dg.instance_for_test() as instance:
         result = defs.resolve_job_def("vlm_training").execute_in_process(instance=instance, asset_selection=[dg.AssetKey("vlm_stage1")], raise_on_error=False)
