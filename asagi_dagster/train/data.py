@@ -149,11 +149,10 @@ def packed_batch(examples: list[Encoded], encoder: Encoder) -> dict:
 
 def token_loss_sum(model, batch: dict):
     """(sum of next-token losses over trained tokens, number of trained tokens)."""
-    import torch
     import torch.nn.functional as F
 
     inputs = {k: v for k, v in batch.items() if k != "labels"}
     logits = model(**inputs, use_cache=False).logits
     targets = batch["labels"][:, 1:].to(logits.device)
     loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE, reduction="sum")
-    return loss, int((targets != IGNORE).sum().item()) if torch.is_tensor(targets) else 0
+    return loss, int((targets != IGNORE).sum().item())
