@@ -80,8 +80,12 @@ def caption_instruction(key: str, length: str = "short") -> str:
     return options[_digest_int(key) % len(options)]
 
 
+def _reader(storage: Storage):
+    return lambda url, columns: storage.iter_rows(storage.strip_protocol(url), columns)
+
+
 def web_candidates(storage: Storage, shard: WebShard, weights: dict[str, float]) -> Iterator[Candidate]:
-    read = lambda url, columns: storage.iter_rows(storage.strip_protocol(url), columns)  # noqa: E731
+    read = _reader(storage)
     if "web_alt_texts" in weights:
         for row in read(shard.filtered_pairs, ["pair_id", "caption"]):
             yield Candidate(f"web_alt_texts:{row['pair_id']}", "web_alt_texts", row["pair_id"], caption_instruction(row["pair_id"]), row["caption"])
@@ -101,7 +105,7 @@ def web_candidates(storage: Storage, shard: WebShard, weights: dict[str, float])
 
 
 def dataset_candidates(storage: Storage, dataset: Dataset, weights: dict[str, float]) -> Iterator[Candidate]:
-    read = lambda url, columns: storage.iter_rows(storage.strip_protocol(url), columns)  # noqa: E731
+    read = _reader(storage)
     if "dataset_pairs" in weights and dataset.language == "ja":
         for row in read(dataset.dataset_pairs, ["pair_id", "text", "question", "answer"]):
             if row["text"]:
@@ -185,7 +189,7 @@ def write_partition(
 def filtered_images(storage: Storage, filtered_url: str) -> dict[str, dict]:
     """pair id -> the image facts the mixture carries, for the pairs the filters kept."""
     columns = ["pair_id", "image_sha256", "image_phash", "vg_image_id"]
-    return {row["pair_id"]: row for row in storage.iter_rows(storage.strip_protocol(filtered_url), columns)}
+    return {row["pair_id"]: row for row in _reader(storage)(filtered_url, columns)}
 
 
 def build_mixture(storage: Storage, out: StageWriter, web: list[WebShard], datasets: list[Dataset], weights: dict[str, float], seed: int) -> Counter:
