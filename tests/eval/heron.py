@@ -4,7 +4,7 @@ answers) and three models' answers, paired by question id."""
 import json
 from pathlib import Path
 
-FIXTURE = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "japanese-heron-bench"
+FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "japanese-heron-bench"
 MODELS = ("claude3_0404_ja", "gemini_0404_ja", "gpt4v_0404_ja")
 
 
