@@ -13,6 +13,7 @@ from asagi_dagster.web.schemas import PAIR_IMAGES, PAIR_IMAGES_VERSION
 from tests.train.helpers import png
 
 SHARD = "s-00000.warc.gz"
+SPREAD = 0x1111111111111  # image i's perceptual hash is i x SPREAD: a dozen bits or more apart
 
 
 def _commit(storage, asset, partition, schema, version, rows):
@@ -26,7 +27,7 @@ def _commit(storage, asset, partition, schema, version, rows):
 def _web_shard(storage, images: int, synthesized: bool = True, missing_bytes: set[int] = frozenset()):
     pairs = [f"doc#img{i}" for i in range(images)]
     _commit(storage, "filtered_pairs", SHARD, filter_schemas.FILTERED_PAIRS, filter_schemas.FILTERED_PAIRS_VERSION,
-            [{"pair_id": p, "caption": f"代替テキスト{i}", "image_sha256": f"sha{i}", "image_phash": i, "vg_image_id": None} for i, p in enumerate(pairs)])
+            [{"pair_id": p, "caption": f"代替テキスト{i}", "image_sha256": f"sha{i}", "image_phash": i * SPREAD, "vg_image_id": None} for i, p in enumerate(pairs)])
     _commit(storage, "pair_images", SHARD, PAIR_IMAGES, PAIR_IMAGES_VERSION,
             [{"pair_id": p, "bytes": png(i)} for i, p in enumerate(pairs) if i not in missing_bytes])
     _commit(storage, "reference_texts", SHARD, REFERENCE_TEXTS, REFERENCE_TEXTS_VERSION,
@@ -113,3 +114,43 @@ def test_datasets_japanese_directly_english_only_through_translation(storage):
     assert per_source == {"dataset_pairs": 2, "translated_pairs": 2}
     english = [r for r in rows if r["pair_id"].startswith("en-vqa/")]
     assert all(r["source"] == "translated_pairs" and r["response"].startswith("答え") for r in english)
+
+
+def test_the_mixture_asset_audits_itself_against_the_benchmarks(tmp_path):
+    """Through Dagster: the mixture of a shard whose filters let a benchmark image through
+    (here: written by hand, as a stale filter would) fails its decontamination check,
+    while its accounting holds and its metadata counts examples per source."""
+    import dagster as dg
+
+    from asagi_dagster.config import load_config
+    from asagi_dagster.definitions import build_definitions
+    from asagi_dagster.filters.decontam import BENCHMARK_INDEX, BENCHMARK_INDEX_VERSION
+    from asagi_dagster.storage import Storage
+    from tests.conftest import write_profile
+
+    stage = {"mixture": {"web_alt_texts": 1.0, "reference_texts": 1.0}, "global_batch": 4, "lr": 1e-3}
+    profile = write_profile(
+        tmp_path,
+        models={"vision_encoder": {"id": "builtin:tiny-siglip"}, "llm": {"id": "builtin:tiny-llama-ja"}},
+        training={"stage1": stage, "stage2": stage},
+    )
+    storage = Storage(load_config(profile).storage)
+    _web_shard(storage, images=4, synthesized=False)
+    # Image 2's perceptual hash is a benchmark image's, one bit apart.
+    _commit(storage, "benchmark_image_index", None, BENCHMARK_INDEX, BENCHMARK_INDEX_VERSION,
+            [{"record_id": "japanese-heron-bench/001.jpg", "benchmark": "japanese-heron-bench", "image_phash": (2 * SPREAD) ^ 1, "vg_image_id": None}])
+    defs = build_definitions(str(profile))
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("warc_shards", [SHARD])
+        result = defs.resolve_job_def("vlm_training").execute_in_process(
+            instance=instance, asset_selection=[dg.AssetKey("stage1_mixture")], raise_on_error=False
+        )
+    checks = {c.check_name: c for c in result.get_asset_check_evaluations()}
+    assert checks["rows_accounted"].passed
+    audit = checks["no_benchmark_overlap"]
+    assert not audit.passed and audit.metadata["overlapping_pairs"].value == 1
+    assert audit.metadata["examples"].value[0]["pair_id"] == "doc#img2"
+    (materialization,) = result.asset_materializations_for_node("stage1_mixture")
+    per_source = materialization.metadata["examples_per_source"].value
+    assert sum(per_source.values()) == 4 and set(per_source) == {"web_alt_texts", "reference_texts"}
+    assert materialization.metadata["missing_inputs"].value == []
