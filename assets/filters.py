@@ -35,9 +35,10 @@ REFILTER_ON_NEW_INDEX = (
 )
 
 
-def no_overlap_check(asset: str) -> dg.AssetCheckSpec:
+def no_overlap_check(asset: str, blocking: bool = False) -> dg.AssetCheckSpec:
+    """``blocking``: a failed audit stops what depends on the asset in the same run."""
     return dg.AssetCheckSpec(
-        "no_benchmark_overlap", asset=asset,
+        "no_benchmark_overlap", asset=asset, blocking=blocking,
         description="No kept image is within the decontamination distance of a benchmark image or uses a benchmark's Visual Genome id.",
     )
 

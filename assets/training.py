@@ -41,7 +41,7 @@ def _mixture_asset(stage: str, deps: list[str]):
         group_name=GROUP,
         deps=deps,
         ins={"benchmark_image_index": dg.AssetIn("benchmark_image_index")},
-        check_specs=[accounted(name), no_overlap_check(name)],
+        check_specs=[accounted(name), no_overlap_check(name, blocking=True)],  # no training on benchmark images
         kinds={"parquet"},
         description=(
             f"Training examples of {stage}: one text per image drawn with training.{stage}.mixture's weights from every "

@@ -119,7 +119,8 @@ def test_datasets_japanese_directly_english_only_through_translation(storage):
 def test_the_mixture_asset_audits_itself_against_the_benchmarks(tmp_path):
     """Through Dagster: the mixture of a shard whose filters let a benchmark image through
     (here: written by hand, as a stale filter would) fails its decontamination check,
-    while its accounting holds and its metadata counts examples per source."""
+    which blocks training in the same run; its accounting holds and its metadata counts
+    examples per source."""
     import dagster as dg
 
     from asagi_dagster.config import load_config
@@ -143,7 +144,7 @@ def test_the_mixture_asset_audits_itself_against_the_benchmarks(tmp_path):
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("warc_shards", [SHARD])
         result = defs.resolve_job_def("vlm_training").execute_in_process(
-            instance=instance, asset_selection=[dg.AssetKey("stage1_mixture")], raise_on_error=False
+            instance=instance, asset_selection=[dg.AssetKey("stage1_mixture"), dg.AssetKey("vlm_stage1")], raise_on_error=False
         )
     checks = {c.check_name: c for c in result.get_asset_check_evaluations()}
     assert checks["rows_accounted"].passed
@@ -154,3 +155,4 @@ def test_the_mixture_asset_audits_itself_against_the_benchmarks(tmp_path):
     per_source = materialization.metadata["examples_per_source"].value
     assert sum(per_source.values()) == 4 and set(per_source) == {"web_alt_texts", "reference_texts"}
     assert materialization.metadata["missing_inputs"].value == []
+    assert not result.success and not result.asset_materializations_for_node("vlm_stage1")  # blocked, never started
