@@ -12,7 +12,7 @@ import ipaddress
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -260,14 +260,9 @@ class EndpointSettings(_Strict):
     backoff_s: float = Field(1.0, ge=0)
 
 
-class GeneratorSettings(_Strict):
-    """A model that writes training text, with the licence facts the gate checks."""
+class EngineSettings(_Strict):
+    """How a model is run for generation: the backend and its knobs (synthesis and evaluation)."""
 
-    model: str = Field(description="Hub id, local directory, or builtin:tiny-llama-ja / builtin:tiny-llava-ja.")
-    revision: str | None = Field(None, description="Pinned commit for hub models (required for them).")
-    licence: str
-    outputs_trainable: bool = Field(description="Does the licence let its outputs train other models? false: synthesis refuses it.")
-    modality: Literal["text", "image"] = Field("text", description="image: a VLM that reads one image with the prompt.")
     backend: Literal["transformers", "vllm", "openai"] = "transformers"
     endpoint: EndpointSettings | None = None
     image_placeholder: str | None = Field(
@@ -283,6 +278,16 @@ class GeneratorSettings(_Strict):
     )
     trust_remote_code: bool = False
     allow_hub: bool = Field(False, description="Let the model download from the Hugging Face hub (cluster only).")
+
+
+class GeneratorSettings(EngineSettings):
+    """A model that writes training text, with the licence facts the gate checks."""
+
+    model: str = Field(description="Hub id, local directory, or builtin:tiny-llama-ja / builtin:tiny-llava-ja.")
+    revision: str | None = Field(None, description="Pinned commit for hub models (required for them).")
+    licence: str
+    outputs_trainable: bool = Field(description="Does the licence let its outputs train other models? false: synthesis refuses it.")
+    modality: Literal["text", "image"] = Field("text", description="image: a VLM that reads one image with the prompt.")
 
     @property
     def builtin(self) -> bool:
@@ -476,6 +481,56 @@ class TrainingSettings(_Strict):
     )
 
 
+BenchmarkName = Literal["japanese-heron-bench", "ja-vlm-bench-in-the-wild", "ja-vg-vqa-500"]
+BENCHMARK_NAMES = get_args(BenchmarkName)
+TRAINED_MODELS = ("vlm_stage1", "vlm_stage2")  # the training assets evaluation can name
+
+
+class BenchmarkSource(_Strict):
+    """Where one benchmark's items come from, and how its questions are put."""
+
+    path: str | None = Field(
+        None, description="A local folder holding the dataset's Parquet files as the hub has them (huggingface-cli download --repo-type dataset)."
+    )
+    hub_id: str | None = Field(None, description="Default: the dataset eval-mm uses. Read only when path is not set and evaluation.allow_hub is true.")
+    revision: str | None = Field(None, description="Pinned dataset commit (required for the hub).")
+    instruction: str | None = Field(None, description="Put after each question, e.g. asking for a short answer (VG-VQA's references are a few words).")
+    limit: int | None = Field(None, ge=1, description="Only the first N items (smoke runs); scores over a subset are not comparable.")
+
+
+class JudgeSettings(_Strict):
+    """An OpenAI-compatible endpoint that judges answers (a vLLM judge model in the cluster, or an
+    external API with its key from the environment). Its model id is recorded with every score."""
+
+    model: str = Field(description="The model id as the endpoint serves it.")
+    endpoint: EndpointSettings
+    repeats: int = Field(1, ge=1, description="Each item is judged this many times (seeds seed, seed+1, ...) and the scores averaged.")
+    seed: int = 0
+    max_tokens: int = Field(1024, ge=16)
+
+
+class EvaluationSettings(_Strict):
+    """Benchmark scores with llm-jp-eval-mm 0.4.1's semantics."""
+
+    benchmarks: dict[BenchmarkName, BenchmarkSource]
+    models: list[str] = Field(
+        ["vlm_stage2"], min_length=1, description="What is evaluated: vlm_stage1 / vlm_stage2 (this project's training), or a key of the profile's models (a hub id or folder)."
+    )
+    engine: EngineSettings = Field(EngineSettings(), description="How predictions are generated: transformers locally, vllm in GPU pods.")
+    max_new_tokens: int = Field(256, ge=1)
+    judge: JudgeSettings | None = Field(None, description="None: judge scores are recorded as not computed.")
+    allow_hub: bool = Field(False, description="May read benchmark datasets from the Hugging Face hub (cluster).")
+
+    @model_validator(mode="after")
+    def _sources_reachable(self) -> EvaluationSettings:
+        for name, source in self.benchmarks.items():
+            if source.path is None and not (self.allow_hub and source.revision):
+                raise ValueError(f"benchmarks.{name}: set path, or allow_hub with a pinned revision")
+        if len(set(self.models)) != len(self.models):
+            raise ValueError("models: each model once")
+        return self
+
+
 class SampleSettings(_Strict):
     """The embedded default's bundled sample site (generated at first run)."""
 
@@ -506,6 +561,7 @@ class AsagiConfig(_Strict):
     synthesis: SynthesisSettings | None = Field(None, description="None: the synthesis assets refuse to run, saying so.")
     gpu_jobs: GpuJobSettings = GpuJobSettings()
     training: TrainingSettings | None = Field(None, description="None: the training assets refuse to run, saying so.")
+    evaluation: EvaluationSettings | None = Field(None, description="None: no evaluation assets.")
 
     @model_validator(mode="after")
     def _dataset_rules_valid(self) -> AsagiConfig:
@@ -532,6 +588,16 @@ class AsagiConfig(_Strict):
             for role in (self.training.vision_role, self.training.llm_role):
                 if role not in self.models:
                     raise ValueError(f"training: models.{role} is not set (the stage 1 model is built from it)")
+        return self
+
+    @model_validator(mode="after")
+    def _evaluated_models_exist(self) -> AsagiConfig:
+        for name in self.evaluation.models if self.evaluation else []:
+            if name in TRAINED_MODELS:
+                if self.training is None:
+                    raise ValueError(f"evaluation.models: {name} needs the training section")
+            elif name not in self.models:
+                raise ValueError(f"evaluation.models: {name!r} is neither {' nor '.join(TRAINED_MODELS)} nor a key of models")
         return self
 
 
@@ -566,6 +632,11 @@ def _absolutize(raw: dict, base: Path) -> dict:
     documents = filters.get("document_filter") if isinstance(filters, dict) else None
     if isinstance(documents, dict) and isinstance(documents.get("reference_images"), str):
         documents["reference_images"] = _resolve_local(documents["reference_images"], base)
+    evaluation = raw.get("evaluation")
+    sources = evaluation.get("benchmarks") if isinstance(evaluation, dict) else None
+    for source in sources.values() if isinstance(sources, dict) else ():
+        if isinstance(source, dict) and isinstance(source.get("path"), str):
+            source["path"] = _resolve_local(source["path"], base)
     dagster = raw.get("dagster")
     if isinstance(dagster, dict) and isinstance(dagster.get("home"), str):
         dagster["home"] = _resolve_local(dagster["home"], base)

@@ -44,3 +44,14 @@ def _short(value, max_chars: int):
     if isinstance(value, str) and len(value) > max_chars:
         return value[: max_chars - 1] + "…"
     return value
+
+
+def figure_data_uri(figure) -> str:
+    """A matplotlib figure as a PNG data URI (the UI renders it in Markdown metadata); closes it."""
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    figure.tight_layout()
+    figure.savefig(buffer, format="png")
+    plt.close(figure)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()

@@ -176,6 +176,16 @@ class Storage:
         info = self.fs.info(self.strip_protocol(url))
         return {"url": url, "size": info.get("size"), "changed": str(info.get("mtime") or info.get("LastModified") or info.get("ETag"))}
 
+    def local_folder(self, url: str) -> str:
+        """A local folder holding the folder at ``url`` (a model): itself when local, else a
+        fresh download into a temporary folder."""
+        path = self.strip_protocol(url)
+        if self.is_local:
+            return path
+        folder = tempfile.mkdtemp(prefix="asagi-folder-")
+        self.fs.get(path.rstrip("/") + "/", folder + "/", recursive=True)
+        return folder
+
     # --- manifests ---------------------------------------------------------------
     def write_manifest(self, manifest: Manifest | ModelManifest) -> None:
         self.write_json(self.manifest_path(manifest.asset, manifest.partition), manifest.model_dump())

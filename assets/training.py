@@ -3,12 +3,10 @@ profile's weighted corpora, audited again against the benchmarks; then stage 1
 (projector) and stage 2 (projector and LLM) as GPU work through Pipes, each ending in
 a Hugging Face model folder on the storage root."""
 
-import base64
-import io
-
 import dagster as dg
 
 from asagi_dagster.config import AsagiConfig
+from asagi_dagster.previews import figure_data_uri
 from asagi_dagster.storage import Manifest, ModelManifest, StageWriter
 from asagi_dagster.train import mixture
 from asagi_dagster.train.trainer import stage_job
@@ -117,11 +115,7 @@ def loss_curve_png(history: list[dict], title: str) -> str:
     axis.set_ylabel("loss (answer tokens)")
     axis.set_title(title)
     axis.grid(alpha=0.3)
-    buffer = io.BytesIO()
-    figure.tight_layout()
-    figure.savefig(buffer, format="png")
-    plt.close(figure)
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+    return figure_data_uri(figure)
 
 
 TRAINING_RETRIES = dg.RetryPolicy(max_retries=2, delay=60)  # a retried run resumes from its last checkpoint

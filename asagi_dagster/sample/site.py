@@ -68,6 +68,14 @@ def _crop_jpeg(name: str, box: tuple[int, int, int, int]) -> bytes:
     return out.getvalue()
 
 
+def skimage_photo(name: str, side: int) -> Image.Image:
+    """One of scikit-image's sample photos, scaled to fit ``side``."""
+    with resources.as_file(resources.files("skimage") / "data" / name) as path:
+        image = Image.open(path).convert("RGB")
+    image.thumbnail((side, side))
+    return image
+
+
 def _png(image: Image.Image) -> bytes:
     out = io.BytesIO()
     image.save(out, format="PNG")
@@ -229,10 +237,7 @@ def write_dataset_sample(datasets: dict[str, DatasetSource]) -> list[Path]:
             continue
         folder = Path(source.path)
         for file, (photo, side) in images.items():
-            with resources.as_file(resources.files("skimage") / "data" / photo) as path:
-                image = Image.open(path).convert("RGB")
-            image.thumbnail((side, side))
-            if _write_if_changed(folder / file, _png(image)):
+            if _write_if_changed(folder / file, _png(skimage_photo(photo, side))):
                 written.append(folder / file)
         metadata = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows).encode()
         if _write_if_changed(folder / "metadata.jsonl", metadata):
@@ -245,10 +250,7 @@ def _write_benchmark_sample(benchmarks: dict[str, BenchmarkImages]) -> list[Path
     for name, paths in benchmarks.items():
         if paths.images and name in BENCHMARK_IMAGES:
             for file, (source, side) in BENCHMARK_IMAGES[name].items():
-                with resources.as_file(resources.files("skimage") / "data" / source) as path:
-                    image = Image.open(path).convert("RGB")
-                image.thumbnail((side, side))
-                if _write_if_changed(Path(paths.images) / file, _png(image)):
+                if _write_if_changed(Path(paths.images) / file, _png(skimage_photo(source, side))):
                     written.append(Path(paths.images) / file)
         if paths.vg_image_ids and name in BENCHMARK_VG_IMAGE_IDS:
             ids = "".join(f"{i}\n" for i in BENCHMARK_VG_IMAGE_IDS[name]).encode()

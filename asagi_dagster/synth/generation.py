@@ -203,8 +203,9 @@ class OpenAIGenerator:
             "top_p": s.top_p,
             "max_tokens": s.max_tokens,
             "seed": request.seed,
-            "repetition_penalty": s.repetition_penalty,  # vLLM's extension; other servers ignore it
         }
+        if s.repetition_penalty != 1.0:  # vLLM's extension: OpenAI's own API refuses unknown fields
+            body["repetition_penalty"] = s.repetition_penalty
         error = ""
         for attempt in range(self.endpoint.retries + 1):
             if attempt:

@@ -25,14 +25,7 @@ class Prompt:
         for example in few_shot:
             messages.append({"role": "user", "content": self.instruction.format(**example)})
             messages.append({"role": "assistant", "content": example["output"]})
-        text = self.instruction.format(**fields)
-        if not image:
-            content: str | list[dict] = text
-        elif image_placeholder:
-            content = f"{image_placeholder}\n{text}"
-        else:
-            content = [{"type": "image"}, {"type": "text", "text": text}]
-        messages.append({"role": "user", "content": content})
+        messages.append(user_message(self.instruction.format(**fields), image, image_placeholder))
         return messages
 
     def echo_markers(self) -> list[str]:
@@ -135,3 +128,13 @@ TRANSLATION = Prompt(
 )
 
 PROMPTS = {prompt.id: prompt for prompt in (ENGLISH_CAPTION, JA_CAPTION_LONG, JA_CAPTION_SHORT, VQA, MCVQA, TRANSLATION)}
+
+
+def user_message(text: str, image: bool = False, image_placeholder: str | None = None) -> dict:
+    """A user turn; with ``image`` it carries the image as an image content part, or as
+    ``image_placeholder`` text for chat templates that only take strings."""
+    if not image:
+        return {"role": "user", "content": text}
+    if image_placeholder:
+        return {"role": "user", "content": f"{image_placeholder}\n{text}"}
+    return {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": text}]}

@@ -17,7 +17,6 @@ import os
 import random
 import shutil
 import socket
-import tempfile
 import time
 from collections.abc import Callable
 
@@ -108,7 +107,9 @@ def train(job: TrainJob, report: Callable[[dict], None], log: Callable[[str], No
         dist.barrier()
         model, processor = build_stage1_start(vision, llm, training.allow_hub, training.seed)
     else:
-        local_start = _local_copy(storage, job.start_from)
+        if job.start_from is None:
+            raise ValueError("stage 2 needs stage 1's model folder (start_from)")
+        local_start = storage.local_folder(job.start_from)
         model, processor = load_vlm(local_start)
     set_trainable(model, job.stage)
     if stage.gradient_checkpointing:
@@ -252,18 +253,6 @@ def _set_rng(state: dict) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state(state["cuda"])
-
-
-def _local_copy(storage: Storage, url: str | None) -> str:
-    """A local folder holding ``url``'s model: the folder itself when local."""
-    if url is None:
-        raise ValueError("stage 2 needs stage 1's model folder (start_from)")
-    path = storage.strip_protocol(url)
-    if storage.is_local:
-        return path
-    folder = tempfile.mkdtemp(prefix="asagi-start-")
-    storage.fs.get(path.rstrip("/") + "/", folder + "/", recursive=True)
-    return folder
 
 
 def _free_port() -> int:
