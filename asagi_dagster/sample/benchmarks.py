@@ -1,0 +1,110 @@
+"""Stand-ins for the three evaluation benchmarks, in the hub's Parquet layout, for the
+embedded default and the tests (the cluster profile reads the real datasets):
+
+- japanese-heron-bench: the real 103 questions, contexts and gpt-4-0125-preview-style
+  references vendored in ``japanese_heron_bench/`` (Apache-2.0), with a placeholder
+  image per image file name, since the real images are not ours to ship;
+- ja-vlm-bench-in-the-wild and ja-vg-vqa-500: a few questions written for this project
+  about scikit-image's sample photos, in each dataset's own columns (VG-VQA: several QAs
+  per image, under the Visual Genome ids the decontamination stand-in lists).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from PIL import Image, ImageDraw
+
+from asagi_dagster.config import BenchmarkSource
+from asagi_dagster.eval.benchmarks import BENCHMARKS, JapaneseHeronBench
+from asagi_dagster.sample.site import BENCHMARK_VG_IMAGE_IDS, _png, _write_if_changed, skimage_photo
+
+HERON_TEXT = Path(__file__).resolve().parent / "japanese_heron_bench"
+IMAGE = pa.struct([("bytes", pa.binary()), ("path", pa.string())])  # the datasets library's Image feature
+
+ITW_QUESTIONS = [  # (photo, question, answer)
+    ("coffee.png", "このカップには何が入っていますか？", "コーヒーが入っています。"),
+    ("rocket.jpg", "この写真には何が写っていますか？", "発射台に立つロケットが写っています。"),
+    ("astronaut.png", "この人物は何を着ていますか？", "宇宙服を着ています。"),
+    ("chelsea.png", "この動物は何ですか？", "茶トラの猫です。"),
+    ("chelsea.png", "猫はどこを見ていますか？", "画面の右の方を見ています。"),
+    ("gravel.png", "地面は何で覆われていますか？", "灰色の小石や砂利で覆われています。"),
+]
+VG_QAS = [  # (photo, [(question, answer)]), one entry per Visual Genome id
+    ("motorcycle_left.png", [("バイクは何色ですか？", "赤"), ("タイヤはいくつ見えますか？", "2つ")]),
+    ("coffee.png", [("カップの中身は何ですか？", "コーヒー"), ("カップの下には何がありますか？", "受け皿")]),
+    ("horse.png", [("何の動物ですか？", "馬"), ("背景は何色ですか？", "白")]),
+]
+
+
+def write_benchmark_sample(benchmarks: dict[str, BenchmarkSource]) -> list[Path]:
+    """Write the stand-in of each benchmark the profile reads from a local path; returns
+    the files written (unchanged files are left alone)."""
+    tables = {"japanese-heron-bench": heron_table, "ja-vlm-bench-in-the-wild": itw_table, "ja-vg-vqa-500": vg_table}
+    written = []
+    for name, source in benchmarks.items():
+        if source.path is None:
+            continue
+        path = Path(source.path) / "data" / f"{BENCHMARKS[name].split}-00000-of-00001.parquet"
+        buffer = io.BytesIO()
+        pq.write_table(tables[name](), buffer)
+        if _write_if_changed(path, buffer.getvalue()):
+            written.append(path)
+    return written
+
+
+def _jsonl(name: str) -> list[dict]:
+    return [json.loads(line) for line in (HERON_TEXT / name).read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def heron_table() -> pa.Table:
+    references = {row["question_id"]: row["text"] for row in _jsonl("answers_gpt4.jsonl")}
+    rows = []
+    for q in _jsonl("questions_ja.jsonl"):
+        rows.append({
+            "question_id": q["question_id"], "image": {"bytes": placeholder(q["image"]), "path": q["image"]},
+            "category": q["category"], "image_category": q["image_category"], "context": q["context"], "text": q["text"],
+            "answer": {JapaneseHeronBench.reference_model: references[q["question_id"]]},
+        })
+    schema = pa.schema([
+        ("question_id", pa.int64()), ("image", IMAGE), ("category", pa.string()), ("image_category", pa.string()),
+        ("context", pa.string()), ("text", pa.string()), ("answer", pa.struct([(JapaneseHeronBench.reference_model, pa.string())])),
+    ])
+    return pa.Table.from_pylist(rows, schema)
+
+
+def itw_table() -> pa.Table:
+    rows = [{"image": {"bytes": photo(p), "path": p}, "question": q, "answer": a} for p, q, a in ITW_QUESTIONS]
+    return pa.Table.from_pylist(rows, pa.schema([("image", IMAGE), ("question", pa.string()), ("answer", pa.string())]))
+
+
+def vg_table() -> pa.Table:
+    qa = pa.struct([("qa_id", pa.int64()), ("question", pa.string()), ("answer", pa.string())])
+    rows = []
+    for image_id, (p, qas) in zip(BENCHMARK_VG_IMAGE_IDS["ja-vg-vqa-500"], VG_QAS):
+        rows.append({
+            "image_id": image_id, "image": {"bytes": photo(p), "path": None},
+            "qas": [{"qa_id": image_id * 10 + i, "question": q, "answer": a} for i, (q, a) in enumerate(qas)],
+        })
+    return pa.Table.from_pylist(rows, pa.schema([("image_id", pa.int64()), ("image", IMAGE), ("qas", pa.list_(qa))]))
+
+
+def placeholder(name: str, side: int = 384) -> bytes:
+    """A PNG standing in for a benchmark image: a colour and a few shapes fixed by the name."""
+    seed = hashlib.sha256(name.encode()).digest()
+    image = Image.new("RGB", (side, side), tuple(seed[:3]))
+    draw = ImageDraw.Draw(image)
+    for i in range(4):
+        x, y, r = seed[3 + 3 * i] * side // 256, seed[4 + 3 * i] * side // 256, 20 + seed[5 + 3 * i] % 60
+        draw.ellipse((x - r, y - r, x + r, y + r), fill=tuple(seed[16 + i : 19 + i]))
+    draw.text((8, 8), name, fill=(255, 255, 255))
+    return _png(image)
+
+
+def photo(name: str, side: int = 400) -> bytes:
+    return _png(skimage_photo(name, side))
