@@ -1,4 +1,4 @@
-"""The ``asagi`` command: sample, sync, ingest, datasets, filter, synthesize, report, and ``demo`` (all of them).
+"""The ``asagi`` command: sample, sync, ingest, datasets, filter, synthesize, train, evaluate, report, and ``demo`` (all of them).
 
 Dagster state lives in the instance at $DAGSTER_HOME (default: the profile's
 ``dagster.home``), the same one ``dagster dev`` and ``dagster job backfill`` use.
@@ -66,7 +66,7 @@ def sample() -> None:
     config = _config()
     inbox, site, base = _sample_paths(config)
     written = write_sample(inbox, site, base)
-    benchmarks = write_filter_sample(config.filters) + write_dataset_sample(config.sources.datasets)
+    benchmarks = write_filter_sample(config.filters) + write_dataset_sample(config.sources.datasets) + _write_benchmark_sample(config)
     click.echo(f"sample in {inbox} ({len(written)} shard(s) written, images for {base} in {site}, {len(benchmarks)} benchmark, document-reference and dataset file(s))")
 
 
@@ -250,6 +250,48 @@ def _write_job(config: AsagiConfig, stage: str, job_url: str | None) -> None:
     click.echo(f"wrote the {stage} job to {job_url}: model -> {job.output_url}")
 
 
+def _write_benchmark_sample(config: AsagiConfig) -> list[Path]:
+    from asagi_dagster.sample.benchmarks import write_benchmark_sample
+
+    return write_benchmark_sample(config.evaluation.benchmarks) if config.evaluation else []
+
+
+def _evaluate(config: AsagiConfig, models: tuple[str, ...] = ()) -> bool:
+    """Each benchmark's items, each (model, benchmark)'s predictions and scores, then the leaderboard."""
+    if config.evaluation is None:
+        raise click.ClickException("the profile has no evaluation section")
+    import dagster as dg
+
+    from asagi_dagster.definitions import defs
+
+    instance = _instance(config)
+
+    def run(job: str, partition: str | None = None) -> bool:
+        result = defs.resolve_job_def(job).execute_in_process(instance=instance, partition_key=partition, raise_on_error=False, run_config=_QUIET)
+        click.echo(f"{job} {partition or ''}: {'success' if result.success else 'FAILED'} (run {result.run_id})")
+        return result.success
+
+    benchmarks = sorted(config.evaluation.benchmarks)
+    ok = all([run("load_benchmarks", name) for name in benchmarks])
+    for model in models or config.evaluation.models:
+        for name in benchmarks:
+            ok &= run("evaluate_model", dg.MultiPartitionKey({"benchmark": name, "model": model}))
+    if not run("update_leaderboard"):
+        return False
+    records = instance.get_latest_materialization_event(dg.AssetKey("leaderboard")).asset_materialization.metadata
+    click.echo(records["table"].value)
+    return ok
+
+
+@main.command()
+@click.option("--model", "models", multiple=True, help="A model of evaluation.models; default: all of them.")
+def evaluate(models: tuple[str, ...]) -> None:
+    """Score models on the profile's benchmarks (predictions through the GPU-job runner,
+    ROUGE-L and the judge), then print the leaderboard."""
+    if not _evaluate(_config(), models):
+        sys.exit(1)
+
+
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def report(as_json: bool) -> None:
@@ -273,6 +315,7 @@ def demo() -> None:
     write_sample(inbox, site, base)
     write_filter_sample(config.filters)
     write_dataset_sample(config.sources.datasets)
+    _write_benchmark_sample(config)
     try:
         server = start_image_server(site, config.sample.image_server_host, config.sample.image_server_port)
     except OSError as exc:
@@ -288,6 +331,8 @@ def demo() -> None:
         ok = _synthesize(config, ())
     if ok and config.training is not None:
         ok = _train(config)
+    if ok and config.evaluation is not None:
+        ok = _evaluate(config)
     click.echo(format_table(shard_report(Storage(config.storage), config.storage.duckdb_path), model_report(Storage(config.storage))))
     if not ok:
         sys.exit(1)

@@ -8,6 +8,7 @@ import dagster as dg
 
 from asagi_dagster.config import load_config, profile_path
 from assets import filters, synthesis, training, web
+from assets.evaluation import build_evaluation_assets
 from assets.datasets import build_dataset_assets
 from resources import build_resources
 
@@ -19,6 +20,7 @@ def build_definitions(config_path: str | None = None) -> dg.Definitions:
     dataset_assets, dataset_jobs = build_dataset_assets(config)
     translation = synthesis.build_translation_asset(config)
     training_assets, training_job = training.build_training_assets(config)
+    evaluation_assets, evaluation_jobs = build_evaluation_assets(config)
     return dg.Definitions(
         assets=[
             web.warc_records,
@@ -34,11 +36,13 @@ def build_definitions(config_path: str | None = None) -> dg.Definitions:
             *synthesis.SYNTHESIS_ASSETS,
             *([translation] if translation else []),
             *training_assets,
+            *evaluation_assets,
         ],
         jobs=[
             web.web_ingest, filters.filter_indexes, filters.filtered_splits, *dataset_jobs, synthesis.synthesized_corpora,
             *([synthesis.translation_job] if translation else []),
             training_job,
+            *evaluation_jobs,
         ],
         sensors=[sensor, filters.filters_automation],
         schedules=[schedule],

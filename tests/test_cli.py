@@ -44,21 +44,24 @@ def local_env(tmp_path):
     return {**os.environ, "ASAGI_CONFIG": str(profile), "DAGSTER_HOME": str(tmp_path / ".asagi" / "dagster_home")}
 
 
-def asagi(env, *args, check=True) -> subprocess.CompletedProcess:
-    return subprocess.run([*ASAGI, *args], env=env, cwd=REPO, capture_output=True, text=True, check=check, timeout=300)
+def asagi(env, *args, check=True, timeout=300) -> subprocess.CompletedProcess:
+    return subprocess.run([*ASAGI, *args], env=env, cwd=REPO, capture_output=True, text=True, check=check, timeout=timeout)
 
 
 def test_demo_on_the_shipped_profile_then_sync_and_report(local_env):
-    demo = asagi(local_env, "demo")
+    demo = asagi(local_env, "demo", timeout=900)
     for line in ("web_ingest sample-00002.warc: success", "filtered_splits sample-00002.warc: success",
                  "dataset_ingest sample-vqa-en: success", "synthesized_corpora sample-00002.warc: success",
                  "translated_datasets sample-captions-en: success", "translated_datasets sample-vqa-en: success",
-                 "vlm_training: success"):
+                 "vlm_training: success", "load_benchmarks japanese-heron-bench: success",
+                 "evaluate_model japanese-heron-bench|vlm_stage2: success", "evaluate_model ja-vg-vqa-500|vlm_stage2: success",
+                 "evaluate_model ja-vlm-bench-in-the-wild|vlm_stage2: success", "update_leaderboard : success"):
         assert line in demo.stdout, demo.stdout[-3000:] + demo.stderr[-3000:]
     report = json.loads(asagi(local_env, "report", "--json").stdout)
     # 8 per-shard assets and 4 corpora x 3 shards, 3 assets x 3 datasets, 2 translations,
-    # the two indexes and the document reference, the two stage mixtures.
-    assert len(report) == 36 + 9 + 2 + 3 + 2
+    # the two indexes and the document reference, the two stage mixtures; 3 benchmarks'
+    # items, predictions and scores, and the leaderboard.
+    assert len(report) == 36 + 9 + 2 + 3 + 2 + 3 * 3 + 1
     for row in report:
         assert row["rows_in"] == row["rows_out"] + row["rows_rejected"], row
         assert sum(row["rejected_by_reason"].values()) == row["rows_rejected"]
@@ -98,12 +101,29 @@ def test_demo_on_the_shipped_profile_then_sync_and_report(local_env):
         assert mixture["rows_out"] > 0 and set(mixture["rejected_by_reason"]) <= {"other_text_drawn", "empty_text"}
         assert re.search(rf"vlm_{stage} +6 steps on {mixture['rows_out']} examples, final loss \d", text), text[-600:]
     _assert_training_metadata(local_env)
+    _assert_evaluation(local_env, demo.stdout, by_key)
     # The same stage as a job for a multi-node run (k8s/training/): starts from stage 1's model.
     job_path = Path(local_env["DAGSTER_HOME"]).parent / "job2.json"
     asagi(local_env, "train", "--write-job", "stage2", "--to", str(job_path))
     job = json.loads(job_path.read_text())
     assert job["stage"] == "stage2" and job["start_from"].endswith("vlm_stage1/all/model")
     assert job["mixture_url"].endswith("stage2_mixture/all/data.parquet")
+
+
+def _assert_evaluation(env, demo_output: str, by_key: dict) -> None:
+    """The trained tiny model scored on the three stand-ins, all 103 real Heron-Bench
+    questions included, and the leaderboard printed with it beside the published models."""
+    assert by_key[("benchmark_items", "japanese-heron-bench")]["rows_out"] == 103
+    assert by_key[("benchmark_items", "ja-vg-vqa-500")]["rows_out"] == 6  # 3 images x 2 QAs, flattened
+    for name in ("japanese-heron-bench", "ja-vlm-bench-in-the-wild", "ja-vg-vqa-500"):
+        items = by_key[("benchmark_items", name)]["rows_out"]
+        assert by_key[("benchmark_predictions", f"{name}|vlm_stage2")]["rows_out"] == items
+        assert by_key[("benchmark_scores", f"{name}|vlm_stage2")]["rows_out"] == items
+    root = Path(env["ASAGI_CONFIG"]).parent / ".asagi" / "data"
+    lines = (root / "benchmark_predictions" / "japanese-heron-bench|vlm_stage2" / "prediction.jsonl").read_text(encoding="utf-8").splitlines()
+    assert sorted(int(json.loads(line)["question_id"]) for line in lines) == list(range(103))
+    assert re.search(r"\| vlm_stage2 \| this project \| \d+\.\d \|  \| not computed \|", demo_output), demo_output[-2000:]
+    assert "| Asagi-2B | Asagi model card (llm-jp-eval-mm) |" in demo_output
 
 
 def _assert_training_metadata(env) -> None:

@@ -5,20 +5,17 @@ on 127.0.0.1. Greedy decoding of the tiny float32 Llama must give the transforme
 backend's tokens exactly: the same prompt reached the model, whichever backend."""
 
 import json
-import os
 import subprocess
-import time
 from pathlib import Path
 
 import dagster as dg
-import httpx
 import pyarrow.parquet as pq
 import pytest
 
 from asagi_dagster.config import ConfigError, EndpointSettings, GeneratorSettings, load_config
 from asagi_dagster.storage import Storage
-from asagi_dagster.synth.generation import model_path, open_generator
-from tests.conftest import free_port, write_profile
+from asagi_dagster.synth.generation import open_generator
+from tests.conftest import free_port, subprocess_env, write_profile
 from tests.synth.helpers import GENERATORS, failures, materialize, synthesis_section, write_caption_inputs
 from tests.synth.vllm_requests import requests
 
@@ -26,9 +23,6 @@ PROJECT = Path(__file__).resolve().parents[2]
 # CPU settings: no CUDA graphs, a small KV-cache share, a short context, and no chunked
 # prefill (a seeded request split across steps fails on CPU).
 VLLM_CPU = {"backend": "vllm", "dtype": "float32", "enforce_eager": True, "gpu_memory_utilization": 0.2, "max_model_len": 2048, "enable_chunked_prefill": False}
-def _subprocess_env() -> dict:
-    # The project root first, so the subprocess imports this checkout whatever the install says.
-    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(PROJECT), os.environ.get("PYTHONPATH", "")])}
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +51,7 @@ def test_vllm_offline_matches_transformers_greedy_and_a_seed_fixes_a_sample_in_a
     script = tmp_path / "offline.py"
     script.write_text(OFFLINE_SCRIPT)
     settings = GeneratorSettings(**GENERATORS["japanese_llm"], **VLLM_CPU)
-    run = subprocess.run([vllm_python, str(script), settings.model_dump_json()], capture_output=True, text=True, cwd=PROJECT, env=_subprocess_env(), timeout=400)
+    run = subprocess.run([vllm_python, str(script), settings.model_dump_json()], capture_output=True, text=True, cwd=PROJECT, env=subprocess_env(), timeout=400)
     lines = [line for line in run.stdout.splitlines() if line.startswith("RESULT ")]
     assert run.returncode == 0 and lines, run.stderr[-12000:]
     result = json.loads(lines[0].removeprefix("RESULT "))
@@ -73,7 +67,7 @@ def test_a_partition_runs_on_vllm_through_dagster_pipes(tmp_path, vllm_python, m
     profile = write_profile(tmp_path, synthesis=section, gpu_jobs={"runner": "subprocess", "python": vllm_python})
     storage = Storage(load_config(profile).storage)
     write_caption_inputs(storage, "s1", pairs=3)
-    monkeypatch.setenv("PYTHONPATH", _subprocess_env()["PYTHONPATH"])  # Pipes' subprocess inherits it
+    monkeypatch.setenv("PYTHONPATH", subprocess_env()["PYTHONPATH"])  # Pipes' subprocess inherits it
     with dg.instance_for_test() as instance:
         result, logs = materialize(profile, "ja_captions", "s1", instance)
     assert result.success, failures(result)
@@ -84,41 +78,6 @@ def test_a_partition_runs_on_vllm_through_dagster_pipes(tmp_path, vllm_python, m
     assert all(r["reason"] for r in rejections)
     for row in pq.read_table(storage.strip_protocol(manifest.data_url)).to_pylist():
         assert row["model"] == "builtin:tiny-llama-ja" and row["prompt_id"].startswith("ja_caption_")
-
-
-@pytest.fixture(scope="module")
-def vllm_server(vllm_python, tmp_path_factory):
-    """vLLM's OpenAI-compatible server for the tiny Llama on a free loopback port; yields
-    its /v1 URL. The module form: vllm-cpu's ``vllm serve`` script looks up a
-    distribution named "vllm" for its --version and exits (it is named vllm-cpu)."""
-    path = model_path(GeneratorSettings(**GENERATORS["japanese_llm"]))
-    port = free_port()
-    log = tmp_path_factory.mktemp("vllm-serve") / "server.log"
-    command = [
-        vllm_python, "-m", "vllm.entrypoints.openai.api_server", "--model", path, "--host", "127.0.0.1", "--port", str(port),
-        "--served-model-name", "tiny-llama-ja", "--dtype", "float32", "--enforce-eager",
-        "--gpu-memory-utilization", "0.2", "--max-model-len", "2048",
-    ]
-    with open(log, "w") as sink:
-        server = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, cwd=PROJECT, env=_subprocess_env())
-    try:
-        deadline = time.monotonic() + 300
-        while True:
-            assert server.poll() is None, "vllm serve exited:\n" + log.read_text()[-3000:]
-            assert time.monotonic() < deadline, "vllm serve not healthy in 300 s:\n" + log.read_text()[-3000:]
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(1)
-        yield f"http://127.0.0.1:{port}/v1"
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
 
 
 def _http_settings(base_url: str, **endpoint) -> GeneratorSettings:
