@@ -91,12 +91,18 @@ def markdown(rows: list[dict]) -> str:
     lines = ["| model | source | " + " | ".join(c.header for c in columns) + " |", "|---|---|" + "---|" * len(columns)]
     for model in models:
         source = next(r["source"] for r in rows if r["model"] == model)
-        values = []
-        for column in columns:
-            cell = cells.get((model, column))
-            values.append("" if cell is None else "not computed" if cell["value"] is None else f"{cell['value']:.2f}" if column.metric == "llm" and column.benchmark != "japanese-heron-bench" else f"{cell['value']:.1f}")
+        values = [_cell(column, cells.get((model, column))) for column in columns]
         lines.append(f"| {model} | {source} | " + " | ".join(values) + " |")
     return "\n".join(lines)
+
+
+def _cell(column: Column, entry: dict | None) -> str:
+    if entry is None:
+        return ""
+    if entry["value"] is None:
+        return "not computed"
+    five_point = column.metric == "llm" and column.benchmark != "japanese-heron-bench"
+    return f"{entry['value']:.2f}" if five_point else f"{entry['value']:.1f}"
 
 
 def bar_chart_png(rows: list[dict]) -> str:
