@@ -279,6 +279,11 @@ class EngineSettings(_Strict):
     trust_remote_code: bool = False
     allow_hub: bool = Field(False, description="Let the model download from the Hugging Face hub (cluster only).")
 
+    @property
+    def prompt_image_placeholder(self) -> str | None:
+        """The placeholder to write into prompts: none over HTTP, where the server's template places the image."""
+        return self.image_placeholder if self.backend != "openai" else None
+
 
 class GeneratorSettings(EngineSettings):
     """A model that writes training text, with the licence facts the gate checks."""

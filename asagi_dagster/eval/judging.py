@@ -85,7 +85,7 @@ class Judge:
 
     def heron(self, items: list[dict], predictions: list[str]) -> Judged:
         prompts = [
-            HERON_PROMPT.format(**{k: json.dumps(v, ensure_ascii=False) for k, v in (("context", i["context"]), ("question", i["question"]), ("reference", i["reference"]), ("prediction", p))})
+            HERON_PROMPT.format(context=_json(i["context"]), question=_json(i["question"]), reference=_json(i["reference"]), prediction=_json(p))
             for i, p in zip(items, predictions)
         ]
         outputs, errors = self._ask(HERON_SYSTEM, prompts)
@@ -115,3 +115,7 @@ class Judge:
             errors += sum(a.text is None for a in answers)
             outputs.append([a.text or "" for a in answers])
         return outputs, errors
+
+
+def _json(text: str) -> str:
+    return json.dumps(text, ensure_ascii=False)

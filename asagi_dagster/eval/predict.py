@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Callable, Iterator
-from itertools import islice
+import shutil
+from collections.abc import Callable
 
 import pyarrow as pa
 from PIL import Image
@@ -23,13 +23,14 @@ from asagi_dagster.config import EngineSettings, GeneratorSettings, SamplingSett
 from asagi_dagster.storage import Manifest, StageWriter, Storage
 from asagi_dagster.synth.generation import Request, open_generator
 from asagi_dagster.synth.prompts import user_message
+from asagi_dagster.synth.runner import batches
 
 VERSION = 1
 PREDICTIONS = pa.schema(
     [
         ("question_id", pa.string()),
         ("text", pa.string()),
-        ("tokens", pa.int32()),  # generated tokens: 256 means the answer was cut off
+        ("tokens", pa.int32()),  # generated tokens: max_new_tokens means the answer was cut off
         ("prompt", pa.string()),  # the instruction as the model got it (before its template)
         ("model", pa.string()),
         ("benchmark", pa.string()),
@@ -75,38 +76,44 @@ def predict(job: PredictionJob, log: Callable[[str], None] = print) -> Manifest:
     log(f"{job.partition}: generating with backend {settings.backend} from {job.model_url}")
     sampling = greedy(job.max_new_tokens)
     predictions = []
-    with StageWriter(storage, job.asset, job.partition, PREDICTIONS, VERSION) as out:
-        for index, chunk in enumerate(_chunks(storage.iter_rows(storage.strip_protocol(job.items_url)), CHUNK)):
-            out.count_in(len(chunk))
-            requests, kept = [], []
-            for item in chunk:
-                try:
-                    image = Image.open(io.BytesIO(item["bytes"])).convert("RGB")
-                except Exception as exc:  # benchmark_items checked it; a changed decoder may not agree
-                    out.reject(item["question_id"], "image_unreadable", f"{type(exc).__name__}: {exc}")
-                    continue
-                prompt = question_text(item["question"], job.instruction)
-                placeholder = settings.image_placeholder if settings.backend != "openai" else None
-                requests.append(Request(messages=[user_message(prompt, True, placeholder)], sampling=sampling, seed=0, image=image))
-                kept.append((item["question_id"], prompt))
-            for (question_id, prompt), generated in zip(kept, generator.generate(requests) if requests else []):
-                if generated.text is None:
-                    out.reject(question_id, "generation_error", generated.error)
-                    continue
-                row = {"question_id": question_id, "text": generated.text, "tokens": generated.tokens, "prompt": prompt, "model": job.model, "benchmark": job.benchmark}
-                out.write(row)
-                predictions.append({"question_id": question_id, "text": generated.text})
-            log(f"{job.partition}: chunk {index + 1}: {len(kept)} answered")
-    generator.close()
+    try:
+        with StageWriter(storage, job.asset, job.partition, PREDICTIONS, VERSION) as out:
+            out.source = {"model_url": job.model_url}  # the scores name the model that answered
+            for index, chunk in enumerate(batches(storage.iter_rows(storage.strip_protocol(job.items_url)), CHUNK)):
+                out.count_in(len(chunk))
+                requests, kept = _requests(chunk, out, job.instruction, settings.prompt_image_placeholder, sampling)
+                for (question_id, prompt), generated in zip(kept, generator.generate(requests) if requests else []):
+                    if generated.text is None:
+                        out.reject(question_id, "generation_error", generated.error)
+                        continue
+                    out.write({"question_id": question_id, "text": generated.text, "tokens": generated.tokens, "prompt": prompt, "model": job.model, "benchmark": job.benchmark})
+                    predictions.append({"question_id": question_id, "text": generated.text})
+                log(f"{job.partition}: chunk {index + 1}: {len(kept)} answered")
+    finally:
+        generator.close()
+        if job.on_storage and not storage.is_local:  # the copy local_folder downloaded
+            shutil.rmtree(model, ignore_errors=True)
     storage.write_bytes(prediction_file(storage, out.manifest), "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in predictions).encode())
     return out.manifest
+
+
+def _requests(chunk: list[dict], out: StageWriter, instruction: str | None, placeholder: str | None, sampling: SamplingSettings) -> tuple[list[Request], list[tuple[str, str]]]:
+    """One generation request per item, and (question id, prompt) beside each; an image
+    that does not decode is rejected here."""
+    requests, kept = [], []
+    for item in chunk:
+        try:
+            image = Image.open(io.BytesIO(item["bytes"])).convert("RGB")
+        except Exception as exc:  # benchmark_items checked it; a changed decoder may not agree
+            out.reject(item["question_id"], "image_unreadable", f"{type(exc).__name__}: {exc}")
+            continue
+        prompt = question_text(item["question"], instruction)
+        message = user_message(prompt, image=True, image_placeholder=placeholder)
+        requests.append(Request(messages=[message], sampling=sampling, seed=0, image=image))
+        kept.append((item["question_id"], prompt))
+    return requests, kept
 
 
 def prediction_file(storage: Storage, manifest: Manifest) -> str:
     """eval-mm's prediction.jsonl, beside the partition's Parquet file."""
     return f"{storage.asset_dir(manifest.asset, manifest.partition)}/{PREDICTION_FILE}"
-
-
-def _chunks(rows: Iterator[dict], size: int) -> Iterator[list[dict]]:
-    while chunk := list(islice(rows, size)):
-        yield chunk

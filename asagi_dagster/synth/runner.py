@@ -111,7 +111,7 @@ def run_chunks(
     """Generate for every item, write rows and rejections to ``out`` in input order."""
     seen: set[str] = set()  # normalized accepted texts, per task: duplicates are retried
     iterator = iter(items)
-    for index, chunk in enumerate(_batches(iterator, chunk_rows)):
+    for index, chunk in enumerate(batches(iterator, chunk_rows)):
         item_ids = [item.item_id for _, item in chunk]
         done = checkpoints.load(index, item_ids)
         resumed = done is not None
@@ -129,7 +129,8 @@ def run_chunks(
         on_chunk(index, len(done["rows"]), len(done["rejections"]), resumed)
 
 
-def _batches(iterator: Iterator, size: int) -> Iterator[list]:
+def batches(iterator: Iterator, size: int) -> Iterator[list]:
+    """Lists of up to ``size`` items, in order, until ``iterator`` ends."""
     while batch := list(islice(iterator, size)):
         yield batch
 
@@ -196,6 +197,5 @@ def _by_plan(works: list[WorkItem]) -> list[tuple[TaskPlan, list[WorkItem]]]:
 def _request(plan: TaskPlan, work: WorkItem, seed: int) -> Request:
     task = plan.task
     g = plan.generator_settings
-    placeholder = g.image_placeholder if g.backend != "openai" else None  # HTTP: the server's template places the image
-    messages = task.prompt.messages(work.item.fields, plan.settings.few_shot, image=task.image, image_placeholder=placeholder)
+    messages = task.prompt.messages(work.item.fields, plan.settings.few_shot, image=task.image, image_placeholder=g.prompt_image_placeholder)
     return Request(messages=messages, sampling=plan.settings.sampling, seed=seed, image=work.image)

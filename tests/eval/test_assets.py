@@ -71,6 +71,7 @@ def test_three_benchmarks_scored_end_to_end_with_a_vllm_judge_and_checked_by_eva
     assert "| tiny_llava | this project |" in board["table"] and board["chart"].startswith("![leaderboard](data:image/png;base64,")
     history = pq.read_table(storage.path(HISTORY)).to_pylist()
     assert sorted((r["benchmark"], r["metric"]) for r in history) == sorted((n, m) for n in BENCHMARKS for m in ("llm", "rougel"))
+    assert {r["model_url"] for r in history} == {"builtin:tiny-llava-ja"}  # the model that answered, from the predictions' manifest
     # eval-mm's own RougeLScorer on our prediction.jsonl gives the score we recorded.
     for name in BENCHMARKS:
         partition = f"{name}|tiny_llava"

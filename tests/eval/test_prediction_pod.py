@@ -54,5 +54,6 @@ def test_predictions_run_as_an_evaluation_pod_on_a_model_from_s3(tmp_path, s3_en
     assert container.command == ["python", "-m", "asagi_dagster.eval"] and container.resources.limits["nvidia.com/gpu"] == "1"
     lines = storage.fs.cat(f"{BUCKET}/data/benchmark_predictions/{partition}/prediction.jsonl").decode().splitlines()
     assert [json.loads(line)["question_id"] for line in lines] == ["0", "1", "2"]
-    assert storage.read_manifest("benchmark_predictions", str(partition)).rows_out == 3
+    manifest = storage.read_manifest("benchmark_predictions", str(partition))
+    assert manifest.rows_out == 3 and manifest.source == {"model_url": model_url}
     assert isinstance(scores["rougel"].value, float) and scores["llm"].value == "not computed: no judge configured"
