@@ -4,6 +4,7 @@ and a real S3 endpoint (moto in server mode on 127.0.0.1)."""
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import time
@@ -131,6 +132,14 @@ def evalmm_python() -> str:
     return str(PROJECT / ".venv-evalmm" / "bin" / "python")
 
 
+def default_signals() -> None:
+    """``preexec_fn`` for a process a test stops with SIGTERM. A pytest started in the
+    background (no job control) ignores SIGINT, and each in-process Dagster run then sets
+    SIGTERM to SIGINT's handler, SIG_IGN: children would inherit both and never stop."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def subprocess_env() -> dict:
     # The project root first, so the subprocess imports this checkout whatever the install says.
     return {**os.environ, "PYTHONPATH": os.pathsep.join([str(PROJECT), os.environ.get("PYTHONPATH", "")])}
@@ -154,7 +163,7 @@ def vllm_server(vllm_python, tmp_path_factory):
         "--gpu-memory-utilization", "0.2", "--max-model-len", "2048",
     ]
     with open(log, "w") as sink:
-        server = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, cwd=PROJECT, env=subprocess_env())
+        server = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, cwd=PROJECT, env=subprocess_env(), preexec_fn=default_signals)
     try:
         deadline = time.monotonic() + 300
         while True:

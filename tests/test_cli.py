@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port, write_profile
+from tests.conftest import default_signals, free_port, write_profile
 
 REPO = Path(__file__).resolve().parent.parent
 ASAGI = [sys.executable, "-m", "asagi_cli"]
@@ -151,7 +151,7 @@ def test_cli_backfill_of_all_shards_through_the_daemon(cli_env, tmp_path):
     """The README's backfill: sync, `dagster job backfill --all`, `dagster-daemon run`."""
     asagi(cli_env, "sample")
     assert asagi(cli_env, "sync").stdout.count("added ") == 3
-    server = subprocess.Popen([*ASAGI, "serve-sample"], env=cli_env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen([*ASAGI, "serve-sample"], env=cli_env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=default_signals)
     daemon = None
     try:
         subprocess.run(
@@ -160,7 +160,7 @@ def test_cli_backfill_of_all_shards_through_the_daemon(cli_env, tmp_path):
         )
         daemon = subprocess.Popen(
             ["dagster-daemon", "run", "-w", "workspace.yaml"], env=cli_env, cwd=REPO,
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, preexec_fn=default_signals,
         )
         # The backfill ingests the shards; the automation sensor then rebuilds the
         # indexes and filters every shard.
@@ -198,7 +198,7 @@ def test_dagster_validate_and_dev_find_the_project_with_no_flags(cli_env):
     assert validate.returncode == 0, validate.stderr[-2000:]
     port = free_port()
     dev = subprocess.Popen(["dagster", "dev", "--port", str(port)], env=cli_env, cwd=REPO,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, preexec_fn=default_signals)
     try:
         assets = _graphql_asset_keys(port, deadline_s=120)
     finally:
