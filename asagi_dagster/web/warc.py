@@ -55,7 +55,9 @@ def iter_warc(open_file: Callable[[], BinaryIO], shard: str, max_payload_bytes: 
         size = f.seek(0, 2)
         while start < size:
             f.seek(start)
-            iterator = ArchiveIterator(f, arc2warc=False)
+            # HTTP headers are parsed in _read_record, and only for responses: the rest
+            # (half of a crawl is requests) is rejected by type alone.
+            iterator = ArchiveIterator(f, arc2warc=False, no_record_parse=True)
             try:
                 for record in iterator:
                     if record.format != "warc":  # warcio also reads ARC; a shard must be WARC
@@ -84,7 +86,10 @@ def _read_record(record, iterator: ArchiveIterator, shard: str, max_payload_byte
         return WarcRecord(record_id, offset, record.rec_type or "", record.rec_headers.get_header("WARC-Target-URI"),
                           None, None, None, None, None, None, None, None, None)
     warc = _header_map(record.rec_headers)
-    http = record.http_headers
+    # What warcio does for every record unless no_record_parse; a parse error is a
+    # damaged region, as it would be inside the iterator.
+    http = iterator.loader.load_http_headers(record.rec_type, warc.get("warc-target-uri") or "", record.raw_stream, record.length)
+    record.http_headers = http  # content_stream() undoes chunking and content encodings by these
     http_map = _header_map(http)
     payload: bytes | None = None
     payload_error: str | None = None
