@@ -1,4 +1,4 @@
-"""The ``asagi`` command: sample, sync, ingest, datasets, filter, synthesize, train, evaluate, report, and ``demo`` (all of them).
+"""The ``asagi`` command: sample, sync, ingest, datasets, filter, synthesize, train, evaluate, report, judge-manifest, and ``demo`` (all of them).
 
 Dagster state lives in the instance at $DAGSTER_HOME (default: the profile's
 ``dagster.home``), the same one ``dagster dev`` and ``dagster job backfill`` use.
@@ -290,6 +290,25 @@ def evaluate(models: tuple[str, ...]) -> None:
     ROUGE-L and the judge), then print the leaderboard."""
     if not _evaluate(_config(), models):
         sys.exit(1)
+
+
+@main.command("judge-manifest")
+def judge_manifest() -> None:
+    """Print the judge server (a vLLM Deployment and its Service) for the profile's
+    evaluation.judge and gpu_jobs.pods.judge, for kubectl apply -f -."""
+    import yaml
+
+    from asagi_dagster.pods import judge_manifests
+
+    try:
+        documents = judge_manifests(_config())
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    class NoAliases(yaml.SafeDumper):  # kubectl reads anchors, people read plain YAML better
+        def ignore_aliases(self, data):
+            return True
+
+    click.echo(yaml.dump_all(documents, Dumper=NoAliases, sort_keys=False), nl=False)
 
 
 @main.command()

@@ -391,6 +391,7 @@ class PodSettings(_Strict):
     active_deadline_s: int = Field(24 * 3600, ge=60)
     pod_wait_timeout_s: int = Field(24 * 3600, ge=60, description="How long Dagster waits for the pod, scheduling included.")
     service_account: str | None = None
+    model_cache_claim: str | None = Field(None, description="A PersistentVolumeClaim mounted at /models as HF_HOME's parent (k8s/cluster/model-cache-pvc.yaml).")
 
     @field_validator("secret_env")
     @classmethod

@@ -14,7 +14,7 @@ from asagi_dagster.eval.scores import VERSION as SCORES_VERSION
 from asagi_dagster.storage import Manifest, StageWriter
 from assets.filters import output
 from assets.metadata import accounted, accounting_check
-from resources.gpu_jobs import GpuJobsResource
+from resources.gpu_jobs import GpuJobsResource, gpu_run_tags
 from resources.storage import DuckDBResource, ProfileResource, StorageResource
 
 GROUP = "evaluation"
@@ -165,7 +165,7 @@ def build_evaluation_assets(config: AsagiConfig) -> tuple[list, list]:
         dg.define_asset_job("load_benchmarks", selection=[benchmark_items], partitions_def=per_benchmark, description="Read one benchmark's items."),
         dg.define_asset_job(
             "evaluate_model", selection=[benchmark_predictions, benchmark_scores], partitions_def=per_model_and_benchmark,
-            description="One model's predictions and scores on one benchmark.",
+            description="One model's predictions and scores on one benchmark.", tags=gpu_run_tags("evaluation"),
         ),
         dg.define_asset_job("update_leaderboard", selection=[leaderboard], description="The leaderboard from the latest scores."),
     ]

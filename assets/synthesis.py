@@ -11,7 +11,7 @@ from asagi_dagster.synth.corpora import LicenceRefused, licence_gate
 from assets.filters import output
 from assets.metadata import accounted, accounting_check
 from assets.web import warc_shards
-from resources.gpu_jobs import GpuJobsResource
+from resources.gpu_jobs import GpuJobsResource, gpu_run_tags
 from resources.storage import DuckDBResource, ProfileResource, StorageResource
 
 GROUP = "synthesis"
@@ -104,9 +104,11 @@ synthesized_corpora = dg.define_asset_job(
     selection=dg.AssetSelection.assets(*SYNTHESIS_ASSETS),
     partitions_def=warc_shards,
     description="Per WARC shard: English captions, Japanese captions, VQA and multiple-choice VQA (GPU work, via Pipes).",
+    tags=gpu_run_tags("synthesis"),
 )
 translation_job = dg.define_asset_job(
     "translated_datasets",
     selection=dg.AssetSelection.assets("translated_pairs"),
     description="Per English dataset: its captions or QA translated into Japanese (GPU work, via Pipes).",
+    tags=gpu_run_tags("synthesis"),
 )

@@ -13,7 +13,7 @@ from asagi_dagster.train.trainer import stage_job
 from assets.filters import no_overlap_check, output, overlap_check
 from assets.metadata import accounted, accounting_check
 from assets.web import warc_shards
-from resources.gpu_jobs import GpuJobsResource
+from resources.gpu_jobs import GpuJobsResource, gpu_run_tags
 from resources.storage import DuckDBResource, ProfileResource, StorageResource
 
 GROUP = "training"
@@ -150,5 +150,6 @@ def build_training_assets(config: AsagiConfig) -> tuple[list, object]:
         "vlm_training",
         selection=dg.AssetSelection.assets(*assets),
         description="Both stage mixtures, then stage 1 and stage 2 training (GPU work, via Pipes); each stage resumes from its last checkpoint.",
+        tags=gpu_run_tags("training"),
     )
     return assets, job

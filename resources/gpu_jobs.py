@@ -8,28 +8,18 @@ import sys
 
 import dagster as dg
 
-from asagi_dagster.config import GpuJobSettings, PodSettings
+from asagi_dagster.config import GpuJobSettings
+from asagi_dagster.pods import pod_spec
 
 
-def pod_spec(pod: PodSettings) -> dict:
-    """The pod spec (minus image and command, which Pipes sets) for one kind of GPU work.
-    Retries are Dagster's (RetryPolicy), never the pod's: restartPolicy stays Never."""
-    resources = {"cpu": pod.cpu, "memory": pod.memory}
-    if pod.gpus:
-        resources["nvidia.com/gpu"] = str(pod.gpus)
-    env = []
-    for name, ref in sorted(pod.secret_env.items()):
-        secret, _, key = ref.partition("/")
-        env.append({"name": name, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}})
-    spec: dict = {
-        "containers": [{"resources": {"requests": resources, "limits": resources}, "env": env}],
-        "activeDeadlineSeconds": pod.active_deadline_s,
-        "nodeSelector": dict(pod.node_selector),
-        "tolerations": [dict(t) for t in pod.tolerations],
-    }
-    if pod.service_account:
-        spec["serviceAccountName"] = pod.service_account
-    return spec
+# Runs of the jobs that start GPU pods carry this tag (value: the kind of GPU work); the
+# cluster's QueuedRunCoordinator limits how many such runs hold GPUs at once
+# (tagConcurrencyLimits in k8s/helm/values.yaml).
+GPU_RUN_TAG = "asagi/gpu"
+
+
+def gpu_run_tags(kind: str) -> dict[str, str]:
+    return {GPU_RUN_TAG: kind}
 
 
 def launcher(module: str, processes: int | None) -> list[str]:

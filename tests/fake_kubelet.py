@@ -18,10 +18,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 from types import SimpleNamespace
 
+import kubernetes_validate
 from kubernetes import client as k8s
 
 PROJECT = Path(__file__).resolve().parents[1]
 IMAGE_ENV = ("PATH", "HOME", "ASAGI_MODEL_CACHE", "TMPDIR")  # what the image provides; nothing else leaks in
+KUBERNETES = "1.33.0"  # the schema version the manifests in k8s/ are validated against
+# The (RBAC verb, resource) of each call this stand-in answers: all dagster-k8s's Pipes
+# client makes (any other would fail the pod tests), so all the Pipes Role must allow.
+PIPES_CALLS = {("create", "pods"), ("list", "pods"), ("get", "pods/log"), ("list", "events"), ("delete", "pods")}
 
 
 class FakePod:
@@ -77,12 +82,21 @@ class FakeCoreV1Api:
     def __init__(self, secrets: dict[tuple[str, str], str] | None = None):
         self.secrets = secrets or {}
         self.pods: dict[str, FakePod] = {}
+        self.calls: set[tuple[str, str]] = set()  # (RBAC verb, resource) of every call, for the Role's test
 
     def create_namespaced_pod(self, namespace: str, body: k8s.V1Pod):
+        self.calls.add(("create", "pods"))
+        # As the API server would, refuse a pod that does not fit the Kubernetes schema.
+        manifest = {"apiVersion": "v1", "kind": "Pod", **k8s.ApiClient().sanitize_for_serialization(body)}
+        try:
+            kubernetes_validate.validate(manifest, KUBERNETES, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            raise k8s.ApiException(status=422, reason=f"Pod is invalid: {exc.message}") from None
         self.pods[body.metadata.name] = FakePod(namespace, body, self.secrets)
         return body
 
     def list_namespaced_pod(self, namespace: str, field_selector: str):
+        self.calls.add(("list", "pods"))
         name = field_selector.removeprefix("metadata.name=")
         pod = self.pods.get(name)
         items = [] if pod is None or pod.deleted or pod.namespace != namespace else [k8s.V1Pod(metadata=pod.body.metadata, spec=pod.body.spec, status=pod.status())]
@@ -91,6 +105,7 @@ class FakeCoreV1Api:
     def read_namespaced_pod_log(self, name: str, namespace: str, follow: bool = False, tail_lines: int | None = None, **_):
         """Followed: a stream of log chunks until the pod ends (what Pipes reads). Else the
         raw response dagster-k8s reads ``.data`` from, for a failed pod's debug info."""
+        self.calls.add(("get", "pods/log"))
         pod = self.pods[name]
         if follow:
             return self._follow(pod)
@@ -108,9 +123,11 @@ class FakeCoreV1Api:
             time.sleep(0.05)
 
     def list_namespaced_event(self, namespace: str, field_selector: str):
+        self.calls.add(("list", "events"))
         return k8s.CoreV1EventList(items=[])
 
     def delete_namespaced_pod(self, name: str, namespace: str, **_):
+        self.calls.add(("delete", "pods"))
         pod = self.pods[name]
         if pod.process.poll() is None:
             pod.process.kill()

@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 from asagi_dagster.config import load_config
 from asagi_dagster.storage import Storage
 from tests.conftest import BUCKET, write_profile
-from tests.fake_kubelet import serve_pods
+from tests.fake_kubelet import PIPES_CALLS, serve_pods
 from tests.synth.helpers import failures, materialize, synthesis_section, write_caption_inputs
 
 SYNTHESIS_POD = {
@@ -58,6 +58,7 @@ def test_a_partition_runs_as_a_gpu_pod_built_from_the_profile_and_reports_throug
     assert "testing" not in str(body)  # credentials reach the pod as Secret references only
     assert "DAGSTER_PIPES_CONTEXT" in env and "DAGSTER_PIPES_MESSAGES" in env
     assert pod.deleted and pod.process.returncode == 0
+    assert {("create", "pods"), ("delete", "pods")} <= api.calls <= PIPES_CALLS  # what k8s/cluster/rbac.yaml allows
 
     # The pod's log lines and its manifest came back through Pipes, over the pod log stream.
     assert any("chunk 2:" in m for m in logs) and any("loading generator japanese_llm" in m for m in logs)
