@@ -2,10 +2,11 @@
 web archives and the open datasets. Every dataset, split, corpus, stage and score the
 product names is an asset on that walk, so the UI's lineage view has no gaps."""
 
+from pathlib import Path
+
 import dagster as dg
 
 from asagi_dagster.definitions import build_definitions
-from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 
