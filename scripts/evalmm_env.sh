@@ -7,6 +7,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV="${ASAGI_EVALMM_VENV:-.venv-evalmm}"
+# One build at a time (the tests start it in the background; a second caller waits).
+exec 9>"$VENV.lock"
+flock 9
 STAMP="$VENV/.built-eval-mm-0.4.1"
 if [ -f "$STAMP" ]; then
     exit 0

