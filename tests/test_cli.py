@@ -32,18 +32,6 @@ def cli_env(tmp_path):
     return {**os.environ, "ASAGI_CONFIG": str(profile), "DAGSTER_HOME": str(tmp_path / "dagster_home")}
 
 
-@pytest.fixture
-def local_env(tmp_path):
-    """The shipped embedded default (configs/local.yaml), its .asagi folder moved under tmp_path."""
-    text = (REPO / "configs" / "local.yaml").read_text(encoding="utf-8")
-    assert text.count("../.asagi/") >= 8  # every path the profile writes lives there
-    text = text.replace("../.asagi/", f"{tmp_path}/.asagi/").replace("image_server_port: 8765", f"image_server_port: {free_port()}")
-    profile = tmp_path / "local.yaml"
-    profile.write_text(text, encoding="utf-8")
-    (tmp_path / ".asagi" / "dagster_home").mkdir(parents=True)
-    return {**os.environ, "ASAGI_CONFIG": str(profile), "DAGSTER_HOME": str(tmp_path / ".asagi" / "dagster_home")}
-
-
 def asagi(env, *args, check=True, timeout=300) -> subprocess.CompletedProcess:
     return subprocess.run([*ASAGI, *args], env=env, cwd=REPO, capture_output=True, text=True, check=check, timeout=timeout)
 

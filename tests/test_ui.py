@@ -1,0 +1,180 @@
+"""The Dagster UI as people use it: a real ``dagster-webserver`` on 127.0.0.1 serving the
+embedded default. Over GraphQL (what the UI itself calls) every asset, asset check, job,
+schedule and sensor is there with its description and group, and a materialization
+launched there runs to success. Then headless Chromium (Debian's chromium package,
+installed by scripts/setup.sh), driven by Playwright, opens the asset graph page,
+expands every group and takes the screenshot shown in the README
+(docs/img/asset-graph.png is one such screenshot)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from asagi_dagster.definitions import build_definitions
+from tests.conftest import default_signals, free_port
+from tests.test_cli import REPO, asagi
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+# Flags for a headless run as root on a machine with no display and a closed network.
+CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--disable-quic"]
+
+
+@pytest.fixture
+def webserver(local_env, tmp_path):
+    """dagster-webserver on a free loopback port, for the shipped profile in tmp_path; runs
+    it launches start at once (DefaultRunCoordinator: no daemon in this test)."""
+    home = Path(local_env["DAGSTER_HOME"])
+    (home / "dagster.yaml").write_text(  # nux: no "join the community" dialog over the page
+        "telemetry:\n  enabled: false\nnux:\n  enabled: false\n"
+        "run_coordinator:\n  module: dagster.core.run_coordinator\n  class: DefaultRunCoordinator\n"
+    )
+    asagi(local_env, "sample")
+    port = free_port()
+    log = open(tmp_path / "webserver.log", "w")
+    server = subprocess.Popen(
+        ["dagster-webserver", "-h", "127.0.0.1", "-p", str(port), "-w", "workspace.yaml"], env=local_env, cwd=REPO,
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=default_signals,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_for_location(url, server, tmp_path / "webserver.log")
+        yield url
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=60)
+        log.close()
+
+
+def graphql(url: str, query: str, **variables) -> dict:
+    response = httpx.post(f"{url}/graphql", json={"query": query, "variables": variables}, timeout=60)
+    response.raise_for_status()
+    body = response.json()
+    assert "errors" not in body, body["errors"]
+    return body["data"]
+
+
+def _wait_for_location(url: str, server: subprocess.Popen, log: Path, deadline_s: float = 180) -> None:
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        assert server.poll() is None, "dagster-webserver exited:\n" + log.read_text()[-3000:]
+        try:
+            nodes = graphql(url, "{ repositoriesOrError { ... on RepositoryConnection { nodes { name } } } }")["repositoriesOrError"].get("nodes")
+            if nodes:
+                return
+        except (httpx.HTTPError, AssertionError, KeyError):
+            pass
+        time.sleep(2)
+    raise AssertionError("dagster-webserver never served the code location:\n" + log.read_text()[-3000:])
+
+
+ASSETS = """{ assetNodes { assetKey { path } description groupName
+  assetChecksOrError { ... on AssetChecks { checks { name description } } } } }"""
+REPOSITORY = """{ repositoriesOrError { ... on RepositoryConnection { nodes { name location { name }
+  pipelines { name description } schedules { name description cronSchedule } sensors { name description } } } } }"""
+LAUNCH = """mutation($params: ExecutionParams!) { launchRun(executionParams: $params) { __typename
+  ... on LaunchRunSuccess { run { runId } } ... on PythonError { message } ... on InvalidSubsetError { message }
+  ... on RunConfigValidationInvalid { errors { message } } } }"""
+RUN = """query($id: ID!) { runOrError(runId: $id) { __typename ... on Run { status
+  assetMaterializations { assetKey { path } partition } } } }"""
+
+
+def test_ui_serves_every_definition_launches_a_materialization_and_renders_the_asset_graph(webserver, local_env, tmp_path):
+    defs = build_definitions(local_env["ASAGI_CONFIG"])
+    graph = defs.resolve_asset_graph()
+    repository = defs.get_repository_def()
+
+    # Every asset with its description and group, and every asset check with its description.
+    served = {"/".join(n["assetKey"]["path"]): n for n in graph_nodes(webserver)}
+    expected = {key.to_user_string(): graph.get(key) for key in graph.get_all_asset_keys()}
+    assert set(served) == set(expected)
+    for name, node in expected.items():
+        assert served[name]["description"] == node.description and node.description, name
+        assert served[name]["groupName"] == node.group_name, name
+    served_checks = {(name, c["name"]): c["description"] for name, n in served.items() for c in n["assetChecksOrError"]["checks"]}
+    expected_checks = {(key.asset_key.to_user_string(), key.name) for key in graph.asset_check_keys}
+    assert expected_checks and set(served_checks) == expected_checks
+    assert all(served_checks.values())
+
+    # Every job, schedule and sensor, with descriptions.
+    (repo,) = graphql(webserver, REPOSITORY)["repositoriesOrError"]["nodes"]
+    jobs = {j["name"]: j["description"] for j in repo["pipelines"] if not j["name"].startswith("__")}
+    assert jobs.keys() == {j.name for j in repository.get_all_jobs() if not j.name.startswith("__")}
+    assert all(jobs.values()), jobs
+    assert {s["name"]: s["cronSchedule"] for s in repo["schedules"]} == {s.name: s.cron_schedule for s in repository.schedule_defs}
+    assert {s["name"] for s in repo["sensors"]} == {s.name for s in repository.sensor_defs}
+    assert all(s["description"] for s in repo["schedules"] + repo["sensors"])
+
+    # A materialization launched through GraphQL, as the UI's Materialize button does.
+    params = {
+        "selector": {"repositoryLocationName": repo["location"]["name"], "repositoryName": repo["name"], "jobName": "__ASSET_JOB",
+                     "assetSelection": [{"path": ["benchmark_items"]}]},
+        "executionMetadata": {"tags": [{"key": "dagster/partition", "value": "japanese-heron-bench"}]},
+    }
+    launched = graphql(webserver, LAUNCH, params=params)["launchRun"]
+    assert launched["__typename"] == "LaunchRunSuccess", launched
+    run = _wait_for_run(webserver, launched["run"]["runId"])
+    assert run["status"] == "SUCCESS", run
+    assert {("/".join(m["assetKey"]["path"]), m["partition"]) for m in run["assetMaterializations"]} == {("benchmark_items", "japanese-heron-bench")}
+
+    # The asset graph page, rendered by a real browser.
+    screenshot = tmp_path / "asset-graph.png"
+    shown = asset_graph_screenshot(f"{webserver}/asset-groups", screenshot)
+    assert {"web_documents", "filtered_pairs", "ja_captions", "vlm_stage2", "leaderboard"} <= shown
+    _assert_a_rendered_page(screenshot)
+
+
+def graph_nodes(url: str) -> list[dict]:
+    return graphql(url, ASSETS)["assetNodes"]
+
+
+def _wait_for_run(url: str, run_id: str, deadline_s: float = 300) -> dict:
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        run = graphql(url, RUN, id=run_id)["runOrError"]
+        if run.get("status") in ("SUCCESS", "FAILURE", "CANCELED"):
+            return run
+        time.sleep(2)
+    raise AssertionError(f"run {run_id} did not finish in {deadline_s} s: {run}")
+
+
+def asset_graph_screenshot(page_url: str, png: Path) -> set[str]:
+    """Open the global asset graph, expand every group (the UI's Alt+E), screenshot it;
+    returns which asset names the rendered page shows."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        try:
+            page = browser.new_page(viewport={"width": 2000, "height": 1250})
+            page.goto(page_url, wait_until="networkidle", timeout=120_000)
+            page.get_by_text("evaluation", exact=True).first.wait_for(timeout=60_000)  # the groups, collapsed
+            page.keyboard.press("Alt+KeyE")
+            page.get_by_text("leaderboard", exact=True).first.wait_for(timeout=60_000)
+            text = page.inner_text("body")  # before zooming out: small nodes drop their labels
+            page.get_by_text("Hide navigation").click()  # more room for the graph
+            page.mouse.move(1100, 650)
+            page.keyboard.down("Control")  # Ctrl+wheel zooms the graph (a plain wheel pans)
+            page.mouse.wheel(0, 50)
+            page.keyboard.up("Control")
+            page.wait_for_timeout(2000)  # the graph's animation
+            page.screenshot(path=str(png))
+        finally:
+            browser.close()
+    return {name for name in text.split() if name.isidentifier()}
+
+
+def _assert_a_rendered_page(png: Path) -> None:
+    from PIL import Image
+
+    image = Image.open(png).convert("RGB")
+    assert image.size == (2000, 1250)
+    colours = image.getcolors(maxcolors=1 << 20)
+    assert colours is not None and len(colours) > 50, "the screenshot is (nearly) blank"
