@@ -47,6 +47,10 @@ def build_definitions(config_path: str | None = None) -> dg.Definitions:
         sensors=[sensor, filters.filters_automation, *evaluation_sensors],
         schedules=[schedule],
         resources=build_resources(path, config),
+        # Steps run in the run's own process: a step in a fresh process re-imports the code
+        # location (seconds each), which dominated short per-shard runs. GPU jobs whose
+        # steps can run side by side keep the multiprocess executor (synthesized_corpora).
+        executor=dg.in_process_executor,
     )
 
 

@@ -105,6 +105,7 @@ synthesized_corpora = dg.define_asset_job(
     partitions_def=warc_shards,
     description="Per WARC shard: English captions, Japanese captions, VQA and multiple-choice VQA (GPU work, via Pipes).",
     tags=gpu_run_tags("synthesis"),
+    executor_def=dg.multiprocess_executor,  # VQA and MCVQA pods run side by side
 )
 translation_job = dg.define_asset_job(
     "translated_datasets",

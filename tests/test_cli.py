@@ -135,10 +135,20 @@ def test_bad_profile_is_a_clear_cli_error(tmp_path):
     assert "storage.rooot: unknown key" in result.stderr and "Traceback" not in result.stderr
 
 
+SHARDS = 20  # the sample's 3, and 17 copies of them under new names
+
+
 def test_cli_backfill_of_all_shards_through_the_daemon(cli_env, tmp_path):
-    """The README's backfill: sync, `dagster job backfill --all`, `dagster-daemon run`."""
+    """The README's backfill at crawl scale: 20 shards synced, `dagster job backfill --all`,
+    `dagster-daemon run`; the automation sensor then rebuilds the indexes and filters
+    every shard."""
     asagi(cli_env, "sample")
-    assert asagi(cli_env, "sync").stdout.count("added ") == 3
+    inbox = tmp_path / "inbox"
+    originals = sorted(inbox.glob("sample-*"))
+    for n in range(SHARDS - len(originals)):
+        source = originals[n % len(originals)]
+        (inbox / source.name.replace("sample-", f"copy{n:02d}-")).write_bytes(source.read_bytes())
+    assert asagi(cli_env, "sync").stdout.count("added ") == SHARDS
     server = subprocess.Popen([*ASAGI, "serve-sample"], env=cli_env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=default_signals)
     daemon = None
     try:
@@ -150,9 +160,7 @@ def test_cli_backfill_of_all_shards_through_the_daemon(cli_env, tmp_path):
             ["dagster-daemon", "run", "-w", "workspace.yaml"], env=cli_env, cwd=REPO,
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, preexec_fn=default_signals,
         )
-        # The backfill ingests the shards; the automation sensor then rebuilds the
-        # indexes and filters every shard.
-        statuses = _wait_for_filtered(cli_env, tmp_path / "data", deadline_s=420)
+        statuses = _wait_for_filtered(cli_env, tmp_path / "data", SHARDS, deadline_s=900)
     finally:
         if daemon is not None:
             os.killpg(daemon.pid, signal.SIGTERM)  # the daemon and the run processes it launched
@@ -161,10 +169,12 @@ def test_cli_backfill_of_all_shards_through_the_daemon(cli_env, tmp_path):
         server.wait(timeout=60)
     assert statuses and set(statuses) == {"SUCCESS"}, statuses
     report = json.loads(asagi(cli_env, "report", "--json").stdout)
-    assert {r["partition"] for r in report if r["asset"] == "filtered_pairs"} == {"sample-00000.warc.gz", "sample-00001.warc.gz", "sample-00002.warc"}
+    shards = {p.name for p in inbox.iterdir()}
+    for asset in ("web_documents", "image_text_pairs", "pair_images", "screened_pairs", "filtered_pairs"):
+        assert {r["partition"] for r in report if r["asset"] == asset} == shards, asset
 
 
-def _wait_for_filtered(env, data_root, deadline_s: float) -> list[str]:
+def _wait_for_filtered(env, data_root, shards: int, deadline_s: float) -> list[str]:
     """Run statuses once every shard has filtered pairs and no run is unfinished."""
     script = "import dagster as dg; print(' '.join(sorted(r.status.value for r in dg.DagsterInstance.get().get_runs())))"
     deadline = time.monotonic() + deadline_s
@@ -172,7 +182,7 @@ def _wait_for_filtered(env, data_root, deadline_s: float) -> list[str]:
     while time.monotonic() < deadline:
         statuses = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True).stdout.split()
         filtered = list((data_root / "filtered_pairs").glob("*/_manifest.json"))
-        if len(filtered) == 3 and all(s in ("SUCCESS", "FAILURE", "CANCELED") for s in statuses):
+        if len(filtered) == shards and all(s in ("SUCCESS", "FAILURE", "CANCELED") for s in statuses):
             break
         if "FAILURE" in statuses:
             break
