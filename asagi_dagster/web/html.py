@@ -37,8 +37,6 @@ _OUR_MARKS_LEAD = "\ue000".encode()[:2]  # the UTF-8 lead bytes U+E000..U+E03F s
 # Both spellings instead of re.I: case-insensitive matching is much slower in re.
 _BLOCK_TAG_START = re.compile(rb"<(?=/?(?:" + "|".join(_BLOCK + [t.upper() for t in _BLOCK]).encode() + rb")[\s/>])")
 _IMAGE_MARK = "\ue000"
-# re.split with one group: text, then None at a block mark or the image mark, text, ...
-_MARK_SPLIT = re.compile(f"{_BLOCK_MARK}|({_IMAGE_MARK})")
 # Plain elements (no per-node Python class lookup); the encoding overrides whatever
 # charset the page declares, since the text was decoded at ingest.
 _PARSER = etree.HTMLParser(remove_comments=True, remove_pis=True, encoding="utf-8")
@@ -140,32 +138,40 @@ def _flatten(root, base_url: str, max_context_chars: int) -> tuple[list[str | Im
         images.append(image)
     # Whitespace is collapsed once for the whole page (the marks are not whitespace).
     flat = _clean(etree.tostring(root, method="text", encoding="unicode", with_tail=False))
-    return _items(_MARK_SPLIT.split(flat), images, max_context_chars), images
+    return _items(flat, images, max_context_chars), images
 
 
-def _items(pieces: list[str | None], images: list[ImageRef], max_chars: int) -> list[str | ImageRef]:
-    """Text blocks and images from the split text, giving each image the nearest text
-    before and after it. ``pieces`` alternates text and separator: None at a block
-    edge, the image mark at an image."""
+def _items(flat: str, images: list[ImageRef], max_chars: int) -> list[str | ImageRef]:
+    """Text blocks and images from the marked text, giving each image the nearest text
+    before and after it. Split with str.split (a regex split was 4x slower): first at
+    block edges, then each block at its image marks."""
     items: list[str | ImageRef] = []
     last_text: str | None = None
     pending: list[ImageRef] = []  # images still waiting for the text after them
     next_image = 0
-    for i, piece in enumerate(pieces):
-        if i % 2 == 0:
-            if piece and (piece := piece.strip()):
-                items.append(piece)
-                if pending:
-                    for image in pending:
-                        image.text_after = piece[:max_chars]
-                    pending.clear()
-                last_text = piece
-        elif piece is not None:
+
+    def text(piece: str) -> None:
+        nonlocal last_text
+        if piece and (piece := piece.strip()):
+            items.append(piece)
+            for image in pending:
+                image.text_after = piece[:max_chars]
+            pending.clear()
+            last_text = piece
+
+    for block in flat.split(_BLOCK_MARK):
+        if _IMAGE_MARK not in block:
+            text(block)
+            continue
+        first, *after_images = block.split(_IMAGE_MARK)
+        text(first)
+        for piece in after_images:
             image = images[next_image]
             next_image += 1
             image.text_before = last_text[-max_chars:] if last_text else None
             items.append(image)
             pending.append(image)
+            text(piece)
     return items
 
 
