@@ -71,7 +71,8 @@ def test_heron_judge_over_http_aggregates_as_eval_mm_with_repeats_and_parse_fail
     # What went over the wire: eval-mm's settings, the context and both answers as JSON strings.
     assert len(bodies) == 2 * 103 and {b["seed"] for b in bodies} == {5, 6}
     assert all(b["temperature"] == 0.0 and b["max_tokens"] == 1024 and b["model"] == "judge-x" and "repetition_penalty" not in b for b in bodies)
-    first = next(b for b in bodies if json.dumps(items[0]["context"], ensure_ascii=False) in b["messages"][1]["content"])
+    # Question 0's request: several questions share a context, and requests arrive in any order.
+    first = next(b for b in bodies if all(json.dumps(items[0][k], ensure_ascii=False) in b["messages"][1]["content"] for k in ("context", "question")))
     assert first["messages"][0] == {"role": "system", "content": HERON_SYSTEM}
     assert json.dumps(predictions[0], ensure_ascii=False) in first["messages"][1]["content"]
     row = result.item_rows[1]
