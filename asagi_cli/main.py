@@ -13,6 +13,7 @@ import threading
 from pathlib import Path
 
 import click
+import yaml
 
 from asagi_dagster.config import AsagiConfig, ConfigError, load_config
 from asagi_dagster.report import format_table, model_report, shard_report
@@ -292,23 +293,25 @@ def evaluate(models: tuple[str, ...]) -> None:
         sys.exit(1)
 
 
+class _PlainDumper(yaml.SafeDumper):
+    """YAML without anchors and aliases: kubectl reads them, people read plain YAML better."""
+
+    def ignore_aliases(self, data) -> bool:
+        return True
+
+
 @main.command("judge-manifest")
 def judge_manifest() -> None:
     """Print the judge server (a vLLM Deployment and its Service) for the profile's
     evaluation.judge and gpu_jobs.pods.judge, for kubectl apply -f -."""
-    import yaml
-
     from asagi_dagster.pods import judge_manifests
 
     try:
         documents = judge_manifests(_config())
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
-    class NoAliases(yaml.SafeDumper):  # kubectl reads anchors, people read plain YAML better
-        def ignore_aliases(self, data):
-            return True
+    click.echo(yaml.dump_all(documents, Dumper=_PlainDumper, sort_keys=False), nl=False)
 
-    click.echo(yaml.dump_all(documents, Dumper=NoAliases, sort_keys=False), nl=False)
 
 
 @main.command()

@@ -48,8 +48,8 @@ def judge_manifests(config: AsagiConfig) -> list[dict]:
     if judge is None or pod is None:
         raise ValueError("a judge server needs evaluation.judge (its model) and gpu_jobs.pods.judge (its pod)")
     namespace = config.gpu_jobs.namespace
-    host = urlsplit(judge.endpoint.base_url).hostname or ""
-    if host.split(".")[0] != JUDGE_NAME or urlsplit(judge.endpoint.base_url).port != JUDGE_PORT:
+    endpoint = urlsplit(judge.endpoint.base_url)
+    if (endpoint.hostname or "").split(".")[0] != JUDGE_NAME or endpoint.port != JUDGE_PORT:
         raise ValueError(f"evaluation.judge.endpoint.base_url must be http://{JUDGE_NAME}.{namespace}.svc:{JUDGE_PORT}/v1 to reach the judge server (got {judge.endpoint.base_url})")
     spec = pod_spec(pod)
     spec.pop("activeDeadlineSeconds")  # a server, not a job

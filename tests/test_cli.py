@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import default_signals, free_port, write_profile
+from tests.dagster_ui import graphql, wait_until_served
 
 REPO = Path(__file__).resolve().parent.parent
 ASAGI = [sys.executable, "-m", "asagi_cli"]
@@ -197,25 +198,11 @@ def test_dagster_validate_and_dev_find_the_project_with_no_flags(cli_env):
     port = free_port()
     dev = subprocess.Popen(["dagster", "dev", "--port", str(port)], env=cli_env, cwd=REPO,
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, preexec_fn=default_signals)
+    url = f"http://127.0.0.1:{port}"
     try:
-        assets = _graphql_asset_keys(port, deadline_s=120)
+        wait_until_served(url, dev)
+        assets = {"/".join(n["assetKey"]["path"]) for n in graphql(url, "{ assetNodes { assetKey { path } } }")["assetNodes"]}
     finally:
         os.killpg(dev.pid, signal.SIGTERM)
         dev.wait(timeout=60)
     assert {"web_documents", "pair_images", "screened_pairs", "image_hash_index", "benchmark_image_index", "filtered_pairs"} <= assets
-
-
-def _graphql_asset_keys(port: int, deadline_s: float) -> set[str]:
-    import httpx
-
-    query = {"query": "{ assetNodes { assetKey { path } } }"}
-    deadline = time.monotonic() + deadline_s
-    while time.monotonic() < deadline:
-        try:
-            nodes = httpx.post(f"http://127.0.0.1:{port}/graphql", json=query, timeout=10).json()["data"]["assetNodes"]
-            if nodes:
-                return {"/".join(n["assetKey"]["path"]) for n in nodes}
-        except (httpx.HTTPError, KeyError, TypeError, ValueError):
-            pass
-        time.sleep(2)
-    raise AssertionError("dagster dev never served the asset graph")

@@ -15,11 +15,11 @@ import subprocess
 import time
 from pathlib import Path
 
-import httpx
 import pytest
 
 from asagi_dagster.definitions import build_definitions
 from tests.conftest import default_signals, free_port
+from tests.dagster_ui import graphql, wait_until_served
 from tests.test_cli import REPO, asagi
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -45,34 +45,12 @@ def webserver(local_env, tmp_path):
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait_for_location(url, server, tmp_path / "webserver.log")
+        wait_until_served(url, server, tmp_path / "webserver.log")
         yield url
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=60)
         log.close()
-
-
-def graphql(url: str, query: str, **variables) -> dict:
-    response = httpx.post(f"{url}/graphql", json={"query": query, "variables": variables}, timeout=60)
-    response.raise_for_status()
-    body = response.json()
-    assert "errors" not in body, body["errors"]
-    return body["data"]
-
-
-def _wait_for_location(url: str, server: subprocess.Popen, log: Path, deadline_s: float = 180) -> None:
-    deadline = time.monotonic() + deadline_s
-    while time.monotonic() < deadline:
-        assert server.poll() is None, "dagster-webserver exited:\n" + log.read_text()[-3000:]
-        try:
-            nodes = graphql(url, "{ repositoriesOrError { ... on RepositoryConnection { nodes { name } } } }")["repositoriesOrError"].get("nodes")
-            if nodes:
-                return
-        except (httpx.HTTPError, AssertionError, KeyError):
-            pass
-        time.sleep(2)
-    raise AssertionError("dagster-webserver never served the code location:\n" + log.read_text()[-3000:])
 
 
 ASSETS = """{ assetNodes { assetKey { path } description groupName

@@ -12,6 +12,8 @@ from pathlib import Path
 import kubernetes_validate
 import pytest
 import yaml
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 from dagster._config import process_config
 from dagster._core.instance.config import dagster_instance_config_schema
 from dagster._core.run_coordinator import QueuedRunCoordinator
@@ -200,13 +202,9 @@ def test_values_kubernetes_fields_validate_and_the_code_location_matches_the_pro
 
 
 def pins(lines: list[str]) -> dict[str, str]:
-    found = {}
-    for line in lines:
-        line = line.split("#")[0].strip()
-        if line:
-            name = re.split(r"[=<>!~\[ ]", line, maxsplit=1)[0].lower().replace("_", "-")
-            found[name] = line[len(name):].strip() if line.lower().replace("_", "-").startswith(name) else line
-    return found
+    """Requirement lines (comments allowed) -> {normalized name: version specifier}."""
+    requirements = [Requirement(line.split("#")[0]) for line in lines if line.split("#")[0].strip()]
+    return {canonicalize_name(r.name): str(r.specifier) for r in requirements}
 
 
 def test_gpu_worker_requirements_keep_the_projects_pins():
