@@ -18,6 +18,7 @@ import tempfile
 import uuid
 from collections import Counter
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -217,7 +218,10 @@ class TableSink:
     """Buffers rows and writes them as Parquet row groups into a file committed atomically.
 
     Flushes every ``batch_rows`` rows or ``batch_bytes`` of buffered payload, so memory
-    stays flat however big the shard is.
+    stays flat however big the shard is. A row group is encoded, compressed and written
+    on a writer thread while the caller builds the next one (pyarrow releases the GIL
+    there), with one row group in flight at a time: order and the memory bound hold, and
+    a write's error is raised by the next flush or by close.
     """
 
     def __init__(self, local_path: str, schema: pa.Schema, batch_rows: int = 1024, batch_bytes: int = 8 << 20):
@@ -240,6 +244,8 @@ class TableSink:
         self.batch_rows = batch_rows
         self.batch_bytes = batch_bytes
         self.count = 0
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="parquet-writer")
+        self._in_flight: Future | None = None
 
     def write(self, row: dict, size_hint: int = 0) -> None:
         self._rows.append(row)
@@ -250,19 +256,35 @@ class TableSink:
 
     def flush(self) -> None:
         if self._rows:
-            self._writer.write_table(pa.Table.from_pylist(self._rows, schema=self.schema))
+            table = pa.Table.from_pylist(self._rows, schema=self.schema)
             self._rows, self._bytes = [], 0
+            self._wait()
+            self._in_flight = self._thread.submit(self._writer.write_table, table)
+
+    def _wait(self) -> None:
+        """Wait for the row group in flight; raises its write error, if any."""
+        in_flight, self._in_flight = self._in_flight, None
+        if in_flight is not None:
+            in_flight.result()
 
     def close(self) -> None:
         try:
             self.flush()
+            self._wait()
         finally:
+            self._thread.shutdown()
             self._writer.close()
 
     def abort(self) -> None:
         """Close without writing what is buffered: the file is about to be discarded."""
         self._rows = []
-        self._writer.close()
+        try:
+            self._wait()
+        except Exception:  # noqa: BLE001 - the file is discarded; the caller's error is the one that matters
+            pass
+        finally:
+            self._thread.shutdown()
+            self._writer.close()
 
 
 class StageWriter:

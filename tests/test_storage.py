@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from asagi_dagster.query import accounting, connect
@@ -50,6 +51,37 @@ def test_a_failed_run_commits_nothing_and_keeps_the_previous_output(storage):
         write(storage, "p1", [7, 8, 9], fail=True)
     assert [r["value"] for r in storage.iter_rows(first.data_url)] == [1, 2]
     assert [p for p in storage.fs.find(storage.root_path) if ".tmp-" in p] == []
+
+
+def test_row_groups_written_on_the_writer_thread_keep_their_order(storage):
+    with StageWriter(storage, "numbers", "p1", SCHEMA, 1) as out:
+        out.data.batch_rows = 7  # many row groups, each written while the next is built
+        for v in range(100):
+            out.count_in()
+            out.write({"record_id": f"r{v}", "value": v})
+    assert [r["value"] for r in storage.iter_rows(out.manifest.data_url)] == list(range(100))
+    assert pq_row_groups(storage, out.manifest.data_url) == 15
+
+
+def test_a_failed_background_write_fails_the_stage_and_commits_nothing(storage):
+    first = write(storage, "p1", [1, 2])
+    with pytest.raises(OSError, match="No space left"):
+        with StageWriter(storage, "numbers", "p1", SCHEMA, 1) as out:
+            out.data.batch_rows = 2
+
+            def disk_full(table):  # what a full disk does to a row group write
+                raise OSError(28, "No space left on device")
+
+            out.data._writer.write_table = disk_full
+            for v in range(5):
+                out.write({"record_id": f"r{v}", "value": v})
+    assert [r["value"] for r in storage.iter_rows(first.data_url)] == [1, 2]
+    assert [p for p in storage.fs.find(storage.root_path) if ".tmp-" in p] == []
+
+
+def pq_row_groups(storage, url):
+    with storage.fs.open(url, "rb") as f:
+        return pq.ParquetFile(f).num_row_groups
 
 
 def test_rerun_replaces_data_and_rejections(storage):
