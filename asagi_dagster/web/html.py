@@ -57,6 +57,7 @@ class ImageRef:
     figcaption: str | None
     text_before: str | None = None
     text_after: str | None = None
+    text_block: int = 0  # how many of the page's text blocks come before it (MMC4's before_text_block)
 
 
 @dataclass(slots=True)
@@ -64,8 +65,8 @@ class Page:
     title: str | None
     base_url: str
     robots: str | None = None  # <meta name="robots"> directives, comma-joined
-    items: list[str | ImageRef] = field(default_factory=list)  # text blocks and images in order
-    images: list[ImageRef] = field(default_factory=list)  # the images of items, in order
+    text_blocks: list[str] = field(default_factory=list)  # in document order
+    images: list[ImageRef] = field(default_factory=list)  # in document order, each placed among the blocks
 
 
 def parse_page(html: str | bytes, page_url: str, max_context_chars: int) -> Page:
@@ -86,7 +87,7 @@ def parse_page(html: str | bytes, page_url: str, max_context_chars: int) -> Page
     if root is None:
         raise HtmlParseError("Document is empty")
     page = _head(root, page_url)  # before _flatten strips <head>
-    page.items, page.images = _flatten(root, page.base_url, max_context_chars)
+    page.text_blocks, page.images = _flatten(root, page.base_url, max_context_chars)
     return page
 
 
@@ -107,7 +108,7 @@ def _head(root, page_url: str) -> Page:
     return Page(title=title, base_url=base_url, robots=",".join(robots) or None)
 
 
-def _flatten(root, base_url: str, max_context_chars: int) -> tuple[list[str | ImageRef], list[ImageRef]]:
+def _flatten(root, base_url: str, max_context_chars: int) -> tuple[list[str], list[ImageRef]]:
     """The page's text blocks and images in document order, each image with its context."""
     etree.strip_elements(root, *_SKIP, with_tail=False)
     base = _Base(base_url)
@@ -138,31 +139,29 @@ def _flatten(root, base_url: str, max_context_chars: int) -> tuple[list[str | Im
         images.append(image)
     # Whitespace is collapsed once for the whole page (the marks are not whitespace).
     flat = _clean(etree.tostring(root, method="text", encoding="unicode", with_tail=False))
-    return _items(flat, images, max_context_chars), images
+    return _text_blocks(flat, images, max_context_chars), images
 
 
-def _items(flat: str, images: list[ImageRef], max_chars: int) -> list[str | ImageRef]:
-    """Text blocks and images from the marked text, giving each image the nearest text
-    before and after it. The n-th image mark is images[n]; the text between two images
-    is split at block edges, stripped and filtered in C (str.split and map), so Python
-    runs once per image, not once per block."""
-    items: list[str | ImageRef] = []
-    last_text: str | None = None
+def _text_blocks(flat: str, images: list[ImageRef], max_chars: int) -> list[str]:
+    """The text blocks of the marked text; places each image among them and gives it the
+    nearest text before and after. The n-th image mark is images[n]; the text between
+    two images is split at block edges, stripped and filtered in C (str.split and map),
+    so Python runs once per image, not once per block."""
+    blocks: list[str] = []
     pending: list[ImageRef] = []  # images still waiting for the text after them
     for index, between in enumerate(flat.split(_IMAGE_MARK)):
         texts = [piece for piece in map(str.strip, between.split(_BLOCK_MARK)) if piece]
         if texts:
-            items += texts
+            blocks += texts
             for image in pending:
                 image.text_after = texts[0][:max_chars]
             pending = []
-            last_text = texts[-1]
         if index < len(images):
             image = images[index]
-            image.text_before = last_text[-max_chars:] if last_text else None
-            items.append(image)
+            image.text_before = blocks[-1][-max_chars:] if blocks else None
+            image.text_block = len(blocks)
             pending.append(image)
-    return items
+    return blocks
 
 
 def _picture_ref(picture, index: int, base: _Base) -> ImageRef:

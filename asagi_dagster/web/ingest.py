@@ -243,20 +243,18 @@ def _write_interleaved(doc: dict, page, kept: dict[int, str], interleaved: Stage
     if not kept:
         interleaved.reject(doc["record_id"], "no_images", f"{len(page.images)} image elements, none usable")
         return
-    texts: list[str] = []
-    images: list[dict] = []
-    for item in page.items:
-        if not isinstance(item, ImageRef):
-            texts.append(item)
-        elif item.index in kept:
-            images.append({"pair_id": kept[item.index], "image_url": item.url, "before_text_block": len(texts)})
+    images = [
+        {"pair_id": kept[image.index], "image_url": image.url, "before_text_block": image.text_block}
+        for image in page.images
+        if image.index in kept
+    ]
     interleaved.write(
         {
             "doc_id": doc["record_id"],
             "shard": doc["shard"],
             "page_url": doc["url"],
             "page_title": page.title,
-            "text_blocks": texts,
+            "text_blocks": page.text_blocks,
             "images": images,
         }
     )

@@ -34,8 +34,9 @@ def test_text_context_keeps_ruby_base_text_and_document_order():
     assert first.text_after == "説明：馬"
     assert images(page)[1].text_before == "間の文"
     assert images(page)[3].text_after == "最後の文"
-    texts = [item for item in page.items if isinstance(item, str)]
-    assert texts == ["見出し", "前の漢字テキスト", "説明：馬", "間の文", "最後の文"]
+    assert page.text_blocks == ["見出し", "前の漢字テキスト", "説明：馬", "間の文", "最後の文"]
+    # MMC4 placement: the number of text blocks before each image
+    assert [i.text_block for i in images(page)] == [2, 4, 4, 4]
 
 
 def test_script_and_comment_content_is_not_an_image():
