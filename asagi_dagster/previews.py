@@ -5,8 +5,9 @@ from __future__ import annotations
 import base64
 import io
 
-from PIL import Image
-
+from asagi_dagster.config import ImageSafetySettings
+from asagi_dagster.filters import Rejected
+from asagi_dagster.filters.images import small_image
 from asagi_dagster.storage import Storage
 
 _BULKY = {"html", "bytes", "text_blocks", "images"}
@@ -23,17 +24,28 @@ def sample_rows(storage: Storage, data_url: str, n: int = 5, max_chars: int = 80
     return rows
 
 
-def thumbnails(storage: Storage, data_url: str, n: int = 4, side: int = 96) -> list[str]:
-    """PNG data URIs of the first ``n`` decodable images in a ``bytes`` column."""
+def thumbnails(
+    storage: Storage, data_url: str, n: int = 4, side: int = 96, safety: ImageSafetySettings | None = None
+) -> list[str]:
+    """PNG data URIs of the first ``n`` images in a ``bytes`` column that pass screening's
+    header limits (``safety``, the defaults when None) and decode; others are skipped.
+
+    Rows here may not be screened yet (the ingest's are not), so the size from the header
+    is checked before any pixel is decoded, and JPEG decodes at a reduced scale.
+    """
+    safety = safety or ImageSafetySettings()
     found = []
     for row in storage.iter_rows(storage.strip_protocol(data_url), columns=["bytes"], batch_rows=16):
-        try:
-            image = Image.open(io.BytesIO(row["bytes"]))
-            image.thumbnail((side, side))
-            out = io.BytesIO()
-            image.convert("RGB").save(out, format="PNG")
-        except Exception:  # a preview must never fail a run; filtering judges images later
+        if not row["bytes"]:
             continue
+        try:
+            image = small_image(row["bytes"], side, safety)
+        except Rejected:  # over the limits or undecodable: filtering judges and records it later
+            continue
+        except Exception:  # noqa: BLE001 - whatever else a crafted image raises: a preview must never fail a run
+            continue
+        out = io.BytesIO()
+        image.save(out, format="PNG")
         found.append("data:image/png;base64," + base64.b64encode(out.getvalue()).decode())
         if len(found) >= n:
             break
