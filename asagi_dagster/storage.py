@@ -7,13 +7,17 @@ Layout (architecture guide, "Data plane"):
 
 Every file is committed atomically (a temporary name then a rename locally, a single
 upload on s3), so readers never see a partial file and a re-run replaces, never
-duplicates.
+duplicates. A process killed mid-commit (SIGKILL, the OOM killer) leaves its temporary
+files behind; the next run of that asset partition removes them (``remove_stale_temps``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import os
+import re
 import tempfile
 import uuid
 from collections import Counter
@@ -29,6 +33,8 @@ from pydantic import BaseModel
 
 from asagi_dagster.config import S3Settings, StorageSettings
 
+log = logging.getLogger(__name__)
+
 UNPARTITIONED = "all"
 DATA_FILE = "data.parquet"
 MANIFEST_FILE = "_manifest.json"
@@ -40,6 +46,8 @@ REJECTION_SCHEMA = pa.schema(
         pa.field("detail", pa.string()),
     ]
 )
+# The names temp_for gives on a local root: ".<name>.tmp-<uuid4 hex>" beside the file.
+_LOCAL_TEMP = re.compile(r"\..+\.tmp-[0-9a-f]{32}")
 
 
 def fsspec_options(url: str, s3: S3Settings) -> dict:
@@ -133,9 +141,49 @@ class Storage:
         if self.is_local:
             Path(dest).parent.mkdir(parents=True, exist_ok=True)
             return f"{os.path.dirname(dest)}/.{os.path.basename(dest)}.tmp-{uuid.uuid4().hex}"
-        handle, tmp = tempfile.mkstemp(prefix="asagi-", suffix=".part")
+        # Staged in the local temp folder, named after the destination folder so that the
+        # next run of that partition can tell its leftovers from anyone else's.
+        handle, tmp = tempfile.mkstemp(prefix=_staging_prefix(os.path.dirname(dest)), suffix=".part")
         os.close(handle)
         return tmp
+
+    def remove_stale_temps(self, folder: str) -> list[str]:
+        """Remove what commits into ``folder`` left when their process was killed: temporary
+        files (beside the destination on a local root, in the local temp folder for s3) and,
+        on s3, unfinished multipart uploads of files in ``folder``. Only that folder's, only
+        names ``temp_for`` gives. Called as a partition's run starts: one run per partition
+        at a time (the re-sync skips busy partitions); a second one running at once would
+        see its commit fail, not a partial file."""
+        if self.is_local:
+            names = _listdir(folder)
+            stale = [f"{folder}/{n}" for n in names if _LOCAL_TEMP.fullmatch(n)]
+        else:
+            staging = tempfile.gettempdir()
+            ours = re.compile(re.escape(_staging_prefix(folder)) + r"[a-z0-9_]+\.part")
+            stale = [os.path.join(staging, n) for n in _listdir(staging) if ours.fullmatch(n)]
+        removed = [path for path in stale if _unlink(path)]
+        if not self.is_local and self.fs.protocol[0] in ("s3", "s3a"):
+            removed += self._abort_unfinished_uploads(folder)
+        return removed
+
+    def _abort_unfinished_uploads(self, folder: str) -> list[str]:
+        """Abort the multipart uploads (files of 100 MB and more) a killed commit left
+        unfinished in ``folder``: invisible, but their parts are stored and billed."""
+        bucket, prefix, _ = self.fs.split_path(folder.rstrip("/") + "/")
+        aborted, marker = [], {}
+        try:
+            while True:
+                page = self.fs.call_s3("list_multipart_uploads", Bucket=bucket, Prefix=prefix, **marker)
+                for upload in page.get("Uploads", []):
+                    if "/" not in upload["Key"][len(prefix) :]:  # this folder's files, not its subfolders'
+                        self.fs.call_s3("abort_multipart_upload", Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"])
+                        aborted.append(f"{bucket}/{upload['Key']} (upload {upload['UploadId']})")
+                if not page.get("IsTruncated"):
+                    return aborted
+                marker = {"KeyMarker": page["NextKeyMarker"], "UploadIdMarker": page["NextUploadIdMarker"]}
+        except OSError as exc:  # s3fs raises PermissionError when the policy allows no listing of uploads
+            log.warning(f"unfinished uploads in s3://{bucket}/{prefix} not checked: {exc}")
+            return aborted
 
     def commit(self, tmp: str, dest: str) -> None:
         """Make ``tmp`` visible as ``dest`` in one step: a rename, or one upload."""
@@ -309,6 +357,9 @@ class StageWriter:
         self.rule_stats: list[dict] = []
 
     def __enter__(self) -> StageWriter:
+        for folder in (self.storage.asset_dir(self.asset, self.partition), self.storage.rejections_dir(self.asset, self.partition)):
+            for path in self.storage.remove_stale_temps(folder):
+                log.info(f"removed {path}, left by a killed run of {self.asset} {self.partition}")
         self._data_dest = f"{self.storage.asset_dir(self.asset, self.partition)}/{DATA_FILE}"
         self._rej_dest = f"{self.storage.rejections_dir(self.asset, self.partition)}/{DATA_FILE}"
         self._data_tmp = self.storage.temp_for(self._data_dest)
@@ -362,6 +413,25 @@ class StageWriter:
 def discard(path: str) -> None:
     if os.path.exists(path):
         os.unlink(path)
+
+
+def _staging_prefix(folder: str) -> str:
+    return f"asagi-{hashlib.sha256(folder.rstrip('/').encode()).hexdigest()[:16]}-"
+
+
+def _listdir(folder: str) -> list[str]:
+    try:
+        return os.listdir(folder)
+    except (FileNotFoundError, NotADirectoryError):  # a partition's first run: nothing left to remove
+        return []
+
+
+def _unlink(path: str) -> bool:
+    try:
+        os.unlink(path)
+        return True
+    except FileNotFoundError:  # removed meanwhile
+        return False
 
 
 def _clip(text: str | None, limit: int = 500) -> str | None:

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import boto3
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from asagi_dagster.config import StorageSettings
 from asagi_dagster.query import accounting, connect
 from asagi_dagster.report import shard_report
-from asagi_dagster.storage import StageWriter
+from asagi_dagster.storage import StageWriter, Storage
+from tests.conftest import BUCKET
 
 SCHEMA = pa.schema([("record_id", pa.string()), ("value", pa.int64())])
 
@@ -113,3 +121,80 @@ def test_report_reads_counts_and_reasons_with_duckdb(storage, config):
 
     with duckdb.connect(config.storage.duckdb_path, read_only=True) as con:  # the views stay for ad-hoc SQL
         assert con.execute("select count(*) from rejections").fetchone()[0] == 3
+
+
+# --- what a killed commit leaves ---------------------------------------------------
+
+KILLED_WRITER = """
+import sys, time
+import pyarrow as pa
+from asagi_dagster.config import StorageSettings
+from asagi_dagster.storage import StageWriter, Storage
+
+storage = Storage(StorageSettings(root=sys.argv[1]))
+schema = pa.schema([("record_id", pa.string()), ("value", pa.int64())])
+with StageWriter(storage, "numbers", "p1", schema, 1) as out:
+    out.data.batch_rows = 100
+    for v in range(1000):
+        out.write({"record_id": f"r{v}", "value": v})
+        out.reject(f"n{v}", "negative")
+    out.data.flush()
+    print("mid-write", flush=True)
+    time.sleep(600)
+"""
+
+
+def test_the_next_run_removes_what_a_killed_commit_left(storage, tmp_path):
+    """A writer SIGKILLed mid-write leaves its .data.parquet.tmp-* files; the next run of
+    that asset partition removes them, and only them."""
+    writer = subprocess.Popen([sys.executable, "-c", KILLED_WRITER, storage.root_path], stdout=subprocess.PIPE, text=True)
+    try:
+        assert writer.stdout.readline().strip() == "mid-write"
+    finally:
+        writer.kill()  # SIGKILL: no finally block, no atexit runs in the writer
+        writer.wait(timeout=30)
+    data_dir = Path(storage.asset_dir("numbers", "p1"))
+    rejections_dir = Path(storage.rejections_dir("numbers", "p1"))
+    left = [p for d in (data_dir, rejections_dir) for p in d.iterdir() if re.fullmatch(r"\.data\.parquet\.tmp-[0-9a-f]{32}", p.name)]
+    assert len(left) == 2 and left[0].stat().st_size > 0
+    # Not ours to remove: another partition's leftovers, and names our commits never give.
+    others = [
+        Path(storage.temp_for(storage.path("numbers", "p2", "data.parquet"))),
+        data_dir / ".data.parquet.tmp-notahexuuid",
+        data_dir / "data.parquet.tmp-0123456789abcdef0123456789abcdef",
+        data_dir / "notes.txt",
+    ]
+    for path in others:
+        path.write_bytes(b"x")
+
+    write(storage, "p1", [1, 2])
+
+    assert not any(p.exists() for p in left)
+    assert all(p.exists() for p in others)
+    assert [r["value"] for r in storage.iter_rows(storage.read_manifest("numbers", "p1").data_url)] == [1, 2]
+
+
+def test_the_next_run_on_s3_removes_staged_files_and_aborts_unfinished_uploads(tmp_path, s3_endpoint):
+    """On s3 a killed commit leaves its staged local file and, for a file of 100 MB and
+    more, an unfinished multipart upload: the next run of the partition clears both."""
+    settings = StorageSettings(root=f"s3://{BUCKET}/data", s3={"endpoint_url": s3_endpoint})
+    storage = Storage(settings)
+    client = boto3.client("s3", endpoint_url=s3_endpoint)
+    dest = storage.path("numbers", "p1", "data.parquet")
+    staged = Path(storage.temp_for(dest))  # what a commit killed before its upload leaves
+    staged.write_bytes(b"half a file")
+    other_staged = Path(storage.temp_for(storage.path("numbers", "p2", "data.parquet")))
+    ours = client.create_multipart_upload(Bucket=BUCKET, Key="data/numbers/p1/data.parquet")["UploadId"]
+    client.upload_part(Bucket=BUCKET, Key="data/numbers/p1/data.parquet", UploadId=ours, PartNumber=1, Body=b"x" * 1024)
+    theirs = {
+        client.create_multipart_upload(Bucket=BUCKET, Key=key)["UploadId"]
+        for key in ("data/numbers/p2/data.parquet", "data/numbers/p1/sub/data.parquet", "elsewhere/numbers/p1/data.parquet")
+    }
+    try:
+        write(storage, "p1", [1, 2])
+        uploads = {u["UploadId"] for u in client.list_multipart_uploads(Bucket=BUCKET).get("Uploads", [])}
+        assert uploads == theirs
+        assert not staged.exists() and other_staged.exists()
+        assert [r["value"] for r in storage.iter_rows(storage.read_manifest("numbers", "p1").data_url)] == [1, 2]
+    finally:
+        other_staged.unlink(missing_ok=True)
