@@ -2,9 +2,18 @@
 
 Honours robots.txt (RFC 9309, parsed by protego) for the URL and for every redirect
 target, and ``X-Robots-Tag: noai`` / ``noimageai``; keeps a minimum gap between requests
-to one host, times out, caps the body size, checks the content type, retries transient
-failures with backoff, and refuses private, loopback and link-local addresses, at every
-redirect hop, unless the profile allow-lists them.
+to one host, caps the body size, checks the content type, retries transient failures
+with backoff, and refuses non-public addresses (private, loopback, link-local,
+multicast, and IPv6 forms that carry such an IPv4 address), at every redirect hop,
+unless the profile allow-lists them.
+
+Every fetch runs against one deadline, ``total_timeout_s``, which covers name
+resolution, connecting, TLS, the response headers, the body, redirects, retries and
+throttle waits; and ``Fetcher.cancel()`` stops every fetch in flight within a fraction of
+a second. Both hold because every blocking socket call is made here (a custom httpcore
+network backend) in slices of at most ``_SLICE_S``, checking the deadline and the cancel
+flag between slices. The same backend connects to the address the policy checked, never
+to a second DNS answer.
 
 ``Fetcher.fetch_image`` never raises: whatever the URL string, every outcome is a
 ``FetchResult``, so one odd URL cannot abort a whole partition.
@@ -12,13 +21,22 @@ redirect hop, unless the profile allow-lists them.
 
 from __future__ import annotations
 
+import contextvars
+import errno
 import ipaddress
 import logging
+import math
+import os
+import re
+import select
+import selectors
 import socket
+import ssl
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+import httpcore
 import httpx
 from protego import Protego
 
@@ -31,6 +49,8 @@ ROBOTS_MAX_BYTES = 512 * 1024
 # Failures of a robots.txt fetch that are about the host rather than about robots.txt:
 # they are reported as they are, not hidden behind "robots_unavailable".
 _HOST_REASONS = frozenset({"blocked_address", "dns_error"})
+# The longest one blocking socket call may last: how late a cancel or the deadline is seen.
+_SLICE_S = 0.25
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,23 +80,92 @@ class InvalidURL(ValueError):
     """A URL (or a host in one) that can never be fetched; not ``httpx.InvalidURL``."""
 
 
+class FetchCancelled(Exception):
+    """``Fetcher.cancel()`` was called: the run is stopping."""
+
+
+# --- URLs --------------------------------------------------------------------------------
+
+# What getaddrinfo can look up: letters, digits, '-', '_' (in real DNS names), dot-separated.
+_HOST_NAME = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*\.?")
+
+
 def _parse_url(url: str, base: httpx.URL | None = None) -> httpx.URL:
     """``url``, resolved against ``base``, parsed the way httpx will request it, so that what
     is checked is what gets connected to. Raises InvalidURL unless it is http(s) with a
-    host that DNS can take and a port in range."""
+    host that DNS can take and a port in range. Credentials in it are dropped: they are
+    never sent."""
     try:
-        target = httpx.URL(url) if base is None else base.join(url)
-        # getaddrinfo would raise UnicodeError on empty labels ('a..b') and labels over 63 chars
-        target.raw_host.decode("ascii").encode("idna")
+        target = httpx.URL(url)
+        # A reference that names a scheme must name a host too: 'http:///x' or 'http:\\h\x'
+        # are not paths on the base's host (httpx would join them so; browsers do not).
+        if base is not None and not target.scheme:
+            target = base.join(url)
+        host = target.raw_host.decode("ascii")
+        host.encode("idna")  # getaddrinfo raises UnicodeError on empty labels and labels over 63 chars
     except (httpx.InvalidURL, ValueError, TypeError) as exc:  # UnicodeError is a ValueError
         raise InvalidURL(f"{exc}: {url!r:.200}") from None
     if target.scheme not in ("http", "https"):
         raise InvalidURL(f"not http(s): {url!r:.200}")
-    if not target.host:
+    if not host:
         raise InvalidURL(f"no host: {url!r:.200}")
+    if problem := _host_problem(host):
+        raise InvalidURL(f"{problem}: {url!r:.200}")
     if target.port is not None and not 0 < target.port < 65536:  # httpx takes any integer
         raise InvalidURL(f"port out of range: {url!r:.200}")
+    if target.userinfo:
+        target = target.copy_with(username=None, password=None)
     return target
+
+
+def _host_problem(host: str) -> str | None:
+    """Why ``host`` (as httpx gives it: IDNA-encoded, IPv6 without brackets) can never be
+    looked up, or None. These would otherwise be retried every run as DNS errors."""
+    if ":" in host:  # an IPv6 literal; httpx has checked its syntax
+        return "zone id in an IPv6 host" if "%" in host else None
+    if not _HOST_NAME.fullmatch(host):  # '%20' from 'exa mple', '%41', ...
+        return "host has characters no DNS name has"
+    last = host.rstrip(".").rsplit(".", 1)[-1]
+    if re.fullmatch(r"[0-9]+|0[xX][0-9a-fA-F]*", last):  # numeric: an IPv4 address or nothing
+        try:
+            socket.inet_aton(host)  # the forms getaddrinfo takes too: 127.1, 0x7f.0.0.1, 2130706433
+        except OSError:
+            return "not an IPv4 address"
+    return None
+
+
+# --- addresses ---------------------------------------------------------------------------
+
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")  # RFC 6052: the IPv4 address is the last 32 bits
+# IPv6 ranges refused outright. Python's is_global calls the first three global (3.11).
+_REFUSED_V6 = [
+    (ipaddress.ip_network("64:ff9b:1::/48"), "local-use NAT64 prefix (RFC 8215)"),
+    (ipaddress.ip_network("::/96"), "IPv4-compatible address (deprecated, RFC 4291)"),
+    (ipaddress.ip_network("fec0::/10"), "site-local address (deprecated, RFC 3879)"),
+    (ipaddress.ip_network("2001::/32"), "Teredo address"),
+]
+
+
+def non_public_reason(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
+    """Why ``address`` is not a public unicast address, or None if it is.
+
+    IPv6 forms that carry an IPv4 address a packet ends up at (IPv4-mapped, NAT64's
+    well-known prefix, 6to4) are judged by that IPv4 address: a DNS64 resolver gives
+    public sites such addresses, so refusing them all would cut off IPv6-only clusters.
+    """
+    if address.is_multicast:
+        return "multicast"
+    if address.version == 6:
+        for network, label in _REFUSED_V6:
+            if address in network:
+                return label
+        embedded = address.ipv4_mapped or address.sixtofour
+        if embedded is None and address in _NAT64:
+            embedded = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+        if embedded is not None:
+            inner = non_public_reason(embedded)
+            return f"carries {embedded}, {inner}" if inner else None
+    return None if address.is_global else "not global"
 
 
 class AddressPolicy:
@@ -85,18 +174,237 @@ class AddressPolicy:
     def __init__(self, allow_networks: list[str]):
         self.allowed = [ipaddress.ip_network(net, strict=False) for net in allow_networks]
 
-    def check(self, host: str, port: int) -> None:
+    def check(self, host: str, port: int) -> list[tuple[int, tuple]]:
+        """Resolve ``host`` once; the (family, sockaddr) of each address, all checked, to
+        connect to. Raises if any address is refused: a name that also points inside
+        is not fetched at all."""
         try:
             infos = socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)
         except socket.gaierror as exc:
             raise Unresolvable(f"cannot resolve {host}: {exc}") from None
         except (ValueError, OverflowError) as exc:  # the idna codec's UnicodeError, a port out of range
             raise InvalidURL(f"malformed host or port {host!r:.200}:{port}: {exc}") from None
-        for info in infos:
-            address = ipaddress.ip_address(info[4][0].split("%")[0])
-            if address.is_global or any(address in net for net in self.allowed):
+        checked = []
+        for family, _, _, _, sockaddr in infos:
+            if family not in (socket.AF_INET, socket.AF_INET6):
                 continue
-            raise BlockedAddress(f"{host} resolves to non-public address {address}")
+            address = ipaddress.ip_address(sockaddr[0].split("%")[0])
+            if not any(address in net for net in self.allowed) and (why := non_public_reason(address)):
+                raise BlockedAddress(f"{host} resolves to non-public address {address} ({why})")
+            if (family, sockaddr) not in checked:
+                checked.append((family, sockaddr))
+        if not checked:
+            raise Unresolvable(f"cannot resolve {host}: no IPv4 or IPv6 address")
+        return checked
+
+
+# --- one fetch's deadline and cancel flag --------------------------------------------------
+
+@dataclass
+class _Budget:
+    deadline: float  # time.monotonic() by which the whole fetch ends
+    total_s: float
+    cancelled: threading.Event
+    # (host, port) -> the checked addresses the next connection to it must use
+    pinned: dict[tuple[str, int], list[tuple[int, tuple]]] = field(default_factory=dict)
+
+    def check(self) -> None:
+        if self.cancelled.is_set():
+            raise FetchCancelled("the fetcher was cancelled")
+
+    def slice(self, timeout: float | None, started: float, timeout_error: type[Exception], what: str) -> float:
+        """Seconds the next blocking call may take: at most ``_SLICE_S``, ending by ``started +
+        timeout`` and by the deadline. Raises FetchCancelled, or ``timeout_error`` once either
+        bound has passed."""
+        self.check()
+        now = time.monotonic()
+        own = math.inf if timeout is None else started + timeout
+        left = min(own, self.deadline) - now
+        if left <= 0:
+            bound = f"the total deadline of {self.total_s} s" if self.deadline <= own else f"{timeout} s"
+            raise timeout_error(f"{what}: {bound} passed")
+        return min(left, _SLICE_S)
+
+    def sleep(self, seconds: float) -> bool:
+        """Sleep, unless that would pass the deadline: then False at once. Raises FetchCancelled."""
+        if time.monotonic() + seconds > self.deadline:
+            return False
+        if self.cancelled.wait(seconds):
+            self.check()
+        return True
+
+
+_NO_BUDGET = _Budget(deadline=math.inf, total_s=math.inf, cancelled=threading.Event())
+_current_budget: contextvars.ContextVar[_Budget] = contextvars.ContextVar("fetch_budget", default=_NO_BUDGET)
+
+
+def _resolve_within(policy: AddressPolicy, host: str, port: int, budget: _Budget) -> list[tuple[int, tuple]]:
+    """``policy.check``, bounded by the deadline and the cancel flag. getaddrinfo cannot be
+    interrupted, so a name is looked up on a daemon thread that is abandoned if it hangs."""
+    try:
+        ipaddress.ip_address(host)
+        return policy.check(host, port)  # a literal: no lookup, nothing to wait for
+    except ValueError:
+        pass
+    outcome: dict[str, object] = {}
+    done = threading.Event()
+
+    def lookup() -> None:
+        try:
+            outcome["addresses"] = policy.check(host, port)
+        except Exception as exc:
+            outcome["error"] = exc
+        finally:
+            done.set()
+
+    threading.Thread(target=lookup, name=f"resolve {host[:40]}", daemon=True).start()
+    started = time.monotonic()
+    while not done.wait(budget.slice(None, started, httpcore.ConnectTimeout, f"resolving {host}")):
+        pass
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["addresses"]
+
+
+# --- sockets: every blocking call sliced ---------------------------------------------------
+
+class _GuardedBackend(httpcore.NetworkBackend):
+    """Connects to the addresses the policy checked for this request (resolving and
+    checking itself if none were pinned), with the fetch's deadline and cancel flag."""
+
+    def __init__(self, policy: AddressPolicy):
+        self.policy = policy
+
+    def connect_tcp(self, host: str, port: int, timeout: float | None = None, local_address: str | None = None,
+                    socket_options=None) -> httpcore.NetworkStream:
+        budget = _current_budget.get()
+        started = time.monotonic()
+        addresses = budget.pinned.get((host, port)) or _resolve_within(self.policy, host, port, budget)
+        errors = []
+        for family, sockaddr in addresses:
+            try:
+                sock = _connect(family, sockaddr, local_address, budget, timeout, started)
+            except OSError as exc:
+                errors.append(f"{sockaddr[0]}: {exc}")
+                continue
+            for option in socket_options or ():
+                sock.setsockopt(*option)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            return _GuardedStream(sock)
+        raise httpcore.ConnectError(f"cannot connect to {host}: {'; '.join(errors)}")
+
+    def connect_unix_socket(self, path: str, timeout: float | None = None, socket_options=None) -> httpcore.NetworkStream:
+        raise httpcore.UnsupportedProtocol("no unix sockets: image URLs name hosts")
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(seconds)
+
+
+def _connect(family: int, sockaddr: tuple, local_address: str | None, budget: _Budget,
+             timeout: float | None, started: float) -> socket.socket:
+    """A non-blocking connect, waited for in slices."""
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        if local_address is not None:
+            sock.bind((local_address, 0))
+        sock.setblocking(False)
+        code = sock.connect_ex(sockaddr)
+        if code in (errno.EINPROGRESS, errno.EWOULDBLOCK, errno.EAGAIN):
+            with selectors.DefaultSelector() as selector:
+                selector.register(sock, selectors.EVENT_WRITE)
+                while not selector.select(budget.slice(timeout, started, httpcore.ConnectTimeout, f"connecting to {sockaddr[0]}")):
+                    pass
+            code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if code:
+            raise OSError(code, os.strerror(code))
+        sock.setblocking(True)
+        return sock
+    except BaseException:
+        sock.close()
+        raise
+
+
+class _GuardedStream(httpcore.NetworkStream):
+    """httpcore's socket stream, with each read, write and TLS handshake step sliced."""
+
+    def __init__(self, sock: socket.socket):
+        self._sock = sock
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        budget, started = _current_budget.get(), time.monotonic()
+        while True:
+            self._sock.settimeout(budget.slice(timeout, started, httpcore.ReadTimeout, "waiting for the server"))
+            try:
+                return self._sock.recv(max_bytes)
+            except TimeoutError:  # socket.timeout; nothing was read, the socket is intact
+                continue
+            except OSError as exc:
+                raise httpcore.ReadError(str(exc)) from exc
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        budget, started = _current_budget.get(), time.monotonic()
+        view = memoryview(buffer)
+        while view:
+            self._sock.settimeout(budget.slice(timeout, started, httpcore.WriteTimeout, "sending the request"))
+            try:
+                view = view[self._sock.send(view):]
+            except TimeoutError:  # nothing sent; TLS retries the same bytes, as it must
+                continue
+            except OSError as exc:
+                raise httpcore.WriteError(str(exc)) from exc
+
+    def close(self) -> None:
+        self._sock.close()
+
+    def start_tls(self, ssl_context: ssl.SSLContext, server_hostname: str | None = None,
+                  timeout: float | None = None) -> httpcore.NetworkStream:
+        budget, started = _current_budget.get(), time.monotonic()
+        try:
+            tls = ssl_context.wrap_socket(self._sock, server_hostname=server_hostname, do_handshake_on_connect=False)
+        except BaseException:
+            self._sock.close()
+            raise
+        try:
+            while True:
+                tls.settimeout(budget.slice(timeout, started, httpcore.ConnectTimeout, "TLS handshake"))
+                try:
+                    tls.do_handshake()
+                    return _GuardedStream(tls)
+                except TimeoutError:  # the handshake resumes where it stopped
+                    continue
+        except OSError as exc:  # ssl.SSLError included: a bad certificate is a connection error
+            tls.close()
+            raise httpcore.ConnectError(str(exc)) from exc
+        except BaseException:
+            tls.close()
+            raise
+
+    def get_extra_info(self, info: str):
+        if info == "ssl_object":
+            return self._sock if isinstance(self._sock, ssl.SSLSocket) else None
+        if info == "client_addr":
+            return self._sock.getsockname()
+        if info == "server_addr":
+            return self._sock.getpeername()
+        if info == "socket":
+            return self._sock
+        if info == "is_readable":  # an idle pooled connection the server closed (EOF) reads as readable
+            return self._sock.fileno() < 0 or bool(select.select([self._sock], [], [], 0)[0])
+        return None
+
+
+class _GuardedTransport(httpx.HTTPTransport):
+    def __init__(self, policy: AddressPolicy, ssl_context: ssl.SSLContext | None = None):
+        super().__init__(trust_env=False)
+        # httpx has no public way to give its pool an httpcore network backend yet
+        # (encode/httpx#3180): replace the pool it built with the same pool and ours.
+        assert isinstance(self._pool, httpcore.ConnectionPool), "httpx internals changed: see _GuardedTransport"
+        self._pool.close()
+        self._pool = httpcore.ConnectionPool(
+            ssl_context=ssl_context or httpx.create_ssl_context(trust_env=False),
+            max_connections=100, max_keepalive_connections=20, keepalive_expiry=5.0,
+            network_backend=_GuardedBackend(policy),
+        )
 
 
 class HostThrottle:
@@ -107,33 +415,41 @@ class HostThrottle:
         self._next: dict[str, float] = {}
         self._lock = threading.Lock()
 
-    def wait(self, host: str) -> None:
+    def wait(self, host: str, deadline: float = math.inf, cancelled: threading.Event | None = None) -> bool:
+        """Wait for the host's turn; False, without taking a turn, if it comes after
+        ``deadline``, and False if ``cancelled`` is set while waiting."""
         with self._lock:
             now = time.monotonic()
             start = max(now, self._next.get(host, now))
+            if start > deadline:
+                return False
             self._next[host] = start + self.interval
         if start > now:
-            time.sleep(start - now)
+            return not (cancelled or threading.Event()).wait(start - now)
+        return True
 
 
 class Fetcher:
-    def __init__(self, settings: DownloaderSettings):
+    def __init__(self, settings: DownloaderSettings, ssl_context: ssl.SSLContext | None = None):
         self.settings = settings
         self.policy = AddressPolicy(settings.allow_networks)
         self.throttle = HostThrottle(settings.per_host_interval_s)
-        self.client = httpx.Client(
-            follow_redirects=False,  # every hop is checked here first
-            timeout=httpx.Timeout(settings.read_timeout_s, connect=settings.connect_timeout_s),
-            headers={"User-Agent": settings.user_agent},
-            trust_env=False,
-            event_hooks={"response": [_check_location]},
-        )
+        self.transport = _GuardedTransport(self.policy, ssl_context)
+        self._headers = {"User-Agent": settings.user_agent, "Accept": "*/*", "Accept-Encoding": "gzip, deflate"}
+        self._timeouts = httpx.Timeout(settings.read_timeout_s, connect=settings.connect_timeout_s).as_dict()
+        self._cancelled = threading.Event()
         self._robots: dict[str, Protego | FetchResult] = {}
         self._robots_locks: dict[str, threading.Lock] = {}
         self._robots_guard = threading.Lock()
 
+    def cancel(self) -> None:
+        """Stop every fetch in flight, from any thread: each returns a transient
+        ``cancelled`` refusal within about ``_SLICE_S``, and so does every later call."""
+        self._cancelled.set()
+
     def close(self) -> None:
-        self.client.close()
+        self.cancel()
+        self.transport.close()
 
     def __enter__(self) -> Fetcher:
         return self
@@ -144,12 +460,19 @@ class Fetcher:
     # --- public --------------------------------------------------------------
     def fetch_image(self, url: str) -> FetchResult:
         """The image at ``url``, or a refusal saying why; never raises."""
+        total = self.settings.total_timeout_s
+        token = _current_budget.set(_Budget(time.monotonic() + total, total, self._cancelled))
         try:
+            _current_budget.get().check()
             result = self._get(url, self.settings.max_bytes, obey_robots=self.settings.respect_robots_txt)
+        except FetchCancelled:
+            return refused(url, "cancelled", "the run is stopping", transient=True)
         except Exception as exc:  # a bug, or a failure nobody foresaw: it must not abort the partition
             log.exception("unexpected error fetching %r", url)
             # transient: says nothing final about the URL, so it is not cached and is tried again
             return refused(url, "unexpected_error", f"{type(exc).__name__}: {exc}"[:500], transient=True)
+        finally:
+            _current_budget.reset(token)
         if not result.ok:
             return result
         if not any(result.content_type.startswith(p) for p in self.settings.allowed_content_types):
@@ -183,7 +506,7 @@ class Fetcher:
             return Protego.parse("")
         if result.reason in _HOST_REASONS:
             return result
-        # RFC 9309: an unreachable robots.txt (5xx, network) means full disallow for now.
+        # RFC 9309: an unreachable robots.txt (5xx, network, our deadline) means full disallow for now.
         return refused(origin, "robots_unavailable", f"{result.reason}: {result.detail}", transient=True)
 
     # --- HTTP --------------------------------------------------------------------
@@ -205,41 +528,57 @@ class Fetcher:
         return refused(url, "too_many_redirects", f"more than {self.settings.max_redirects}")
 
     def _request(self, url: str, target: httpx.URL, max_bytes: int, robots_txt: bool) -> FetchResult | str:
-        """One hop, retried with backoff while it fails transiently: a result, or the Location
-        it redirects to."""
+        """One hop, retried with backoff while it fails transiently and the deadline allows:
+        a result, or the Location it redirects to."""
         attempt = 0
         while True:
             outcome, retry_after = self._request_once(url, target, max_bytes, robots_txt)
             if isinstance(outcome, str) or not outcome.transient or attempt >= self.settings.retries:
                 return outcome
             attempt += 1
-            time.sleep(min(retry_after or self.settings.backoff_s * 2 ** (attempt - 1), 30.0))
-
+            if not _current_budget.get().sleep(min(retry_after or self.settings.backoff_s * 2 ** (attempt - 1), 30.0)):
+                return outcome  # the next try would start after the deadline
+        
     def _request_once(self, url: str, target: httpx.URL, max_bytes: int, robots_txt: bool) -> tuple[FetchResult | str, float | None]:
-        host = target.raw_host.decode("ascii")  # the name httpx will resolve and connect to
+        budget = _current_budget.get()
+        host = target.raw_host.decode("ascii")  # the name httpx hands the network backend
+        port = target.port or (443 if target.scheme == "https" else 80)
         try:
-            self.policy.check(host, target.port or (443 if target.scheme == "https" else 80))
+            # Resolved and checked once, before the throttle; the connection goes to exactly these.
+            budget.pinned = {(host, port): _resolve_within(self.policy, host, port, budget)}
         except BlockedAddress as exc:
             return refused(url, "blocked_address", str(exc)), None
         except Unresolvable as exc:
             return refused(url, "dns_error", str(exc), transient=True), None
         except InvalidURL as exc:
             return refused(url, "invalid_url", str(exc)), None
-        self.throttle.wait(host)
+        except httpcore.TimeoutException as exc:
+            return refused(url, "timeout", str(exc), transient=True), None
+        if not self.throttle.wait(host, budget.deadline, budget.cancelled):
+            budget.check()
+            return refused(url, "timeout", f"the host's turn comes after the total deadline of {budget.total_s} s", transient=True), None
+        request = httpx.Request("GET", target, headers=self._headers, extensions={"timeout": self._timeouts})
         try:
-            with self.client.stream("GET", target) as response:
-                if response.is_redirect:
-                    location = response.headers.get("Location")
-                    if not location:
-                        return refused(url, "http_status", f"{response.status_code} without Location"), None
-                    return location, None
-                return self._read(url, response, max_bytes, robots_txt)
-        except InvalidURL as exc:  # from _check_location
-            return refused(url, "invalid_url", str(exc)), None
+            response = self.transport.handle_request(request)
+            response.request = request
+            try:
+                return self._respond(url, response, max_bytes, robots_txt)
+            finally:
+                response.close()
         except httpx.TimeoutException as exc:
-            return refused(url, "timeout", type(exc).__name__, transient=True), None
+            return refused(url, "timeout", f"{type(exc).__name__}: {exc}", transient=True), None
         except httpx.HTTPError as exc:
             return refused(url, "connection_error", f"{type(exc).__name__}: {exc}", transient=True), None
+        finally:
+            budget.pinned = {}
+
+    def _respond(self, url: str, response: httpx.Response, max_bytes: int, robots_txt: bool) -> tuple[FetchResult | str, float | None]:
+        if response.is_redirect:  # its Location is parsed by _get, as the next hop
+            location = response.headers.get("Location")
+            if not location:
+                return refused(url, "http_status", f"{response.status_code} without Location"), None
+            return location, None
+        return self._read(url, response, max_bytes, robots_txt)
 
     def _read(self, url: str, response: httpx.Response, max_bytes: int, robots_txt: bool) -> tuple[FetchResult, float | None]:
         """The body of a 200 response. A robots.txt is cut at ``max_bytes`` (RFC 9309 asks
@@ -254,10 +593,8 @@ class Fetcher:
         declared = response.headers.get("Content-Length")
         if not robots_txt and declared and declared.isdigit() and int(declared) > max_bytes:
             return refused(url, "too_large", f"Content-Length {declared} > {max_bytes}"), None
-        # The read timeout is per chunk: a server dripping bytes needs an overall deadline.
-        deadline = time.monotonic() + self.settings.total_timeout_s
         chunks, size = [], 0
-        for chunk in response.iter_bytes():
+        for chunk in response.iter_bytes():  # each read bounded by the deadline, in the backend
             size += len(chunk)
             if size > max_bytes:
                 if robots_txt:
@@ -265,18 +602,8 @@ class Fetcher:
                     break
                 return refused(url, "too_large", f"body over {max_bytes} bytes"), None
             chunks.append(chunk)
-            if time.monotonic() > deadline:
-                return refused(url, "timeout", f"body not complete after {self.settings.total_timeout_s} s", transient=True), None
         content_type = response.headers.get("Content-Type", "").split(";")[0].strip().lower()
         return FetchResult(url=url, ok=True, content_type=content_type, body=b"".join(chunks)), None
-
-
-def _check_location(response: httpx.Response) -> None:
-    """httpx parses a redirect's Location even when not following it, and raises
-    RemoteProtocolError (a transient connection_error here) on one it cannot parse: parse
-    it first, so that a bad Location is the permanent invalid_url it is."""
-    if response.has_redirect_location:
-        _parse_url(response.headers["Location"], base=response.request.url)
 
 
 def _retry_after(value: str | None) -> float | None:

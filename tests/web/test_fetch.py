@@ -10,6 +10,8 @@ connection, and unresolvable names use the reserved ``.invalid`` TLD.
 
 from __future__ import annotations
 
+import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -42,15 +44,17 @@ Route = Callable[["_Handler", int], None]  # (handler, n-th request to this path
 class LoopbackServer:
     """A ThreadingHTTPServer in a daemon thread; ``routes`` maps a path to a behaviour."""
 
-    def __init__(self, host: str = "127.0.0.1"):
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, tls: ssl.SSLContext | None = None):
         self.routes: dict[str, Route] = {}
         self.requests: list[tuple[str, float, dict[str, str]]] = []  # (path, monotonic time, headers)
         self._lock = threading.Lock()
-        self.httpd = _Server((host, 0), _Handler)
+        self.httpd = _Server((host, port), _Handler)
+        if tls is not None:  # the handshake happens on accept, in the serving thread: fine for tests
+            self.httpd.socket = tls.wrap_socket(self.httpd.socket, server_side=True)
         self.httpd.owner = self
         self.httpd.handle_error = lambda request, address: None  # clients that hang up are expected
         self.host, self.port = self.httpd.server_address[:2]
-        self.base = f"http://{self.host}:{self.port}"
+        self.base = f"{'https' if tls else 'http'}://{self.host}:{self.port}"
         self._thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self._thread.start()
 
@@ -817,7 +821,7 @@ def test_an_unexpected_exception_becomes_a_transient_refusal(server, monkeypatch
     with Fetcher(settings()) as fetcher:
         def boom(*args, **kwargs):
             raise RuntimeError("kaboom")
-        monkeypatch.setattr(fetcher.client, "stream", boom)
+        monkeypatch.setattr(fetcher.transport, "handle_request", boom)
         result = fetcher.fetch_image(server.url("/x.jpg"))
     assert (result.ok, result.reason, result.transient) == (False, "unexpected_error", True)
     assert result.detail == "RuntimeError: kaboom"
@@ -874,3 +878,180 @@ def test_a_body_that_drips_hits_the_total_deadline(server):
     result = fetch(server.url("/drip.jpg"), total_timeout_s=0.5)
     assert (result.reason, result.transient) == ("timeout", True)
     assert time.monotonic() - started < 2.5
+
+
+# --------------------------------------------------------------------------------------
+# Credentials in URLs
+# --------------------------------------------------------------------------------------
+
+def test_credentials_in_an_image_url_are_never_sent(server):
+    server.routes["/x.jpg"] = image()
+    url = f"http://user:secret@127.0.0.1:{server.port}/x.jpg"
+    result = fetch(url)
+    assert result.ok is True and result.body == JPEG
+    assert result.url == url  # the result is still keyed by the URL asked for
+    assert server.paths() == ["/robots.txt", "/x.jpg"]
+    for _, _, headers in server.requests:
+        assert "Authorization" not in headers, headers
+        assert headers["Host"] == f"127.0.0.1:{server.port}"
+
+
+def test_credentials_in_a_redirect_location_are_never_sent(server):
+    server.routes["/hop.jpg"] = redirect(f"http://admin:hunter2@127.0.0.1:{server.port}/x.jpg")
+    server.routes["/x.jpg"] = image()
+    result = fetch(server.url("/hop.jpg"))
+    assert result.ok is True
+    assert server.paths() == ["/robots.txt", "/hop.jpg", "/x.jpg"]
+    assert all("Authorization" not in headers for _, _, headers in server.requests)
+
+
+# --------------------------------------------------------------------------------------
+# Address policy: IPv6 forms that carry an IPv4 address, and the ranges is_global misses
+# --------------------------------------------------------------------------------------
+
+# Python 3.11's ipaddress calls every one of these global except the IPv4-mapped and
+# Teredo ones; each is refused with nothing allow-listed.
+NOT_PUBLIC = [
+    "64:ff9b::7f00:1",  # NAT64 well-known prefix carrying 127.0.0.1
+    "64:ff9b::a00:1",  # ... 10.0.0.1
+    "64:ff9b::a9fe:a9fe",  # ... 169.254.169.254, cloud metadata
+    "64:ff9b:1::808:808",  # the local-use NAT64 prefix (RFC 8215): refused whatever it carries
+    "64:ff9b:1:ffff::1",
+    "2002:7f00:1::",  # 6to4 carrying 127.0.0.1
+    "2002:a00:1::1",  # ... 10.0.0.1
+    "2002:a9fe:a9fe::",  # ... 169.254.169.254
+    "::127.0.0.1",  # IPv4-compatible: deprecated, refused outright
+    "::10.0.0.1",
+    "::8.8.8.8",
+    "::ffff:127.0.0.1",  # IPv4-mapped
+    "::ffff:10.0.0.1",
+    "::ffff:169.254.169.254",
+    "::ffff:224.0.0.1",
+    "2001::1",  # Teredo
+    "2001:0:4136:e378:8000:63bf:3fff:fdd2",
+    "ff02::1",  # multicast
+    "ff0e::1",
+    "224.0.0.1",
+    "239.255.255.250",
+    "233.252.0.1",
+    "fec0::1",  # site-local, deprecated
+]
+
+
+@pytest.mark.parametrize("address", NOT_PUBLIC)
+def test_address_policy_refuses_addresses_that_are_not_public(address):
+    with pytest.raises(BlockedAddress, match="non-public"):
+        AddressPolicy([]).check(address, 80)  # an IP literal: getaddrinfo returns it, no lookup
+
+
+@pytest.mark.parametrize("address", ["64:ff9b::808:808", "2002:808:808::1", "::ffff:8.8.8.8", "2001:4860:4860::8888", "8.8.8.8"])
+def test_address_policy_judges_embedded_ipv4_by_itself(address):
+    # NAT64 and 6to4 forms of a public IPv4 address are public: DNS64 gives public sites such addresses
+    AddressPolicy([]).check(address, 80)
+
+
+@pytest.mark.parametrize("address", ["64:ff9b::7f00:1", "2002:7f00:1::", "ff02::1", "224.0.0.1"])
+def test_address_policy_refuses_them_when_dns_returns_them(monkeypatch, address):
+    # No real resolver here returns these, so getaddrinfo is replaced for this one name.
+    real = socket.getaddrinfo
+
+    def fake(host, port, *args, **kwargs):
+        if host == "sneaky.test":
+            family = socket.AF_INET6 if ":" in address else socket.AF_INET
+            sockaddr = (address, port, 0, 0) if family == socket.AF_INET6 else (address, port)
+            return [(family, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", sockaddr)]
+        return real(host, port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", fake)
+    with pytest.raises(BlockedAddress, match=f"sneaky.test resolves to non-public address {address}"):
+        AddressPolicy([]).check("sneaky.test", 80)
+    result = fetch("http://sneaky.test/x.jpg", allow_networks=[])
+    assert (result.ok, result.reason, result.transient) == (False, "blocked_address", False)
+
+
+@pytest.mark.parametrize("url", ["http://[64:ff9b::7f00:1]:1/x.jpg", "http://[2002:7f00:1::]:1/x.jpg", "http://[::127.0.0.1]:1/x.jpg",
+                                 "http://224.0.0.1:1/x.jpg", "http://[ff02::1]:1/x.jpg"])
+def test_fetch_refuses_them_before_connecting(url):
+    result = fetch(url, allow_networks=["127.0.0.1/32"], respect_robots_txt=False)
+    assert (result.ok, result.reason, result.transient) == (False, "blocked_address", False)
+    assert "non-public" in result.detail
+
+
+# --------------------------------------------------------------------------------------
+# The connection goes to the checked address (DNS rebinding)
+# --------------------------------------------------------------------------------------
+
+def test_connection_goes_to_the_address_that_was_checked(monkeypatch, server):
+    """The name answers 127.0.0.1 (allowed) the first time and 127.0.0.2 (refused) after,
+    as a rebinding DNS server would: the request must reach 127.0.0.1, with the name as
+    its Host header."""
+    try:
+        inside = LoopbackServer("127.0.0.2", port=server.port)  # the same port on the refused address
+    except OSError as exc:  # pragma: no cover - platforms without 127/8 on lo
+        pytest.skip(f"cannot bind 127.0.0.2:{server.port}: {exc}")
+    try:
+        server.routes["/x.jpg"] = image(JPEG)
+        inside.routes["/x.jpg"] = image(PNG, "image/png")
+        answers = []
+        real = socket.getaddrinfo
+
+        def rebinding(host, port, *args, **kwargs):
+            if host != "rebind.test":
+                return real(host, port, *args, **kwargs)
+            address = "127.0.0.1" if not answers else "127.0.0.2"
+            answers.append(address)
+            return [(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (address, port))]
+
+        monkeypatch.setattr(socket, "getaddrinfo", rebinding)
+        result = fetch(f"http://rebind.test:{server.port}/x.jpg", allow_networks=["127.0.0.1/32"], respect_robots_txt=False)
+        assert result.ok is True, result
+        assert result.body == JPEG
+        assert answers == ["127.0.0.1"]  # resolved once: checked and connected to
+        assert inside.requests == []
+        assert [(p, h["Host"]) for p, _, h in server.requests] == [("/x.jpg", f"rebind.test:{server.port}")]
+    finally:
+        inside.close()
+
+
+# --------------------------------------------------------------------------------------
+# Locations and URLs that can never be fetched are permanent invalid_url
+# --------------------------------------------------------------------------------------
+
+NEVER_FETCHABLE = [
+    "http://[::1",
+    "http://exa mple.invalid/x.jpg",  # httpx sends 'exa%20mple.invalid' to DNS
+    "http://a..b/x.jpg",
+    "http:///x.jpg",  # httpx joins it as a path on the current host
+    "http:x.jpg",
+    "http:\\\\evil.invalid\\x.jpg",  # browsers read it as http://evil.invalid/x.jpg; httpx as a path
+    f"http://{'a' * 64}.invalid/x.jpg",
+    f"http://{'a' * 300}/x.jpg",
+    "http://example.invalid:99999/x.jpg",
+    "http://ex%41mple.invalid/x.jpg",
+    "http://1.2.3.4.5/x.jpg",
+    "http://256.0.0.1/x.jpg",
+    "http://[fe80::1%25eth0]/x.jpg",
+]
+
+
+@pytest.mark.parametrize("location", NEVER_FETCHABLE)
+def test_an_unparseable_location_is_permanent_invalid_url(server, location):
+    server.routes["/hop.jpg"] = redirect(location)
+    result = fetch(server.url("/hop.jpg"), retries=2)
+    assert (result.ok, result.reason, result.transient) == (False, "invalid_url", False), result
+    assert server.paths() == ["/robots.txt", "/hop.jpg"]  # no retry, no request anywhere else
+
+
+@pytest.mark.parametrize("url", NEVER_FETCHABLE)
+def test_an_unfetchable_url_is_permanent_invalid_url(url):
+    result = fetch(url, retries=2, respect_robots_txt=False)
+    assert (result.ok, result.reason, result.transient) == (False, "invalid_url", False), result
+
+
+@pytest.mark.parametrize("location", ["x.jpg", "/img/x.jpg", "../img/x.jpg", "?v=2", "//127.0.0.1:{port}/img/x.jpg"])
+def test_relative_locations_still_resolve(server, location):
+    server.routes["/img/x.jpg"] = image()
+    server.routes["/img/hop?v=2"] = image()
+    server.routes["/img/hop"] = redirect(location.format(port=server.port))
+    result = fetch(server.url("/img/hop"))
+    assert result.ok is True, result
