@@ -30,14 +30,31 @@ def _config() -> AsagiConfig:
         raise click.ClickException(str(exc)) from None
 
 
+# A new instance's settings. These machines reach no telemetry endpoint. The daemon
+# (dagster dev, dagster-daemon run) fails runs stuck starting or canceling; a STARTED run
+# whose worker died is not covered by run monitoring with the local run launcher, so the
+# inbox re-sync finds those itself (assets/run_workers.py).
+INSTANCE_SETTINGS = """\
+telemetry:
+  enabled: false
+run_monitoring:
+  enabled: true
+  poll_interval_seconds: 30
+  start_timeout_seconds: 600  # generous: a backfill starts many run workers at once
+  cancel_timeout_seconds: 300
+  max_resume_run_attempts: 0  # the local launcher cannot resume a run
+"""
+_EARLIER_SETTINGS = "telemetry:\n  enabled: false\n"  # what earlier versions wrote: upgraded
+
+
 def _instance(config: AsagiConfig):
     import dagster as dg
 
     home = Path(os.environ.setdefault("DAGSTER_HOME", config.dagster.home))
     home.mkdir(parents=True, exist_ok=True)
     settings = home / "dagster.yaml"
-    if not settings.exists():  # a new instance; these machines reach no telemetry endpoint
-        settings.write_text("telemetry:\n  enabled: false\n")
+    if not settings.exists() or settings.read_text() == _EARLIER_SETTINGS:  # never someone's own settings
+        settings.write_text(INSTANCE_SETTINGS)
     return dg.DagsterInstance.get()
 
 
@@ -96,7 +113,7 @@ def _sync(config: AsagiConfig) -> list[str]:
     inbox = Inbox(config.sources.web.inbox, config.storage.s3)
     plan = plan_sync(inbox, set(instance.get_dynamic_partitions(PARTITIONS)), Storage(config.storage))
     for skipped in plan.skipped:
-        click.echo(f"skipped {skipped.path}: {skipped.why}", err=True)
+        click.echo(f"skipped {skipped}", err=True)
     added = [s.key for s in plan.new]
     if added:
         instance.add_dynamic_partitions(PARTITIONS, added)

@@ -11,6 +11,7 @@ from asagi_dagster.web.inbox import Inbox, plan_sync
 from asagi_dagster.web.ingest import extract_pages, ingest_warc
 from asagi_dagster.web.pair_images import gather_pair_images
 from assets.metadata import accounted, accounting_check, manifest_metadata
+from assets.run_workers import fail_runs_with_gone_workers
 from resources.storage import DuckDBResource, ProfileResource, StorageResource
 
 GROUP = "web"
@@ -125,9 +126,14 @@ def _plan(context, profile: ProfileResource, storage: StorageResource, full: boo
 _IN_FLIGHT = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]
 
 
-def _partitions_in_flight(instance: dg.DagsterInstance) -> set[str]:
-    runs = instance.get_runs(filters=dg.RunsFilter(job_name=web_ingest.name, statuses=_IN_FLIGHT))
-    return {run.tags.get("dagster/partition") for run in runs}
+def _partitions_in_flight(context: dg.ScheduleEvaluationContext) -> set[str]:
+    """Partitions with a run queued or running. A run whose worker was killed would stay
+    STARTED, its shard busy for good: such runs are marked failed here and do not count."""
+    runs = context.instance.get_runs(filters=dg.RunsFilter(job_name=web_ingest.name, statuses=_IN_FLIGHT))
+    gone = {run.run_id for run in fail_runs_with_gone_workers(context.instance, runs)}
+    for run_id in sorted(gone):
+        context.log.warning(f"run {run_id} marked failed: its worker process is gone")
+    return {run.tags.get("dagster/partition") for run in runs if run.run_id not in gone}
 
 
 def build_inbox_automation(config: AsagiConfig) -> tuple[dg.SensorDefinition, dg.ScheduleDefinition]:
@@ -142,7 +148,7 @@ def build_inbox_automation(config: AsagiConfig) -> tuple[dg.SensorDefinition, dg
     def warc_inbox_sensor(context: dg.SensorEvaluationContext, profile: ProfileResource, storage: StorageResource):
         plan = _plan(context, profile, storage, full=False)
         for skipped in plan.skipped:
-            context.log.warning(f"inbox file {skipped.path} skipped: {skipped.why}")
+            context.log.warning(f"inbox file skipped: {skipped}")
         if not plan.new:
             return dg.SkipReason("no new shards in the inbox")
         return dg.SensorResult(
@@ -158,9 +164,11 @@ def build_inbox_automation(config: AsagiConfig) -> tuple[dg.SensorDefinition, dg
     )
     def warc_inbox_resync(context: dg.ScheduleEvaluationContext, profile: ProfileResource, storage: StorageResource):
         plan = _plan(context, profile, storage, full=True)
+        for skipped in plan.skipped:
+            context.log.warning(f"inbox file skipped: {skipped}")
         if plan.new:
             context.instance.add_dynamic_partitions(warc_shards.name, [s.key for s in plan.new])
-        busy = _partitions_in_flight(context.instance)  # queued or running: not out of sync, just not done
+        busy = _partitions_in_flight(context)  # queued or running: not out of sync, just not done
         shards = [s for s in plan.new + plan.changed if s.key not in busy]
         if not shards:
             return dg.SkipReason("inbox in sync, or its out-of-sync shards are already running")

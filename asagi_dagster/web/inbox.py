@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
+
+from fsspec.implementations.local import LocalFileSystem
 
 from asagi_dagster.config import S3Settings
 from asagi_dagster.storage import Storage, filesystem_for, url_of
 
-SHARD_SUFFIXES = (".warc", ".warc.gz")
-_KEY_OK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]*$")
+SHARD_SUFFIXES = (".warc", ".warc.gz")  # matched case-insensitively: CRAWL.WARC.GZ is a shard too
+_KEY_PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9._\-]*")  # used with fullmatch: no trailing newline
 _SUBDIR = "__"  # stands for "/" in the keys of shards kept in subfolders
+# A key is a folder name under the storage root (<root>/<asset>/<key>/): at most 255 bytes
+# on ext4, XFS and APFS. 200 leaves room should a key ever prefix a file name, as in
+# "<key>.data.parquet.tmp-<32 hex>" (50 bytes). Keys are ASCII, so characters are bytes.
+MAX_KEY_CHARS = 200
+_BAD_NAME = "names may use only letters, digits, '.', '_' and '-' (first a letter or digit), and no '__'"
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +33,11 @@ class Skipped:
     path: str
     why: str
 
+    def __str__(self) -> str:
+        # Control characters in a name (a newline) are shown escaped, so one line stays one.
+        shown = "".join(c if c.isprintable() else ascii(c)[1:-1] for c in self.path)
+        return f"{shown}: {self.why}"
+
 
 @dataclass(frozen=True, slots=True)
 class SyncPlan:
@@ -33,35 +46,98 @@ class SyncPlan:
     skipped: list[Skipped]
 
 
+def is_shard_name(name: str) -> bool:
+    """Whether a file is meant as a shard: trailing whitespace ("x.warc\\n") makes it one
+    whose name is refused, rather than a file silently passed over."""
+    return name.rstrip().lower().endswith(SHARD_SUFFIXES)
+
+
+def shard_key(rel: str) -> tuple[str | None, str | None]:
+    """The partition key of the shard at ``rel`` (relative to the inbox), or why it has none."""
+    parts = rel.split("/")
+    if any(_SUBDIR in p or not _KEY_PART.fullmatch(p) for p in parts):
+        return None, _BAD_NAME
+    key = _SUBDIR.join(parts)
+    if len(key) > MAX_KEY_CHARS:
+        return None, (
+            f"its partition key would be {len(key)} characters, over the {MAX_KEY_CHARS} that fit in a "
+            "folder name under the storage root: shorten the name or move it up a folder"
+        )
+    return key, None
+
+
 class Inbox:
     def __init__(self, url: str, s3: S3Settings):
         self.url = url.rstrip("/")
         self.fs, self.path = filesystem_for(self.url, s3)
         self.path = self.path.rstrip("/")
+        self.is_local = isinstance(self.fs, LocalFileSystem)
 
     def scan(self) -> tuple[list[ShardFile], list[Skipped]]:
         if not self.fs.exists(self.path):
             return [], []
-        shards, skipped = [], []
-        for path, info in sorted(self.fs.find(self.path, detail=True).items()):
-            if not path.endswith(SHARD_SUFFIXES):
-                continue
-            rel = path[len(self.path) + 1 :]
-            parts = rel.split("/")
-            if any(_SUBDIR in p or not _KEY_OK.match(p) for p in parts):
-                skipped.append(Skipped(rel, "names may use only letters, digits, '.', '_' and '-', and no '__'"))
-                continue
-            shards.append(ShardFile(_SUBDIR.join(parts), url_of(self.fs, path), _fingerprint(info)))
-        return shards, skipped
+        found, skipped = self._scan_local() if self.is_local else self._scan_remote()
+        shards = []
+        for rel, path, info in sorted(found, key=lambda f: f[0]):
+            key, why = shard_key(rel)
+            if key is None:
+                skipped.append(Skipped(rel, why))
+            else:
+                shards.append(ShardFile(key, url_of(self.fs, path), _fingerprint(info)))
+        return shards, sorted(skipped, key=lambda s: s.path)
+
+    def _scan_remote(self) -> tuple[list[tuple[str, str, dict]], list[Skipped]]:
+        listing = self.fs.find(self.path, detail=True)  # one listing: sizes and ETags included
+        return [(p[len(self.path) + 1 :], p, info) for p, info in listing.items() if is_shard_name(p)], []
+
+    def _scan_local(self) -> tuple[list[tuple[str, str, dict]], list[Skipped]]:
+        """Shard files under the inbox folder. A link is followed only to a file inside the
+        inbox; one that leads out of it, or to no file, is skipped. Linked folders are not
+        entered: those inside the inbox are scanned where they are, those outside are skipped."""
+        root = os.path.realpath(self.path)
+        found, skipped = [], []
+
+        def unreadable(error: OSError) -> None:
+            skipped.append(Skipped(self._rel(error.filename), f"folder not readable: {error.strerror}"))
+
+        for folder, dirs, files in os.walk(self.path, onerror=unreadable):  # never enters linked folders
+            for name in dirs + files:
+                path = os.path.join(folder, name)
+                rel = self._rel(path)
+                target = os.path.realpath(path)
+                if os.path.islink(path) and not _inside(target, root):
+                    if name in dirs or is_shard_name(name):
+                        skipped.append(Skipped(rel, f"a symbolic link to {target}, outside the inbox: not followed"))
+                elif name in files and is_shard_name(name):
+                    if os.path.isfile(target):
+                        found.append((rel, path, self.fs.info(path)))
+                    else:
+                        skipped.append(Skipped(rel, "not a regular file (a dangling link, a pipe or a device)"))
+        return found, skipped
+
+    def _rel(self, path: str) -> str:
+        return os.path.relpath(path, self.path).replace(os.sep, "/")
+
+    def _shard_path(self, key: str) -> str:
+        path = f"{self.path}/{key.replace(_SUBDIR, '/')}"
+        # The file may have become a link out of the inbox since the scan: never read through it.
+        if self.is_local and not _inside(os.path.realpath(path), os.path.realpath(self.path)):
+            raise ValueError(f"inbox shard {key} is a link to {os.path.realpath(path)}, outside the inbox: not read")
+        return path
 
     def url_for(self, key: str) -> str:
         return f"{self.url}/{key.replace(_SUBDIR, '/')}"
 
     def open(self, key: str):
-        return self.fs.open(f"{self.path}/{key.replace(_SUBDIR, '/')}", "rb")
+        return self.fs.open(self._shard_path(key), "rb")
 
     def fingerprint(self, key: str) -> str:
-        return _fingerprint(self.fs.info(f"{self.path}/{key.replace(_SUBDIR, '/')}"))
+        return _fingerprint(self.fs.info(self._shard_path(key)))
+
+
+def _inside(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
 
 def _fingerprint(info: dict) -> str:
     stamp = info.get("ETag") or info.get("mtime") or info.get("LastModified") or ""
