@@ -50,6 +50,30 @@ def accounting(con: duckdb.DuckDBPyConnection, manifest: Manifest) -> dict:
     }
 
 
+# Rejections of web_documents that stand for bytes of the file, not for a record.
+SPAN_REASONS = ("corrupt_warc", "empty_warc_file")
+
+
+def record_starts_check(con: duckdb.DuckDBPyConnection, documents: Manifest, images: Manifest) -> dict:
+    """The records a shard's files hold (rows and rejections of web_documents and
+    web_images, damaged spans aside) against the record starts a scan of the raw WARC saw
+    outside those spans. The scan parses no record, so a reader that stops early or skips
+    records fails this even when every row it did read is accounted for."""
+    starts = int(documents.source["record_starts"])
+    in_spans = int(documents.source["record_starts_in_rejected_spans"])
+    records = 0
+    for manifest in (documents, images):
+        records += count_rows(con, manifest.data_url)
+        records += sum(n for reason, n in count_reasons(con, manifest.rejections_url).items() if reason not in SPAN_REASONS)
+    return {
+        "passed": records == starts - in_spans,
+        "warc_layout": documents.source["warc_layout"],
+        "record_starts": starts,
+        "record_starts_in_rejected_spans": in_spans,
+        "records_in_files": records,
+    }
+
+
 def benchmark_overlaps(con: duckdb.DuckDBPyConnection, pairs_url: str, benchmark_url: str, max_hamming: int) -> list[dict]:
     """Pairs in ``pairs_url`` that match a benchmark image (perceptual hash within
     ``max_hamming`` bits, or the same Visual Genome id): the decontamination audit, made

@@ -4,6 +4,7 @@ interleaved documents -> pair images. One dynamic partition per shard."""
 import dagster as dg
 
 from asagi_dagster.config import AsagiConfig
+from asagi_dagster.query import record_starts_check
 from asagi_dagster.storage import Manifest, StageWriter
 from asagi_dagster.web import schemas
 from asagi_dagster.web.fetch import Fetcher
@@ -23,11 +24,20 @@ warc_shards = dg.DynamicPartitionsDefinition(name="warc_shards")
         "web_documents": dg.AssetOut(description="HTML responses of a WARC shard, decoded (url, fetch time, charset used, html).", group_name=GROUP),
         "web_images": dg.AssetOut(description="Image responses captured inside a WARC shard (url, content type, bytes).", group_name=GROUP),
     },
-    check_specs=[accounted("web_documents"), accounted("web_images")],
+    check_specs=[
+        accounted("web_documents"),
+        accounted("web_images"),
+        dg.AssetCheckSpec(
+            "record_starts_accounted",
+            asset="web_documents",
+            description="records in the files of web_documents and web_images = record starts an independent scan of the raw WARC saw outside rejected spans",
+        ),
+    ],
     partitions_def=warc_shards,
 )
 def warc_records(context: dg.AssetExecutionContext, profile: ProfileResource, storage: StorageResource, duckdb: DuckDBResource):
-    """Stream one WARC shard with warcio; every record becomes a row or a rejection."""
+    """Stream one WARC shard with FastWARC; every record becomes a row or a rejection, and
+    every damaged span of the file one rejection."""
     shard = context.partition_key
     web = profile.settings.sources.web
     inbox = Inbox(web.inbox, profile.settings.storage.s3)
@@ -39,6 +49,14 @@ def warc_records(context: dg.AssetExecutionContext, profile: ProfileResource, st
         docs.source = images.source = {"shard_url": inbox.url_for(shard), "fingerprint": fingerprint}
         ingest_warc(lambda: inbox.open(shard), shard, docs, images, web)
     yield from _outputs(storage, duckdb, docs.manifest, images.manifest)
+    with duckdb.connect() as con:
+        result = record_starts_check(con, docs.manifest, images.manifest)
+    yield dg.AssetCheckResult(
+        asset_key="web_documents",
+        check_name="record_starts_accounted",
+        passed=result.pop("passed"),
+        metadata=result,
+    )
 
 
 @dg.multi_asset(

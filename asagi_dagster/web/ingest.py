@@ -2,7 +2,9 @@
 
 Every record ends as exactly one accepted row or one rejection with a reason:
 image-typed responses are accounted under web_images, everything else under
-web_documents (including damaged regions of the file, which have no type).
+web_documents (including damaged regions of the file, which have no type). A scan of
+the raw file counts record starts on its own, so that the check in ``query`` can show
+that no record vanished before it was counted.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from asagi_dagster.storage import StageWriter, Storage
 from asagi_dagster.web.charset import UndecodableError, decode_html
 from asagi_dagster.web.html import HtmlParseError, ImageRef, parse_page
 from asagi_dagster.web.noai import has_noai
-from asagi_dagster.web.warc import CorruptRegion, WarcRecord, iter_warc
+from asagi_dagster.web.warc import CorruptRegion, WarcRecord, iter_warc, scan_record_starts
 
 HTML_TYPES = ("text/html", "application/xhtml+xml")
 
@@ -48,12 +50,24 @@ def ingest_warc(
     images: StageWriter,
     settings: WebSourceSettings,
 ) -> None:
+    """Read the shard into ``documents`` and ``images``; the record starts an independent
+    scan saw, and those inside rejected spans, go into the documents' manifest source
+    (``record_starts_check`` compares them with the rows in the files)."""
     max_bytes = max(settings.max_html_bytes, settings.max_image_bytes)
+    starts = scan_record_starts(open_file)
+    spans: list[CorruptRegion] = []
     with _gc_paused():
-        _ingest_records(iter_warc(open_file, shard, max_bytes), shard, documents, images, settings)
+        _ingest_records(iter_warc(open_file, shard, max_bytes), shard, documents, images, settings, spans)
+    documents.source = {
+        **documents.source,
+        "warc_layout": starts.layout,
+        "record_starts": str(starts.count),
+        "record_starts_in_rejected_spans": str(sum(starts.within(span.offset, span.end) for span in spans)),
+    }
 
 
-def _ingest_records(items, shard: str, documents: StageWriter, images: StageWriter, settings: WebSourceSettings) -> None:
+def _ingest_records(items, shard: str, documents: StageWriter, images: StageWriter, settings: WebSourceSettings,
+                    spans: list[CorruptRegion]) -> None:
     # 64-bit hashes, not the strings, keep memory small on big shards; a false duplicate
     # needs a hash collision (odds about n^2 / 2^65, ~1e-8 for a million records).
     seen: set[int] = set()
@@ -61,8 +75,9 @@ def _ingest_records(items, shard: str, documents: StageWriter, images: StageWrit
     for item in items:
         any_bytes = True
         if isinstance(item, CorruptRegion):
+            spans.append(item)
             documents.count_in()
-            documents.reject(f"{shard}@{item.offset}", "corrupt_warc", item.error)
+            documents.reject(f"{shard}@{item.offset}", "corrupt_warc", f"bytes {item.offset}-{item.end}: {item.error}")
             continue
         kind = media_type(item.content_type)
         is_image = kind.startswith("image/")
@@ -98,6 +113,8 @@ def _rejection(rec: WarcRecord, settings: WebSourceSettings, kind: str, is_image
         return ("payload_too_large" if rec.oversize else "unreadable_payload"), rec.payload_error
     if rec.payload_error:
         return "truncated_record", rec.payload_error
+    if rec.digest_mismatch:
+        return "payload_digest_mismatch", f"the payload does not have its WARC-Payload-Digest {rec.digest_mismatch}"
     if not rec.payload:
         return "empty_payload", None
     limit = settings.max_image_bytes if is_image else settings.max_html_bytes
