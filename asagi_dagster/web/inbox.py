@@ -60,8 +60,8 @@ def shard_key(rel: str) -> tuple[str | None, str | None]:
     key = _SUBDIR.join(parts)
     if len(key) > MAX_KEY_CHARS:
         return None, (
-            f"its partition key would be {len(key)} characters, over the {MAX_KEY_CHARS} that fit in a "
-            "folder name under the storage root: shorten the name or move it up a folder"
+            f"its partition key would be {len(key)} characters, over the {MAX_KEY_CHARS} allowed (keys are "
+            "folder names under the storage root): shorten the name or move it up a folder"
         )
     return key, None
 
