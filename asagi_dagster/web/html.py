@@ -6,8 +6,9 @@ text blocks and images, MMC4 style).
 
 Speed matters here (it runs on every page of every crawl), so the document-order walk
 is done by lxml in C: block boundaries and image positions are marked with
-private-use characters, the tree is serialized as text once, and the text is split on
-the marks. Python touches only the images.
+private-use characters the page itself does not use (see _Marks), the tree is
+serialized as text once, and the text is split on the marks. Python touches only the
+images.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from lxml import etree
 
 # Contents never shown as text: ruby readings (rt/rp) are dropped to keep the base text.
 # <noscript> is stripped too, but only after the walk: its images are the no-script
-# versions of lazy-loaded ones (see _NoscriptWalk).
+# versions of lazy-loaded ones (see _ImageWalk).
 _SKIP = ("script", "style", "template", "rt", "rp", "svg", "iframe", "object", "head", "select", "button")
 _BLOCK = (
     "address article aside blockquote br dd details div dl dt fieldset figcaption figure footer form "
@@ -172,36 +173,48 @@ def _flatten(root, base_url: str, max_context_chars: int, marks: _Marks) -> tupl
     """The page's text blocks and images in document order, each image with its context."""
     etree.strip_elements(root, *_SKIP, with_tail=False)
     base = _Base(base_url)
-    if next(root.iter("picture", "noscript"), None) is None:  # one C scan; most pages have neither
-        images = _plain_images(root, base, marks)
-    else:
+    images, noscripts = _plain_images(root, base, marks)
+    if images is None:
         images = _ImageWalk(base, marks).images(root)
-        etree.strip_elements(root, "noscript", with_tail=False)  # its images' marks are on its tail
+    if noscripts:  # stripped only now: the marks of images inside one are on its tail
+        etree.strip_elements(root, "noscript", with_tail=False)
     # Whitespace is collapsed once for the whole page (the marks are not whitespace).
     flat = _clean(etree.tostring(root, method="text", encoding="unicode", with_tail=False))
     return _text_blocks(flat, images, max_context_chars, marks), images
 
 
-def _plain_images(root, base: _Base, marks: _Marks) -> list[ImageRef]:
-    """The images of a page without <picture> and <noscript>: each <img> is one."""
+def _plain_images(root, base: _Base, marks: _Marks) -> tuple[list[ImageRef] | None, bool]:
+    """The images of a page where each <img> is one, and whether it may have a <noscript>.
+    None instead of the images (and no marks left) when the page has a <picture> or an
+    <img> in a <noscript>, which need _ImageWalk: found in the same walk, not a second."""
     images: list[ImageRef] = []
+    marked: list = []
     captions: dict = {}  # img element -> its figure's caption
+    noscripts = False
     # One walk in document order: a figure comes before the images inside it.
-    for el in root.iter("img", "figure"):
-        if el.tag == "figure":
+    for el in root.iter("img", "figure", "picture", "noscript"):
+        tag = el.tag
+        if tag == "img":
+            image = _image_ref(el, el, len(images), base, marks)
+            if captions:
+                image.figcaption = captions.get(el)
+            # The tail is part of the serialized text once, in document order: the n-th
+            # image mark there is images[n].
+            el.tail = marks.image + el.tail if el.tail else marks.image
+            images.append(image)
+            marked.append(el)
+        elif tag == "figure":
             caption = next(el.iter("figcaption"), None)
             if caption is not None and (text := _text(caption, marks)):
                 for image_el in el.iter("img"):
                     captions[image_el] = text
-            continue
-        image = _image_ref(el, el, len(images), base, marks)
-        if captions:
-            image.figcaption = captions.get(el)
-        # The tail is part of the serialized text once, in document order: the n-th
-        # image mark there is images[n].
-        el.tail = marks.image + el.tail if el.tail else marks.image
-        images.append(image)
-    return images
+        elif tag == "picture" or next(el.iter("img"), None) is not None:
+            for img in marked:
+                img.tail = img.tail[len(marks.image) :] or None
+            return None, True
+        else:
+            noscripts = True
+    return images, noscripts
 
 
 class _OpenPicture:
@@ -343,14 +356,14 @@ def _image_ref(el, img, index: int, base: _Base, marks: _Marks, source_srcsets: 
     return ImageRef(index, url, problem, detail, alt, (_clean(title) or None) if title else None, None)
 
 
-# Which URL an <img> shows. Lazy loaders copy data-lazy-src / data-src / data-original
+# Which URL an <img> shows. Lazy loaders copy data-src / data-lazy-src / data-original
 # into src (and data-srcset into srcset) when the image scrolls into view, so those win
 # over src whenever present and not a data: URI: they are what a reader of the page
 # ends up seeing. Then src, unless it is empty, a data: URI, or a placeholder file
 # (blank.gif, lazy_placeholder.gif, grey.png ...) while a srcset offers a real URL; then
 # the first usable URL of the img's data-srcset, srcset and its <picture>'s <source>s;
 # last the src as it is (a data: URI is reported as such).
-_LAZY_SRC_ATTRS = ("data-lazy-src", "data-src", "data-original")
+_LAZY_SRC_ATTRS = ("data-src", "data-lazy-src", "data-original")
 _SRC_ALTERNATIVES = frozenset((*_LAZY_SRC_ATTRS, "data-srcset", "srcset"))
 _PLACEHOLDER_FILE = re.compile(
     r"(?:^|/)(?:[a-z0-9]+[_-]){0,2}(?:blank|spacer|placeholder|lazy|loading|loader|grey|gray|transparent|pixel|1x1|dummy|empty|clear|spc|trans)"
