@@ -389,8 +389,18 @@ class _GuardedStream(httpcore.NetworkStream):
         if info == "socket":
             return self._sock
         if info == "is_readable":  # an idle pooled connection the server closed (EOF) reads as readable
-            return self._sock.fileno() < 0 or bool(select.select([self._sock], [], [], 0)[0])
+            return _readable_now(self._sock)
         return None
+
+
+def _readable_now(sock: socket.socket) -> bool:
+    if sock.fileno() < 0:
+        return True
+    if hasattr(select, "poll"):  # select() cannot take descriptors over 1023
+        poller = select.poll()
+        poller.register(sock, select.POLLIN)
+        return bool(poller.poll(0))
+    return bool(select.select([sock], [], [], 0)[0])
 
 
 class _GuardedTransport(httpx.HTTPTransport):
@@ -424,9 +434,12 @@ class HostThrottle:
             if start > deadline:
                 return False
             self._next[host] = start + self.interval
-        if start > now:
-            return not (cancelled or threading.Event()).wait(start - now)
-        return True
+        if start <= now:
+            return True
+        if cancelled is None:
+            time.sleep(start - now)
+            return True
+        return not cancelled.wait(start - now)
 
 
 class Fetcher:
@@ -538,7 +551,7 @@ class Fetcher:
             attempt += 1
             if not _current_budget.get().sleep(min(retry_after or self.settings.backoff_s * 2 ** (attempt - 1), 30.0)):
                 return outcome  # the next try would start after the deadline
-        
+
     def _request_once(self, url: str, target: httpx.URL, max_bytes: int, robots_txt: bool) -> tuple[FetchResult | str, float | None]:
         budget = _current_budget.get()
         host = target.raw_host.decode("ascii")  # the name httpx hands the network backend

@@ -121,32 +121,39 @@ def gather_pair_images(
     cache = DownloadCache(storage, policy=download_policy(fetcher.settings))
     origins = {"warc": 0, "cache": 0, "download": 0}
     index = WarcImageIndex(storage, None)
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fetch")
     try:
         index = WarcImageIndex(storage, web_images_url)
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            for batch in _batches(storage.iter_rows(storage.strip_protocol(pairs_url), ["pair_id", "image_url"]), batch_rows):
-                urls = {row["image_url"] for row in batch}
-                in_warc = index.take({u for u in urls if u in index})
-                outcomes: dict[str, FetchResult] = {}
-                to_fetch = []
-                for url in urls - in_warc.keys():
-                    cached = cache.get(url)
-                    if cached is not None:
-                        outcomes[url] = cached
-                    else:
-                        to_fetch.append(url)
-                for result in pool.map(fetcher.fetch_image, to_fetch):
-                    cache.put(result)
-                    outcomes[result.url] = result
-                for row in batch:
-                    writer.count_in()
-                    url = row["image_url"]
-                    if url in in_warc:
-                        origins["warc"] += _write_from_warc(row, in_warc[url], writer)
-                    else:
-                        # A cache hit was downloaded by an earlier run: its row says "download".
-                        origins["download" if url in to_fetch else "cache"] += _write_fetched(row, outcomes[url], writer)
+        for batch in _batches(storage.iter_rows(storage.strip_protocol(pairs_url), ["pair_id", "image_url"]), batch_rows):
+            urls = {row["image_url"] for row in batch}
+            in_warc = index.take({u for u in urls if u in index})
+            outcomes: dict[str, FetchResult] = {}
+            to_fetch = []
+            for url in urls - in_warc.keys():
+                cached = cache.get(url)
+                if cached is not None:
+                    outcomes[url] = cached
+                else:
+                    to_fetch.append(url)
+            for result in pool.map(fetcher.fetch_image, to_fetch):
+                cache.put(result)
+                outcomes[result.url] = result
+            for row in batch:
+                writer.count_in()
+                url = row["image_url"]
+                if url in in_warc:
+                    origins["warc"] += _write_from_warc(row, in_warc[url], writer)
+                else:
+                    # A cache hit was downloaded by an earlier run: its row says "download".
+                    origins["download" if url in to_fetch else "cache"] += _write_fetched(row, outcomes[url], writer)
+    except BaseException:
+        # Stopping: Dagster turns SIGTERM into an exception in this (the main) thread, while
+        # the workers sit in fetches. Cancelling ends those within a fraction of a second,
+        # so joining the workers below, and at interpreter exit, does not wait on servers.
+        fetcher.cancel()
+        raise
     finally:
+        pool.shutdown(wait=True, cancel_futures=True)
         index.close()
     return origins
 
