@@ -232,8 +232,8 @@ class _ImageWalk:
       picture to its own); any further <img> is an image of its own, and a picture
       without an <img> is one image by its sources.
     - A <noscript> holds what a browser without script shows, for a lazy-loaded image
-      its real <img>. An image in a noscript right after an image (only whitespace
-      between) is that image's no-script version: no row of its own, but its URL (and
+      its real <img>. An image in a noscript right after an image outside one (only
+      whitespace between) is that image's no-script version: no row of its own, but its URL (and
       alt) fill in when that image has no usable URL. Another noscript image is a row
       of its own, unless it repeats the previous image's URL or is a tracking pixel
       (declared 0 or 1 px wide or high).
@@ -250,6 +250,7 @@ class _ImageWalk:
         self.noscript = None  # the outermost open <noscript>
         self.noscript_depth = 0
         self.filled: set[int] = set()  # images a no-script version has been matched to
+        self.in_noscript: set[int] = set()  # images found inside a noscript
 
     def images(self, root) -> list[ImageRef]:
         tags = ("img", "picture", "source", "figure", "noscript")
@@ -294,6 +295,8 @@ class _ImageWalk:
         if noscript is not None and not self._is_new(el, image, noscript):
             return
         image.index = len(self.found)
+        if noscript is not None:
+            self.in_noscript.add(image.index)
         image.figcaption = self.captions[-1] if self.captions else None
         anchor = self.noscript if self.noscript is not None else el
         anchor.tail = self.marks.image + anchor.tail if anchor.tail else self.marks.image
@@ -303,7 +306,7 @@ class _ImageWalk:
     def _is_new(self, el, image: ImageRef, noscript) -> bool:
         """Whether a noscript image is one the page does not already show."""
         previous = self._image_right_before(noscript)
-        if previous is not None and previous.index not in self.filled:
+        if previous is not None and previous.index not in self.filled and previous.index not in self.in_noscript:
             self.filled.add(previous.index)
             if image.url is not None and (previous.url is None or _PLACEHOLDER_FILE.search(previous.url)):
                 previous.url, previous.problem, previous.problem_detail = image.url, None, None

@@ -192,14 +192,22 @@ def test_lazy_image_and_its_noscript_copy_are_one_row():
 def test_noscript_images_of_their_own_are_kept_but_tracking_pixels_are_not():
     html = (
         "<p>前</p><noscript><img height='1' width='1' src='https://tracker.example/px?id=1'></noscript>"
-        "<noscript>" + LAZY_NOTE + "<img src='gallery1.jpg' alt='一'><img src='gallery2.jpg' alt='二'></noscript><p>後</p>"
+        "<noscript>" + LAZY_NOTE + "<img src='gallery1.jpg' alt='一'><img src='gallery2.jpg' alt='二'></noscript>"
+        "<noscript><img src='gallery3.jpg' alt='三'></noscript><p>後</p>"
     )
     page = parse_page(html, "https://x.jp/a/", 200)
     assert [(i.url, i.alt, i.text_before, i.text_after) for i in images(page)] == [
         ("https://x.jp/a/gallery1.jpg", "一", "前", "後"),
         ("https://x.jp/a/gallery2.jpg", "二", "前", "後"),
+        ("https://x.jp/a/gallery3.jpg", "三", "前", "後"),  # not the no-script version of the image before it
     ]
     assert page.text_blocks == ["前", "後"]
+
+
+def test_noscript_without_images_is_still_not_page_text():
+    page = parse_page("<body><noscript><p>JavaScriptを有効に</p></noscript><p>本文</p><img src='a.jpg' alt='猫'><p>後</p></body>", "https://x.jp/", 200)
+    assert page.text_blocks == ["本文", "後"]
+    assert [(i.alt, i.text_before, i.text_after) for i in images(page)] == [("猫", "本文", "後")]
 
 
 def test_nested_pictures_give_each_img_its_own_row():
