@@ -6,7 +6,9 @@ Two corpora, each with a SOURCE.md naming every file's origin and licence:
   packages): real pages, chardet's charset corpus, hostile images.
 - ``../shared/fixtures/real-inputs/`` (or ``$ASAGI_REAL_INPUTS``): WARCs from warcio,
   jwarc and FastWARC and pages from trafilatura and readability, which exist only in
-  those projects' repositories. Its tests are skipped where it is absent.
+  those projects' repositories (tests/fixtures/real/SHARED-SOURCE.md says where, at
+  which commit). Their tests are skipped where it is absent; the WARCs' record counts
+  are here, in tests/fixtures/real/warc/expected.json.
 
 Every expectation is computed here independently of the code under test (lxml's own
 tree for image counts and text, Python's codecs for charsets, a byte-level scan for WARC
@@ -331,9 +333,9 @@ def test_hostile_images_are_screened_or_rejected_in_bounded_memory():
 
 # --- WARCs -------------------------------------------------------------------------
 
-WARC_EXPECTED_PATH = SHARED / "warc" / "expected.json"
-WARC_EXPECTED = json.loads(WARC_EXPECTED_PATH.read_text(encoding="utf-8"))["files"] if WARC_EXPECTED_PATH.is_file() else {}
-needs_shared = pytest.mark.skipif(not WARC_EXPECTED, reason=f"no shared WARC corpus at {SHARED}")
+# The counts live here; the files, from repositories only, in the shared corpus.
+WARC_EXPECTED = json.loads((FIXTURES / "warc" / "expected.json").read_text(encoding="utf-8"))["files"]
+needs_shared = pytest.mark.skipif(not (SHARED / "warc").is_dir(), reason=f"no shared WARC corpus at {SHARED}")
 _WARC_LINE = re.compile(rb"(?:^|\n)WARC/\d+\.\d+\r?\n")
 
 
@@ -420,7 +422,7 @@ def _records_accounted(storage, manifests) -> tuple[int, int]:
 
 
 @needs_shared
-@pytest.mark.parametrize("name", WARCS or ["(none)"])
+@pytest.mark.parametrize("name", WARCS)
 def test_warc_ingest_accounts_every_record(name, storage, config, tmp_path):
     path = SHARED / "warc" / name
     shard = re.sub(r"[^A-Za-z0-9_-]", "-", name)
