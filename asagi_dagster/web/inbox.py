@@ -11,7 +11,7 @@ from fsspec.implementations.local import LocalFileSystem
 from asagi_dagster.config import S3Settings
 from asagi_dagster.storage import Storage, filesystem_for, url_of
 
-SHARD_SUFFIXES = (".warc", ".warc.gz")  # matched case-insensitively: CRAWL.WARC.GZ is a shard too
+SHARD_SUFFIXES = (".warc", ".warc.gz", ".warc.lz4", ".warc.zst")  # matched case-insensitively: CRAWL.WARC.GZ is a shard too
 _KEY_PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9._\-]*")  # used with fullmatch: no trailing newline
 _SUBDIR = "__"  # stands for "/" in the keys of shards kept in subfolders
 # A key is a folder name under the storage root (<root>/<asset>/<key>/): at most 255 bytes

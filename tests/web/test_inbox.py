@@ -51,9 +51,11 @@ def test_names_are_checked_whole_and_suffixes_in_any_case(tmp_path):
     (inbox / "trailing.warc\n").write_bytes(WARC)
     (inbox / "UPPER.WARC.GZ").write_bytes(WARC)
     (inbox / "Mixed.Warc").write_bytes(WARC)
+    (inbox / "crawl.warc.lz4").write_bytes(WARC)  # FastWARC reads LZ4 and zstd WARCs too
+    (inbox / "crawl.warc.zst").write_bytes(WARC)
     (inbox / "notes.txt").write_bytes(b"not a shard")
     shards, skipped = scan(inbox)
-    assert sorted(shards) == ["Mixed.Warc", "UPPER.WARC.GZ"]
+    assert sorted(shards) == ["Mixed.Warc", "UPPER.WARC.GZ", "crawl.warc.lz4", "crawl.warc.zst"]
     assert set(skipped) == {"batch\n/a.warc", "trailing.warc\n"}
     assert all("letters, digits" in why for why in skipped.values())
     inbox_ = Inbox(str(inbox), S3Settings())
