@@ -40,11 +40,8 @@ _BLOCK_TAG_START = re.compile(rb"<(?=/?(?:" + "|".join(_BLOCK + [t.upper() for t
 _PARSER = etree.HTMLParser(remove_comments=True, remove_pis=True, encoding="utf-8", huge_tree=True)
 # Inline tags carry no text boundaries and nothing parse_page reads; a page too deep
 # for libxml2 is parsed again without them (they are what old pages leave unclosed).
-_INLINE_TAG = re.compile(
-    rb"</?(?:font|b|i|u|s|strike|em|strong|span|small|big|center|a|blink|marquee|tt|sup|sub|nobr|abbr|cite|q|mark|ins|del|label|dfn|kbd|var|samp|code)"
-    rb"(?=[\s/>])(?:[^>\"']|\"[^\"]*\"|'[^']*')*>",
-    re.I,
-)
+_INLINE = "font b i u s strike em strong span small big center a blink marquee tt sup sub nobr abbr cite q mark ins del label dfn kbd var samp code"
+_INLINE_TAG = re.compile(rb"</?(?:" + "|".join(_INLINE.split()).encode() + rb")(?=[\s/>])(?:[^>\"']|\"[^\"]*\"|'[^']*')*>", re.I)
 
 
 class _Marks:
@@ -368,9 +365,11 @@ def _image_ref(el, img, index: int, base: _Base, marks: _Marks, source_srcsets: 
 # last the src as it is (a data: URI is reported as such).
 _LAZY_SRC_ATTRS = ("data-src", "data-lazy-src", "data-original")
 _SRC_ALTERNATIVES = frozenset((*_LAZY_SRC_ATTRS, "data-srcset", "srcset"))
+_PLACEHOLDER_WORDS = "blank spacer placeholder lazy loading loader grey gray transparent pixel 1x1 dummy empty clear spc trans"
+# The file name is one of the words, with at most two words before and after it
+# (lazy_placeholder.gif, img-placeholder-300x200.png).
 _PLACEHOLDER_FILE = re.compile(
-    r"(?:^|/)(?:[a-z0-9]+[_-]){0,2}(?:blank|spacer|placeholder|lazy|loading|loader|grey|gray|transparent|pixel|1x1|dummy|empty|clear|spc|trans)"
-    r"(?:[_-][a-z0-9]+){0,2}\.(?:gif|png|svg|jpe?g|webp)(?:[?#]|$)",
+    r"(?:^|/)(?:[a-z0-9]+[_-]){0,2}(?:" + "|".join(_PLACEHOLDER_WORDS.split()) + r")(?:[_-][a-z0-9]+){0,2}\.(?:gif|png|svg|jpe?g|webp)(?:[?#]|$)",
     re.I,
 )
 _SRCSET_URL = re.compile(r"[\s,]*(\S*)")
