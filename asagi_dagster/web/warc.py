@@ -36,6 +36,7 @@ _WARC_VERSION = re.compile(rb"WARC/1\.[01]\r\n")  # a record's first line
 _CONTENT_LENGTH = re.compile(rb"\r\nContent-Length:[ \t]*(\d+)[ \t]*\r\n", re.I)
 _SCAN_CHUNK = 1 << 20
 _MAX_WARC_HEADER = 32 << 10  # FastWARC's default header limit
+_HEAD_BYTES = 1024  # enough of a gzip member to inflate its first line (Huffman tables first)
 
 
 @dataclass(slots=True)
@@ -309,12 +310,12 @@ def _candidate_starts(f: BinaryIO, start: int, size: int) -> Iterator[int]:
     previous = b"\n" if start == 0 else _byte_at(f, start - 1)
     while position < size:
         f.seek(position)
-        # The extra bytes let a candidate near the end of the chunk be checked whole.
-        chunk = f.read(_SCAN_CHUNK + 4096)
+        # The extra bytes let a candidate near the end of the chunk be checked.
+        chunk = f.read(_SCAN_CHUNK + _HEAD_BYTES)
         if not chunk:
             return
         for hit in _marker_hits(chunk, previous, _SCAN_CHUNK):
-            if _starts_record(chunk[hit : hit + 4096]):
+            if _starts_record(chunk[hit : hit + _HEAD_BYTES]):
                 yield position + hit
         previous = chunk[_SCAN_CHUNK - 1 : _SCAN_CHUNK]
         position += _SCAN_CHUNK
@@ -328,14 +329,16 @@ def _byte_at(f: BinaryIO, position: int) -> bytes:
 def _marker_hits(chunk: bytes, previous: bytes, limit: int) -> list[int]:
     """Offsets below ``limit`` in ``chunk`` of gzip magic bytes and of ``WARC/1.`` at a
     line start (``previous`` is the byte before the chunk), sorted."""
-    hits = []
-    for marker in (GZIP_MAGIC, b"WARC/1."):
-        index = chunk.find(marker, 0, limit + len(marker) - 1)
-        while index >= 0:
-            if marker is GZIP_MAGIC or (chunk[index - 1 : index] if index else previous) == b"\n":
-                hits.append(index)
-            index = chunk.find(marker, index + 1, limit + len(marker) - 1)
+    hits = [m.start() for m in _GZIP_MAGIC_RE.finditer(chunk, 0, limit + 2)]  # re beats bytes.find on 3 bytes
+    index = chunk.find(b"WARC/1.", 0, limit + 6)
+    while index >= 0:
+        if (chunk[index - 1 : index] if index else previous) == b"\n":
+            hits.append(index)
+        index = chunk.find(b"WARC/1.", index + 1, limit + 6)
     return sorted(hits)
+
+
+_GZIP_MAGIC_RE = re.compile(re.escape(GZIP_MAGIC))
 
 
 # --- the independent count -------------------------------------------------------
