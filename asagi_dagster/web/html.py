@@ -65,7 +65,9 @@ _SPARE_MARKS = [_Marks(chr(0x10FF00 + 2 * k), chr(0x10FF01 + 2 * k)) for k in ra
 def _marks_for(data: bytes) -> tuple[_Marks, bytes]:
     """Marks no character of the page collides with, and the page: unchanged unless it
     uses every candidate (only a page built to do so), then without the first pair."""
-    if b"\xee\x80" not in data:  # one scan in C: no U+E000..U+E03F at all, the common case
+    # One memchr: 0xEE leads only U+E000..U+EFFF in UTF-8, which most pages do not use
+    # (a multi-byte needle is searched about 20x slower).
+    if b"\xee" not in data:
         return _DEFAULT_MARKS, data
     for marks in [_DEFAULT_MARKS, *_SPARE_MARKS]:
         if marks.image.encode() not in data and marks.block.encode() not in data:
