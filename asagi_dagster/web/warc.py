@@ -145,6 +145,8 @@ def _read_record(raw, fallback_id: str, max_payload_bytes: int) -> WarcRecord:
     record_id = headers.get("WARC-Record-ID") or fallback_id
     warc_type = headers.get("WARC-Type") or ""
     target_uri = headers.get("WARC-Target-URI")
+    if target_uri and target_uri[:1] == "<" and target_uri[-1:] == ">":
+        target_uri = target_uri[1:-1]  # WARC 1.0's grammar put the URI in <>; wget still writes it so
     if raw.record_type != WarcRecordType.response:  # rejected by type alone: read nothing more
         return WarcRecord(record_id, offset, warc_type, target_uri, None, None, None, None, None, None, None, None, None)
     raw.parse_http()  # headers only; the body is decoded here, so a bad body cannot derail the iterator
