@@ -66,8 +66,11 @@ class DownloaderSettings(_Strict):
     @field_validator("allow_networks")
     @classmethod
     def _networks_parse(cls, value: list[str]) -> list[str]:
-        for net in value:
-            ipaddress.ip_network(net, strict=False)
+        for index, net in enumerate(value):
+            try:
+                ipaddress.ip_network(net, strict=False)
+            except ValueError:
+                raise ValueError(f"entry {index} is not an IP network such as 10.0.0.0/8 or 127.0.0.1") from None  # not echoed: see _describe
         return value
 
 
@@ -398,7 +401,8 @@ class PodSettings(_Strict):
     def _secret_references(cls, value: dict[str, str]) -> dict[str, str]:
         for name, ref in value.items():
             if not re.fullmatch(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?/[-._a-zA-Z0-9]+", ref):
-                raise ValueError(f"{name}: {ref!r} is not a 'secret-name/key' reference (secret values never go in a profile)")
+                # The value is not repeated: it may be the secret itself.
+                raise ValueError(f"{name}: not a 'secret-name/key' reference (secret values never go in a profile)")
         return value
 
 
@@ -654,17 +658,105 @@ def _absolutize(raw: dict, base: Path) -> dict:
     return raw
 
 
+# Error messages name the file, the key and what was expected, never the value given:
+# any key can receive a secret pasted in the wrong place, and a value built by YAML
+# aliases can be millions of items long. (The profile's own validators may quote a name
+# that refers to another key, such as a dataset or a generator, to say which one is
+# missing.) Messages are also bounded in count and size.
+_MAX_ERRORS = 20
+_MAX_KEY_CHARS = 80
+_MAX_MESSAGE_CHARS = 200
+# Values in a profile once its aliases are expanded; the shipped ones have under 500.
+MAX_PROFILE_NODES = 10_000
+_KINDS = ((bool, "a boolean"), (int, "an integer"), (float, "a number"), (str, "a string"), (list, "a list"), (dict, "a mapping"))
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _kind(value) -> str:
+    if value is None:
+        return "null"
+    return next((name for kind, name in _KINDS if isinstance(value, kind)), type(value).__name__)
+
+
 def _describe(error: ValidationError, path: Path) -> str:
     lines = [f"invalid profile {path}:"]
-    for item in error.errors():
-        key = ".".join(str(p) for p in item["loc"]) or "<top level>"
+    items = error.errors()
+    for item in items[:_MAX_ERRORS]:
+        key = ".".join(_clip(str(p), _MAX_KEY_CHARS) for p in item["loc"]) or "<top level>"
+        message = _clip(item["msg"], _MAX_MESSAGE_CHARS)
         if item["type"] == "extra_forbidden":
             lines.append(f"  {key}: unknown key")
+        elif item["type"] in ("missing", "value_error", "assertion_error"):  # the message is the whole story
+            lines.append(f"  {key}: {message}")
         else:
-            got = item.get("input")
-            got_text = "" if isinstance(got, dict) else f" (got {got!r})"
-            lines.append(f"  {key}: {item['msg']}{got_text}")
+            lines.append(f"  {key}: {message} (got {_kind(item.get('input'))})")
+    if len(items) > _MAX_ERRORS:
+        lines.append(f"  ... and {len(items) - _MAX_ERRORS} more")
     return "\n".join(lines)
+
+
+def _read_text(path: Path) -> str:
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read profile {path}: {exc.strerror}") from exc
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line, line_start = raw.count(b"\n", 0, exc.start) + 1, raw.rfind(b"\n", 0, exc.start) + 1
+        where = f"line {line}, column {exc.start - line_start + 1}"
+        raise ConfigError(f"profile {path} is not UTF-8 text (byte 0x{raw[exc.start]:02x} at {where}); save it as UTF-8") from None
+
+
+def _parse_yaml(text: str, path: Path):
+    """yaml.safe_load, refusing documents whose aliases expand past MAX_PROFILE_NODES
+    (checked on the node graph, before anything is built from it)."""
+    try:
+        loader = yaml.SafeLoader(text)  # refuses control characters here
+    except yaml.YAMLError as exc:
+        raise ConfigError(_yaml_problem(exc, path)) from None
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        if _expanded_nodes(node, MAX_PROFILE_NODES) > MAX_PROFILE_NODES:
+            raise ConfigError(
+                f"invalid profile {path}: its aliases expand it past {MAX_PROFILE_NODES} values (a profile has a few hundred)"
+            )
+        return loader.construct_document(node)
+    except yaml.YAMLError as exc:
+        raise ConfigError(_yaml_problem(exc, path)) from None
+    except RecursionError:
+        raise ConfigError(f"invalid YAML in profile {path}: nested too deeply") from None
+    finally:
+        loader.dispose()
+
+
+def _expanded_nodes(root: yaml.Node, limit: int) -> int:
+    """How many nodes the document has with every alias expanded, counting stops past
+    ``limit`` (a recursive alias never ends, so it always goes past)."""
+    count, stack = 0, [root]
+    while stack and count <= limit:
+        node = stack.pop()
+        count += 1
+        if isinstance(node, yaml.SequenceNode):
+            stack.extend(node.value)
+        elif isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                stack += (key, value)
+    return count
+
+
+def _yaml_problem(exc: yaml.YAMLError, path: Path) -> str:
+    """One line: where and what, without PyYAML's quoted snippet of the line (a value)."""
+    mark, position = getattr(exc, "problem_mark", None), getattr(exc, "position", None)
+    where = f", line {mark.line + 1}, column {mark.column + 1}" if mark else f", character {position + 1}" if position is not None else ""
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    context = getattr(exc, "context", None)
+    return _clip(f"invalid YAML in profile {path}{where}: {context + ': ' if context else ''}{problem}", 400)
 
 
 def profile_path() -> Path:
@@ -674,14 +766,7 @@ def profile_path() -> Path:
 def load_config(path: str | Path | None = None) -> AsagiConfig:
     """Load and validate a profile; raises ConfigError naming file, key and expectation."""
     path = Path(path).resolve() if path else profile_path()
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"cannot read profile {path}: {exc.strerror}") from exc
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"invalid YAML in profile {path}: {exc}") from exc
+    raw = _parse_yaml(_read_text(path), path)
     if not isinstance(raw, dict):
         raise ConfigError(f"invalid profile {path}: expected a mapping at the top level")
     try:

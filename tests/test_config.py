@@ -40,8 +40,9 @@ def test_translations_must_name_english_datasets_of_the_profile(tmp_path):
 
 def test_pod_secret_env_takes_references_not_values(tmp_path):
     pods = {"synthesis": {"image": "x", "secret_env": {"HF_TOKEN": "hf_abcdefghijklmnop"}}}
-    with pytest.raises(ConfigError, match="HF_TOKEN: 'hf_abcdefghijklmnop' is not a 'secret-name/key' reference"):
+    with pytest.raises(ConfigError, match="HF_TOKEN: not a 'secret-name/key' reference") as err:
         load_config(write_profile(tmp_path, gpu_jobs={"runner": "k8s", "pods": pods}))
+    assert "hf_abcdefghijklmnop" not in str(err.value)  # the token itself stays out of logs and the UI
 
 
 def test_a_task_entry_keeps_the_task_defaults_it_does_not_name(tmp_path):
@@ -83,9 +84,72 @@ def test_wrong_type_names_key_and_expectation(tmp_path):
     path = write_profile(tmp_path, sources={"web": {"downloader": {"workers": "many"}}})
     with pytest.raises(ConfigError) as err:
         load_config(path)
-    assert "sources.web.downloader.workers" in str(err.value)
-    assert "valid integer" in str(err.value)
-    assert "'many'" in str(err.value)
+    assert "sources.web.downloader.workers: Input should be a valid integer" in str(err.value)
+    assert "(got a string)" in str(err.value) and "many" not in str(err.value)
+
+
+def test_a_secret_in_a_key_of_another_type_is_named_by_key_and_type_never_by_value(tmp_path):
+    secret = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
+    path = write_profile(tmp_path, storage={"s3": secret}, sources={"web": {"downloader": {"max_bytes": secret, "allow_networks": secret}}})
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    message = str(err.value)
+    assert "storage.s3: Input should be a valid dictionary or instance of S3Settings (got a string)" in message
+    assert "sources.web.downloader.max_bytes: Input should be a valid integer" in message
+    assert "sources.web.downloader.allow_networks: Input should be a valid list (got a string)" in message
+    assert secret not in message and secret[:8] not in message
+
+
+def test_a_profile_that_is_not_utf8_is_a_one_line_error_saying_where(tmp_path):
+    path = write_profile(tmp_path, profile="café")
+    path.write_bytes(path.read_text(encoding="utf-8").encode("latin-1"))
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    line = next(n for n, text in enumerate(path.read_bytes().splitlines(), 1) if b"caf" in text)
+    assert str(err.value) == f"profile {path} is not UTF-8 text (byte 0xe9 at line {line}, column 13); save it as UTF-8"
+
+
+BILLION_LAUGHS = """\
+a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]
+b: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]
+c: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]
+d: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]
+e: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d]
+f: &f [*e,*e,*e,*e,*e,*e,*e,*e,*e]
+g: &g [*f,*f,*f,*f,*f,*f,*f,*f,*f]
+profile: *g
+"""
+
+
+def test_an_alias_bomb_is_refused_before_it_expands(tmp_path):
+    path = tmp_path / "bomb.yaml"
+    path.write_text(BILLION_LAUGHS + "storage: {root: /tmp/x}\n")  # 4.8 million strings once expanded
+    assert path.stat().st_size < 800
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert str(err.value) == f"invalid profile {path}: its aliases expand it past 10000 values (a profile has a few hundred)"
+    recursive = tmp_path / "recursive.yaml"
+    recursive.write_text("profile: &a [*a]\n")  # expands forever
+    with pytest.raises(ConfigError, match="its aliases expand it past"):
+        load_config(recursive)
+
+
+def test_a_profile_with_a_few_aliases_still_loads(tmp_path):
+    common = {"format": "jsonl", "path": "d.jsonl", "text_column": "caption", "language": "ja", "licence": "CC BY 4.0"}
+    path = write_profile(tmp_path, sources={"datasets": {"first": common, "second": common}})
+    assert "&id001" in path.read_text() and "*id001" in path.read_text()  # safe_dump shares the repeated mapping
+    datasets = load_config(path).sources.datasets
+    assert datasets["first"] == datasets["second"] and datasets["second"].text_column == "caption"
+
+
+def test_error_messages_are_bounded_in_lines_and_length(tmp_path):
+    long_key = "k" * 5000
+    path = write_profile(tmp_path, storage={long_key: 1}, sources={"web": {"downloader": {"allowed_content_types": [[i] for i in range(500)]}}})
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    message = str(err.value)
+    assert len(message) < 4000 and message.count("\n") == 21
+    assert "storage." + "k" * 79 + "…: unknown key" in message and "... and 481 more" in message
 
 
 def test_missing_required_key(tmp_path):
@@ -97,8 +161,9 @@ def test_missing_required_key(tmp_path):
 
 def test_bad_network_in_allow_list(tmp_path):
     path = write_profile(tmp_path, sources={"web": {"downloader": {"allow_networks": ["not-a-net"]}}})
-    with pytest.raises(ConfigError, match="allow_networks"):
+    with pytest.raises(ConfigError, match="allow_networks: Value error, entry 0 is not an IP network") as err:
         load_config(path)
+    assert "not-a-net" not in str(err.value)
 
 
 def test_unreadable_and_non_mapping_files(tmp_path):
@@ -112,6 +177,19 @@ def test_unreadable_and_non_mapping_files(tmp_path):
     broken.write_text("profile: [unclosed\n")
     with pytest.raises(ConfigError, match="invalid YAML"):
         load_config(broken)
+    quoted = tmp_path / "quoted.yaml"
+    quoted.write_text('profile: test\nstorage: {root: "hunter2-not-closed\n')
+    with pytest.raises(ConfigError) as err:  # where, not PyYAML's quoted copy of the line
+        load_config(quoted)
+    assert str(err.value) == f"invalid YAML in profile {quoted}, line 3, column 1: while scanning a quoted scalar: found unexpected end of stream"
+    control = tmp_path / "control.yaml"
+    control.write_text("profile: a\x00b\n")
+    with pytest.raises(ConfigError, match=r"control.yaml, character 11: unacceptable character #x0000"):
+        load_config(control)
+    deep = tmp_path / "deep.yaml"
+    deep.write_text("profile: " + "[" * 5000 + "]" * 5000 + "\n")
+    with pytest.raises(ConfigError, match="nested too deeply"):
+        load_config(deep)
 
 
 def _keys(node):
