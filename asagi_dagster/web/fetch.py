@@ -241,11 +241,8 @@ _current_budget: contextvars.ContextVar[_Budget] = contextvars.ContextVar("fetch
 def _resolve_within(policy: AddressPolicy, host: str, port: int, budget: _Budget) -> list[tuple[int, tuple]]:
     """``policy.check``, bounded by the deadline and the cancel flag. getaddrinfo cannot be
     interrupted, so a name is looked up on a daemon thread that is abandoned if it hangs."""
-    try:
-        ipaddress.ip_address(host)
-        return policy.check(host, port)  # a literal: no lookup, nothing to wait for
-    except ValueError:
-        pass
+    if _is_ip_literal(host):
+        return policy.check(host, port)  # no lookup, nothing to wait for
     outcome: dict[str, object] = {}
     done = threading.Event()
 
@@ -264,6 +261,14 @@ def _resolve_within(policy: AddressPolicy, host: str, port: int, budget: _Budget
     if "error" in outcome:
         raise outcome["error"]
     return outcome["addresses"]
+
+
+def _is_ip_literal(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 # --- sockets: every blocking call sliced ---------------------------------------------------
@@ -325,7 +330,8 @@ def _connect(family: int, sockaddr: tuple, local_address: str | None, budget: _B
 
 
 class _GuardedStream(httpcore.NetworkStream):
-    """httpcore's socket stream, with each read, write and TLS handshake step sliced."""
+    """What httpcore's SyncStream does, with every read, write and TLS handshake step
+    sliced, so that the fetch's deadline and cancel flag are seen within ``_SLICE_S``."""
 
     def __init__(self, sock: socket.socket):
         self._sock = sock
@@ -408,7 +414,8 @@ class _GuardedTransport(httpx.HTTPTransport):
         super().__init__(trust_env=False)
         # httpx has no public way to give its pool an httpcore network backend yet
         # (encode/httpx#3180): replace the pool it built with the same pool and ours.
-        assert isinstance(self._pool, httpcore.ConnectionPool), "httpx internals changed: see _GuardedTransport"
+        if not isinstance(getattr(self, "_pool", None), httpcore.ConnectionPool):
+            raise RuntimeError(f"httpx {httpx.__version__} keeps its pool elsewhere: the fetcher cannot pin addresses")
         self._pool.close()
         self._pool = httpcore.ConnectionPool(
             ssl_context=ssl_context or httpx.create_ssl_context(trust_env=False),

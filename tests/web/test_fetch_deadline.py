@@ -239,6 +239,35 @@ def test_cancel_stops_fetches_in_flight_at_once(server, backlog_full, stall):
     assert fetcher.fetch_image(server.url("/drip.jpg")).reason == "cancelled"
 
 
+def test_cancel_stops_fetches_waiting_for_the_host_or_the_resolver(server, monkeypatch):
+    real = socket.getaddrinfo
+
+    def slow_dns(host, *args, **kwargs):
+        if host == "slow-dns.test":
+            time.sleep(5.0)  # bounded
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", slow_dns)
+    server.routes["/x.jpg"] = image()
+    fetcher = Fetcher(settings(total_timeout_s=60.0, per_host_interval_s=20.0, respect_robots_txt=False))
+    assert fetcher.fetch_image(server.url("/x.jpg")).ok  # takes the host's turn: the next is 20 s away
+    urls = [server.url("/x.jpg"), server.url("/x.jpg"), "http://slow-dns.test/x.jpg"]
+    results = {}
+    workers = [threading.Thread(target=lambda i=i, u=u: results.__setitem__(i, fetcher.fetch_image(u))) for i, u in enumerate(urls)]
+    for worker in workers:
+        worker.start()
+    time.sleep(1.0)
+    cancelled_at = time.monotonic()
+    fetcher.cancel()
+    for worker in workers:
+        worker.join(timeout=5.0)
+    stopped = time.monotonic() - cancelled_at
+    fetcher.close()
+    assert stopped < 1.0, stopped
+    assert [(results[i].reason, results[i].transient) for i in range(3)] == [("cancelled", True)] * 3
+    assert server.count("/x.jpg") == 1
+
+
 # --------------------------------------------------------------------------------------
 # TLS to the pinned address: the name still goes into SNI and the certificate check
 # --------------------------------------------------------------------------------------
