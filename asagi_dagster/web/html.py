@@ -184,35 +184,35 @@ def _flatten(root, base_url: str, max_context_chars: int, marks: _Marks) -> tupl
 
 def _plain_images(root, base: _Base, marks: _Marks) -> tuple[list[ImageRef] | None, bool]:
     """The images of a page where each <img> is one, and whether it may have a <noscript>.
-    None instead of the images (and no marks left) when the page has a <picture> or an
-    <img> in a <noscript>, which need _ImageWalk: found in the same walk, not a second."""
-    images: list[ImageRef] = []
-    marked: list = []
+    None instead of the images when the page has a <picture> or an <img> in a
+    <noscript>, which need _ImageWalk: found in the same walk, not a second, and before
+    any image is resolved or marked."""
+    found: list = []  # img elements in document order
     captions: dict = {}  # img element -> its figure's caption
     noscripts = False
     # One walk in document order: a figure comes before the images inside it.
     for el in root.iter("img", "figure", "picture", "noscript"):
         tag = el.tag
         if tag == "img":
-            image = _image_ref(el, el, len(images), base, marks)
-            if captions:
-                image.figcaption = captions.get(el)
-            # The tail is part of the serialized text once, in document order: the n-th
-            # image mark there is images[n].
-            el.tail = marks.image + el.tail if el.tail else marks.image
-            images.append(image)
-            marked.append(el)
+            found.append(el)
         elif tag == "figure":
             caption = next(el.iter("figcaption"), None)
             if caption is not None and (text := _text(caption, marks)):
                 for image_el in el.iter("img"):
                     captions[image_el] = text
         elif tag == "picture" or next(el.iter("img"), None) is not None:
-            for img in marked:
-                img.tail = img.tail[len(marks.image) :] or None
             return None, True
         else:
             noscripts = True
+    images: list[ImageRef] = []
+    for el in found:
+        image = _image_ref(el, el, len(images), base, marks)
+        if captions:
+            image.figcaption = captions.get(el)
+        # The tail is part of the serialized text once, in document order: the n-th
+        # image mark there is images[n].
+        el.tail = marks.image + el.tail if el.tail else marks.image
+        images.append(image)
     return images, noscripts
 
 
@@ -307,7 +307,7 @@ class _ImageWalk:
         previous = self._image_right_before(noscript)
         if previous is not None and previous.index not in self.filled and previous.index not in self.in_noscript:
             self.filled.add(previous.index)
-            if image.url is not None and (previous.url is None or _PLACEHOLDER_FILE.search(previous.url)):
+            if image.url is not None and image.url != previous.url and (previous.url is None or _PLACEHOLDER_FILE.search(previous.url)):
                 previous.url, previous.problem, previous.problem_detail = image.url, None, None
             if not (previous.alt and previous.alt.strip()):
                 previous.alt = image.alt
