@@ -50,7 +50,7 @@ class DownloaderSettings(_Strict):
     user_agent: str = "asagi-dagster/0.1 (+https://github.com/asagi-dagster)"
     connect_timeout_s: float = Field(5.0, gt=0)
     read_timeout_s: float = Field(15.0, gt=0, description="Longest wait for the next bytes.")
-    total_timeout_s: float = Field(60.0, gt=0, description="Longest a whole response body may take.")
+    total_timeout_s: float = Field(60.0, gt=0, description="Longest one image fetch may take, all of it: name lookup, connecting, TLS, headers, body, robots.txt, redirects, retries and waiting for the host's turn.")
     max_bytes: int = Field(20 * 1024 * 1024, gt=0)
     max_redirects: int = Field(5, ge=0)
     retries: int = Field(3, ge=0)
