@@ -41,7 +41,9 @@ _PARSER = etree.HTMLParser(remove_comments=True, remove_pis=True, encoding="utf-
 # Inline tags carry no text boundaries and nothing parse_page reads; a page too deep
 # for libxml2 is parsed again without them (they are what old pages leave unclosed).
 _INLINE = "font b i u s strike em strong span small big center a blink marquee tt sup sub nobr abbr cite q mark ins del label dfn kbd var samp code"
-_INLINE_TAG = re.compile(rb"</?(?:" + "|".join(_INLINE.split()).encode() + rb")(?=[\s/>])(?:[^>\"']|\"[^\"]*\"|'[^']*')*>", re.I)
+# A match never crosses a "<", so each try ends at the next tag and the whole
+# substitution stays linear on hostile input (unclosed quotes).
+_INLINE_TAG = re.compile(rb"</?(?:" + "|".join(_INLINE.split()).encode() + rb")(?=[\s/>])(?:[^<>\"']|\"[^\"<]*\"|'[^'<]*')*>", re.I)
 
 
 class _Marks:

@@ -140,6 +140,17 @@ def test_page_too_deep_to_parse_whole_is_rejected_with_a_reason():
         parse_page("<html><body>" + "<div>" * 3000 + captioned_photos(), "https://x.jp/", 200)
 
 
+def test_hostile_deep_page_is_rejected_in_linear_time():
+    # Deep enough for the re-parse without inline tags, whose pattern once backtracked
+    # quadratically over unclosed quotes (80 s for these 215 KB).
+    import time
+
+    started = time.monotonic()
+    with pytest.raises(HtmlParseError, match="nested too deeply"):
+        parse_page("<div>" * 3000 + "<b '" * 50_000, "https://x.jp/", 200)
+    assert time.monotonic() - started < 10
+
+
 # --- <picture>, <noscript> and lazy loading
 
 LAZY_NOTE = "<p>JavaScriptを有効にしてください</p>"
