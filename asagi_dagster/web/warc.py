@@ -142,7 +142,7 @@ def _iter_stream(f: BinaryIO, layout: str, shard: str, max_payload_bytes: int) -
 def _read_record(raw, fallback_id: str, max_payload_bytes: int) -> WarcRecord:
     headers = raw.headers
     offset = raw.stream_pos
-    record_id = headers.get("WARC-Record-ID") or fallback_id
+    record_id = raw.record_id or fallback_id
     warc_type = headers.get("WARC-Type") or ""
     target_uri = headers.get("WARC-Target-URI")
     if target_uri and target_uri[:1] == "<" and target_uri[-1:] == ">":
@@ -154,15 +154,21 @@ def _read_record(raw, fallback_id: str, max_payload_bytes: int) -> WarcRecord:
     status_line = http.status_line or ""
     protocol, _, rest = status_line.partition(" ")
     expected = raw.content_length  # the HTTP body's length, once the headers are parsed
+    declared = headers.get("WARC-Payload-Digest")
+    # Damage in bytes gzip stores uncompressed (photos) is no gzip error, and FastWARC
+    # does not check a member's CRC: the declared digest is what catches it. FastWARC
+    # hashes the body as stored (in Rust, about 2.5x hashlib here) before it is read;
+    # only bodies under the cap, since it holds the body to hash it.
+    sound = not declared or (expected <= max_payload_bytes and raw.verify_payload_digest(consume=False))
     body = raw.reader.read(max_payload_bytes + 1)
     payload, payload_error, oversize = _decode_body(body, expected, http, max_payload_bytes)
-    declared = headers.get("WARC-Payload-Digest")
     digest = mismatch = None
     if payload is not None:
         digest = declared or "sha1:" + hashlib.sha1(payload).hexdigest()
-        # Damage in bytes gzip stores uncompressed (photos) is no gzip error: the digest
-        # is what catches it. Writers hash the body as sent or as decoded: either matches.
-        if declared and not payload_error and not _digest_matches(declared, body) and not _digest_matches(declared, payload):
+        # Writers hash the body as sent or as decoded, in base32 or hex: either matches.
+        if not sound and not payload_error and not _digest_matches(declared, body) and not (
+            payload is not body and _digest_matches(declared, payload)
+        ):
             mismatch = declared
     robots = http.get_multiple("X-Robots-Tag")
     return WarcRecord(
@@ -305,9 +311,10 @@ def _next_start(f: BinaryIO, start: int, size: int) -> int:
     return size
 
 
-def _candidate_starts(f: BinaryIO, start: int, size: int) -> Iterator[int]:
+def _candidate_starts(f: BinaryIO, start: int, size: int, markers: tuple[str, ...] = ("gzip", "warc")) -> Iterator[int]:
     """Every offset from ``start`` on where a record starts (a gzip member inflating to a
-    WARC header, or a WARC version line at a line start), in order."""
+    WARC header, or a WARC version line at a line start), in order; ``markers`` says
+    which of the two kinds to look for."""
     position = start
     previous = b"\n" if start == 0 else _byte_at(f, start - 1)
     while position < size:
@@ -316,7 +323,7 @@ def _candidate_starts(f: BinaryIO, start: int, size: int) -> Iterator[int]:
         chunk = f.read(_SCAN_CHUNK + _HEAD_BYTES)
         if not chunk:
             return
-        for hit in _marker_hits(chunk, previous, _SCAN_CHUNK):
+        for hit in _marker_hits(chunk, previous, _SCAN_CHUNK, markers):
             if _starts_record(chunk[hit : hit + _HEAD_BYTES]):
                 yield position + hit
         previous = chunk[_SCAN_CHUNK - 1 : _SCAN_CHUNK]
@@ -328,15 +335,18 @@ def _byte_at(f: BinaryIO, position: int) -> bytes:
     return f.read(1)
 
 
-def _marker_hits(chunk: bytes, previous: bytes, limit: int) -> list[int]:
+def _marker_hits(chunk: bytes, previous: bytes, limit: int, markers: tuple[str, ...]) -> list[int]:
     """Offsets below ``limit`` in ``chunk`` of gzip magic bytes and of ``WARC/1.`` at a
     line start (``previous`` is the byte before the chunk), sorted."""
-    hits = [m.start() for m in _GZIP_MAGIC_RE.finditer(chunk, 0, limit + 2)]  # re beats bytes.find on 3 bytes
-    index = chunk.find(b"WARC/1.", 0, limit + 6)
-    while index >= 0:
-        if (chunk[index - 1 : index] if index else previous) == b"\n":
-            hits.append(index)
-        index = chunk.find(b"WARC/1.", index + 1, limit + 6)
+    hits = []
+    if "gzip" in markers:
+        hits += [m.start() for m in _GZIP_MAGIC_RE.finditer(chunk, 0, limit + 2)]  # re beats bytes.find on 3 bytes
+    if "warc" in markers:
+        index = chunk.find(b"WARC/1.", 0, limit + 6)
+        while index >= 0:
+            if (chunk[index - 1 : index] if index else previous) == b"\n":
+                hits.append(index)
+            index = chunk.find(b"WARC/1.", index + 1, limit + 6)
     return sorted(hits)
 
 
@@ -370,7 +380,10 @@ def scan_record_starts(open_file: Callable[[], BinaryIO]) -> RecordStarts:
         layout = _layout(f)
         if layout in STREAM_LAYOUTS:
             return RecordStarts(layout, _inflated_starts(_InflatedStream(f, layout)))
-        return RecordStarts(layout, list(_candidate_starts(f, 0, f.seek(0, 2))))
+        # A plain file's records start with version lines, a gzip file's with members:
+        # looking for the other kind too would cost half the scan for nothing.
+        markers = {"gzip-members": ("gzip",), "plain": ("warc",)}.get(layout, ("gzip", "warc"))
+        return RecordStarts(layout, list(_candidate_starts(f, 0, f.seek(0, 2), markers)))
 
 
 STREAM_LAYOUTS = ("gzip-stream", "lz4", "zstd")
