@@ -24,6 +24,9 @@ from lxml import etree
 # <noscript> is stripped too, but only after the walk: its images are the no-script
 # versions of lazy-loaded ones (see _ImageWalk).
 _SKIP = ("script", "style", "template", "rt", "rp", "svg", "iframe", "object", "head", "select", "button")
+# Of those, the ones whose images a browser shows (an image button, an <object>'s
+# fallback image): their text is still no page text, but their images are images.
+_SHOWS_IMAGES = ("button", "object")
 _BLOCK = (
     "address article aside blockquote br dd details div dl dt fieldset figcaption figure footer form "
     "h1 h2 h3 h4 h5 h6 header hr li main nav ol p pre section summary table tbody td tfoot th thead tr ul caption"
@@ -172,6 +175,7 @@ def _head(root, page_url: str, marks: _Marks) -> Page:
 
 def _flatten(root, base_url: str, max_context_chars: int, marks: _Marks) -> tuple[list[str], list[ImageRef]]:
     """The page's text blocks and images in document order, each image with its context."""
+    _keep_images_of_controls(root)
     etree.strip_elements(root, *_SKIP, with_tail=False)
     base = _Base(base_url)
     images, noscripts = _plain_images(root, base, marks)
@@ -182,6 +186,19 @@ def _flatten(root, base_url: str, max_context_chars: int, marks: _Marks) -> tupl
     # Whitespace is collapsed once for the whole page (the marks are not whitespace).
     flat = _clean(etree.tostring(root, method="text", encoding="unicode", with_tail=False))
     return _text_blocks(flat, images, max_context_chars, marks), images
+
+
+def _keep_images_of_controls(root) -> None:
+    """A <button> or <object> holding an image becomes a <span> with no text of its own,
+    so the strip of skipped elements that follows keeps its images (and only them)."""
+    for el in list(root.iter(*_SHOWS_IMAGES)):
+        if next(el.iter("img", "picture"), None) is None:
+            continue
+        for inner in el.iter():
+            inner.text = None
+            if inner is not el:
+                inner.tail = None
+        el.tag = "span"
 
 
 def _plain_images(root, base: _Base, marks: _Marks) -> tuple[list[ImageRef] | None, bool]:

@@ -250,3 +250,19 @@ def test_every_robots_meta_is_read_and_noai_found_in_any_form():
     page = parse_page("<head><meta name='GPTBot' content='noimageai'><meta name='description' content='noai'></head>", "https://x.jp/", 10)
     assert page.robots == "gptbot: noimageai" and has_noai(page.robots)
     assert parse_page("<head><meta name='robots' content='noindex nofollow'></head>", "https://x.jp/", 10).robots == "noindex nofollow"
+
+
+def test_images_in_buttons_and_objects_are_kept_without_their_text():
+    page = parse_page(
+        "<p>前の文</p><button type=submit><img src='/buy.png' alt='購入'> 今すぐ購入</button>"
+        "<object data='/movie.swf'><img src='/poster.jpg' alt='ポスター'>代替テキスト</object><p>後の文</p>"
+        "<button>画像なし</button>",
+        "https://shop.example.jp/",
+        100,
+    )
+    assert [(i.url, i.alt) for i in page.images] == [
+        ("https://shop.example.jp/buy.png", "購入"),
+        ("https://shop.example.jp/poster.jpg", "ポスター"),
+    ]
+    assert page.text_blocks == ["前の文", "後の文"]  # a control's words are not page text
+    assert page.images[0].text_before == "前の文" and page.images[1].text_after == "後の文"

@@ -57,11 +57,8 @@ PAGES = (
     + _files(FIXTURES, "charsets/**/*.html")  # chardet's real pages (not its XML feeds)
     + _files(SHARED, "pages/**/*.html")
 )
-_BUTTON_IMAGES = pytest.mark.xfail(
-    strict=False, reason="parse_page drops <img> inside <button> (and the rest of its skipped elements) with no ImageRef and no rejection"
-)
-# Found by this corpus, not yet fixed: page -> mark, for the image-accounting test.
-_IMAGE_COUNT_KNOWN = {"pages/readability/dropbox-blog.html": _BUTTON_IMAGES, "pages/trafilatura/adac.de.kindersitze.html": _BUTTON_IMAGES}
+# Found by this corpus and fixed since: page -> mark, for the image-accounting test.
+_IMAGE_COUNT_KNOWN: dict = {}
 
 
 def _with_known(paths: list[Path], known: dict) -> list:
