@@ -21,7 +21,8 @@ from asagi_dagster.storage import StageWriter, Storage
 from asagi_dagster.web.charset import UndecodableError, decode_html
 from asagi_dagster.web.html import HtmlParseError, ImageRef, parse_page
 from asagi_dagster.web.noai import has_noai
-from asagi_dagster.web.warc import CorruptRegion, WarcRecord, iter_warc, scan_record_starts
+from asagi_dagster.web.warc import CorruptRegion, ReadingNotes, WarcRecord, iter_warc
+from asagi_dagster.web.warc_starts import scan_record_starts
 
 HTML_TYPES = ("text/html", "application/xhtml+xml")
 
@@ -56,13 +57,16 @@ def ingest_warc(
     max_bytes = max(settings.max_html_bytes, settings.max_image_bytes)
     starts = scan_record_starts(open_file)
     spans: list[CorruptRegion] = []
+    notes = ReadingNotes()
     with _gc_paused():
-        _ingest_records(iter_warc(open_file, shard, max_bytes), shard, documents, images, settings, spans)
+        _ingest_records(iter_warc(open_file, shard, max_bytes, starts, notes), shard, documents, images, settings, spans)
     documents.source = {
         **documents.source,
         "warc_layout": starts.layout,
         "record_starts": str(starts.count),
         "record_starts_in_rejected_spans": str(sum(starts.within(span.offset, span.end) for span in spans)),
+        "record_starts_inside_records": str(notes.embedded_starts),
+        "records_sharing_a_start": str(notes.shared_starts),
     }
 
 
@@ -101,6 +105,8 @@ def _ingest_records(items, shard: str, documents: StageWriter, images: StageWrit
 
 
 def _rejection(rec: WarcRecord, settings: WebSourceSettings, kind: str, is_image: bool) -> tuple[str, str | None] | None:
+    if rec.problem:
+        return rec.problem
     if rec.warc_type != "response":
         return "non_response_record", rec.warc_type or "missing WARC-Type"
     if not rec.http_protocol or not rec.http_protocol.upper().startswith("HTTP/") or not _is_status(rec.http_status):

@@ -1,13 +1,11 @@
 """Streaming WARC reading (FastWARC) that never drops a record silently.
 
-FastWARC parses the records; this module adds what a crawl shard in the wild needs:
-
-- Every damaged region (a corrupt or cut gzip member, garbage between records, a record
-  whose Content-Length is wrong, a file that is not a WARC) becomes one ``CorruptRegion``
-  naming its byte span, and reading resumes at the next record start after it.
-- ``scan_record_starts`` counts record starts independently of the reader (gzip members
-  that inflate to a WARC header, or ``WARC/1.x`` lines), so a check can show that no
-  record vanished between the file and the rows.
+FastWARC parses the records; this module adds what a crawl shard in the wild needs.
+Reading is checked against the record starts an independent scan found
+(``warc_starts``): a record that runs over the next start (a wrong Content-Length, a
+header cut and merged with the next one) is damage, not a row, and reading resumes at
+that start. Every damaged region (a corrupt or cut gzip member, garbage, such a record,
+a file that is not a WARC) becomes one ``CorruptRegion`` naming its byte span.
 
 Per-record gzip, plain, single-stream gzip, LZ4 and zstd files are read; only the
 first two can be resynchronised after damage (a compressed stream has no record
@@ -19,24 +17,22 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
-import re
-import zlib
-from bisect import bisect_left
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
 from fastwarc import ArchiveIterator, WarcRecordType
-from fastwarc.stream_io import BrotliReader, ChunkedReader, GzipReader, Lz4Reader, ZstdReader
+from fastwarc.stream_io import BrotliReader, ChunkedReader, GzipReader
 
-GZIP_MAGIC = b"\x1f\x8b\x08"
-LZ4_MAGIC = b"\x04\x22\x4d\x18"
-ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
-_WARC_VERSION = re.compile(rb"WARC/1\.[01]\r\n")  # a record's first line
-_CONTENT_LENGTH = re.compile(rb"\r\nContent-Length:[ \t]*(\d+)[ \t]*\r\n", re.I)
-_SCAN_CHUNK = 1 << 20
-_MAX_WARC_HEADER = 32 << 10  # FastWARC's default header limit
-_HEAD_BYTES = 1024  # enough of a gzip member to inflate its first line (Huffman tables first)
+from asagi_dagster.web.warc_starts import (
+    SCAN_CHUNK,
+    STREAM_LAYOUTS,
+    InflatedStream,
+    RecordStarts,
+    candidate_starts,
+    layout,
+    record_end,
+)
 
 
 @dataclass(slots=True)
@@ -56,6 +52,7 @@ class WarcRecord:
     payload_digest: str | None  # WARC-Payload-Digest when declared, else sha1 of what was read
     oversize: bool = False  # payload is None because it is over the size cap
     digest_mismatch: str | None = None  # the declared WARC-Payload-Digest the bytes do not have
+    problem: tuple[str, str] | None = None  # (reason, detail) when the record is no readable HTTP response
 
 
 @dataclass(slots=True)
@@ -65,60 +62,158 @@ class CorruptRegion:
     error: str
 
 
-def iter_warc(open_file: Callable[[], BinaryIO], shard: str, max_payload_bytes: int) -> Iterator[WarcRecord | CorruptRegion]:
+@dataclass(slots=True)
+class ReadingNotes:
+    """What the reader saw that explains a difference from the scan's count, for the
+    check to show: starts inside records whose own Content-Length holds them (a WARC
+    quoted in a payload), and records sharing a gzip member (and so its start)."""
+
+    embedded_starts: int = 0
+    shared_starts: int = 0
+
+
+def iter_warc(
+    open_file: Callable[[], BinaryIO],
+    shard: str,
+    max_payload_bytes: int,
+    starts: RecordStarts | None = None,
+    notes: ReadingNotes | None = None,
+) -> Iterator[WarcRecord | CorruptRegion]:
     """Yield every record of a WARC file and every damaged region, in file order.
 
-    ``open_file`` opens the shard (a local or an fsspec file, seekable). A record is
-    yielded only once the next one parsed, or the file ended cleanly: when reading
-    fails, the record before the failure is checked against its own Content-Length
-    first, since a wrong length is what makes the next header unreadable.
-    """
+    ``open_file`` opens the shard (a local or an fsspec file, seekable); ``starts`` is
+    the scan of the same file (made here when not given). ``notes`` collects what the
+    record-start check needs to know beyond the rows."""
+    notes = notes if notes is not None else ReadingNotes()
     with open_file() as f:
-        layout = _layout(f)
-        if layout in STREAM_LAYOUTS:
-            yield from _iter_stream(f, layout, shard, max_payload_bytes)
+        kind = layout(f)
+        if kind in STREAM_LAYOUTS:
+            yield from _iter_stream(f, kind, shard, max_payload_bytes)
             return
         size = f.seek(0, 2)
+        if starts is None or starts.layout != kind:
+            starts = RecordStarts(kind, list(candidate_starts(f, 0, size)))
+        yield from _Reader(f, size, starts, shard, max_payload_bytes, notes).records()
+
+
+class _Reader:
+    """Reads a per-record gzip or plain file segment by segment: a segment is one
+    FastWARC pass from a record start, ended by damage, by a record that runs over a
+    start, or by the end of the file.
+
+    A record is handed on only once it is known to be sound: when the next one parsed
+    at its end, or when its own Content-Length is checked (``record_end``) because the
+    scan saw a start inside it, reading failed after it, or the file ended."""
+
+    def __init__(self, f: BinaryIO, size: int, starts: RecordStarts, shard: str, max_payload_bytes: int, notes: ReadingNotes):
+        self.f, self.size, self.starts, self.shard = f, size, starts, shard
+        self.max_payload_bytes, self.notes = max_payload_bytes, notes
+
+    def records(self) -> Iterator[WarcRecord | CorruptRegion]:
         start = 0
-        while start < size:
-            f.seek(start)
-            held: WarcRecord | None = None
-            try:
-                for raw in ArchiveIterator(f, parse_http=False):
-                    record = _read_record(raw, f"{shard}@{raw.stream_pos}", max_payload_bytes)
-                    if held is not None:
+        while start < self.size:
+            start = yield from self._segment(start)
+
+    def _segment(self, start: int):
+        """Yields what one pass reads; returns where the next pass starts (past ``start``)."""
+        self.f.seek(start)
+        held: WarcRecord | None = None
+        try:
+            for raw in ArchiveIterator(self.f, parse_http=False):
+                record = _read_record(raw, f"{self.shard}@{raw.stream_pos}", self.max_payload_bytes)
+                if held is not None:
+                    if record.offset == held.offset:  # several records in one gzip member
+                        self.notes.shared_starts += 1
                         yield held
-                    held = record
-            except Exception as exc:  # FastWARC raises OSError (and others) for damaged input
-                error = f"{type(exc).__name__}: {exc}"
-            else:  # FastWARC ended quietly, which it also does at a member cut short
-                if held is None:
-                    yield CorruptRegion(offset=start, end=size, error="no WARC record could be read from here to the end")
-                    return
-                yield held
-                end = _record_end(f, held.offset)
-                if end is None or end >= size:  # None: held itself is cut short, and flagged so
-                    return
-                start = end  # bytes after the last record read: read on from there
-                continue
-            bad = start
-            if held is not None:
-                end = _record_end(f, held.offset)
-                if end is not None:
-                    yield held  # sound: the damage starts after it, so read on from there
-                    start = end
-                    continue
-                error = f"record {held.record_id} at {held.offset} does not end where its Content-Length says; then {error}"
-                bad = held.offset
-            resume = _next_start(f, bad + 1, size)
-            yield CorruptRegion(offset=bad, end=resume, error=error)
-            start = resume
+                    else:
+                        restart = yield from self._settle(held, record.offset)
+                        if restart is not None:
+                            return restart
+                held = record
+        except Exception as exc:  # FastWARC raises OSError (and others) for damaged input
+            return (yield from self._after_failure(start, held, f"{type(exc).__name__}: {exc}"))
+        return (yield from self._after_quiet_end(start, held))
+
+    def _settle(self, held: WarcRecord, next_offset: int):
+        """The next record parsed at ``next_offset``: hand ``held`` on, unless a start lies
+        between them. Returns where to read on from when the pass must restart."""
+        inner = self.starts.after(held.offset)
+        if inner is None or inner >= next_offset:
+            yield held  # the common case: one bisect, no extra reading
+            return None
+        position = self.f.tell()  # FastWARC is reading this file: put it back where it was
+        end = record_end(self.f, held.offset, self.size)
+        self.f.seek(position)
+        if end is None:
+            yield CorruptRegion(held.offset, inner, _overrun(held, inner))
+            return inner
+        yield from self._sound(held, end)
+        after = self.starts.after(end - 1)
+        if after is None or after >= next_offset:
+            return None  # the starts inside it were its payload's
+        if after > end and not self._blank(end, after):  # the pass restarts: the file may move
+            yield CorruptRegion(end, after, "bytes between records that are no record")
+        return after  # FastWARC read past a record start: read again from there
+
+    def _after_failure(self, start: int, held: WarcRecord | None, error: str):
+        bad = start
+        if held is not None:
+            end = record_end(self.f, held.offset, self.size)
+            if end is not None:
+                yield from self._sound(held, end)
+                return end  # the damage lies after it: read on from there
+            error = f"record {held.record_id} at {held.offset} does not end where its Content-Length says; then {error}"
+            bad = held.offset
+        resume = self.starts.after(bad) or self.size
+        if not self._blank(bad, resume):
+            yield CorruptRegion(bad, resume, error)
+        return resume
+
+    def _after_quiet_end(self, start: int, held: WarcRecord | None):
+        """FastWARC stopped without an error, as it also does at a member cut short or a
+        Content-Length that runs to the end of the file."""
+        if held is None:
+            resume = self.starts.after(start) or self.size
+            if not self._blank(start, resume):
+                yield CorruptRegion(start, resume, "no WARC record could be read here")
+            return resume
+        end = record_end(self.f, held.offset, self.size)
+        later = self.starts.after(held.offset)
+        if end is None:
+            if later is None:
+                yield held  # the last record, cut short: its payload error says so
+                return self.size
+            yield CorruptRegion(held.offset, later, _overrun(held, later))
+            return later
+        yield from self._sound(held, end)
+        after = self.starts.after(end - 1)
+        resume = after if after is not None else self.size
+        if resume > end and not self._blank(end, resume):
+            yield CorruptRegion(end, resume, "bytes after a record that are no record")
+        return resume
+
+    def _sound(self, held: WarcRecord, end: int):
+        """``held`` ends where its Content-Length says: starts the scan saw inside it are
+        its payload's (a WARC quoted in a page), not records."""
+        self.notes.embedded_starts += self.starts.within(held.offset + 1, end)
+        yield held
+
+    def _blank(self, start: int, end: int) -> bool:
+        """Only whitespace (some writers add CRLFs between or after records)."""
+        if end - start > 4096:
+            return False
+        self.f.seek(start)
+        return not self.f.read(end - start).strip(b" \t\r\n\x00")
 
 
-def _iter_stream(f: BinaryIO, layout: str, shard: str, max_payload_bytes: int) -> Iterator[WarcRecord | CorruptRegion]:
+def _overrun(held: WarcRecord, start: int) -> str:
+    return f"record {held.record_id} at {held.offset} does not end where its Content-Length says and runs over the record starting at {start}"
+
+
+def _iter_stream(f: BinaryIO, kind: str, shard: str, max_payload_bytes: int) -> Iterator[WarcRecord | CorruptRegion]:
     """A compressed stream: read through our own inflater, so offsets are exact positions
     in the inflated stream and damage ends it cleanly; nothing after damage can be read."""
-    stream = _InflatedStream(f, layout)
+    stream = InflatedStream(f, kind)
     held: WarcRecord | None = None
     error = None
     try:
@@ -132,14 +227,25 @@ def _iter_stream(f: BinaryIO, layout: str, shard: str, max_payload_bytes: int) -
     if held is not None:
         yield held  # a record cut by the damage is flagged short by _read_record
     if error or stream.error:
-        while stream.read(_SCAN_CHUNK):  # the span runs to the end of what can be inflated
+        while stream.read(SCAN_CHUNK):  # the span runs to the end of what can be inflated
             pass
         start = held.offset + 1 if held is not None else 0
         why = "; ".join(e for e in (stream.error, error) if e)
-        yield CorruptRegion(offset=start, end=stream.position, error=f"{layout} stream (offsets inflated): {why}")
+        yield CorruptRegion(offset=start, end=stream.position, error=f"{kind} stream (offsets inflated): {why}")
 
 
 def _read_record(raw, fallback_id: str, max_payload_bytes: int) -> WarcRecord:
+    """One record; whatever goes wrong inside it is that record's rejection, never the
+    end of the shard."""
+    try:
+        return _parse_record(raw, fallback_id, max_payload_bytes)
+    except Exception as exc:
+        problem = ("unreadable_record", f"{type(exc).__name__}: {exc}")
+        return WarcRecord(raw.record_id or fallback_id, raw.stream_pos, "response", None, None, None, None, None, None, None,
+                          None, None, None, problem=problem)
+
+
+def _parse_record(raw, fallback_id: str, max_payload_bytes: int) -> WarcRecord:
     headers = raw.headers
     offset = raw.stream_pos
     record_id = raw.record_id or fallback_id
@@ -149,6 +255,12 @@ def _read_record(raw, fallback_id: str, max_payload_bytes: int) -> WarcRecord:
         target_uri = target_uri[1:-1]  # WARC 1.0's grammar put the URI in <>; wget still writes it so
     if raw.record_type != WarcRecordType.response:  # rejected by type alone: read nothing more
         return WarcRecord(record_id, offset, warc_type, target_uri, None, None, None, None, None, None, None, None, None)
+    if not raw.is_http:
+        warc_content_type = headers.get("Content-Type")
+        if warc_content_type:  # a DNS lookup (text/dns), a screenshot...: content, but no HTTP response
+            return WarcRecord(record_id, offset, warc_type, target_uri, None, None, None, None, None, None, None, None, None,
+                              problem=("non_http_response", warc_content_type))
+        raw.is_http = True  # no Content-Type to say so: read it as HTTP, as warcio did
     raw.parse_http()  # headers only; the body is decoded here, so a bad body cannot derail the iterator
     http = raw.http_headers
     status_line = http.status_line or ""
@@ -240,248 +352,40 @@ _CONTENT_DECODERS = {
 }
 
 
-def _record_end(f: BinaryIO, offset: int) -> int | None:
-    """Where the record at ``offset`` ends if it ends where its Content-Length says (its
-    block, then CRLF CRLF, and for a gzip member nothing more); else None."""
-    f.seek(offset)
-    head = f.read(4)
-    if head.startswith(GZIP_MAGIC):
-        member = _inflate_member(f, offset)
-        if member is None:
-            return None
-        data, end = member
-        return end if _block_complete(data) else None
-    if head == b"WARC":
-        f.seek(offset)
-        header = f.read(_MAX_WARC_HEADER)
-        header_end = header.find(b"\r\n\r\n")
-        length = _CONTENT_LENGTH.search(header, 0, header_end + 2) if header_end >= 0 else None
-        if length is None:
-            return None
-        block_end = offset + header_end + 4 + int(length.group(1))
-        f.seek(block_end)
-        if f.read(4) != b"\r\n\r\n":
-            return None
-        return block_end + 4
-    return None
+def _decode_body(body: bytes, expected: int, http, max_bytes: int) -> tuple[bytes | None, str | None, bool]:
+    """The payload with its transfer and content encodings undone: (payload, error, oversize).
 
-
-def _block_complete(data: bytes) -> bool:
-    """An inflated gzip member holds exactly one record: header, block of its Content-Length, CRLF CRLF."""
-    header_end = data.find(b"\r\n\r\n")
-    length = _CONTENT_LENGTH.search(data, 0, header_end + 2) if header_end >= 0 else None
-    return length is not None and len(data) == header_end + 4 + int(length.group(1)) + 4 and data.endswith(b"\r\n\r\n")
-
-
-def _inflate_member(f: BinaryIO, offset: int) -> tuple[bytes, int] | None:
-    """The inflated gzip member at ``offset`` and where it ends, or None when it is damaged."""
-    f.seek(offset)
-    inflater = zlib.decompressobj(31)
-    out, consumed = [], 0
+    A payload cut short is returned with an error saying so (the caller rejects it)."""
+    if len(body) > max_bytes:
+        return None, f"payload larger than {max_bytes} bytes", True
+    short = f"record ends {expected - len(body)} bytes short of its Content-Length" if len(body) < expected else None
+    readers = []
+    if "chunked" in (http.get("Transfer-Encoding") or "").lower():
+        readers.append(ChunkedReader)
+    for coding in reversed([c.strip().lower() for c in (http.get("Content-Encoding") or "").split(",") if c.strip()]):
+        if coding == "identity":
+            continue
+        reader = _CONTENT_DECODERS.get(coding)
+        if reader is None:
+            return None, f"unsupported Content-Encoding {coding!r}", False
+        readers.append(reader)
+    if not readers:
+        return body, short, False
     try:
-        while not inflater.eof:
-            chunk = f.read(_SCAN_CHUNK)
-            if not chunk:
-                return None  # cut short
-            out.append(inflater.decompress(chunk))
-            consumed += len(chunk) - len(inflater.unused_data)
-    except zlib.error:
-        return None
-    return b"".join(out), offset + consumed
+        stream = io.BytesIO(body)
+        for reader in readers:
+            stream = reader(stream)
+        payload = stream.read(max_bytes + 1)
+    except Exception as exc:  # broken chunk framing or compressed data
+        return None, short or f"{type(exc).__name__}: {exc}", False
+    if len(payload) > max_bytes:
+        return None, f"decoded payload larger than {max_bytes} bytes", True
+    return payload, short, False
 
 
-def _starts_record(head: bytes) -> bool:
-    """``head`` (bytes from a candidate offset) begins a WARC record: a version line, or
-    a gzip member whose first inflated bytes are one. Only the first bytes are inflated."""
-    if head.startswith(b"WARC/1.") and _WARC_VERSION.match(head):
-        return True
-    if not head.startswith(GZIP_MAGIC) or len(head) < 18 or head[3] & 0xE0:  # reserved flag bits must be zero
-        return False
-    try:
-        start = zlib.decompressobj(31).decompress(head, 10)
-    except zlib.error:
-        return False
-    return _WARC_VERSION.match(start) is not None
-
-
-def _next_start(f: BinaryIO, start: int, size: int) -> int:
-    """Offset of the next record start at or after ``start``, or ``size``."""
-    for offset in _candidate_starts(f, start, size):
-        return offset
-    return size
-
-
-def _candidate_starts(f: BinaryIO, start: int, size: int, markers: tuple[str, ...] = ("gzip", "warc")) -> Iterator[int]:
-    """Every offset from ``start`` on where a record starts (a gzip member inflating to a
-    WARC header, or a WARC version line at a line start), in order; ``markers`` says
-    which of the two kinds to look for."""
-    position = start
-    previous = b"\n" if start == 0 else _byte_at(f, start - 1)
-    while position < size:
-        f.seek(position)
-        # The extra bytes let a candidate near the end of the chunk be checked.
-        chunk = f.read(_SCAN_CHUNK + _HEAD_BYTES)
-        if not chunk:
-            return
-        for hit in _marker_hits(chunk, previous, _SCAN_CHUNK, markers):
-            if _starts_record(chunk[hit : hit + _HEAD_BYTES]):
-                yield position + hit
-        previous = chunk[_SCAN_CHUNK - 1 : _SCAN_CHUNK]
-        position += _SCAN_CHUNK
-
-
-def _byte_at(f: BinaryIO, position: int) -> bytes:
-    f.seek(position)
-    return f.read(1)
-
-
-def _marker_hits(chunk: bytes, previous: bytes, limit: int, markers: tuple[str, ...]) -> list[int]:
-    """Offsets below ``limit`` in ``chunk`` of gzip magic bytes and of ``WARC/1.`` at a
-    line start (``previous`` is the byte before the chunk), sorted."""
-    hits = []
-    if "gzip" in markers:
-        hits += [m.start() for m in _GZIP_MAGIC_RE.finditer(chunk, 0, limit + 2)]  # re beats bytes.find on 3 bytes
-    if "warc" in markers:
-        index = chunk.find(b"WARC/1.", 0, limit + 6)
-        while index >= 0:
-            if (chunk[index - 1 : index] if index else previous) == b"\n":
-                hits.append(index)
-            index = chunk.find(b"WARC/1.", index + 1, limit + 6)
-    return sorted(hits)
-
-
-_GZIP_MAGIC_RE = re.compile(re.escape(GZIP_MAGIC))
-
-
-# --- the independent count -------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class RecordStarts:
-    """Record starts a scan of the raw file saw, without parsing any record: offsets of
-    gzip members that inflate to a WARC header, or of WARC version lines at line starts.
-    For a compressed stream (one gzip member, LZ4, zstd) they are offsets in the inflated
-    stream, up to where it could be inflated, as the reader's are."""
-
-    layout: str  # gzip-members | plain | unknown | gzip-stream | lz4 | zstd
-    offsets: list[int]
-
-    @property
-    def count(self) -> int:
-        return len(self.offsets)
-
-    def within(self, start: int, end: int) -> int:
-        """How many of the starts lie in [start, end)."""
-        return bisect_left(self.offsets, end) - bisect_left(self.offsets, start)
-
-
-def scan_record_starts(open_file: Callable[[], BinaryIO]) -> RecordStarts:
-    with open_file() as f:
-        layout = _layout(f)
-        if layout in STREAM_LAYOUTS:
-            return RecordStarts(layout, _inflated_starts(_InflatedStream(f, layout)))
-        # A plain file's records start with version lines, a gzip file's with members:
-        # looking for the other kind too would cost half the scan for nothing.
-        markers = {"gzip-members": ("gzip",), "plain": ("warc",)}.get(layout, ("gzip", "warc"))
-        return RecordStarts(layout, list(_candidate_starts(f, 0, f.seek(0, 2), markers)))
-
-
-STREAM_LAYOUTS = ("gzip-stream", "lz4", "zstd")
-_FIRST_MEMBER_PROBE = 1 << 20
-
-
-def _layout(f: BinaryIO) -> str:
-    """How the file is laid out. A gzip file is read member by member (and resynchronised
-    after damage) unless its first member holds more than one record: then it is one
-    compressed stream."""
-    f.seek(0)
-    head = f.read(_FIRST_MEMBER_PROBE)
-    f.seek(0)
-    if head.startswith(LZ4_MAGIC):
-        return "lz4"
-    if head.startswith(ZSTD_MAGIC):
-        return "zstd"
-    if head.startswith(b"WARC"):
-        return "plain"
-    if not head.startswith(GZIP_MAGIC):
-        return "unknown"
-    inflater, first = zlib.decompressobj(31), b""
-    for at in range(0, len(head), 1 << 16):  # in pieces: an error loses only its own piece
-        try:
-            first += inflater.decompress(head[at : at + (1 << 16)], 1 << 20)  # capped: only its first records matter
-        except zlib.error:
-            break  # damage: members can still be found after it, if it has any
-        if inflater.eof or _INFLATED_WARC_LINE.search(first):
-            break
-    return "gzip-stream" if _INFLATED_WARC_LINE.search(first) else "gzip-members"
-
-
-def _inflated_starts(stream: _InflatedStream) -> list[int]:
-    """Offsets of WARC version lines at line starts in an inflated stream."""
-    offsets, tail, base = [], b"\n", -1  # as if a line ended just before the stream
-    while chunk := stream.read(_SCAN_CHUNK):
-        window = tail + chunk
-        offsets += [base + m.start() + 1 for m in _INFLATED_WARC_LINE.finditer(window)]
-        tail = window[-10:]  # one byte short of a match, so none is counted twice
-        base += len(window) - len(tail)
-    return offsets
-
-
-_INFLATED_WARC_LINE = re.compile(rb"\nWARC/1\.[01]\r\n")
-
-
-class _InflatedStream:
-    """A compressed WARC stream as a readable file of its inflated bytes: gzip (every
-    member) by zlib, LZ4 and zstd by FastWARC's readers. Damage ends it: ``read`` then
-    returns b"" and ``error`` says why, so what came before is read whole."""
-
-    def __init__(self, f: BinaryIO, layout: str):
-        self.f = f
-        self.layout = layout
-        self.position = 0
-        self.error: str | None = None
-        f.seek(0)
-        self._inflater = zlib.decompressobj(31) if layout == "gzip-stream" else None
-        self._reader = {"lz4": Lz4Reader, "zstd": ZstdReader}[layout](f) if self._inflater is None else None
-        self._pending = b""
-        self._in_member = False
-
-    def read(self, n: int = -1) -> bytes:
-        if self.error:
-            return b""
-        try:
-            data = self._read(n if n > 0 else 1 << 20)
-        except Exception as exc:  # zlib.error, or the reader's OSError
-            self.error = f"cannot inflate past {self.position}: {type(exc).__name__}: {exc}"
-            return b""
-        self.position += len(data)
-        return data
-
-    def _read(self, n: int) -> bytes:
-        if self._reader is not None:
-            return self._reader.read(n)
-        while not self._pending:
-            inflater = self._inflater
-            if inflater.eof:  # the next member of a multi-member stream, if any
-                chunk = inflater.unused_data or self.f.read(1 << 16)
-                if not chunk:
-                    return b""
-                inflater = self._inflater = zlib.decompressobj(31)
-            else:
-                chunk = inflater.unconsumed_tail or self.f.read(1 << 16)
-                if not chunk:
-                    if self._in_member:
-                        raise EOFError("the stream ends inside a gzip member")
-                    return b""
-            self._in_member = True
-            # Capped, so a small member that inflates hugely cannot take the memory.
-            self._pending = inflater.decompress(chunk, 1 << 20)
-            self._in_member = not inflater.eof
-        data, self._pending = self._pending[:n], self._pending[n:]
-        return data
-
-    def tell(self) -> int:
-        return self.position
-
-    def close(self) -> None:
-        pass
+_CONTENT_DECODERS = {
+    "gzip": GzipReader,
+    "x-gzip": GzipReader,
+    "deflate": lambda inner: GzipReader(inner, zlib=True),
+    "br": BrotliReader,
+}
