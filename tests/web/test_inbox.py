@@ -93,9 +93,10 @@ def test_links_out_of_the_inbox_are_skipped_and_never_read(tmp_path):
 
 def test_s3_inbox_takes_any_case_and_skips_long_keys(s3_endpoint):
     client = boto3.client("s3", endpoint_url=s3_endpoint)
-    for key in ("inbox/UPPER.WARC.GZ", "inbox/ok.warc", f"inbox/{'d' * 150}/{'e' * 100}.warc", "inbox/readme.txt"):
-        client.put_object(Bucket=BUCKET, Key=key, Body=WARC)
-    shards, skipped = Inbox(f"s3://{BUCKET}/inbox", S3Settings(endpoint_url=s3_endpoint)).scan()
+    # A folder of its own: moto keeps one bucket state per process, and other tests fill inbox/.
+    for name in ("UPPER.WARC.GZ", "ok.warc", f"{'d' * 150}/{'e' * 100}.warc", "readme.txt"):
+        client.put_object(Bucket=BUCKET, Key=f"case-inbox/{name}", Body=WARC)
+    shards, skipped = Inbox(f"s3://{BUCKET}/case-inbox", S3Settings(endpoint_url=s3_endpoint)).scan()
     assert [s.key for s in shards] == ["UPPER.WARC.GZ", "ok.warc"]
     assert [s.path for s in skipped] == [f"{'d' * 150}/{'e' * 100}.warc"] and "257 characters" in skipped[0].why
 
