@@ -1,11 +1,8 @@
-"""WARC reading alone: warcio (what the project uses) versus FastWARC, on the shard the
-ingest-rate benchmark reads.
+"""WARC reading alone: warcio (the baseline of the ingest-rate target) versus FastWARC
+(what the project reads with since issue 17), on the shard the ingest-rate benchmark
+reads. Not a target of its own.
 
-Not a target of its own: it measures how much of the ingest-rate gap is warcio's own
-reading, for the decision recorded in docs/benchmarks.md. FastWARC is not a project
-dependency; install it beside the project to run this:
-
-    pip install fastwarc && python -m benchmarks.bench_warc_readers [--pages N] [--rounds R]
+    python -m benchmarks.bench_warc_readers [--pages N] [--rounds R]
 """
 
 from __future__ import annotations
