@@ -212,7 +212,8 @@ def _extract_page(doc: dict, pairs: StageWriter, interleaved: StageWriter, setti
         return
     if has_noai(doc["x_robots_tag"]) or has_noai(page.robots):
         # The site opted out of AI use for this page: none of its content is kept.
-        detail = doc["x_robots_tag"] if has_noai(doc["x_robots_tag"]) else f"<meta name=robots content={page.robots!r}>"
+        # page.robots joins every robots meta tag, per-agent ones (name=googlebot) as "agent: ..."
+        detail = doc["x_robots_tag"] if has_noai(doc["x_robots_tag"]) else f"<meta> robots directives {page.robots!r}"
         for image in page.images:
             pairs.count_in()
             pairs.reject(f"{doc_id}#img{image.index}", "page_noai", detail)
