@@ -107,7 +107,7 @@ def serve_sample() -> None:
 
 
 def _sync(config: AsagiConfig) -> list[str]:
-    from asagi_dagster.web.inbox import Inbox, plan_sync
+    from asagi_dagster.web.inbox import Inbox, plan_sync, registration_batches
 
     instance = _instance(config)
     inbox = Inbox(config.sources.web.inbox, config.storage.s3)
@@ -115,8 +115,8 @@ def _sync(config: AsagiConfig) -> list[str]:
     for skipped in plan.skipped:
         click.echo(f"skipped {skipped}", err=True)
     added = [s.key for s in plan.new]
-    if added:
-        instance.add_dynamic_partitions(PARTITIONS, added)
+    for batch in registration_batches(added):
+        instance.add_dynamic_partitions(PARTITIONS, batch)
     return added
 
 

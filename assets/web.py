@@ -8,7 +8,7 @@ from asagi_dagster.query import record_starts_check
 from asagi_dagster.storage import Manifest, StageWriter
 from asagi_dagster.web import schemas
 from asagi_dagster.web.fetch import Fetcher
-from asagi_dagster.web.inbox import Inbox, plan_sync
+from asagi_dagster.web.inbox import Inbox, plan_sync, registration_batches
 from asagi_dagster.web.ingest import extract_pages, ingest_warc
 from asagi_dagster.web.pair_images import gather_pair_images
 from assets.metadata import accounted, accounting_check, manifest_metadata
@@ -171,7 +171,7 @@ def build_inbox_automation(config: AsagiConfig) -> tuple[dg.SensorDefinition, dg
             return dg.SkipReason("no new shards in the inbox")
         return dg.SensorResult(
             run_requests=_run_requests(plan.new),
-            dynamic_partitions_requests=[warc_shards.build_add_request([s.key for s in plan.new])],
+            dynamic_partitions_requests=[warc_shards.build_add_request(batch) for batch in registration_batches([s.key for s in plan.new])],
         )
 
     @dg.schedule(
@@ -185,7 +185,8 @@ def build_inbox_automation(config: AsagiConfig) -> tuple[dg.SensorDefinition, dg
         for skipped in plan.skipped:
             context.log.warning(f"inbox file skipped: {skipped}")
         if plan.new:
-            context.instance.add_dynamic_partitions(warc_shards.name, [s.key for s in plan.new])
+            for batch in registration_batches([s.key for s in plan.new]):
+                context.instance.add_dynamic_partitions(warc_shards.name, batch)
         busy = _partitions_in_flight(context)  # queued or running: not out of sync, just not done
         shards = [s for s in plan.new + plan.changed if s.key not in busy]
         if not shards:

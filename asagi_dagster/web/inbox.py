@@ -21,6 +21,17 @@ MAX_KEY_CHARS = 200
 _BAD_NAME = "names may use only letters, digits, '.', '_' and '-' (first a letter or digit), and no '__'"
 
 
+# Dagster looks keys up with one SQL variable per key when it registers them, and
+# SQLite's stock build allows 32,766 variables in one statement ("too many SQL
+# variables" past it; Debian's build allows more, which hides it): register in batches.
+REGISTRATION_BATCH = 10_000
+
+
+def registration_batches(keys: list[str]) -> list[list[str]]:
+    """``keys`` in batches small enough to register in one call on any SQLite."""
+    return [keys[i : i + REGISTRATION_BATCH] for i in range(0, len(keys), REGISTRATION_BATCH)]
+
+
 @dataclass(frozen=True, slots=True)
 class ShardFile:
     key: str

@@ -199,3 +199,66 @@ def test_a_process_counts_as_the_runs_worker_only_if_it_started_before_the_run()
     assert not process_alive_since(child.pid, time.time())
     child.wait()
     assert not process_alive_since(child.pid, time.time())
+
+
+# --- registration beyond SQLite's stock variable limit ----------------------------------
+
+
+@pytest.fixture
+def stock_sqlite_variable_limit():
+    """Every SQLite connection Dagster opens gets the stock build's limit of 32,766
+    variables per statement (Debian's build allows 250,000, which hides the failure)."""
+    import sqlite3
+
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    def limit(dbapi_connection, _record):
+        if isinstance(dbapi_connection, sqlite3.Connection):
+            dbapi_connection.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 32_766)
+
+    event.listen(Engine, "connect", limit)
+    yield
+    event.remove(Engine, "connect", limit)
+
+
+def many_shards(inbox: Path, count: int) -> list[str]:
+    inbox.mkdir(parents=True, exist_ok=True)
+    names = [f"crawl-{i:05d}.warc.gz" for i in range(count)]
+    for name in names:
+        (inbox / name).touch()
+    return names
+
+
+def test_sync_registers_more_shards_than_sqlite_has_variables(tmp_path, monkeypatch, stock_sqlite_variable_limit):
+    import dagster as dg
+
+    from asagi_cli.main import _sync
+
+    profile = write_profile(tmp_path)
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
+    names = many_shards(tmp_path / "inbox", 40_002)
+    with dg.instance_for_test() as instance:
+        with pytest.raises(Exception, match="too many SQL variables"):  # what one call does, as sync did
+            instance.add_dynamic_partitions("warc_shards", names)
+    assert sorted(_sync(load_config(profile))) == names
+    with dg.DagsterInstance.get() as instance:
+        assert len(instance.get_dynamic_partitions("warc_shards")) == len(names)
+
+
+def test_the_sensor_registers_a_flood_of_new_shards_in_batches(tmp_path, stock_sqlite_variable_limit):
+    import dagster as dg
+
+    from asagi_dagster.definitions import build_definitions
+
+    profile = write_profile(tmp_path)
+    names = many_shards(tmp_path / "inbox", 40_002)
+    defs = build_definitions(str(profile))
+    sensor = defs.resolve_sensor_def("warc_inbox_sensor")
+    with dg.instance_for_test() as instance:
+        with dg.build_sensor_context(instance=instance, resources=defs.resources) as context:
+            result = sensor(context)
+        for request in result.dynamic_partitions_requests:  # as the sensor daemon applies them
+            instance.add_dynamic_partitions(request.partitions_def_name, request.partition_keys)
+        assert sorted(instance.get_dynamic_partitions("warc_shards")) == names
+        assert len(result.run_requests) == len(names)
