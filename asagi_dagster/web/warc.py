@@ -151,9 +151,10 @@ class _Reader:
         after = self.starts.after(end - 1)
         if after is None or after >= next_offset:
             return None  # the starts inside it were its payload's
-        if after > end and not self._blank(end, after):  # the pass restarts: the file may move
+        # FastWARC read past a record start: the pass restarts there (so the file may move).
+        if after > end and not self._blank(end, after):
             yield CorruptRegion(end, after, "bytes between records that are no record")
-        return after  # FastWARC read past a record start: read again from there
+        return after
 
     def _after_failure(self, start: int, held: WarcRecord | None, error: str):
         bad = start
