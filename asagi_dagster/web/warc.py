@@ -29,9 +29,8 @@ from asagi_dagster.web.warc_starts import (
     STREAM_LAYOUTS,
     InflatedStream,
     RecordStarts,
-    candidate_starts,
-    layout,
     record_end,
+    scan_open_file,
 )
 
 
@@ -82,18 +81,17 @@ def iter_warc(
     """Yield every record of a WARC file and every damaged region, in file order.
 
     ``open_file`` opens the shard (a local or an fsspec file, seekable); ``starts`` is
-    the scan of the same file (made here when not given). ``notes`` collects what the
+    the scan of the same file (made here when not given, the same way). ``notes`` collects what the
     record-start check needs to know beyond the rows."""
     notes = notes if notes is not None else ReadingNotes()
     with open_file() as f:
-        kind = layout(f)
-        if kind in STREAM_LAYOUTS:
-            yield from _iter_stream(f, kind, shard, max_payload_bytes)
+        if starts is None:
+            starts = scan_open_file(f)
+        # The scan's layout, not a second probe of the file (up to 4 MiB inflated for a stream).
+        if starts.layout in STREAM_LAYOUTS:
+            yield from _iter_stream(f, starts.layout, shard, max_payload_bytes)
             return
-        size = f.seek(0, 2)
-        if starts is None or starts.layout != kind:
-            starts = RecordStarts(kind, list(candidate_starts(f, 0, size)))
-        yield from _Reader(f, size, starts, shard, max_payload_bytes, notes).records()
+        yield from _Reader(f, f.seek(0, 2), starts, shard, max_payload_bytes, notes).records()
 
 
 class _Reader:

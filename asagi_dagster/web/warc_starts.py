@@ -98,13 +98,17 @@ class RecordStarts:
 
 def scan_record_starts(open_file: Callable[[], BinaryIO]) -> RecordStarts:
     with open_file() as f:
-        kind = layout(f)
-        if kind in STREAM_LAYOUTS:
-            return RecordStarts(kind, _inflated_starts(InflatedStream(f, kind)))
-        # A plain file's records start with version lines, a gzip file's with members:
-        # looking for the other kind too would cost half the scan for nothing.
-        markers = {"gzip-members": ("gzip",), "plain": ("warc",)}.get(kind, ("gzip", "warc"))
-        return RecordStarts(kind, list(candidate_starts(f, 0, f.seek(0, 2), markers)))
+        return scan_open_file(f)
+
+
+def scan_open_file(f: BinaryIO) -> RecordStarts:
+    kind = layout(f)
+    if kind in STREAM_LAYOUTS:
+        return RecordStarts(kind, _inflated_starts(InflatedStream(f, kind)))
+    # A plain file's records start with version lines, a gzip file's with members:
+    # looking for the other kind too would cost half the scan for nothing.
+    markers = {"gzip-members": ("gzip",), "plain": ("warc",)}.get(kind, ("gzip", "warc"))
+    return RecordStarts(kind, list(candidate_starts(f, 0, f.seek(0, 2), markers)))
 
 
 def candidate_starts(f: BinaryIO, start: int, size: int, markers: tuple[str, ...] = ("gzip", "warc")) -> Iterator[int]:

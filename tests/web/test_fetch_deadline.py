@@ -226,17 +226,24 @@ def test_cancel_stops_fetches_in_flight_at_once(server, backlog_full, stall):
         worker.start()
     time.sleep(1.0)  # all three are blocked in the stalled stage
     assert results == []
+    stopped = cancel_and_join(fetcher, workers)
+    assert not any(worker.is_alive() for worker in workers)
+    assert stopped < 1.0, stopped
+    assert [(r.reason, r.transient) for r in results] == [("cancelled", True)] * 3
+    # and a fetch asked for afterwards does not start
+    assert fetcher.fetch_image(server.url("/drip.jpg")).reason == "cancelled"
+
+
+def cancel_and_join(fetcher, workers) -> float:
+    """Cancel ``fetcher``, wait (boundedly) for its worker threads, close it; returns the
+    seconds from the cancel to the last worker's end."""
     cancelled_at = time.monotonic()
     fetcher.cancel()
     for worker in workers:
         worker.join(timeout=5.0)
     stopped = time.monotonic() - cancelled_at
     fetcher.close()
-    assert not any(worker.is_alive() for worker in workers)
-    assert stopped < 1.0, stopped
-    assert [(r.reason, r.transient) for r in results] == [("cancelled", True)] * 3
-    # and a fetch asked for afterwards does not start
-    assert fetcher.fetch_image(server.url("/drip.jpg")).reason == "cancelled"
+    return stopped
 
 
 def test_cancel_stops_fetches_waiting_for_the_host_or_the_resolver(server, monkeypatch):
@@ -257,12 +264,7 @@ def test_cancel_stops_fetches_waiting_for_the_host_or_the_resolver(server, monke
     for worker in workers:
         worker.start()
     time.sleep(1.0)
-    cancelled_at = time.monotonic()
-    fetcher.cancel()
-    for worker in workers:
-        worker.join(timeout=5.0)
-    stopped = time.monotonic() - cancelled_at
-    fetcher.close()
+    stopped = cancel_and_join(fetcher, workers)
     assert stopped < 1.0, stopped
     assert [(results[i].reason, results[i].transient) for i in range(3)] == [("cancelled", True)] * 3
     assert server.count("/x.jpg") == 1
