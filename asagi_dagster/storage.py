@@ -237,7 +237,13 @@ class Storage:
 
     # --- manifests ---------------------------------------------------------------
     def write_manifest(self, manifest: Manifest | ModelManifest) -> None:
+        """Commit the manifest file (the IO manager's source of truth), then record it in
+        the catalog that global steps read (asagi_dagster/catalog.py). A failure between
+        the two leaves the catalog behind, which ``asagi catalog check`` finds."""
+        from asagi_dagster import catalog  # it builds on this module
+
         self.write_json(self.manifest_path(manifest.asset, manifest.partition), manifest.model_dump())
+        catalog.append(self, manifest)
 
     def read_manifest(self, asset: str, partition: str | None) -> Manifest | ModelManifest:
         raw = self.read_json(self.manifest_path(asset, partition))

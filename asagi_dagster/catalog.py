@@ -1,0 +1,370 @@
+"""The manifest catalog: every manifest commit as a row, so a global step reads one table.
+
+Each stage commits ``<root>/<asset>/<partition>/_manifest.json``, the IO manager's source
+of truth. Reading one JSON per asset and partition costs requests per file, which at a
+crawl's scale (90,000 shards, a dozen assets each) is where global steps (the report,
+the re-sync schedule, mixtures, index rebuilds) spend their time. So every
+``Storage.write_manifest`` also records the manifest here:
+
+    <root>/_catalog/log/<ns>-<uuid>.parquet        one entry per commit (a one-row file)
+    <root>/_catalog/compacted/<ns>-<uuid>.parquet  entries folded together
+
+S3 has neither appends nor locks, so correctness rests on three rules:
+
+- every file is immutable and committed atomically (``Storage.commit``); an entry carries
+  its own order (``committed_ns``, then ``entry_id``), so the latest entry per (asset,
+  partition) is the same whichever files hold it and however often it is repeated;
+- a compaction commits its output before it removes its inputs, and removes only files it
+  read in full: two compactions at once leave duplicates, never gaps;
+- a reader lists the log before the compacted files; a listed file that is gone when read
+  was folded meanwhile (its entries are in a compacted file committed before it went), so
+  the reader starts over.
+
+The log is compacted by the writer that finds it at ``COMPACT_AT`` entries or more, and by
+``asagi catalog compact``: readers then fetch at most about ``COMPACT_AT`` small files
+plus at most ``MERGE_AT`` compacted ones, however many shards there are. A crash between
+the manifest's commit and its entry leaves the catalog behind the manifests: ``check``
+finds that and ``rebuild`` rewrites the catalog from the manifest files (both O(N)).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from asagi_dagster.storage import MANIFEST_FILE, Manifest, ModelManifest, Storage, discard
+
+log = logging.getLogger(__name__)
+
+CATALOG_DIR = "_catalog"
+# A log this long is folded by the writer that finds it so: readers fetch one small file
+# per log entry, so this bounds their requests (about 0.01 per shard at 90k shards).
+COMPACT_AT = 500
+# Compacted files are merged into one when a compaction would leave more than this many:
+# each is a few requests for every reader, and merging rewrites the whole catalog, so
+# merges are rare (every MERGE_AT x COMPACT_AT commits).
+MERGE_AT = 8
+# Rounds a reader restarts when a listed file was folded away under it.
+READ_ATTEMPTS = 8
+
+_ENTRY_NAME = re.compile(r"\d{20}-[0-9a-f]{32}\.parquet")  # not the ".<name>.tmp-<hex>" of local commits
+
+ENTRY_SCHEMA = pa.schema(
+    [
+        ("entry_id", pa.string()),
+        ("committed_ns", pa.int64()),  # writer's clock at the commit; the order of entries
+        ("asset", pa.string()),
+        ("partition", pa.string()),
+        ("kind", pa.string()),  # "rows" (Manifest) or "model" (ModelManifest)
+        ("schema_version", pa.int32()),
+        ("data_url", pa.string()),  # a model's folder for kind "model"
+        ("rejections_url", pa.string()),
+        ("rows_in", pa.int64()),
+        ("rows_out", pa.int64()),
+        ("rows_rejected", pa.int64()),
+        ("rejected_by_reason", pa.map_(pa.string(), pa.int64())),  # the writer's counts
+        ("rule_stats", pa.list_(pa.struct([("rule", pa.string()), ("checked", pa.int64()), ("rejected", pa.int64()), ("passed", pa.int64())]))),
+        ("source", pa.map_(pa.string(), pa.string())),  # shard fingerprint, models used, ...
+        ("manifest", pa.string()),  # the manifest JSON itself, to rebuild the object exactly
+    ]
+)
+ORDER_COLUMNS = ("committed_ns", "entry_id")
+KEY_COLUMNS = ("asset", "partition")
+
+
+class CatalogBusy(RuntimeError):
+    """Files kept vanishing under a reader for READ_ATTEMPTS rounds (compactions racing)."""
+
+
+# --- layout ---------------------------------------------------------------------------
+def log_dir(storage: Storage) -> str:
+    return storage.path(CATALOG_DIR, "log")
+
+
+def compacted_dir(storage: Storage) -> str:
+    return storage.path(CATALOG_DIR, "compacted")
+
+
+def _new_name(committed_ns: int | None = None) -> str:
+    return f"{committed_ns or time.time_ns():020d}-{uuid.uuid4().hex}.parquet"
+
+
+def _list(storage: Storage, folder: str) -> list[str]:
+    """The entry files in ``folder``: one listing request per 1,000 files on S3."""
+    try:
+        paths = storage.fs.ls(folder, detail=False)
+    except FileNotFoundError:  # nothing recorded yet
+        return []
+    return sorted(p for p in paths if _ENTRY_NAME.fullmatch(p.rstrip("/").rsplit("/", 1)[-1]))
+
+
+# --- entries ----------------------------------------------------------------------------
+def entry_row(manifest: Manifest | ModelManifest, committed_ns: int, entry_id: str) -> dict:
+    raw = manifest.model_dump()
+    row = {
+        "entry_id": entry_id,
+        "committed_ns": committed_ns,
+        "asset": manifest.asset,
+        "partition": manifest.partition,
+        "manifest": json.dumps(raw, ensure_ascii=False, sort_keys=True),
+        "rejected_by_reason": [],
+        "rule_stats": [],
+        "source": [],
+    }
+    if isinstance(manifest, ModelManifest):
+        return {**row, "kind": "model", "data_url": manifest.model_url}
+    return {
+        **row,
+        "kind": "rows",
+        "schema_version": manifest.schema_version,
+        "data_url": manifest.data_url,
+        "rejections_url": manifest.rejections_url,
+        "rows_in": manifest.rows_in,
+        "rows_out": manifest.rows_out,
+        "rows_rejected": manifest.rows_rejected,
+        "rejected_by_reason": list(manifest.rejected_by_reason.items()),
+        "rule_stats": [{k: _int_or_none(s.get(k)) if k != "rule" else s.get("rule") for k in ("rule", "checked", "rejected", "passed")} for s in manifest.rule_stats],
+        "source": list(manifest.source.items()),
+    }
+
+
+def _int_or_none(value) -> int | None:
+    return None if value is None else int(value)
+
+
+def manifest_of(raw_json: str) -> Manifest | ModelManifest:
+    raw = json.loads(raw_json)
+    return ModelManifest.model_validate(raw) if "model_url" in raw else Manifest.model_validate(raw)
+
+
+def _write_entries(storage: Storage, dest: str, table: pa.Table) -> None:
+    with storage.atomic_local_file(dest) as tmp:
+        pq.write_table(table, tmp, compression="zstd")
+
+
+def append(storage: Storage, manifest: Manifest | ModelManifest, compact_at: int = COMPACT_AT) -> str:
+    """Record ``manifest`` as a new log entry; fold the log when it has grown to
+    ``compact_at`` entries (0: never here). Returns the entry's path."""
+    committed_ns, entry_id = time.time_ns(), uuid.uuid4().hex
+    dest = f"{log_dir(storage)}/{committed_ns:020d}-{entry_id}.parquet"
+    _write_entries(storage, dest, pa.Table.from_pylist([entry_row(manifest, committed_ns, entry_id)], schema=ENTRY_SCHEMA))
+    if compact_at and len(_list(storage, log_dir(storage))) >= compact_at:
+        try:
+            compact(storage)
+        except (OSError, duckdb.Error, CatalogBusy) as exc:
+            # The entry is recorded; a failed fold only leaves the log longer for the next one.
+            log.warning(f"catalog compaction after {manifest.asset}/{manifest.partition} failed: {exc}")
+    return dest
+
+
+# --- reading ----------------------------------------------------------------------------
+def _read_log(storage: Storage, paths: list[str]) -> pa.Table:
+    """The log entries at ``paths``, one GET each (fetched concurrently on S3)."""
+    if not paths:
+        return ENTRY_SCHEMA.empty_table()
+    blobs = storage.fs.cat(paths, on_error="raise")  # FileNotFoundError: folded meanwhile
+    tables = [pq.read_table(pa.BufferReader(blobs[p])) for p in paths]
+    return pa.concat_tables(tables, promote_options="default")
+
+
+def _connect(storage: Storage, database: str | None = None) -> duckdb.DuckDBPyConnection:
+    from asagi_dagster.query import connect  # query imports this module for its views
+
+    return connect(storage, database)
+
+
+def _latest_sql(columns: Iterable[str], sources: list[str], assets: Iterable[str] | None) -> str:
+    wanted = list(dict.fromkeys([*KEY_COLUMNS, *columns]))
+    union = " UNION ALL BY NAME ".join(f"SELECT {', '.join(dict.fromkeys([*wanted, *ORDER_COLUMNS]))} FROM {s}" for s in sources)
+    where = ""
+    if assets is not None:
+        where = "WHERE asset IN (" + ", ".join(_quote(a) for a in assets) + ")" if list(assets) else "WHERE false"
+    return (
+        f"SELECT {', '.join(wanted)} FROM ({union}) {where} "
+        "QUALIFY row_number() OVER (PARTITION BY asset, partition ORDER BY committed_ns DESC, entry_id DESC) = 1"
+    )
+
+
+def _quote(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _parquet_source(storage: Storage, paths: list[str]) -> str:
+    return "read_parquet([" + ", ".join(_quote(storage.url(p)) for p in paths) + "], union_by_name=true)"
+
+
+def load_latest(
+    storage: Storage,
+    con: duckdb.DuckDBPyConnection,
+    table: str = "catalog",
+    columns: Iterable[str] = ENTRY_SCHEMA.names,
+    assets: Iterable[str] | None = None,
+) -> None:
+    """Create the temporary table ``table``: the latest entry of every (asset, partition),
+    of ``assets`` only when given, with ``columns`` (and the key). ``con`` must reach the
+    storage root (``query.connect``)."""
+    columns, assets = list(columns), None if assets is None else list(assets)
+    for _ in range(READ_ATTEMPTS):
+        log_paths = _list(storage, log_dir(storage))  # before the compacted files: see the module doc
+        compacted = _list(storage, compacted_dir(storage))
+        try:
+            con.register("_catalog_log", _read_log(storage, log_paths))
+            sources = ["_catalog_log"] + ([_parquet_source(storage, compacted)] if compacted else [])
+            con.execute(f"CREATE OR REPLACE TEMP TABLE {table} AS {_latest_sql(columns, sources, assets)}")
+            return
+        except (FileNotFoundError, duckdb.IOException) as exc:
+            if _all_exist(storage, log_paths + compacted):
+                raise  # not a file folded away under us
+            log.info(f"catalog file folded while reading ({exc}); reading again")
+        finally:
+            con.unregister("_catalog_log")
+    raise CatalogBusy(f"catalog files kept vanishing while read, {READ_ATTEMPTS} times")
+
+
+def _all_exist(storage: Storage, paths: list[str]) -> bool:
+    return all(storage.fs.exists(p) for p in paths)
+
+
+def read_latest(storage: Storage, columns: Iterable[str] = ENTRY_SCHEMA.names, assets: Iterable[str] | None = None) -> pa.Table:
+    """The latest entry of every (asset, partition), as an Arrow table sorted by key."""
+    with _connect(storage) as con:
+        load_latest(storage, con, "catalog", columns, assets)
+        return con.execute("SELECT * FROM catalog ORDER BY asset, partition").fetch_arrow_table()
+
+
+def latest_manifests(storage: Storage, assets: Iterable[str] | None = None) -> dict[tuple[str, str], Manifest | ModelManifest]:
+    """(asset, partition) -> its manifest as last committed, from one catalog read."""
+    table = read_latest(storage, ["manifest"], assets)
+    return {(a, p): manifest_of(m) for a, p, m in zip(*(table.column(c).to_pylist() for c in ("asset", "partition", "manifest")))}
+
+
+# --- compaction -------------------------------------------------------------------------
+@dataclass
+class Compaction:
+    log_entries: int = 0  # log files folded
+    compacted_files: int = 0  # compacted files merged
+    entries: int = 0  # rows in the new compacted file
+    output: str | None = None
+    yielded: bool = False  # a file vanished while read: another compaction has it
+
+
+def compact(storage: Storage, merge_at: int = MERGE_AT, merge_all: bool = False) -> Compaction:
+    """Fold the log into one compacted file, and the compacted files too when there would be
+    more than ``merge_at`` (or ``merge_all``); superseded entries are dropped. The output is
+    committed before any input is removed, and only inputs read in full are removed."""
+    log_paths = _list(storage, log_dir(storage))
+    compacted = _list(storage, compacted_dir(storage))
+    merged = compacted if merge_all or len(compacted) + bool(log_paths) > merge_at else []
+    if not log_paths and len(merged) <= 1:
+        return Compaction()
+    dest = f"{compacted_dir(storage)}/{_new_name()}"
+    try:
+        with _connect(storage) as con:
+            con.register("_catalog_log", _read_log(storage, log_paths))
+            sources = ["_catalog_log"] + ([_parquet_source(storage, merged)] if merged else [])
+            with storage.atomic_local_file(dest) as tmp:
+                query = f"{_latest_sql(ENTRY_SCHEMA.names, sources, None)} ORDER BY asset, partition"
+                con.execute(f"COPY ({query}) TO {_quote(tmp)} (FORMAT parquet, COMPRESSION zstd)")
+                entries = pq.ParquetFile(tmp).metadata.num_rows
+    except (FileNotFoundError, duckdb.IOException):
+        if _all_exist(storage, log_paths + merged):
+            raise
+        return Compaction(yielded=True)  # nothing removed; the other compaction folds it
+    _remove(storage, log_paths + merged)
+    return Compaction(len(log_paths), len(merged), entries, storage.url(dest))
+
+
+def _remove(storage: Storage, paths: list[str]) -> None:
+    """Remove ``paths``; one already gone was removed by a concurrent compaction."""
+    if not paths:
+        return
+    if storage.is_local:
+        for path in paths:
+            discard(path)
+    else:
+        storage.fs.rm(paths)  # bulk deletes, 1,000 keys a request; absent keys are no error
+
+
+# --- checking and rebuilding from the manifest files ------------------------------------------
+def manifest_paths(storage: Storage) -> list[str]:
+    """Every committed manifest file under the root: a listing of the whole root, O(N)."""
+    found = storage.fs.glob(storage.path("*", "*", MANIFEST_FILE))
+    return sorted(p for p in found if not p.startswith(storage.path(CATALOG_DIR) + "/"))
+
+
+def _read_manifest_files(storage: Storage, paths: list[str], batch: int = 1000):
+    """(path, manifest JSON text) of each path, fetched ``batch`` at a time."""
+    for start in range(0, len(paths), batch):
+        chunk = paths[start : start + batch]
+        blobs = storage.fs.cat(chunk, on_error="omit")  # removed since the listing: not there
+        for path in chunk:
+            if path in blobs:
+                yield path, blobs[path].decode("utf-8")
+
+
+@dataclass
+class CatalogCheck:
+    manifests: int = 0  # manifest files read
+    entries: int = 0  # latest catalog entries
+    missing: list[str] = field(default_factory=list)  # a manifest file the catalog lacks
+    stale: list[str] = field(default_factory=list)  # the catalog holds another version of it
+    orphaned: list[str] = field(default_factory=list)  # a catalog entry with no manifest file
+
+    @property
+    def ok(self) -> bool:
+        return not (self.missing or self.stale or self.orphaned)
+
+
+def check(storage: Storage) -> CatalogCheck:
+    """Compare the catalog's latest entries with the manifest files: reads every manifest,
+    O(N) requests. A commit under way at the time shows up too: check again before a
+    rebuild."""
+    table = read_latest(storage, ["manifest"])
+    cataloged = {(a, p): json.loads(m) for a, p, m in zip(*(table.column(c).to_pylist() for c in ("asset", "partition", "manifest")))}
+    result = CatalogCheck(entries=len(cataloged))
+    seen = set()
+    for path, text in _read_manifest_files(storage, manifest_paths(storage)):
+        result.manifests += 1
+        asset, partition = path.split("/")[-3:-1]
+        seen.add((asset, partition))
+        entry = cataloged.get((asset, partition))
+        if entry is None:
+            result.missing.append(f"{asset}/{partition}")
+        elif entry != json.loads(text):
+            result.stale.append(f"{asset}/{partition}")
+    result.orphaned = [f"{a}/{p}" for a, p in sorted(set(cataloged) - seen)]
+    return result
+
+
+def rebuild(storage: Storage) -> int:
+    """Rewrite the catalog from the manifest files (O(N)); returns the entries written.
+
+    Entries take the rebuild's start as their time, so they supersede every entry written
+    before it (stale ones included) and lose to every commit recorded after it. The old
+    catalog files, listed before the manifests are read, are removed once the new one is
+    committed."""
+    started = time.time_ns()
+    old = _list(storage, log_dir(storage)) + _list(storage, compacted_dir(storage))
+    dest = f"{compacted_dir(storage)}/{_new_name(started)}"
+    written = 0
+    with storage.atomic_local_file(dest) as tmp:
+        with pq.ParquetWriter(tmp, ENTRY_SCHEMA, compression="zstd") as writer:
+            rows = []
+            for _, text in _read_manifest_files(storage, manifest_paths(storage)):
+                rows.append(entry_row(manifest_of(text), started, uuid.uuid4().hex))
+                if len(rows) == 10_000:
+                    writer.write_table(pa.Table.from_pylist(rows, schema=ENTRY_SCHEMA))
+                    written, rows = written + len(rows), []
+            writer.write_table(pa.Table.from_pylist(rows, schema=ENTRY_SCHEMA))
+            written += len(rows)
+    _remove(storage, old)
+    return written
