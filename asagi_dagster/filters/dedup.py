@@ -24,8 +24,9 @@ from collections import Counter
 import duckdb
 import pyarrow as pa
 
+from asagi_dagster import catalog
 from asagi_dagster.filters.images import hamming
-from asagi_dagster.storage import MANIFEST_FILE, Manifest, StageWriter, Storage
+from asagi_dagster.storage import Manifest, StageWriter, Storage
 
 # An origin's sort key: "0:" for curated datasets, "1:" for the web, so the minimum is
 # the preferred copy. filtered_pairs compares the same key.
@@ -121,13 +122,10 @@ SCREENED_ASSETS = ("screened_pairs", "screened_dataset_pairs")  # every source f
 
 
 def screened_manifests(storage: Storage) -> list[Manifest]:
-    """Every materialized partition of every screened-pairs asset, sorted."""
-    manifests = []
-    for asset in SCREENED_ASSETS:
-        for path in sorted(storage.fs.glob(storage.path(asset, "*", MANIFEST_FILE))):
-            partition = path.rstrip("/").split("/")[-2]
-            manifests.append(storage.read_manifest(asset, partition))
-    return manifests
+    """Every materialized partition of every screened-pairs asset, sorted: one read of the
+    manifest catalog, not one file per partition."""
+    found = catalog.latest_manifests(storage, SCREENED_ASSETS)
+    return [found[key] for key in sorted(found, key=lambda k: (SCREENED_ASSETS.index(k[0]), k[1]))]
 
 
 def write_hash_index(storage: Storage, con: duckdb.DuckDBPyConnection, out: StageWriter, max_hamming: int) -> list[Manifest]:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
+from asagi_dagster import catalog
 from asagi_dagster.storage import Storage, StageWriter
 from asagi_dagster.train.template import CAPTION_INSTRUCTIONS, mcvqa_instruction
 
@@ -213,15 +214,25 @@ def _uniform(key: str) -> float:
     return (_digest_int(key) + 0.5) / 2**64
 
 
+# The assets a mixture draws from.
+MIXTURE_INPUTS = (
+    "filtered_pairs", "pair_images", "reference_texts", "ja_captions", "synthetic_vqa", "synthetic_mcvqa",
+    "filtered_dataset_pairs", "dataset_pairs", "translated_pairs",
+)
+
+
 def mixture_inputs(storage: Storage, shards: list[str], datasets: dict, translated: list[str], weights: dict[str, float]) -> tuple[list[WebShard], list[Dataset], list[str]]:
     """(web shards, datasets, missing inputs) from what is committed under the root.
 
     ``datasets`` is the profile's sources.datasets; ``translated`` the datasets with a
     translation. A shard or dataset whose filtered split is not there is skipped; a
     corpus a weighted source needs but a partition lacks is listed as missing."""
+    # One catalog read for every input's data URL, not a manifest file per shard and asset.
+    urls = catalog.read_latest(storage, ["data_url"], MIXTURE_INPUTS)
+    found = {(a, p): u for a, p, u in zip(*(urls.column(c).to_pylist() for c in ("asset", "partition", "data_url")))}
+
     def url(asset: str, partition: str) -> str | None:
-        path = storage.manifest_path(asset, partition)
-        return storage.read_manifest(asset, partition).data_url if storage.exists(path) else None
+        return found.get((asset, partition))
 
     missing: list[str] = []
 
