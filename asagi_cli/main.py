@@ -1,4 +1,4 @@
-"""The ``asagi`` command: sample, sync, ingest, datasets, filter, synthesize, train, evaluate, report, judge-manifest, and ``demo`` (all of them).
+"""The ``asagi`` command: sample, sync, ingest, datasets, filter, synthesize, train, evaluate, report, catalog, judge-manifest, and ``demo`` (all of them).
 
 Dagster state lives in the instance at $DAGSTER_HOME (default: the profile's
 ``dagster.home``), the same one ``dagster dev`` and ``dagster job backfill`` use.
@@ -16,7 +16,7 @@ import click
 import yaml
 
 from asagi_dagster.config import AsagiConfig, ConfigError, load_config
-from asagi_dagster.report import format_table, model_report, shard_report
+from asagi_dagster.report import format_summary, format_table, model_report, shard_report, summary_report, to_json
 from asagi_dagster.storage import Storage
 
 PARTITIONS = "warc_shards"
@@ -332,14 +332,63 @@ def judge_manifest() -> None:
 
 
 @main.command()
+@click.option("--shards", is_flag=True, help="One line per asset and shard instead of the summary.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def report(as_json: bool) -> None:
-    """Rows in, out and rejected by reason, per asset and shard (from DuckDB)."""
+def report(shards: bool, as_json: bool) -> None:
+    """Rows in, out and rejected by reason: by asset (default) or per shard, from the manifest catalog."""
     config = _config()
     storage = Storage(config.storage)
-    rows = shard_report(storage, config.storage.duckdb_path)
-    # JSON: the row accounts; the table also lists trained models (their manifests are JSON already).
-    click.echo(json.dumps(rows, ensure_ascii=False, indent=1) if as_json else format_table(rows, model_report(storage)))
+    if shards:
+        rows = shard_report(storage, config.storage.duckdb_path)
+        # JSON: the row accounts; the table also lists trained models.
+        click.echo(to_json(rows) if as_json else format_table(rows, model_report(storage)))
+    else:
+        summary = summary_report(storage, config.storage.duckdb_path)
+        click.echo(to_json(summary) if as_json else format_summary(summary))
+
+
+@main.group(name="catalog")
+def catalog_() -> None:
+    """The manifest catalog that reports, re-syncs, mixtures and index rebuilds read."""
+
+
+@catalog_.command()
+@click.option("--merge", is_flag=True, help="Also merge every compacted file into one.")
+def compact(merge: bool) -> None:
+    """Fold the catalog's log into a compacted file (writers also do it past a log of 500)."""
+    from asagi_dagster import catalog
+
+    done = catalog.compact(Storage(_config().storage), merge_all=merge)
+    if done.yielded:
+        click.echo("another compaction is folding these files; nothing done")
+    elif done.output is None:
+        click.echo("nothing to compact")
+    else:
+        click.echo(f"folded {done.log_entries} log entries and {done.compacted_files} compacted files into {done.output} ({done.entries} entries)")
+
+
+@catalog_.command()
+def check() -> None:
+    """Compare the catalog with every manifest file (reads them all: O(shards x assets) requests)."""
+    from asagi_dagster import catalog
+
+    result = catalog.check(Storage(_config().storage))
+    click.echo(f"read {result.manifests} manifest files and {result.entries} catalog entries")
+    for name, keys in (("not in the catalog", result.missing), ("older in the catalog", result.stale), ("in the catalog, no manifest file", result.orphaned)):
+        for key in keys:
+            click.echo(f"{name}: {key}")
+    if not result.ok:
+        click.echo("the catalog differs from the manifest files (a commit under way shows here too): asagi catalog rebuild", err=True)
+        sys.exit(1)
+    click.echo("the catalog matches the manifest files")
+
+
+@catalog_.command()
+def rebuild() -> None:
+    """Rewrite the catalog from the manifest files (reads them all)."""
+    from asagi_dagster import catalog
+
+    click.echo(f"rebuilt the catalog: {catalog.rebuild(Storage(_config().storage))} entries")
 
 
 @main.command()

@@ -182,9 +182,15 @@ def _connect(storage: Storage, database: str | None = None) -> duckdb.DuckDBPyCo
     return connect(storage, database)
 
 
+# Columns computed from an entry's own: a model's manifest JSON, without every row
+# account's JSON along (the report lists models, and sums everything else).
+DERIVED = {"model_manifest": "CASE WHEN kind = 'model' THEN manifest END"}
+
+
 def _latest_sql(columns: Iterable[str], sources: list[str], assets: Iterable[str] | None) -> str:
     wanted = list(dict.fromkeys([*KEY_COLUMNS, *columns]))
-    union = " UNION ALL BY NAME ".join(f"SELECT {', '.join(dict.fromkeys([*wanted, *ORDER_COLUMNS]))} FROM {s}" for s in sources)
+    selected = ", ".join(f"{DERIVED[c]} AS {c}" if c in DERIVED else c for c in dict.fromkeys([*wanted, *ORDER_COLUMNS]))
+    union = " UNION ALL BY NAME ".join(f"SELECT {selected} FROM {s}" for s in sources)
     where = ""
     if assets is not None:
         where = "WHERE asset IN (" + ", ".join(_quote(a) for a in assets) + ")" if list(assets) else "WHERE false"

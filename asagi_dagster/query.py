@@ -10,7 +10,7 @@ from pathlib import Path
 
 import duckdb
 
-from asagi_dagster.storage import DATA_FILE, MANIFEST_FILE, Manifest, Storage
+from asagi_dagster.storage import DATA_FILE, Manifest, Storage
 
 
 def connect(storage: Storage, database: str | None = None) -> duckdb.DuckDBPyConnection:
@@ -97,22 +97,26 @@ def benchmark_overlaps(con: duckdb.DuckDBPyConnection, pairs_url: str, benchmark
 
 
 def refresh_views(con: duckdb.DuckDBPyConnection, storage: Storage) -> None:
-    """Views over every manifest and rejection file, kept in the database for ad-hoc SQL."""
-    root = storage.url(storage.root_path)
-    manifests = f"{root}/*/*/{MANIFEST_FILE}"
-    rejections = f"{root}/rejections/*/*/{DATA_FILE}"
+    """Tables kept in the report's database for ad-hoc SQL: ``manifests``, a snapshot of
+    the manifest catalog's row accounts (the temporary table ``catalog`` when loaded, else
+    read now), and ``rejections``, a view over every rejection file (read when queried)."""
+    from asagi_dagster import catalog  # catalog reaches DuckDB through this module
+
+    loaded = con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'catalog' AND temporary").fetchone()[0]
+    if not loaded:
+        catalog.load_latest(storage, con, "catalog", ["kind", "rows_in", "rows_out", "rows_rejected", "rejected_by_reason", "rule_stats"])
     con.execute(
-        f"""CREATE OR REPLACE VIEW manifests AS
-            SELECT asset, partition, rows_in, rows_out, rows_rejected, schema_version, data_url,
-                   coalesce(rule_stats, []) AS rule_stats
-            FROM read_json('{manifests}', columns={{asset: 'VARCHAR', partition: 'VARCHAR', rows_in: 'BIGINT',
-                 rows_out: 'BIGINT', rows_rejected: 'BIGINT', schema_version: 'INTEGER', data_url: 'VARCHAR',
-                 rule_stats: 'STRUCT(rule VARCHAR, checked BIGINT, rejected BIGINT, passed BIGINT)[]'}})
-            WHERE rows_in IS NOT NULL  -- row-less manifests (trained models) are not row accounts"""
+        """CREATE OR REPLACE TABLE manifests AS
+           SELECT asset, partition, rows_in, rows_out, rows_rejected, rejected_by_reason, coalesce(rule_stats, []) AS rule_stats
+           FROM catalog WHERE kind = 'rows'"""
     )
-    con.execute(
-        f"""CREATE OR REPLACE VIEW rejections AS
-            SELECT split_part(filename, '/', -3) AS asset, split_part(filename, '/', -2) AS partition,
-                   record_id, reason, detail
-            FROM read_parquet('{rejections}', filename=true)"""
-    )
+    rejections = f"{storage.url(storage.root_path)}/rejections/*/*/{DATA_FILE}"
+    try:
+        con.execute(
+            f"""CREATE OR REPLACE VIEW rejections AS
+                SELECT split_part(filename, '/', -3) AS asset, split_part(filename, '/', -2) AS partition,
+                       record_id, reason, detail
+                FROM read_parquet('{rejections}', filename=true)"""
+        )
+    except duckdb.IOException:  # no rejection file yet: nothing to view
+        con.execute("DROP VIEW IF EXISTS rejections")
