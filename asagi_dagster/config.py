@@ -55,7 +55,14 @@ class DownloaderSettings(_Strict):
     max_redirects: int = Field(5, ge=0)
     retries: int = Field(3, ge=0)
     backoff_s: float = Field(0.5, ge=0)
-    per_host_interval_s: float = Field(1.0, ge=0, description="Minimum gap between two requests to one host.")
+    per_host_interval_s: float = Field(1.0, ge=0, description="Minimum gap between two requests to one host, for all downloaders together (see downloaders).")
+    per_host_connections: int = Field(4, ge=1, description="Most requests in flight to one host at once, for all downloaders together.")
+    downloaders: int = Field(
+        1, ge=1,
+        description="How many pair_images steps may download at once in the deployment: the limit of the Dagster pool the pair_images asset runs in. "
+        "The per-host budgets above are shared out among them: each waits per_host_interval_s x downloaders between requests to a host and keeps "
+        "per_host_connections // downloaders in flight, so the host sees the budget whatever machines or pods the steps run on.",
+    )
     workers: int = Field(4, ge=1)
     allowed_content_types: list[str] = ["image/"]
     respect_robots_txt: bool = True
@@ -72,6 +79,15 @@ class DownloaderSettings(_Strict):
             except ValueError:
                 raise ValueError(f"entry {index} is not an IP network such as 10.0.0.0/8 or 127.0.0.1") from None  # not echoed: see _describe
         return value
+
+    @model_validator(mode="after")
+    def _connections_cover_downloaders(self) -> DownloaderSettings:
+        if self.per_host_connections < self.downloaders:
+            raise ValueError(
+                f"per_host_connections ({self.per_host_connections}) is below downloaders ({self.downloaders}): every downloader needs "
+                "one connection per host of its own; raise per_host_connections or lower the pool limit and downloaders"
+            )
+        return self
 
 
 class HtmlSettings(_Strict):

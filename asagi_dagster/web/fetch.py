@@ -2,7 +2,8 @@
 
 Honours robots.txt (RFC 9309, parsed by protego) for the URL and for every redirect
 target, and ``X-Robots-Tag: noai`` / ``noimageai``; keeps a minimum gap between requests
-to one host, caps the body size, checks the content type, retries transient failures
+to one host and caps the requests in flight to it (its share of budgets that every
+downloader of the deployment spends together: ``host_throttle``), caps the body size, checks the content type, retries transient failures
 with backoff, and refuses non-public addresses (private, loopback, link-local,
 multicast, and IPv6 forms that carry such an IPv4 address), at every redirect hop,
 unless the profile allow-lists them.
@@ -425,12 +426,16 @@ class _GuardedTransport(httpx.HTTPTransport):
 
 
 class HostThrottle:
-    """At most one request per host every ``interval`` seconds, across threads."""
+    """Per host, across threads: at most one request start every ``interval`` seconds, and
+    at most ``connections`` requests in flight."""
 
-    def __init__(self, interval: float):
+    def __init__(self, interval: float, connections: int | None = None):
         self.interval = interval
+        self.connections = connections
         self._next: dict[str, float] = {}
+        self._busy: dict[str, int] = {}
         self._lock = threading.Lock()
+        self._freed = threading.Condition(self._lock)
 
     def wait(self, host: str, deadline: float = math.inf, cancelled: threading.Event | None = None) -> bool:
         """Wait for the host's turn; False, without taking a turn, if it comes after
@@ -448,12 +453,53 @@ class HostThrottle:
             return True
         return not cancelled.wait(start - now)
 
+    def acquire(self, host: str, deadline: float = math.inf, cancelled: threading.Event | None = None) -> bool:
+        """A connection slot for ``host``, then its turn; False if either comes after
+        ``deadline`` or ``cancelled`` is set, holding nothing. The slot comes first: a turn
+        taken before a wait for a slot could be used late, closer than ``interval`` to
+        the next request's turn. Pair every True with ``release``."""
+        if self.connections is not None:
+            with self._freed:
+                while self._busy.get(host, 0) >= self.connections:
+                    left = deadline - time.monotonic()
+                    if left <= 0 or (cancelled is not None and cancelled.is_set()):
+                        return False
+                    self._freed.wait(min(left, _SLICE_S))  # sliced: a cancel is seen in time
+                self._busy[host] = self._busy.get(host, 0) + 1
+        if self.wait(host, deadline, cancelled):
+            return True
+        self.release(host)
+        return False
+
+    def release(self, host: str) -> None:
+        if self.connections is None:
+            return
+        with self._freed:
+            left = self._busy[host] - 1
+            if left:
+                self._busy[host] = left
+            else:
+                del self._busy[host]
+            self._freed.notify_all()
+
+    def in_flight(self, host: str) -> int:
+        with self._lock:
+            return self._busy.get(host, 0)
+
+
+def host_throttle(settings: DownloaderSettings) -> HostThrottle:
+    """This downloader's share of the per-host budgets, which ``settings.downloaders``
+    downloaders (the Dagster pool's limit) spend together: none of them knows how many of
+    the others are running, so each keeps to its fixed share, and the host never sees more
+    than the whole budget however many machines or pods the downloaders run on."""
+    return HostThrottle(settings.per_host_interval_s * settings.downloaders, settings.per_host_connections // settings.downloaders)
+
 
 class Fetcher:
     def __init__(self, settings: DownloaderSettings, ssl_context: ssl.SSLContext | None = None):
         self.settings = settings
         self.policy = AddressPolicy(settings.allow_networks)
-        self.throttle = HostThrottle(settings.per_host_interval_s)
+        self.throttle = host_throttle(settings)
         self.transport = _GuardedTransport(self.policy, ssl_context)
         self._headers = {"User-Agent": settings.user_agent, "Accept": "*/*", "Accept-Encoding": "gzip, deflate"}
         self._timeouts = httpx.Timeout(settings.read_timeout_s, connect=settings.connect_timeout_s).as_dict()
@@ -574,7 +620,8 @@ class Fetcher:
             return refused(url, "invalid_url", str(exc)), None
         except httpcore.TimeoutException as exc:
             return refused(url, "timeout", str(exc), transient=True), None
-        if not self.throttle.wait(host, budget.deadline, budget.cancelled):
+        if not self.throttle.acquire(host, budget.deadline, budget.cancelled):
+            budget.pinned = {}
             budget.check()
             return refused(url, "timeout", f"the host's turn comes after the total deadline of {budget.total_s} s", transient=True), None
         request = httpx.Request("GET", target, headers=self._headers, extensions={"timeout": self._timeouts})
@@ -591,6 +638,7 @@ class Fetcher:
             return refused(url, "connection_error", f"{type(exc).__name__}: {exc}", transient=True), None
         finally:
             budget.pinned = {}
+            self.throttle.release(host)  # the body is read (or abandoned) by now: the connection is free
 
     def _respond(self, url: str, response: httpx.Response, max_bytes: int, robots_txt: bool) -> tuple[FetchResult | str, float | None]:
         if response.is_redirect:  # its Location is parsed by _get, as the next hop
