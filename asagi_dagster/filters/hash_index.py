@@ -187,9 +187,10 @@ class HashIndex:
         self._snapshot_affected()
         self._recluster()
         changed = self._changed_shards(list(shards))
-        self.con.executemany(
-            "INSERT INTO shards SELECT ?, ?, (SELECT count(DISTINCT image_id) FROM origins WHERE shard = ?)",
-            [[key, generation, key] for key in shards],
+        self.con.execute(  # every shard, an empty one too: it was added
+            """INSERT INTO shards SELECT k.shard, $generation, count(DISTINCT n.image_sha256)
+               FROM (SELECT unnest($keys) AS shard) k LEFT JOIN incoming n USING (shard) GROUP BY k.shard""",
+            {"generation": generation, "keys": list(shards)},
         )
         self._set_meta("generation", str(generation))
         for table in ("incoming", "new_origins", "touched", "new_edges", "affected_before"):
@@ -197,15 +198,21 @@ class HashIndex:
         return AddResult(sorted(shards), images_added, origins_added, edges_added, changed)
 
     def _load_incoming(self, shards: dict[str, list[str]]) -> None:
-        """The distinct (image, hash, origin, shard) of the new shards' screened pairs."""
-        selects = " UNION ALL ".join(
-            f"SELECT image_sha256, image_phash, {ORIGIN_KEY_SQL} AS origin, $shard_{i} AS shard FROM read_parquet($urls_{i})"
-            for i in range(len(shards))
-        )
-        params = {}
-        for i, (key, urls) in enumerate(shards.items()):
-            params[f"shard_{i}"], params[f"urls_{i}"] = key, urls
-        self.con.execute(f"CREATE OR REPLACE TEMP TABLE incoming AS SELECT DISTINCT * FROM ({selects})", params)
+        """The distinct (image, hash, origin, shard) of the new shards' screened pairs: one
+        scan of all their files, each row's shard told by the file it came from."""
+        files = [(url, key) for key, urls in shards.items() for url in urls]
+        self.con.register("incoming_files", pa.table({"filename": [u for u, _ in files], "shard": [k for _, k in files]}))
+        try:
+            self.con.execute(
+                f"""CREATE OR REPLACE TEMP TABLE incoming AS
+                    SELECT DISTINCT p.image_sha256, p.image_phash, {ORIGIN_KEY_SQL} AS origin, f.shard
+                    FROM read_parquet($urls, filename = true) p LEFT JOIN incoming_files f USING (filename)""",
+                {"urls": [url for url, _ in files]},
+            )
+        finally:
+            self.con.unregister("incoming_files")
+        if self.con.execute("SELECT count(*) FROM incoming WHERE shard IS NULL").fetchone()[0]:
+            raise ValueError("DuckDB named a file otherwise than its url: rows could not be given a shard")
 
     def _insert_images_and_origins(self) -> tuple[int, int]:
         con = self.con

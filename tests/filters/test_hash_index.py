@@ -299,3 +299,12 @@ def test_connected_components_match_a_plain_union_find():
         ra, rb = root(a), root(b)
         parent[max(ra, rb)] = min(ra, rb)
     assert connected_components(count, left, right).tolist() == [root(node) for node in range(count)]
+
+
+def test_an_empty_shard_is_recorded_as_added(tmp_path):
+    empty = write(tmp_path / "empty.parquet", [])
+    index = HashIndex.open(str(tmp_path / "index.duckdb"), 4)
+    assert index.add({"empty": empty}).images_added == 0
+    assert index.shards() == ["empty"]
+    with pytest.raises(ShardAlreadyIndexed):
+        index.add({"empty": empty})
