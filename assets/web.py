@@ -2,6 +2,10 @@
 interleaved documents -> pair images. One dynamic partition per shard."""
 
 import dagster as dg
+from dagster._core.definitions.assets.graph.asset_graph_subset import AssetGraphSubset
+from dagster._core.execution.backfill import BulkActionsFilter, BulkActionStatus, PartitionBackfill
+from dagster._core.utils import make_new_backfill_id
+from dagster._time import get_current_timestamp
 
 from asagi_dagster.config import AsagiConfig
 from asagi_dagster.query import record_starts_check
@@ -16,6 +20,7 @@ from assets.run_workers import fail_runs_with_gone_workers
 from resources.storage import DuckDBResource, ProfileResource, StorageResource
 
 GROUP = "web"
+REQUESTED_BY_TAG = "asagi/requested_by"  # which automation asked for a backfill
 warc_shards = dg.DynamicPartitionsDefinition(name="warc_shards")
 
 
@@ -116,20 +121,55 @@ def _outputs(storage: StorageResource, duckdb: DuckDBResource, *manifests: Manif
         yield accounting_check(duckdb, manifest)
 
 
+# The per-shard assets, in the order a shard goes through them: what web_ingest runs and
+# what the inbox automation's backfills target.
+INGEST_ASSETS = ("web_documents", "web_images", "image_text_pairs", "interleaved_documents", "pair_images", "screened_pairs")
+
 web_ingest = dg.define_asset_job(
     "web_ingest",
-    # Every per-shard asset downstream of the shard, filters included.
-    selection=dg.AssetSelection.groups(GROUP) | dg.AssetSelection.assets("screened_pairs"),
+    selection=dg.AssetSelection.assets(*INGEST_ASSETS),
     partitions_def=warc_shards,
     description="Ingest one WARC shard end to end: records, pages, pairs, their images, and the per-pair rules.",
 )
 
 
-def _run_requests(shards, tick: str | None = None) -> list[dg.RunRequest]:
-    # The sensor's run key is the file's fingerprint, so one file version is ingested
-    # once; the schedule adds its tick, re-requesting whatever is still out of sync.
-    suffix = f"@{tick}" if tick else ""
-    return [dg.RunRequest(partition_key=s.key, run_key=f"{s.key}@{s.fingerprint}{suffix}") for s in shards]
+def _register(instance: dg.DagsterInstance, keys: list[str]) -> None:
+    # Written here rather than as the sensor's dynamic_partitions_requests: the daemon
+    # looks each requested key up on its own (20,000 queries for 20,000 new files).
+    for batch in registration_batches(keys):
+        instance.add_dynamic_partitions(warc_shards.name, batch)
+
+
+def _ingest_subset(keys: list[str]) -> AssetGraphSubset:
+    shards = warc_shards.subset_with_partition_keys(keys)
+    return AssetGraphSubset(partitions_subsets_by_asset_key={dg.AssetKey(asset): shards for asset in INGEST_ASSETS})
+
+
+def _ingest_backfill_request(keys: list[str], requested_by: str) -> dg.RunRequest:
+    """One backfill for any number of shards, not one run request each: the sensor daemon
+    looks every run key up one query at a time, so 20,000 run requests made a tick of
+    minutes; the backfill daemon launches the runs at the pace the run queue allows, and
+    the UI shows each shard's status on the backfill's page."""
+    return dg.RunRequest.for_asset_graph_subset(_ingest_subset(keys), tags={REQUESTED_BY_TAG: requested_by})
+
+
+def _submit_ingest_backfill(instance: dg.DagsterInstance, keys: list[str], requested_by: str) -> str:
+    """What the sensor daemon does with ``_ingest_backfill_request``; schedules cannot ask
+    the daemon for a backfill, so the re-sync submits its own."""
+    backfill_id = make_new_backfill_id()
+    instance.add_backfill(
+        PartitionBackfill.from_asset_graph_subset(
+            backfill_id=backfill_id,
+            backfill_timestamp=get_current_timestamp(),
+            tags={REQUESTED_BY_TAG: requested_by},
+            dynamic_partitions_store=instance,
+            asset_graph_subset=_ingest_subset(keys),
+            title=None,
+            description=None,
+            run_config=None,
+        )
+    )
+    return backfill_id
 
 
 def _plan(context, profile: ProfileResource, storage: StorageResource, full: bool):
@@ -144,24 +184,42 @@ def _plan(context, profile: ProfileResource, storage: StorageResource, full: boo
 _IN_FLIGHT = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]
 
 
-def _partitions_in_flight(context: dg.ScheduleEvaluationContext) -> set[str]:
-    """Partitions with a run queued or running. A run whose worker was killed would stay
+def _shards_in_flight(context: dg.ScheduleEvaluationContext) -> set[str]:
+    """Shards with an unfinished ingest backfill, or a run queued or running (from a
+    backfill, ``asagi ingest`` or the UI). A run whose worker was killed would stay
     STARTED, its shard busy for good: such runs are marked failed here and do not count."""
-    runs = context.instance.get_runs(filters=dg.RunsFilter(job_name=web_ingest.name, statuses=_IN_FLIGHT))
+    runs = [run for run in context.instance.get_runs(filters=dg.RunsFilter(statuses=_IN_FLIGHT)) if _ingests_a_shard(run)]
     gone = {run.run_id for run in fail_runs_with_gone_workers(context.instance, runs)}
     for run_id in sorted(gone):
         context.log.warning(f"run {run_id} marked failed: its worker process is gone")
-    return {run.tags.get("dagster/partition") for run in runs if run.run_id not in gone}
+    busy = {run.tags["dagster/partition"] for run in runs if run.run_id not in gone}
+    for backfill in context.instance.get_backfills(filters=BulkActionsFilter(statuses=[BulkActionStatus.REQUESTED])):
+        busy |= _backfill_shards(backfill)
+    return busy
+
+
+def _ingests_a_shard(run: dg.DagsterRun) -> bool:
+    if not run.tags.get("dagster/partition"):
+        return False
+    selected = {key.to_user_string() for key in run.asset_selection or ()}
+    return run.job_name == web_ingest.name or bool(selected & set(INGEST_ASSETS))  # backfill runs are asset runs
+
+
+def _backfill_shards(backfill: PartitionBackfill) -> set[str]:
+    if backfill.is_asset_backfill:  # the automation's, or one started in the UI
+        shards = backfill.asset_backfill_data.target_subset.partitions_subsets_by_asset_key.get(dg.AssetKey("web_documents"))
+        return set(shards.get_partition_keys()) if shards is not None else set()
+    return set(backfill.partition_names or ()) if backfill.job_name == web_ingest.name else set()  # `dagster job backfill`
 
 
 def build_inbox_automation(config: AsagiConfig) -> tuple[dg.SensorDefinition, dg.ScheduleDefinition]:
     web = config.sources.web
 
     @dg.sensor(
-        job=web_ingest,
+        asset_selection=web_ingest.selection,  # a sensor may ask for a backfill only of an asset selection
         minimum_interval_seconds=web.sensor_interval_s,
         default_status=dg.DefaultSensorStatus.RUNNING,
-        description="Registers new .warc/.warc.gz files in the inbox as shards and ingests them.",
+        description="Registers new WARC files in the inbox as shards and ingests them in one backfill.",
     )
     def warc_inbox_sensor(context: dg.SensorEvaluationContext, profile: ProfileResource, storage: StorageResource):
         plan = _plan(context, profile, storage, full=False)
@@ -169,28 +227,31 @@ def build_inbox_automation(config: AsagiConfig) -> tuple[dg.SensorDefinition, dg
             context.log.warning(f"inbox file skipped: {skipped}")
         if not plan.new:
             return dg.SkipReason("no new shards in the inbox")
-        return dg.SensorResult(
-            run_requests=_run_requests(plan.new),
-            dynamic_partitions_requests=[warc_shards.build_add_request(batch) for batch in registration_batches([s.key for s in plan.new])],
-        )
+        keys = [s.key for s in plan.new]
+        _register(context.instance, keys)
+        context.log.info(f"registered {len(keys)} new shards: {_sample(keys)}")
+        return dg.SensorResult(run_requests=[_ingest_backfill_request(keys, "warc_inbox_sensor")])
 
     @dg.schedule(
         job=web_ingest,
         cron_schedule=web.resync_cron,
         default_status=dg.DefaultScheduleStatus.RUNNING,
-        description="Full re-sync of the inbox: new shards, changed shards and shards never ingested.",
+        description="Full re-sync of the inbox: new shards, changed shards and shards never ingested, in one backfill.",
     )
     def warc_inbox_resync(context: dg.ScheduleEvaluationContext, profile: ProfileResource, storage: StorageResource):
         plan = _plan(context, profile, storage, full=True)
         for skipped in plan.skipped:
             context.log.warning(f"inbox file skipped: {skipped}")
-        if plan.new:
-            for batch in registration_batches([s.key for s in plan.new]):
-                context.instance.add_dynamic_partitions(warc_shards.name, batch)
-        busy = _partitions_in_flight(context)  # queued or running: not out of sync, just not done
-        shards = [s for s in plan.new + plan.changed if s.key not in busy]
-        if not shards:
+        _register(context.instance, [s.key for s in plan.new])
+        busy = _shards_in_flight(context)  # queued, running or in a backfill: not out of sync, just not done
+        keys = [s.key for s in plan.new + plan.changed if s.key not in busy]
+        if not keys:
             return dg.SkipReason("inbox in sync, or its out-of-sync shards are already running")
-        return _run_requests(shards, tick=context.scheduled_execution_time.isoformat())
+        backfill_id = _submit_ingest_backfill(context.instance, keys, "warc_inbox_resync")
+        return dg.SkipReason(f"no runs of its own: backfill {backfill_id} re-syncs {len(keys)} shards: {_sample(keys)}")
 
     return warc_inbox_sensor, warc_inbox_resync
+
+
+def _sample(keys: list[str], shown: int = 5) -> str:
+    return ", ".join(keys[:shown]) + (f" and {len(keys) - shown} more" if len(keys) > shown else "")

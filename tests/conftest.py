@@ -222,3 +222,35 @@ def vllm_server(vllm_python, tmp_path_factory):
             server.wait(timeout=30)
         except subprocess.TimeoutExpired:
             server.kill()
+
+
+def resync_tick(defs, instance, when, finish: bool = True) -> list[str]:
+    """Evaluate the inbox re-sync schedule once: the shards the backfill it submitted
+    targets ([] when it submitted none). The backfill is then marked done, as the daemon
+    would once its runs end, unless ``finish`` is False."""
+    import dagster as dg
+    from dagster._core.execution.backfill import BulkActionStatus
+
+    with dg.build_schedule_context(
+        instance=instance, resources=defs.resources, scheduled_execution_time=when, repository_def=defs.get_repository_def()
+    ) as context:
+        result = defs.resolve_schedule_def("warc_inbox_resync").evaluate_tick(context)
+    assert result.run_requests == []  # the re-sync asks through a backfill, never run by run
+    submitted = [b for b in instance.get_backfills() if b.backfill_id in (result.skip_message or "")]
+    if not submitted:
+        return []
+    [backfill] = submitted
+    assert backfill.status == BulkActionStatus.REQUESTED and backfill.tags["asagi/requested_by"] == "warc_inbox_resync"
+    if finish:
+        instance.update_backfill(backfill.with_status(BulkActionStatus.COMPLETED_SUCCESS))
+    return backfill_shards(backfill.asset_backfill_data.target_subset)
+
+
+def backfill_shards(subset) -> list[str]:
+    """The shards a backfill targets, checked to be the same for every per-shard asset."""
+    from assets.web import INGEST_ASSETS
+
+    by_asset = {key.to_user_string(): sorted(s.get_partition_keys()) for key, s in subset.partitions_subsets_by_asset_key.items()}
+    assert set(by_asset) == set(INGEST_ASSETS)
+    assert all(keys == next(iter(by_asset.values())) for keys in by_asset.values())
+    return next(iter(by_asset.values()))

@@ -11,6 +11,7 @@ import pytest
 
 from asagi_dagster.definitions import build_definitions
 from asagi_dagster.sample.site import write_sample
+from tests.conftest import backfill_shards, resync_tick
 
 SHARD_INGEST = {"web_documents", "web_images", "image_text_pairs", "interleaved_documents", "pair_images", "screened_pairs"}
 ASSETS = SHARD_INGEST | {"image_hash_index", "benchmark_image_index", "document_image_reference", "filtered_pairs", "reference_texts"} | {
@@ -74,47 +75,48 @@ def _sensor_result(defs, instance):
         return sensor(context)
 
 
-def test_sensor_registers_new_shards_and_requests_their_runs(defs, sample_inbox):
+def test_sensor_registers_new_shards_and_asks_for_one_backfill(defs, sample_inbox):
     with dg.instance_for_test() as instance:
         result = _sensor_result(defs, instance)
         keys = ["sample-00000.warc.gz", "sample-00001.warc.gz", "sample-00002.warc"]
-        assert [r.partition_key for r in result.run_requests] == keys
-        assert result.dynamic_partitions_requests[0].partition_keys == keys
-        instance.add_dynamic_partitions("warc_shards", keys)
+        [request] = result.run_requests
+        assert request.requires_backfill_daemon() and backfill_shards(request.asset_graph_subset) == keys
+        assert request.tags["asagi/requested_by"] == "warc_inbox_sensor"
+        assert sorted(instance.get_dynamic_partitions("warc_shards")) == keys
         # Nothing new: the sensor skips.
         assert isinstance(_sensor_result(defs, instance), dg.SkipReason)
         (sample_inbox / "later").mkdir()
         (sample_inbox / "later" / "crawl-7.warc.gz").write_bytes((sample_inbox / "sample-00000.warc.gz").read_bytes())
         (sample_inbox / "bad name!.warc").write_bytes(b"")
-        result = _sensor_result(defs, instance)
-        assert [r.partition_key for r in result.run_requests] == ["later__crawl-7.warc.gz"]
+        [request] = _sensor_result(defs, instance).run_requests
+        assert backfill_shards(request.asset_graph_subset) == ["later__crawl-7.warc.gz"]
 
 
 def test_schedule_resyncs_new_changed_and_never_ingested_shards(defs, sample_inbox):
-    schedule = defs.resolve_schedule_def("warc_inbox_resync")
     job = defs.resolve_job_def("web_ingest")
     ticks = iter(datetime(2026, 11, 1, hour, tzinfo=timezone.utc) for hour in range(24))
     with dg.instance_for_test() as instance:
-        def tick():
-            with dg.build_schedule_context(
-                instance=instance, resources=defs.resources, scheduled_execution_time=next(ticks), repository_def=defs.get_repository_def()
-            ) as context:
-                return schedule.evaluate_tick(context)
+        def tick(finish: bool = True) -> list[str]:
+            return resync_tick(defs, instance, next(ticks), finish)
 
         first = tick()
-        assert sorted(r.partition_key for r in first.run_requests) == ["sample-00000.warc.gz", "sample-00001.warc.gz", "sample-00002.warc"]
-        assert set(instance.get_dynamic_partitions("warc_shards")) == {r.partition_key for r in first.run_requests}
+        assert first == ["sample-00000.warc.gz", "sample-00001.warc.gz", "sample-00002.warc"]
+        assert sorted(instance.get_dynamic_partitions("warc_shards")) == first
         for key in ("sample-00000.warc.gz", "sample-00001.warc.gz"):
             assert job.execute_in_process(instance=instance, partition_key=key).success
         # Only the shard never ingested is still out of sync...
-        assert [r.partition_key for r in tick().run_requests] == ["sample-00002.warc"]
+        assert tick() == ["sample-00002.warc"]
         # ...unless a run for it is already under way: then the tick leaves it alone.
         running = instance.create_run_for_job(job, tags={"dagster/partition": "sample-00002.warc"}, status=dg.DagsterRunStatus.STARTED)
-        assert tick().run_requests == []
+        assert tick() == []
         instance.report_run_failed(running)
         # A file that changes (new mtime, same bytes: the fingerprint moves) is out of sync again.
         os.utime(sample_inbox / "sample-00001.warc.gz", (1, 1))
-        assert sorted(r.partition_key for r in tick().run_requests) == ["sample-00001.warc.gz", "sample-00002.warc"]
+        assert tick() == ["sample-00001.warc.gz", "sample-00002.warc"]
+        # While a backfill for them is unfinished, the next tick does not ask again.
+        os.utime(sample_inbox / "sample-00001.warc.gz", (2, 2))
+        assert tick(finish=False) == ["sample-00001.warc.gz", "sample-00002.warc"]
+        assert tick() == []
 
 
 def test_sample_materializes_with_all_checks_passing(defs, sample_inbox):

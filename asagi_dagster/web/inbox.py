@@ -14,7 +14,8 @@ from asagi_dagster.config import S3Settings
 from asagi_dagster.storage import Storage, filesystem_for, url_of
 
 SHARD_SUFFIXES = (".warc", ".warc.gz", ".warc.lz4", ".warc.zst")  # matched case-insensitively: CRAWL.WARC.GZ is a shard too
-_KEY_PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9._\-]*")  # used with fullmatch: no trailing newline
+_KEY_PART = r"[A-Za-z0-9][A-Za-z0-9._\-]*"
+_SHARD_PATH = re.compile(rf"(?:{_KEY_PART}/)*{_KEY_PART}")  # used with fullmatch: no trailing newline
 _SUBDIR = "__"  # stands for "/" in the keys of shards kept in subfolders
 # A key is a folder name under the storage root (<root>/<asset>/<key>/): at most 255 bytes
 # on ext4, XFS and APFS. 200 leaves room should a key ever prefix a file name, as in
@@ -67,10 +68,9 @@ def is_shard_name(name: str) -> bool:
 
 def shard_key(rel: str) -> tuple[str | None, str | None]:
     """The partition key of the shard at ``rel`` (relative to the inbox), or why it has none."""
-    parts = rel.split("/")
-    if any(_SUBDIR in p or not _KEY_PART.fullmatch(p) for p in parts):
+    if _SUBDIR in rel or not _SHARD_PATH.fullmatch(rel):  # one match for the whole path: 90,000 a tick
         return None, _BAD_NAME
-    key = _SUBDIR.join(parts)
+    key = rel.replace("/", _SUBDIR)
     if len(key) > MAX_KEY_CHARS:
         return None, (
             f"its partition key would be {len(key)} characters, over the {MAX_KEY_CHARS} allowed (keys are "
