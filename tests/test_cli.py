@@ -1,5 +1,6 @@
 """The ways people drive the pipeline from a shell: ``asagi demo`` (the README's main
-command), ``asagi sync``/``report``, and a CLI backfill run by ``dagster-daemon``."""
+command), ``asagi sync``/``report``, a CLI backfill run by ``dagster-daemon``, and the
+inbox sensor's backfill."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from assets.web import INGEST_ASSETS
 from tests.conftest import default_signals, free_port, write_profile
 from tests.dagster_ui import graphql, wait_until_served
 
@@ -173,6 +175,55 @@ def test_cli_backfill_of_all_shards_through_the_daemon(cli_env, tmp_path):
     shards = {p.name for p in inbox.iterdir()}
     for asset in ("web_documents", "image_text_pairs", "pair_images", "screened_pairs", "filtered_pairs"):
         assert {r["partition"] for r in report if r["asset"] == asset} == shards, asset
+
+
+def test_files_dropped_in_the_inbox_are_ingested_by_the_sensors_backfill(cli_env, tmp_path):
+    """What a user with `dagster dev` running sees: new WARC files are registered by the
+    inbox sensor and ingested by the one backfill it asks the daemon for, a run per shard
+    with every per-shard asset in it."""
+    asagi(cli_env, "sample")
+    shards = sorted(p.name for p in (tmp_path / "inbox").iterdir())
+    server = subprocess.Popen([*ASAGI, "serve-sample"], env=cli_env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=default_signals)
+    daemon = subprocess.Popen(
+        ["dagster-daemon", "run", "-w", "workspace.yaml"], env=cli_env, cwd=REPO,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, preexec_fn=default_signals,
+    )
+    try:
+        backfills = _wait_for_backfills(cli_env, deadline_s=600)
+    finally:
+        os.killpg(daemon.pid, signal.SIGTERM)
+        daemon.wait(timeout=60)
+        server.terminate()
+        server.wait(timeout=60)
+    [(status, requested_by, targeted, runs)] = backfills
+    assert (status, requested_by, targeted) == ("COMPLETED_SUCCESS", "warc_inbox_sensor", shards)
+    assert sorted(partition for partition, _, _ in runs) == shards  # one run per shard
+    assert all(run_status == "SUCCESS" and assets == sorted(INGEST_ASSETS) for _, run_status, assets in runs), runs
+
+
+_BACKFILLS = """
+import json, dagster as dg
+instance = dg.DagsterInstance.get()
+out = []
+for b in instance.get_backfills():
+    subset = b.asset_backfill_data.target_subset.partitions_subsets_by_asset_key[dg.AssetKey("web_documents")]
+    runs = instance.get_runs(filters=dg.RunsFilter(tags={"dagster/backfill": b.backfill_id}))
+    out.append([b.status.value, b.tags.get("asagi/requested_by"), sorted(subset.get_partition_keys()),
+                [[r.tags.get("dagster/partition"), r.status.value, sorted(k.to_user_string() for k in r.asset_selection or ())] for r in runs]])
+print(json.dumps(out))
+"""
+
+
+def _wait_for_backfills(env, deadline_s: float) -> list:
+    """The instance's backfills, once there is one and none is still running."""
+    deadline = time.monotonic() + deadline_s
+    backfills = []
+    while time.monotonic() < deadline:
+        backfills = json.loads(subprocess.run([sys.executable, "-c", _BACKFILLS], env=env, capture_output=True, text=True, check=True).stdout)
+        if backfills and all(status not in ("REQUESTED", "CANCELING") for status, *_ in backfills):
+            break
+        time.sleep(3)
+    return backfills
 
 
 def _wait_for_filtered(env, data_root, shards: int, deadline_s: float) -> list[str]:
