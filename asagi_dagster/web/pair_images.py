@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+from collections import deque
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 
 import pyarrow.parquet as pq
 
@@ -115,37 +118,45 @@ def gather_pair_images(
 ) -> dict[str, int]:
     """Write one row per pair with its image bytes, or a rejection; returns origin counts.
 
-    A batch's images are held together, so ``batch_rows`` x the size cap bounds memory
-    (typical pages: a few MB a batch).
+    Downloads stream: while one batch is written, the next batches' URLs are already
+    being fetched, so the workers never wait for the slowest fetch of a batch or for the
+    writes. Each worker looks its URL up in the cache and commits what it fetched there
+    itself, in parallel. Batches in flight hold their images, so at most
+    ``2 x (batch_rows + workers)`` images of the size cap bound memory (typical pages:
+    a few MB in all).
     """
     cache = DownloadCache(storage, policy=download_policy(fetcher.settings))
     origins = {"warc": 0, "cache": 0, "download": 0}
     index = WarcImageIndex(storage, None)
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fetch")
+    # Enough batches queued that the workers have about two URLs each to go on with.
+    ahead = max(1, math.ceil(2 * workers / batch_rows))
+    pending: deque[_Batch] = deque()
+    lookups: dict[str, Future] = {}  # URL -> its lookup, while a batch holding it is pending
+
+    def cached_or_fetched(url: str) -> tuple[FetchResult, bool]:
+        cached = cache.get(url)
+        if cached is not None:
+            return cached, False
+        result = fetcher.fetch_image(url)
+        cache.put(result)
+        return result, True
+
     try:
         index = WarcImageIndex(storage, web_images_url)
-        for batch in _batches(storage.iter_rows(storage.strip_protocol(pairs_url), ["pair_id", "image_url"]), batch_rows):
-            urls = {row["image_url"] for row in batch}
-            in_warc = index.take({u for u in urls if u in index})
-            outcomes: dict[str, FetchResult] = {}
-            to_fetch = []
-            for url in urls - in_warc.keys():
-                cached = cache.get(url)
-                if cached is not None:
-                    outcomes[url] = cached
-                else:
-                    to_fetch.append(url)
-            for result in pool.map(fetcher.fetch_image, to_fetch):
-                cache.put(result)
-                outcomes[result.url] = result
-            for row in batch:
-                writer.count_in()
-                url = row["image_url"]
-                if url in in_warc:
-                    origins["warc"] += _write_from_warc(row, in_warc[url], writer)
-                else:
-                    # A cache hit was downloaded by an earlier run: its row says "download".
-                    origins["download" if url in to_fetch else "cache"] += _write_fetched(row, outcomes[url], writer)
+        for rows in _batches(storage.iter_rows(storage.strip_protocol(pairs_url), ["pair_id", "image_url"]), batch_rows):
+            urls = {row["image_url"] for row in rows}
+            batch = _Batch(rows, index.take({u for u in urls if u in index}))
+            for url in urls - batch.in_warc.keys():
+                if url not in lookups:  # a URL an earlier pending batch asks for too is fetched once
+                    lookups[url] = pool.submit(cached_or_fetched, url)
+                    batch.own.add(url)
+                batch.lookups[url] = lookups[url]
+            pending.append(batch)
+            while len(pending) > ahead:
+                _write_batch(pending.popleft(), writer, origins, lookups)
+        while pending:
+            _write_batch(pending.popleft(), writer, origins, lookups)
     except BaseException:
         # Stopping: Dagster turns SIGTERM into an exception in this (the main) thread, while
         # the workers sit in fetches. Cancelling ends those within a fraction of a second,
@@ -156,6 +167,30 @@ def gather_pair_images(
         pool.shutdown(wait=True, cancel_futures=True)
         index.close()
     return origins
+
+
+@dataclass
+class _Batch:
+    rows: list[dict]
+    in_warc: dict[str, dict]  # URL -> its WARC capture
+    lookups: dict[str, Future] = field(default_factory=dict)  # URL -> (FetchResult, downloaded now)
+    own: set[str] = field(default_factory=set)  # URLs this batch submitted (not an earlier one)
+
+
+def _write_batch(batch: _Batch, writer: StageWriter, origins: dict[str, int], lookups: dict[str, Future]) -> None:
+    for row in batch.rows:
+        writer.count_in()
+        url = row["image_url"]
+        if url in batch.in_warc:
+            origins["warc"] += _write_from_warc(row, batch.in_warc[url], writer)
+            continue
+        result, downloaded = batch.lookups[url].result()
+        # A URL an earlier batch fetched counts as a cache hit, as it would after that
+        # batch's commit; a cache hit was downloaded by an earlier run.
+        origin = "download" if downloaded and url in batch.own else "cache"
+        origins[origin] += _write_fetched(row, result, writer)
+    for url in batch.own:
+        del lookups[url]  # later batches find it in the cache (or fetch a transient failure again)
 
 
 def _write_from_warc(row: dict, image: dict, writer: StageWriter) -> int:
