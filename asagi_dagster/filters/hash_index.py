@@ -182,8 +182,8 @@ class HashIndex:
     def _add(self, shards: dict[str, list[str]]) -> AddResult:
         generation = self.generation + 1
         self._load_incoming(shards)
-        images_added, origins_added = self._insert_images_and_origins()
-        edges_added = self._insert_edges()
+        first_new, images_added, origins_added = self._insert_images_and_origins()
+        edges_added = self._insert_edges(first_new)
         self._snapshot_affected()
         self._recluster()
         changed = self._changed_shards(list(shards))
@@ -193,7 +193,7 @@ class HashIndex:
             {"generation": generation, "keys": list(shards)},
         )
         self._set_meta("generation", str(generation))
-        for table in ("incoming", "new_origins", "touched", "new_edges", "affected_before"):
+        for table in ("incoming", "incoming_ids", "new_origins", "touched", "new_edges", "affected_before"):
             self.con.execute(f"DROP TABLE IF EXISTS {table}")
         return AddResult(sorted(shards), images_added, origins_added, edges_added, changed)
 
@@ -214,54 +214,65 @@ class HashIndex:
         if self.con.execute("SELECT count(*) FROM incoming WHERE shard IS NULL").fetchone()[0]:
             raise ValueError("DuckDB named a file otherwise than its url: rows could not be given a shard")
 
-    def _insert_images_and_origins(self) -> tuple[int, int]:
+    def _insert_images_and_origins(self) -> tuple[int, int, int]:
+        """Ids for the new images, their rows, and the known images' new origins; returns
+        the first new id, the images added and the (image, origin) pairs added."""
         con = self.con
-        base = con.execute("SELECT coalesce(max(id) + 1, 0) FROM images").fetchone()[0]
-        added = con.execute(
-            f"""INSERT INTO images
-                SELECT {base} + row_number() OVER (ORDER BY image_sha256) - 1, image_sha256, min(image_phash), NULL, 0,
-                       {base} + row_number() OVER (ORDER BY image_sha256) - 1
-                FROM incoming WHERE image_sha256 NOT IN (SELECT image_sha256 FROM images)
-                GROUP BY image_sha256"""
-        ).fetchone()[0]
+        first_new = con.execute("SELECT coalesce(max(id) + 1, 0) FROM images").fetchone()[0]
+        # Ids are internal (no result depends on them), so they follow no order.
+        con.execute(
+            f"""CREATE OR REPLACE TEMP TABLE incoming_ids AS
+                WITH distinct_images AS (
+                         SELECT image_sha256, min(image_phash) AS image_phash, min(origin) AS first_origin, count(DISTINCT origin) AS origins
+                         FROM incoming GROUP BY image_sha256),
+                     known AS (SELECT image_sha256, id FROM images WHERE image_sha256 IN (SELECT image_sha256 FROM distinct_images))
+                SELECT d.*, k.id IS NULL AS is_new,
+                       coalesce(k.id, {first_new} + row_number() OVER (PARTITION BY k.id IS NULL) - 1) AS id
+                FROM distinct_images d LEFT JOIN known k USING (image_sha256)"""
+        )
+        # New images go in whole (all their origins are new); known ones are updated below.
+        con.execute("INSERT INTO images SELECT id, image_sha256, image_phash, first_origin, origins, id FROM incoming_ids WHERE is_new")
         con.execute(
             """CREATE OR REPLACE TEMP TABLE new_origins AS
-               SELECT DISTINCT i.id AS image_id, n.origin
-               FROM incoming n JOIN images i USING (image_sha256)
-               ANTI JOIN origins o ON o.image_id = i.id AND o.origin = n.origin"""
+               SELECT DISTINCT k.id AS image_id, n.origin
+               FROM incoming n JOIN incoming_ids k USING (image_sha256)
+               ANTI JOIN origins o ON o.image_id = k.id AND o.origin = n.origin
+               WHERE NOT k.is_new"""
         )
         # Only images that gain an origin can change their first origin and count.
         con.execute(
-            """CREATE OR REPLACE TEMP TABLE touched AS
-               SELECT i.id, i.first_origin AS old_first, i.keeper AS old_keeper,
-                      least(coalesce(i.first_origin, min(n.origin)), min(n.origin)) AS new_first, i.origins + count(*) AS new_count
-               FROM new_origins n JOIN images i ON i.id = n.image_id
-               GROUP BY i.id, i.first_origin, i.keeper, i.origins"""
+            f"""CREATE OR REPLACE TEMP TABLE touched AS
+                SELECT id, NULL::VARCHAR AS old_first, id AS old_keeper, NULL::VARCHAR AS new_first, NULL::BIGINT AS new_count
+                FROM incoming_ids WHERE is_new
+                UNION ALL
+                SELECT i.id, i.first_origin, i.keeper, least(i.first_origin, min(n.origin)), i.origins + count(*)
+                FROM new_origins n JOIN images i ON i.id = n.image_id AND i.id < {first_new}
+                GROUP BY i.id, i.first_origin, i.keeper, i.origins"""
         )
         con.execute(
-            """UPDATE images SET first_origin = t.new_first, origins = t.new_count FROM touched t WHERE images.id = t.id"""
+            """UPDATE images SET first_origin = t.new_first, origins = t.new_count
+               FROM touched t WHERE images.id = t.id AND t.old_first IS NOT NULL"""
         )
-        con.execute(
-            """INSERT INTO origins SELECT DISTINCT i.id, n.origin, n.shard FROM incoming n JOIN images i USING (image_sha256)"""
-        )
-        return added, con.execute("SELECT count(*) FROM new_origins").fetchone()[0]
+        con.execute("INSERT INTO origins SELECT DISTINCT k.id, n.origin, n.shard FROM incoming n JOIN incoming_ids k USING (image_sha256)")
+        added, new_image_origins = con.execute(f"SELECT count(*), coalesce(sum(origins), 0) FROM images WHERE id >= {first_new}").fetchone()
+        return first_new, added, new_image_origins + con.execute("SELECT count(*) FROM new_origins").fetchone()[0]
 
-    def _insert_edges(self) -> int:
+    def _insert_edges(self, first_new: int) -> int:
         """Near-duplicate pairs between the new images and every image (new ones included)."""
         con = self.con
         con.execute(
-            """CREATE OR REPLACE TEMP TABLE queries AS
-               SELECT id, image_phash FROM images WHERE image_phash IS NOT NULL AND id IN (SELECT id FROM touched WHERE old_first IS NULL)"""
+            """CREATE OR REPLACE TEMP TABLE queries AS SELECT id, image_phash FROM incoming_ids WHERE is_new AND image_phash IS NOT NULL"""
         )
         probes = []
-        for number, band in enumerate(self.bands):
+        for band in self.bands:
             flips = ", ".join(str(mask) for mask in band.flips(self.radius))
             probes.append(
                 f"""SELECT least(q.id, i.id) AS a, greatest(q.id, i.id) AS b, bit_count(xor(q.image_phash, i.image_phash)) AS distance
                     FROM (SELECT id, image_phash, xor({band.key_sql('image_phash')}, f.flip) AS probe
                           FROM queries, unnest([{flips}]::BIGINT[]) AS f(flip)) q
                     JOIN images i ON {band.key_sql('i.image_phash')} = q.probe
-                    WHERE q.id <> i.id AND bit_count(xor(q.image_phash, i.image_phash)) <= {self.max_hamming}"""
+                    WHERE (q.id < i.id OR i.id < {first_new})  -- a pair of two new images once, not from both ends
+                      AND bit_count(xor(q.image_phash, i.image_phash)) <= {self.max_hamming}"""
             )
         con.execute(f"CREATE OR REPLACE TEMP TABLE new_edges AS SELECT DISTINCT * FROM ({' UNION ALL '.join(probes)})")
         con.execute("INSERT INTO edges SELECT * FROM new_edges")
