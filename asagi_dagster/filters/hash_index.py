@@ -301,7 +301,11 @@ class HashIndex:
         pairs = con.execute(
             """SELECT ia.keeper AS left_label, ib.keeper AS right_label FROM new_edges e JOIN images ia ON ia.id = e.a JOIN images ib ON ib.id = e.b"""
         ).fetchnumpy()
-        touched_labels = con.execute("SELECT i.keeper FROM touched t JOIN images i ON i.id = t.id").fetchnumpy()["keeper"]
+        # A new image with no edge stays alone and keeps itself: only known images whose
+        # first origin changed join the graph without an edge.
+        touched_labels = con.execute(
+            "SELECT i.keeper FROM touched t JOIN images i ON i.id = t.id WHERE t.old_first IS NOT NULL"
+        ).fetchnumpy()["keeper"]
         left, right = pairs["left_label"], pairs["right_label"]
         nodes, inverse = np.unique(np.concatenate([left, right, touched_labels]), return_inverse=True)
         component = nodes[connected_components(len(nodes), inverse[: len(left)], inverse[len(left) : 2 * len(left)])]
@@ -338,12 +342,14 @@ class HashIndex:
     # --- helpers ------------------------------------------------------------------
     def _index_rows(self, where: str, params: dict | None = None) -> pa.Table:
         table = self.con.execute(
-            f"""WITH sizes AS (SELECT keeper, count(*) AS cluster_size FROM images GROUP BY keeper)
+            f"""WITH chosen AS (SELECT * FROM images i WHERE {where}),
+                     sizes AS (SELECT keeper, count(*) AS cluster_size FROM images
+                               WHERE keeper IN (SELECT keeper FROM chosen) GROUP BY keeper)
                 SELECT i.image_sha256, i.image_phash, i.first_origin, i.origins,
                        k.image_sha256 AS keeper_sha256, k.first_origin AS keeper_origin,
                        bit_count(xor(i.image_phash, k.image_phash))::INTEGER AS hamming_to_keeper, s.cluster_size
-                FROM images i JOIN images k ON k.id = i.keeper JOIN sizes s ON s.keeper = i.keeper
-                WHERE {where} ORDER BY i.image_sha256""",
+                FROM chosen i JOIN images k ON k.id = i.keeper JOIN sizes s ON s.keeper = i.keeper
+                ORDER BY i.image_sha256""",
             params or {},
         ).fetch_arrow_table()
         return table.cast(INDEX_SCHEMA)
