@@ -1,0 +1,77 @@
+"""The per-host connection cap of ``HostThrottle`` and the shares ``host_throttle`` gives
+one downloader of several."""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+
+import pytest
+from pydantic import ValidationError
+
+from asagi_dagster.config import DownloaderSettings
+from asagi_dagster.web.fetch import HostThrottle, host_throttle
+
+
+def test_a_host_at_its_cap_waits_for_a_release():
+    throttle = HostThrottle(0.0, connections=2)
+    assert throttle.acquire("a.test") and throttle.acquire("a.test")
+    assert throttle.acquire("b.test")  # another host has its own cap
+    got_third = threading.Event()
+
+    def third() -> None:
+        if throttle.acquire("a.test"):
+            got_third.set()
+
+    waiter = threading.Thread(target=third)
+    waiter.start()
+    assert not got_third.wait(0.3)  # both of a.test's slots are held
+    assert throttle.in_flight("a.test") == 2
+    throttle.release("a.test")
+    assert got_third.wait(5)
+    waiter.join()
+    assert throttle.in_flight("a.test") == 2
+
+
+def test_a_slot_that_comes_after_the_deadline_is_not_taken():
+    throttle = HostThrottle(0.0, connections=1)
+    assert throttle.acquire("a.test")
+    started = time.monotonic()
+    assert not throttle.acquire("a.test", deadline=started + 0.2)
+    assert 0.15 <= time.monotonic() - started < 2
+    assert throttle.in_flight("a.test") == 1
+
+
+def test_a_cancel_ends_a_wait_for_a_slot():
+    throttle = HostThrottle(0.0, connections=1)
+    cancelled = threading.Event()
+    assert throttle.acquire("a.test")
+    outcome = []
+    waiter = threading.Thread(target=lambda: outcome.append(throttle.acquire("a.test", math.inf, cancelled)))
+    waiter.start()
+    cancelled.set()
+    waiter.join(timeout=5)
+    assert outcome == [False]
+    assert throttle.in_flight("a.test") == 1
+
+
+def test_a_turn_refused_after_a_slot_gives_the_slot_back():
+    throttle = HostThrottle(10.0, connections=2)
+    assert throttle.acquire("a.test")
+    throttle.release("a.test")
+    # the next turn is 10 s away, past the deadline: no request, no slot held
+    assert not throttle.acquire("a.test", deadline=time.monotonic() + 1)
+    assert throttle.in_flight("a.test") == 0
+
+
+def test_each_downloader_keeps_its_share_of_the_budgets():
+    alone = host_throttle(DownloaderSettings(per_host_interval_s=0.5, per_host_connections=6))
+    assert (alone.interval, alone.connections) == (0.5, 6)
+    shared = host_throttle(DownloaderSettings(per_host_interval_s=0.5, per_host_connections=6, downloaders=4))
+    assert (shared.interval, shared.connections) == (2.0, 1)
+
+
+def test_every_downloader_needs_a_connection_per_host():
+    with pytest.raises(ValidationError, match="per_host_connections"):
+        DownloaderSettings(per_host_connections=2, downloaders=3)
