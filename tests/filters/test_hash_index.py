@@ -32,6 +32,7 @@ from asagi_dagster.filters.hash_index import (
 )
 from asagi_dagster.filters.split import filter_partition
 from asagi_dagster.storage import StageWriter, Storage
+from tests.conftest import BUCKET
 from tests.filters.test_dedup import SHARDS, pair, write
 
 MASK64 = (1 << 64) - 1
@@ -308,3 +309,22 @@ def test_an_empty_shard_is_recorded_as_added(tmp_path):
     assert index.shards() == ["empty"]
     with pytest.raises(ShardAlreadyIndexed):
         index.add({"empty": empty})
+
+
+def test_the_index_on_an_s3_root_is_downloaded_changed_and_uploaded(tmp_path, s3_endpoint):
+    storage = Storage(StorageSettings(root=f"s3://{BUCKET}/data", s3={"endpoint_url": s3_endpoint}))
+    urls = write_shards(tmp_path / "screened", SHARDS)
+    with open_on_root(storage, 4) as index:
+        index.add({"b": urls["b"]})
+    with open_on_root(storage, 4) as index:
+        assert index.add({"a": urls["a"]}).changed_shards == ["b"]
+    generation_path = storage.path(*INDEX_FOLDER, GENERATION_FILE)
+    with pytest.raises(IndexConflict):
+        with open_on_root(storage, 4) as index:
+            index.add({"c": urls["c"]})
+            storage.write_json(generation_path, {"generation": 5})  # another add committed meanwhile
+    storage.write_json(generation_path, {"generation": 2})
+    with open_on_root(storage, 4) as index:  # the conflicting add left nothing behind
+        assert index.shards() == ["a", "b"]
+        index.add({"c": urls["c"]})
+        assert index.to_table().equals(build_hash_index(duckdb.connect(), list(urls.values()), 4))
