@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Set-up of a fresh machine (Python 3.11): the project with its dev extras, Debian's
-# Chromium for the UI test (Playwright drives it; no browser is downloaded) and Debian's
-# wget, whose WARCs the ingest tests read as another crawler's.
+# Chromium for the UI test (Playwright drives it; no browser is downloaded), Debian's
+# wget, whose WARCs the ingest tests read as another crawler's, and Debian's PostgreSQL
+# server, which the instance-storage tests start as a cluster's Dagster would use it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -m pip install -q -e ".[dev]"
 missing=""
 command -v chromium > /dev/null || missing="$missing chromium"
 command -v wget > /dev/null || missing="$missing wget"
+ls /usr/lib/postgresql/*/bin/initdb > /dev/null 2>&1 || missing="$missing postgresql"
 if [ -n "$missing" ]; then
     SUDO=""
     if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi

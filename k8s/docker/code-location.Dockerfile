@@ -17,7 +17,7 @@ COPY configs ./configs
 
 # torch from the CPU index first, so the project's torch pin does not pull a CUDA build.
 RUN pip install --no-cache-dir torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu \
- && pip install --no-cache-dir . dagster-postgres==0.29.27
+ && pip install --no-cache-dir .
 
 # The profile is mounted from a ConfigMap (k8s/helm/values.yaml); secrets come as env.
 ENV ASAGI_CONFIG=/etc/asagi/cluster.yaml
