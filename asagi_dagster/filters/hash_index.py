@@ -5,10 +5,13 @@ order the shards arrive in (tests compare the two): one row per distinct image w
 preferred origin, near duplicates (perceptual hashes within ``max_hamming`` bits) joined
 transitively, each cluster keeping the image whose first origin is smallest.
 
-Why adding is enough: adds only ever merge clusters and lower an image's first origin,
+Why adding is cheap: adds only ever merge clusters and lower an image's first origin,
 so a cluster's keeper after an add is the best of the old keepers it merged and the
 images whose first origin changed. Adding a shard therefore touches its own images, the
 clusters they join, and the candidates its hashes find, never the whole index again.
+A shard screened again is replaced (taken out, then added, in one transaction); taking
+out can split clusters, so the clusters that held its images are clustered again from
+the stored near-duplicate edges.
 
 State: one DuckDB database (tables ``images``, ``origins``, ``edges``, ``shards``,
 ``meta``). Images get integer ids so the heavy joins and the clustering work on numbers,
@@ -67,7 +70,7 @@ class IndexConflict(RuntimeError):
 
 
 class ShardAlreadyIndexed(ValueError):
-    """A shard can be added once; a re-screened shard needs a rebuild of the index."""
+    """A shard is added once; a re-screened shard is added again with ``replace=True``."""
 
 
 @dataclass(frozen=True)
@@ -106,7 +109,8 @@ class AddResult:
     images_added: int  # distinct images new to the index
     origins_added: int  # (image, origin) pairs new to the index
     edges_added: int  # near-duplicate pairs found for the new images
-    changed_shards: list[str] = field(default_factory=list)  # earlier shards whose decisions differ now: re-filter these
+    changed_shards: list[str] = field(default_factory=list)  # other shards whose decisions differ now: re-filter these
+    replaced: list[str] = field(default_factory=list)  # shards that were indexed before and were taken out first
 
 
 class HashIndex:
@@ -164,23 +168,45 @@ class HashIndex:
         return {(shard, sha, origin): decision for shard, sha, origin, decision in rows}
 
     # --- adding -------------------------------------------------------------------
-    def add(self, shards: Mapping[str, str | list[str]]) -> AddResult:
-        """Add the screened pairs of ``shards`` (shard key -> Parquet url or urls), in one transaction."""
+    def add(self, shards: Mapping[str, str | list[str]], replace: bool = False) -> AddResult:
+        """Add the screened pairs of ``shards`` (shard key -> Parquet url or urls), in one transaction.
+
+        A shard already indexed is refused, or with ``replace`` (it was screened again)
+        taken out first in the same transaction; the report compares with the index as it
+        was before both steps."""
         shards = {key: [urls] if isinstance(urls, str) else list(urls) for key, urls in shards.items()}
-        known = set(self.shards()) & set(shards)
-        if known:
-            raise ShardAlreadyIndexed(f"already in the hash index: {sorted(known)[:5]}; rebuild the index to replace a shard")
+        known = sorted(set(self.shards()) & set(shards))
+        if known and not replace:
+            raise ShardAlreadyIndexed(f"already in the hash index: {known[:5]}; add it with replace=True to index its new pairs")
         self.con.execute("BEGIN TRANSACTION")
         try:
-            result = self._add(shards)
+            result = self._add(shards, known)
             self.con.execute("COMMIT")
         except BaseException:
             self.con.execute("ROLLBACK")
             raise
         return result
 
-    def _add(self, shards: dict[str, list[str]]) -> AddResult:
+    def remove(self, shards: list[str]) -> list[str]:
+        """Take ``shards`` out of the index; returns the other shards whose decisions changed."""
+        self.con.execute("BEGIN TRANSACTION")
+        try:
+            self._start_snapshot()
+            self._remove(shards)
+            changed = self._changed_shards(shards)
+            self._set_meta("generation", str(self.generation + 1))
+            self.con.execute("DROP TABLE affected_before")
+            self.con.execute("COMMIT")
+        except BaseException:
+            self.con.execute("ROLLBACK")
+            raise
+        return changed
+
+    def _add(self, shards: dict[str, list[str]], replaced: list[str]) -> AddResult:
         generation = self.generation + 1
+        self._start_snapshot()
+        if replaced:
+            self._remove(replaced)
         self._load_incoming(shards)
         first_new, images_added, origins_added = self._insert_images_and_origins()
         edges_added = self._insert_edges(first_new)
@@ -195,7 +221,7 @@ class HashIndex:
         self._set_meta("generation", str(generation))
         for table in ("incoming", "incoming_ids", "new_origins", "touched", "new_edges", "affected_before"):
             self.con.execute(f"DROP TABLE IF EXISTS {table}")
-        return AddResult(sorted(shards), images_added, origins_added, edges_added, changed)
+        return AddResult(sorted(shards), images_added, origins_added, edges_added, changed, replaced)
 
     def _load_incoming(self, shards: dict[str, list[str]]) -> None:
         """The distinct (image, hash, origin, shard) of the new shards' screened pairs: one
@@ -218,7 +244,7 @@ class HashIndex:
         """Ids for the new images, their rows, and the known images' new origins; returns
         the first new id, the images added and the (image, origin) pairs added."""
         con = self.con
-        first_new = con.execute("SELECT coalesce(max(id) + 1, 0) FROM images").fetchone()[0]
+        first_new = int(self._meta("next_id") or 0)  # never a removed image's id: the snapshot may hold it
         # Ids are internal (no result depends on them), so they follow no order.
         con.execute(
             f"""CREATE OR REPLACE TEMP TABLE incoming_ids AS
@@ -255,6 +281,7 @@ class HashIndex:
         )
         con.execute("INSERT INTO origins SELECT DISTINCT k.id, n.origin, n.shard FROM incoming n JOIN incoming_ids k USING (image_sha256)")
         added, new_image_origins = con.execute(f"SELECT count(*), coalesce(sum(origins), 0) FROM images WHERE id >= {first_new}").fetchone()
+        self._set_meta("next_id", str(first_new + added))
         return first_new, added, new_image_origins + con.execute("SELECT count(*) FROM new_origins").fetchone()[0]
 
     def _insert_edges(self, first_new: int) -> int:
@@ -279,12 +306,18 @@ class HashIndex:
         con.execute("DROP TABLE queries")
         return con.execute("SELECT count(*) FROM new_edges").fetchone()[0]
 
+    def _start_snapshot(self) -> None:
+        """Images as they were before this transaction, for those a step may change (first seen wins)."""
+        self.con.execute("CREATE OR REPLACE TEMP TABLE affected_before (id BIGINT, first_origin VARCHAR, keeper BIGINT)")
+
+    def _snapshot(self, select_sql: str) -> None:
+        self.con.execute(f"INSERT INTO affected_before SELECT * FROM ({select_sql}) s WHERE s.id NOT IN (SELECT id FROM affected_before)")
+
     def _snapshot_affected(self) -> None:
         """The images whose decision this add can change, as they were before it: the
         touched images and the keepers of every cluster a new edge or a touched image reaches."""
-        self.con.execute(
-            """CREATE OR REPLACE TEMP TABLE affected_before AS
-               WITH labels AS (
+        self._snapshot(
+            """WITH labels AS (
                    SELECT old_keeper AS label FROM touched WHERE old_first IS NOT NULL
                    UNION SELECT i.keeper FROM new_edges e JOIN images i ON i.id = e.a
                    UNION SELECT i.keeper FROM new_edges e JOIN images i ON i.id = e.b)
@@ -327,6 +360,53 @@ class HashIndex:
             con.unregister("label_components")
         con.execute("UPDATE images SET keeper = r.keeper FROM relabel r WHERE images.keeper = r.label")
         con.execute("DROP TABLE relabel")
+
+    def _remove(self, shards: list[str]) -> None:
+        """Take the shards' origins out; images left with none go. The clusters that held
+        a changed image are clustered again from their stored edges (they may split)."""
+        con = self.con
+        con.execute(
+            """CREATE OR REPLACE TEMP TABLE shrunk AS
+               WITH hit AS (SELECT DISTINCT image_id FROM origins WHERE shard IN (SELECT unnest($shards)))
+               SELECT h.image_id AS id, min(o.origin) FILTER (WHERE o.shard NOT IN (SELECT unnest($shards))) AS first_origin,
+                      count(DISTINCT o.origin) FILTER (WHERE o.shard NOT IN (SELECT unnest($shards))) AS origins
+               FROM hit h JOIN origins o ON o.image_id = h.image_id GROUP BY h.image_id""",
+            {"shards": shards},
+        )
+        con.execute(
+            """CREATE OR REPLACE TEMP TABLE members AS
+               SELECT id, first_origin, keeper FROM images WHERE keeper IN (SELECT i.keeper FROM shrunk s JOIN images i ON i.id = s.id)"""
+        )
+        self._snapshot("SELECT id, first_origin, keeper FROM members")
+        con.execute("DELETE FROM origins WHERE shard IN (SELECT unnest($shards))", {"shards": shards})
+        con.execute("DELETE FROM shards WHERE shard IN (SELECT unnest($shards))", {"shards": shards})
+        con.execute("CREATE OR REPLACE TEMP TABLE gone AS SELECT id FROM shrunk WHERE origins = 0")
+        con.execute("DELETE FROM images WHERE id IN (SELECT id FROM gone)")
+        con.execute("DELETE FROM edges WHERE a IN (SELECT id FROM gone) OR b IN (SELECT id FROM gone)")
+        con.execute("DELETE FROM members WHERE id IN (SELECT id FROM gone)")
+        con.execute("UPDATE images SET first_origin = s.first_origin, origins = s.origins FROM shrunk s WHERE images.id = s.id")
+        self._recluster_members()
+        for table in ("shrunk", "members", "gone"):
+            con.execute(f"DROP TABLE {table}")
+
+    def _recluster_members(self) -> None:
+        """Components and keepers of the images in ``members`` from the edges among them."""
+        con = self.con
+        ids = np.sort(con.execute("SELECT id FROM members").fetchnumpy()["id"])
+        edges = con.execute(
+            "SELECT a, b FROM edges WHERE a IN (SELECT id FROM members) AND b IN (SELECT id FROM members)"
+        ).fetchnumpy()
+        component = ids[connected_components(len(ids), np.searchsorted(ids, edges["a"]), np.searchsorted(ids, edges["b"]))]
+        con.register("member_components", pa.table({"id": ids, "component": component}))
+        try:
+            con.execute(
+                """UPDATE images SET keeper = best.keeper
+                   FROM (SELECT c.id, arg_min(i.id, (i.first_origin, i.image_sha256)) OVER (PARTITION BY c.component) AS keeper
+                         FROM member_components c JOIN images i ON i.id = c.id) best
+                   WHERE images.id = best.id"""
+            )
+        finally:
+            con.unregister("member_components")
 
     def _changed_shards(self, added: list[str]) -> list[str]:
         """Earlier shards where some (image, origin) gets another decision than before this add."""

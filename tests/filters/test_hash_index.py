@@ -328,3 +328,51 @@ def test_the_index_on_an_s3_root_is_downloaded_changed_and_uploaded(tmp_path, s3
         assert index.shards() == ["a", "b"]
         index.add({"c": urls["c"]})
         assert index.to_table().equals(build_hash_index(duckdb.connect(), list(urls.values()), 4))
+
+
+@pytest.mark.parametrize("dense", [False, True])
+def test_shards_removed_and_replaced_give_build_hash_index_of_what_is_left(tmp_path, dense):
+    """Adds, removals and re-screened shards in a random sequence: after each step the index is
+    build_hash_index of the shards it holds, and the report names exactly the other shards
+    whose decisions differ (clusters split when the image joining them goes)."""
+    shards = random_shards(21, shards=8, dense=dense)
+    urls = write_shards(tmp_path / "screened", shards)
+    rescreened = {key: write(tmp_path / "rescreened" / f"{key}.parquet", rows[::2]) for key, rows in shards.items()}
+    rng = random.Random(9)
+    index = HashIndex.open(str(tmp_path / "index.duckdb"), 4)
+    held: dict[str, str] = {}
+    reports = []
+    for step in range(14):
+        before = reference_decisions(held, 4)
+        absent = sorted(set(urls) - set(held))
+        action = rng.choice(["add", "remove", "replace"]) if held and absent else ("add" if absent else rng.choice(["remove", "replace"]))
+        if action == "add":
+            key = rng.choice(absent)
+            held[key] = urls[key]
+            changed = index.add({key: urls[key]}).changed_shards
+        elif action == "remove":
+            key = rng.choice(sorted(held))
+            del held[key]
+            changed = index.remove([key])
+        else:
+            key = rng.choice(sorted(held))
+            held[key] = rescreened[key] if held[key] == urls[key] else urls[key]
+            result = index.add({key: held[key]}, replace=True)
+            assert result.replaced == [key]
+            changed = result.changed_shards
+        after = reference_decisions(held, 4)
+        expected = build_hash_index(duckdb.connect(), list(held.values()), 4) if held else None
+        assert index.shards() == sorted(held), step
+        assert (index.to_table().equals(expected) if held else index.image_count() == 0), (step, action, key)
+        assert changed == shards_that_differ({k: v for k, v in before.items() if k[0] != key}, after), (step, action, key)
+        reports.append(changed)
+    assert any(reports)
+
+
+def test_replacing_a_shard_with_the_same_pairs_changes_no_other_shard(tmp_path):
+    urls = write_shards(tmp_path / "screened", random_shards(8, dense=True))
+    index = add_in_batches(tmp_path / "index.duckdb", urls, [sorted(urls)], 4)
+    before = index.to_table()
+    for key in sorted(urls):
+        assert index.add({key: urls[key]}, replace=True).changed_shards == []
+    assert index.to_table().equals(before)
