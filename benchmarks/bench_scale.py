@@ -1,0 +1,206 @@
+"""Registration and inbox automation at crawl scale (issue 18 §1), on simulated shards:
+empty files named like a crawl's, in an inbox of N, on a SQLite or a PostgreSQL instance.
+
+For each N (default 1k, 5k, 20k) it times, in one run:
+- the sensor's tick that finds all N new files (registers them, asks for one backfill),
+- the sensor's steady tick at N (nothing new),
+- ``asagi sync`` at N (nothing new) and ``asagi sync`` registering N on a fresh instance,
+- the re-sync schedule's tick at N (every shard out of sync: one backfill of N) and the
+  next tick (all of them in that unfinished backfill: nothing asked);
+then at 90k: 70k registered, 20k new files, the tick that finds them and the steady tick.
+
+Sensor ticks go through the daemon's own iteration (``execute_sensor_iteration``: the
+tick runs in a code server, its result is stored as the daemon stores it). The growth
+between sizes is fitted as an exponent (time ~ N^k), so a regression to quadratic shows
+as k near 2. Targets at 90k: steady tick <= 2 s, tick finding 20k new <= 10 s, sync <= 60 s.
+
+    python -m benchmarks.bench_scale [--sizes 1000 5000 20000] [--storage sqlite|postgres|both] [--no-90k]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import math
+import os
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import yaml
+
+PROJECT = Path(__file__).resolve().parent.parent
+TARGETS = {"steady sensor tick at 90k": 2.0, "sensor tick finding 20k new at 90k": 10.0, "asagi sync at 90k": 60.0}
+
+
+def write_inbox(inbox: Path, first: int, count: int) -> None:
+    inbox.mkdir(parents=True, exist_ok=True)
+    for i in range(first, first + count):
+        (inbox / f"CC-MAIN-20261101-{i:06d}.warc.gz").touch()
+
+
+@contextlib.contextmanager
+def deployment(storage: str, postgres_url: str | None):
+    """A profile, an inbox and a DAGSTER_HOME for one measurement; the environment points at them."""
+    from tests.conftest import write_profile
+
+    with tempfile.TemporaryDirectory(prefix="bench-scale-") as folder:
+        base = Path(folder)
+        profile = write_profile(base, sources={"web": {"sensor_interval_s": 5}})
+        home = base / "dagster_home"
+        home.mkdir()
+        settings = {"telemetry": {"enabled": False}}
+        if storage == "postgres":
+            settings["storage"] = {"postgres": {"postgres_url": _new_database(postgres_url, base.name)}}
+        (home / "dagster.yaml").write_text(yaml.safe_dump(settings))
+        saved = {k: os.environ.get(k) for k in ("DAGSTER_HOME", "ASAGI_CONFIG")}
+        os.environ.update(DAGSTER_HOME=str(home), ASAGI_CONFIG=str(profile))
+        try:
+            yield base, profile
+        finally:
+            for key, value in saved.items():
+                os.environ.pop(key, None) if value is None else os.environ.__setitem__(key, value)
+
+
+def _new_database(server_url: str, name: str) -> str:
+    import psycopg2
+
+    database = name.lower().replace("-", "_")
+    connection = psycopg2.connect(server_url)
+    connection.autocommit = True
+    connection.cursor().execute(f"CREATE DATABASE {database}")
+    connection.close()
+    return server_url.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg2://") + f"/{database}"
+
+
+def timed(run) -> float:
+    start = time.perf_counter()
+    run()
+    return time.perf_counter() - start
+
+
+class Daemon:
+    """The sensor daemon's iteration over this project's code location, tick by tick."""
+
+    def __init__(self, instance, stack: contextlib.ExitStack):
+        from dagster._core.test_utils import create_test_daemon_workspace_context
+        from dagster._core.workspace.load_target import ModuleTarget
+
+        target = ModuleTarget(module_name="asagi_dagster.definitions", attribute="defs", working_directory=str(PROJECT), location_name="asagi")
+        self.workspace = stack.enter_context(create_test_daemon_workspace_context(target, instance))
+        self.last_tick = 0.0
+
+    def tick(self) -> float:
+        from dagster._daemon.sensor import execute_sensor_iteration
+
+        time.sleep(max(0.0, self.last_tick + 5.5 - time.monotonic()))  # the sensor's minimum interval
+        seconds = timed(lambda: list(execute_sensor_iteration(self.workspace, logging.getLogger("bench"), None, None)))
+        self.last_tick = time.monotonic()
+        return seconds
+
+
+def resync_tick(profile: Path, instance, hour: int) -> float:
+    import dagster as dg
+
+    from asagi_dagster.definitions import build_definitions
+
+    defs = build_definitions(str(profile))
+    when = datetime(2026, 11, 1, hour, tzinfo=timezone.utc)
+    with dg.build_schedule_context(instance=instance, resources=defs.resources, scheduled_execution_time=when, repository_def=defs.get_repository_def()) as context:
+        return timed(lambda: defs.resolve_schedule_def("warc_inbox_resync").evaluate_tick(context))
+
+
+def measure_size(n: int, storage: str, postgres_url: str | None) -> dict[str, float]:
+    import dagster as dg
+
+    from asagi_cli.main import _sync
+    from asagi_dagster.config import load_config
+
+    figures = {}
+    with deployment(storage, postgres_url) as (base, profile):
+        write_inbox(base / "inbox", 0, n)
+        figures["asagi sync registering N"] = timed(lambda: _sync(load_config(profile)))
+    with deployment(storage, postgres_url) as (base, profile), contextlib.ExitStack() as stack:
+        write_inbox(base / "inbox", 0, n)
+        instance = stack.enter_context(dg.DagsterInstance.get())
+        daemon = Daemon(instance, stack)
+        figures["sensor tick finding N new"] = daemon.tick()
+        assert len(instance.get_dynamic_partitions("warc_shards")) == n
+        figures["steady sensor tick at N"] = daemon.tick()
+        figures["asagi sync at N, nothing new"] = timed(lambda: _sync(load_config(profile)))
+        # The sensor's backfill is finished (as the daemon would mark it) for the re-sync to see N out of sync.
+        from dagster._core.execution.backfill import BulkActionStatus
+
+        for backfill in instance.get_backfills():
+            instance.update_backfill(backfill.with_status(BulkActionStatus.COMPLETED_SUCCESS))
+        figures["re-sync tick at N, all out of sync"] = resync_tick(profile, instance, 1)
+        figures["re-sync tick at N, all in its backfill"] = resync_tick(profile, instance, 2)
+    return figures
+
+
+def measure_90k(storage: str, postgres_url: str | None) -> dict[str, float]:
+    import dagster as dg
+
+    from asagi_cli.main import _sync
+    from asagi_dagster.config import load_config
+
+    figures = {}
+    with deployment(storage, postgres_url) as (base, profile), contextlib.ExitStack() as stack:
+        write_inbox(base / "inbox", 0, 70_000)
+        _sync(load_config(profile))
+        instance = stack.enter_context(dg.DagsterInstance.get())
+        daemon = Daemon(instance, stack)
+        daemon.tick()  # the sensor's first tick: its state is created
+        write_inbox(base / "inbox", 70_000, 20_000)
+        figures["sensor tick finding 20k new at 90k"] = daemon.tick()
+        assert len(instance.get_dynamic_partitions("warc_shards")) == 90_000
+        figures["steady sensor tick at 90k"] = daemon.tick()
+        figures["asagi sync at 90k"] = timed(lambda: _sync(load_config(profile)))
+    return figures
+
+
+def growth(sizes: list[int], by_size: dict[int, dict[str, float]], name: str) -> str:
+    """The exponent k of time ~ N^k between consecutive sizes."""
+    fits = []
+    for small, large in zip(sizes, sizes[1:]):
+        a, b = by_size[small][name], by_size[large][name]
+        fits.append(f"{math.log(max(b, 1e-3) / max(a, 1e-3)) / math.log(large / small):.2f}")
+    return " / ".join(fits)
+
+
+def report(storage: str, sizes: list[int], by_size: dict[int, dict[str, float]], at_90k: dict[str, float]) -> None:
+    names = list(next(iter(by_size.values())))
+    print(f"\n## {storage}\n")
+    print("| operation | " + " | ".join(f"{n:,}" for n in sizes) + " | growth exponent |")
+    print("|---|" + "---|" * len(sizes) + "---|")
+    for name in names:
+        print(f"| {name} | " + " | ".join(f"{by_size[n][name]:.2f} s" for n in sizes) + f" | {growth(sizes, by_size, name)} |")
+    for name, seconds in at_90k.items():
+        target = TARGETS[name]
+        print(f"| {name} | {seconds:.2f} s (target <= {target:.0f} s: {'PASS' if seconds <= target else 'FAIL'}) |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1_000, 5_000, 20_000])
+    parser.add_argument("--storage", choices=["sqlite", "postgres", "both"], default="both")
+    parser.add_argument("--no-90k", dest="at_90k", action="store_false")
+    args = parser.parse_args()
+    logging.getLogger("dagster").setLevel(logging.WARNING)
+    storages = ["sqlite", "postgres"] if args.storage == "both" else [args.storage]
+    with contextlib.ExitStack() as stack:
+        postgres_url = None
+        if "postgres" in storages:
+            from tests.postgres_server import postgres_server
+
+            postgres_url = stack.enter_context(postgres_server())
+        for storage in storages:
+            by_size = {n: measure_size(n, storage, postgres_url) for n in args.sizes}
+            at_90k = measure_90k(storage, postgres_url) if args.at_90k else {}
+            report(storage, args.sizes, by_size, at_90k)
+
+
+if __name__ == "__main__":
+    main()
