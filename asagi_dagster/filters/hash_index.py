@@ -38,12 +38,14 @@ from pathlib import Path
 import duckdb
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from asagi_dagster.filters.dedup import INDEX_SCHEMA, ORIGIN_KEY_SQL
 from asagi_dagster.storage import Storage
 
 STATE_VERSION = 1
 INDEX_FOLDER = ("image_hash_index", "state")  # under the storage root
+SHARD_ROWS_FOLDER = ("image_hash_index", "shards")  # one Parquet file of index rows per shard
 DATABASE_FILE = "index.duckdb"
 GENERATION_FILE = "generation.json"  # written after each commit; tells a stale copy from the current one
 
@@ -471,6 +473,19 @@ def connected_components(count: int, left: np.ndarray, right: np.ndarray) -> np.
             labels = jumped
         if np.array_equal(labels, before):
             return labels
+
+
+def write_shard_rows(storage: Storage, index: HashIndex, shards: list[str]) -> dict[str, str]:
+    """Each shard's index rows (shard_table) as its own Parquet file on the root, replaced
+    atomically: what filtered_pairs of that shard reads instead of the whole index.
+    Returns shard -> url."""
+    urls = {}
+    for shard in shards:
+        dest = storage.path(*SHARD_ROWS_FOLDER, f"{shard}.parquet")
+        with storage.atomic_local_file(dest) as tmp:
+            pq.write_table(index.shard_table(shard), tmp)
+        urls[shard] = storage.url(dest)
+    return urls
 
 
 @contextmanager
