@@ -116,7 +116,7 @@ class AddResult:
 
 
 class HashIndex:
-    """An open index database. ``add`` is the only writer; run adds one at a time."""
+    """An open index database. ``add`` and ``remove`` change it; run them one at a time."""
 
     def __init__(self, con: duckdb.DuckDBPyConnection, max_hamming: int):
         self.con = con
@@ -137,7 +137,11 @@ class HashIndex:
         con.execute("SET preserve_insertion_order = false")  # lets big joins and inserts stream
         if threads:
             con.execute(f"SET threads = {int(threads)}")
-        return cls(con, max_hamming)
+        try:
+            return cls(con, max_hamming)
+        except BaseException:
+            con.close()  # a refused index must not stay locked by this process
+            raise
 
     def close(self) -> None:
         self.con.close()
