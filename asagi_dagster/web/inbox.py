@@ -86,24 +86,27 @@ class Inbox:
         self.path = self.path.rstrip("/")
         self.is_local = isinstance(self.fs, LocalFileSystem)
 
-    def scan(self) -> tuple[list[ShardFile], list[Skipped]]:
+    def scan(self, fingerprints: bool = True) -> tuple[list[ShardFile], list[Skipped]]:
+        """Every shard file and every file skipped, with why. Without ``fingerprints`` a
+        local scan stats no file (the sensor's steady tick: names are all it compares)
+        and each shard's fingerprint is empty."""
         if not self.fs.exists(self.path):
             return [], []
-        found, skipped = self._scan_local() if self.is_local else self._scan_remote()
+        found, skipped = self._scan_local(fingerprints) if self.is_local else self._scan_remote()
         shards = []
         for rel, path, info in sorted(found, key=lambda f: f[0]):
             key, why = shard_key(rel)
             if key is None:
                 skipped.append(Skipped(rel, why))
             else:
-                shards.append(ShardFile(key, url_of(self.fs, path), _fingerprint(info)))
+                shards.append(ShardFile(key, url_of(self.fs, path), _fingerprint(info) if info is not None else ""))
         return shards, sorted(skipped, key=lambda s: s.path)
 
     def _scan_remote(self) -> tuple[list[tuple[str, str, dict]], list[Skipped]]:
         listing = self.fs.find(self.path, detail=True)  # one listing: sizes and ETags included
         return [(p[len(self.path) + 1 :], p, info) for p, info in listing.items() if is_shard_name(p)], []
 
-    def _scan_local(self) -> tuple[list[tuple[str, str, dict]], list[Skipped]]:
+    def _scan_local(self, fingerprints: bool) -> tuple[list[tuple[str, str, dict | None]], list[Skipped]]:
         """Shard files under the inbox folder. A link is followed only to a file inside the
         inbox; one that leads out of it, or to no file, is skipped. Linked folders are not
         entered: those inside the inbox are scanned where they are, those outside are skipped.
@@ -123,24 +126,30 @@ class Inbox:
                 continue
             for entry in entries:
                 if entry.is_symlink():
-                    self._take_link(entry, root, found, skipped)
+                    self._take_link(entry, root, found, skipped, fingerprints)
                 elif entry.is_dir():
                     folders.append(entry.path)
                 elif is_shard_name(entry.name):
-                    self._take_file(entry, found, skipped)
+                    self._take_file(entry, found, skipped, fingerprints)
         return found, skipped
 
-    def _take_link(self, entry: os.DirEntry, root: str, found: list, skipped: list) -> None:
+    def _take_link(self, entry: os.DirEntry, root: str, found: list, skipped: list, fingerprints: bool) -> None:
         target = os.path.realpath(entry.path)
         rel = self._rel(entry.path)
         if not _inside(target, root):
             if os.path.isdir(target) or is_shard_name(entry.name):
                 skipped.append(Skipped(rel, f"a symbolic link to {target}, outside the inbox: not followed"))
         elif is_shard_name(entry.name) and not os.path.isdir(target):
-            self._take_file(entry, found, skipped)
+            self._take_file(entry, found, skipped, fingerprints)
 
-    def _take_file(self, entry: os.DirEntry, found: list, skipped: list) -> None:
+    def _take_file(self, entry: os.DirEntry, found: list, skipped: list, fingerprints: bool) -> None:
         rel = self._rel(entry.path)
+        if not fingerprints:  # the file type from the folder listing: no stat, but for links
+            if entry.is_file():
+                found.append((rel, entry.path, None))
+            else:
+                skipped.append(Skipped(rel, "not a regular file (a dangling link, a pipe or a device)"))
+            return
         try:
             stat = entry.stat()  # follows a link, as the read will
         except OSError:
@@ -192,10 +201,11 @@ def plan_sync(
     """New shards; with ``source_asset`` and ``final_asset`` also the registered shards
     out of sync: whose file changed since ``source_asset`` recorded its fingerprint, or
     that never reached ``final_asset`` (a failed or unfinished ingest)."""
-    shards, skipped = inbox.scan()
+    resync = bool(source_asset and final_asset)
+    shards, skipped = inbox.scan(fingerprints=resync)
     new = [s for s in shards if s.key not in registered]
     changed = []
-    if source_asset and final_asset:
+    if resync:
         ingested = _ingested(storage, source_asset, final_asset)  # one catalog read per plan
         changed = [s for s in shards if s.key in registered and _out_of_sync(ingested, s)]
     return SyncPlan(new=new, changed=changed, skipped=skipped)

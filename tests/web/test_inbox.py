@@ -82,6 +82,10 @@ def test_links_out_of_the_inbox_are_skipped_and_never_read(tmp_path):
         "gone.warc": "not a regular file (a dangling link, a pipe or a device)",
     }
     box = Inbox(str(inbox), S3Settings())
+    # The sensor's scan, which stats no file, finds and skips the same files.
+    quick, quick_skipped = box.scan(fingerprints=False)
+    assert [s.key for s in quick] == sorted(shards) and {s.path: s.why for s in quick_skipped} == skipped
+    assert {s.fingerprint for s in quick} == {""}
     # A link's fingerprint is its target's, at scan and at ingest alike (else it re-syncs forever).
     assert shards["sub__alias.warc"].fingerprint == box.fingerprint("sub__alias.warc") == shards["real.warc"].fingerprint
     # A shard turned into a link out of the inbox after the scan is not read through.
