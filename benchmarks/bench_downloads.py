@@ -34,6 +34,7 @@ import argparse
 import asyncio
 import io
 import json
+import math
 import os
 import random
 import statistics
@@ -162,8 +163,12 @@ def server_stats(port: int, reset: bool = False) -> dict:
         return json.loads(response.read())
 
 
-def image_urls(count: int, hosts: int, port: int) -> list[str]:
-    return [f"http://127.0.0.{index % hosts + 1}:{port}/img/{index}.{'jpg' if index % 2 == 0 else 'png'}" for index in range(count)]
+def image_urls(count: int, hosts: int, port: int, clustered: bool = False) -> list[str]:
+    """URLs spread over the hosts round-robin, or ``clustered``: each host's URLs one run
+    after another, as a shard lists them (a page's images mostly come from one host)."""
+    per_host = math.ceil(count / hosts)
+    host = (lambda index: index // per_host) if clustered else (lambda index: index % hosts)
+    return [f"http://127.0.0.{host(index) + 1}:{port}/img/{index}.{'jpg' if index % 2 == 0 else 'png'}" for index in range(count)]
 
 
 # --- ours ------------------------------------------------------------------------------
@@ -262,6 +267,7 @@ def main() -> int:
     parser.add_argument("--latency", type=float, default=0.05, help="seconds the server waits before each response")
     parser.add_argument("--interval", type=float, default=0.0, help="our per_host_interval_s (img2dataset has none)")
     parser.add_argument("--connections", type=int, default=None, help="our per_host_connections (default: the concurrency, no cap; img2dataset has none)")
+    parser.add_argument("--clustered", action="store_true", help="each host's URLs in one run, not round-robin")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -272,9 +278,9 @@ def main() -> int:
     connections = args.connections or args.concurrency
     python = ensure_venv()
     server, port = start_server(args.urls, args.hosts, args.latency)
-    urls = image_urls(args.urls, args.hosts, port)
+    urls = image_urls(args.urls, args.hosts, port, args.clustered)
     expected = args.urls - len(range(0, args.urls, NOAI_EVERY))
-    print(f"{args.urls} URLs over {args.hosts} hosts, {args.latency * 1000:.0f} ms per response, concurrency {args.concurrency},"
+    print(f"{args.urls} URLs over {args.hosts} hosts{' (clustered)' if args.clustered else ''}, {args.latency * 1000:.0f} ms per response, concurrency {args.concurrency},"
           f" our per_host_interval_s {args.interval} and per_host_connections {connections}; {expected} images should be stored by each side")
     ratios, ours_rates, theirs_rates = [], [], []
     try:

@@ -10,17 +10,17 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
-from collections import deque
+import time
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
 
 import pyarrow.parquet as pq
 
 from asagi_dagster.config import DownloaderSettings
 from asagi_dagster.storage import StageWriter, Storage
 from asagi_dagster.web.fetch import Fetcher, FetchResult
+from asagi_dagster.web.frontier import HostFrontier
 from asagi_dagster.web.noai import has_noai
 
 CACHE_DIR = "_cache/downloads"
@@ -115,48 +115,83 @@ def gather_pair_images(
     fetcher: Fetcher,
     workers: int,
     batch_rows: int = 64,
+    read_ahead: int | None = None,
 ) -> dict[str, int]:
     """Write one row per pair with its image bytes, or a rejection; returns origin counts.
 
-    Downloads stream: while one batch is written, the next batches' URLs are already
-    being fetched, so the workers never wait for the slowest fetch of a batch or for the
-    writes. Each worker looks its URL up in the cache and commits what it fetched there
-    itself, in parallel. Batches in flight hold their images, so at most
-    ``2 x (batch_rows + workers)`` images of the size cap bound memory (typical pages:
-    a few MB in all).
+    Rows are read ``read_ahead`` distinct URLs ahead (default: 32 per worker, at least
+    1,024). Each URL is looked up in the cache, in parallel; the misses go to a frontier
+    that hands the workers the URL whose host may be asked soonest (``HostFrontier``),
+    so the per-host interval holds one host back, not the whole shard. Rows are written
+    as their image arrives: only the fetches in flight hold image bytes, so ``workers`` x
+    the size cap bounds memory (a WARC batch of ``batch_rows`` rows too).
     """
     cache = DownloadCache(storage, policy=download_policy(fetcher.settings))
     origins = {"warc": 0, "cache": 0, "download": 0}
+    read_ahead = read_ahead or max(1024, 32 * workers)
+    robots = 2 if fetcher.settings.respect_robots_txt else 1
+    frontier = HostFrontier(fetcher.throttle.interval, fetcher.throttle.connections, first_requests=robots)
+    waiting: dict[str, _Waiting] = {}  # URL -> the rows that need it
+    looking: dict[Future, str] = {}  # cache lookups in flight
+    fetching: dict[Future, str] = {}  # downloads in flight
     index = WarcImageIndex(storage, None)
-    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fetch")
-    # Enough batches queued that the workers have about two URLs each to go on with.
-    ahead = max(1, math.ceil(2 * workers / batch_rows))
-    pending: deque[_Batch] = deque()
-    lookups: dict[str, Future] = {}  # URL -> its lookup, while a batch holding it is pending
+    lookups = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cache")
+    fetches = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fetch")
 
-    def cached_or_fetched(url: str) -> tuple[FetchResult, bool]:
-        cached = cache.get(url)
-        if cached is not None:
-            return cached, False
+    def fetch_and_cache(url: str) -> FetchResult:
         result = fetcher.fetch_image(url)
         cache.put(result)
-        return result, True
+        return result
 
     try:
         index = WarcImageIndex(storage, web_images_url)
-        for rows in _batches(storage.iter_rows(storage.strip_protocol(pairs_url), ["pair_id", "image_url"]), batch_rows):
-            urls = {row["image_url"] for row in rows}
-            batch = _Batch(rows, index.take({u for u in urls if u in index}))
-            for url in urls - batch.in_warc.keys():
-                if url not in lookups:  # a URL an earlier pending batch asks for too is fetched once
-                    lookups[url] = pool.submit(cached_or_fetched, url)
-                    batch.own.add(url)
-                batch.lookups[url] = lookups[url]
-            pending.append(batch)
-            while len(pending) > ahead:
-                _write_batch(pending.popleft(), writer, origins, lookups)
-        while pending:
-            _write_batch(pending.popleft(), writer, origins, lookups)
+        batches = enumerate(_batches(storage.iter_rows(storage.strip_protocol(pairs_url), ["pair_id", "image_url"]), batch_rows))
+        exhausted = False
+        while True:
+            while not exhausted and len(waiting) < read_ahead:
+                number, rows = next(batches, (None, None))
+                if rows is None:
+                    exhausted = True
+                    break
+                urls = {row["image_url"] for row in rows}
+                in_warc = index.take({u for u in urls if u in index})
+                for row in rows:
+                    url = row["image_url"]
+                    if url in in_warc:
+                        writer.count_in()
+                        origins["warc"] += _write_from_warc(row, in_warc[url], writer)
+                    elif url in waiting:  # a URL read earlier is looked up and fetched once
+                        waiting[url].rows.append((row, number))
+                    else:
+                        waiting[url] = _Waiting(first_batch=number, rows=[(row, number)])
+                        looking[lookups.submit(cache.get, url)] = url
+            wake_at = None
+            while len(fetching) < workers and len(frontier):
+                url = frontier.take()
+                if url is None:  # no host's turn yet: come back when one's comes
+                    wake_at = frontier.wake_at
+                    break
+                fetching[fetches.submit(fetch_and_cache, url)] = url
+            timeout = None if wake_at is None else max(0.0, wake_at - time.monotonic())
+            if not looking and not fetching:
+                if timeout is not None:
+                    time.sleep(timeout)  # the host's interval itself: nothing else to wait for
+                elif exhausted and not len(frontier):
+                    break
+                continue
+            done, _ = wait([*looking, *fetching], timeout=timeout, return_when=FIRST_COMPLETED)
+            for future in done:
+                if future in looking:
+                    url = looking.pop(future)
+                    cached = future.result()
+                    if cached is None:
+                        frontier.add(url)
+                    else:  # downloaded by an earlier run
+                        _write_rows(waiting.pop(url), cached, False, writer, origins)
+                else:
+                    url = fetching.pop(future)
+                    frontier.done(url)
+                    _write_rows(waiting.pop(url), future.result(), True, writer, origins)
     except BaseException:
         # Stopping: Dagster turns SIGTERM into an exception in this (the main) thread, while
         # the workers sit in fetches. Cancelling ends those within a fraction of a second,
@@ -164,33 +199,25 @@ def gather_pair_images(
         fetcher.cancel()
         raise
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+        lookups.shutdown(wait=True, cancel_futures=True)
+        fetches.shutdown(wait=True, cancel_futures=True)
         index.close()
     return origins
 
 
 @dataclass
-class _Batch:
-    rows: list[dict]
-    in_warc: dict[str, dict]  # URL -> its WARC capture
-    lookups: dict[str, Future] = field(default_factory=dict)  # URL -> (FetchResult, downloaded now)
-    own: set[str] = field(default_factory=set)  # URLs this batch submitted (not an earlier one)
+class _Waiting:
+    first_batch: int
+    rows: list[tuple[dict, int]]  # (row, the batch it was read in)
 
 
-def _write_batch(batch: _Batch, writer: StageWriter, origins: dict[str, int], lookups: dict[str, Future]) -> None:
-    for row in batch.rows:
+def _write_rows(waiting: _Waiting, result: FetchResult, downloaded: bool, writer: StageWriter, origins: dict[str, int]) -> None:
+    for row, batch in waiting.rows:
         writer.count_in()
-        url = row["image_url"]
-        if url in batch.in_warc:
-            origins["warc"] += _write_from_warc(row, batch.in_warc[url], writer)
-            continue
-        result, downloaded = batch.lookups[url].result()
-        # A URL an earlier batch fetched counts as a cache hit, as it would after that
-        # batch's commit; a cache hit was downloaded by an earlier run.
-        origin = "download" if downloaded and url in batch.own else "cache"
+        # Rows of a later batch than the one that asked first count as cache hits, as they
+        # would had that batch been committed before they were read.
+        origin = "download" if downloaded and batch == waiting.first_batch else "cache"
         origins[origin] += _write_fetched(row, result, writer)
-    for url in batch.own:
-        del lookups[url]  # later batches find it in the cache (or fetch a transient failure again)
 
 
 def _write_from_warc(row: dict, image: dict, writer: StageWriter) -> int:
