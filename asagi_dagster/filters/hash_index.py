@@ -250,7 +250,10 @@ class HashIndex:
         """Ids for the new images, their rows, and the known images' new origins; returns
         the first new id, the images added and the (image, origin) pairs added."""
         con = self.con
-        first_new = int(self._meta("next_id") or 0)  # never a removed image's id: the snapshot may hold it
+        # Never a removed image's id (the before-snapshot may hold it); an index written
+        # before next_id was kept starts after its largest id.
+        next_id = self._meta("next_id")
+        first_new = int(next_id) if next_id else con.execute("SELECT coalesce(max(id) + 1, 0) FROM images").fetchone()[0]
         # Ids are internal (no result depends on them), so they follow no order.
         con.execute(
             f"""CREATE OR REPLACE TEMP TABLE incoming_ids AS
