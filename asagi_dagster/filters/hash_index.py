@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -113,6 +114,20 @@ class AddResult:
     edges_added: int  # near-duplicate pairs found for the new images
     changed_shards: list[str] = field(default_factory=list)  # other shards whose decisions differ now: re-filter these
     replaced: list[str] = field(default_factory=list)  # shards that were indexed before and were taken out first
+    seconds: dict[str, float] = field(default_factory=dict)  # per phase, for logs and benchmarks
+
+
+class PhaseClock:
+    """Seconds per phase of an add, so a slow index shows where its time goes."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, phase: str) -> None:
+        now = time.perf_counter()
+        self.seconds[phase] = round(now - self._last, 3)
+        self._last = now
 
 
 class HashIndex:
@@ -210,15 +225,22 @@ class HashIndex:
 
     def _add(self, shards: dict[str, list[str]], replaced: list[str]) -> AddResult:
         generation = self.generation + 1
+        clock = PhaseClock()
         self._start_snapshot()
         if replaced:
             self._remove(replaced)
+            clock.lap("remove")
         self._load_incoming(shards)
+        clock.lap("read")
         first_new, images_added, origins_added = self._insert_images_and_origins()
+        clock.lap("images")
         edges_added = self._insert_edges(first_new)
+        clock.lap("candidates")
         self._snapshot_affected()
         self._recluster()
+        clock.lap("clusters")
         changed = self._changed_shards(list(shards))
+        clock.lap("changed")
         self.con.execute(  # every shard, an empty one too: it was added
             """INSERT INTO shards SELECT k.shard, $generation, count(DISTINCT n.image_sha256)
                FROM (SELECT unnest($keys) AS shard) k LEFT JOIN incoming n USING (shard) GROUP BY k.shard""",
@@ -227,7 +249,8 @@ class HashIndex:
         self._set_meta("generation", str(generation))
         for table in ("incoming", "incoming_ids", "new_origins", "touched", "new_edges", "affected_before"):
             self.con.execute(f"DROP TABLE IF EXISTS {table}")
-        return AddResult(sorted(shards), images_added, origins_added, edges_added, changed, replaced)
+        clock.lap("bookkeeping")
+        return AddResult(sorted(shards), images_added, origins_added, edges_added, changed, replaced, clock.seconds)
 
     def _load_incoming(self, shards: dict[str, list[str]]) -> None:
         """The distinct (image, hash, origin, shard) of the new shards' screened pairs: one
@@ -271,7 +294,9 @@ class HashIndex:
             """CREATE OR REPLACE TEMP TABLE new_origins AS
                SELECT DISTINCT k.id AS image_id, n.origin
                FROM incoming n JOIN incoming_ids k USING (image_sha256)
-               ANTI JOIN origins o ON o.image_id = k.id AND o.origin = n.origin
+               ANTI JOIN (SELECT image_id, origin FROM origins  -- only the known images' rows, not a hash table of all
+                          WHERE image_id IN (SELECT id FROM incoming_ids WHERE NOT is_new)) o
+                    ON o.image_id = k.id AND o.origin = n.origin
                WHERE NOT k.is_new"""
         )
         # Only images that gain an origin can change their first origin and count.
