@@ -151,9 +151,10 @@ def _write_entries(storage: Storage, dest: str, table: pa.Table) -> None:
         pq.write_table(table, tmp, compression="zstd")
 
 
-def append(storage: Storage, manifest: Manifest | ModelManifest, compact_at: int = COMPACT_AT) -> str:
+def append(storage: Storage, manifest: Manifest | ModelManifest, compact_at: int | None = None) -> str:
     """Record ``manifest`` as a new log entry; fold the log when it has grown to
-    ``compact_at`` entries (0: never here). Returns the entry's path."""
+    ``compact_at`` entries (default COMPACT_AT; 0: never here). Returns the entry's path."""
+    compact_at = COMPACT_AT if compact_at is None else compact_at
     committed_ns, entry_id = time.time_ns(), uuid.uuid4().hex
     dest = f"{log_dir(storage)}/{committed_ns:020d}-{entry_id}.parquet"
     _write_entries(storage, dest, pa.Table.from_pylist([entry_row(manifest, committed_ns, entry_id)], schema=ENTRY_SCHEMA))
@@ -171,9 +172,19 @@ def _read_log(storage: Storage, paths: list[str]) -> pa.Table:
     """The log entries at ``paths``, one GET each (fetched concurrently on S3)."""
     if not paths:
         return ENTRY_SCHEMA.empty_table()
-    blobs = storage.fs.cat(paths, on_error="raise")  # FileNotFoundError: folded meanwhile
-    tables = [pq.read_table(pa.BufferReader(blobs[p])) for p in paths]
+    blobs = _fetch(storage, paths)
+    for blob in blobs:
+        if isinstance(blob, Exception):
+            raise blob  # FileNotFoundError: folded meanwhile
+    tables = [pq.read_table(pa.BufferReader(blob)) for blob in blobs]
     return pa.concat_tables(tables, promote_options="default")
+
+
+def _fetch(storage: Storage, paths: list[str]) -> list[bytes | Exception]:
+    """Each file's bytes, or the error reading it: one GET a file, concurrently on S3. A
+    ranged read ("bytes=0-"), because s3fs asks for the size first (a HEAD) when a whole
+    file is wanted."""
+    return storage.fs.cat_ranges(paths, 0, None, on_error="return")
 
 
 def _connect(storage: Storage, database: str | None = None) -> duckdb.DuckDBPyConnection:
@@ -227,7 +238,7 @@ def load_latest(
             sources = ["_catalog_log"] + ([_parquet_source(storage, compacted)] if compacted else [])
             con.execute(f"CREATE OR REPLACE TEMP TABLE {table} AS {_latest_sql(columns, sources, assets)}")
             return
-        except (FileNotFoundError, duckdb.IOException) as exc:
+        except (FileNotFoundError, duckdb.Error) as exc:  # through fsspec, a vanished file is a plain duckdb.Error
             if _all_exist(storage, log_paths + compacted):
                 raise  # not a file folded away under us
             log.info(f"catalog file folded while reading ({exc}); reading again")
@@ -281,7 +292,7 @@ def compact(storage: Storage, merge_at: int = MERGE_AT, merge_all: bool = False)
                 query = f"{_latest_sql(ENTRY_SCHEMA.names, sources, None)} ORDER BY asset, partition"
                 con.execute(f"COPY ({query}) TO {_quote(tmp)} (FORMAT parquet, COMPRESSION zstd)")
                 entries = pq.ParquetFile(tmp).metadata.num_rows
-    except (FileNotFoundError, duckdb.IOException):
+    except (FileNotFoundError, duckdb.Error):
         if _all_exist(storage, log_paths + merged):
             raise
         return Compaction(yielded=True)  # nothing removed; the other compaction folds it
@@ -311,10 +322,12 @@ def _read_manifest_files(storage: Storage, paths: list[str], batch: int = 1000):
     """(path, manifest JSON text) of each path, fetched ``batch`` at a time."""
     for start in range(0, len(paths), batch):
         chunk = paths[start : start + batch]
-        blobs = storage.fs.cat(chunk, on_error="omit")  # removed since the listing: not there
-        for path in chunk:
-            if path in blobs:
-                yield path, blobs[path].decode("utf-8")
+        for path, blob in zip(chunk, _fetch(storage, chunk)):
+            if isinstance(blob, FileNotFoundError):  # removed since the listing: not there
+                continue
+            if isinstance(blob, Exception):
+                raise blob
+            yield path, blob.decode("utf-8")
 
 
 @dataclass
