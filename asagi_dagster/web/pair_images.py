@@ -123,75 +123,26 @@ def gather_pair_images(
     1,024). Each URL is looked up in the cache, in parallel; the misses go to a frontier
     that hands the workers the URL whose host may be asked soonest (``HostFrontier``),
     so the per-host interval holds one host back, not the whole shard. Rows are written
-    as their image arrives: only the fetches in flight hold image bytes, so ``workers`` x
-    the size cap bounds memory (a WARC batch of ``batch_rows`` rows too).
+    as their image arrives, and the image is committed to the cache beside, so a worker
+    goes on to its next fetch at once. Only fetches and commits in flight hold image
+    bytes: about ``3 x workers`` x the size cap bounds memory (typical images: a few MB
+    in all), with a WARC batch of ``batch_rows`` rows.
     """
-    cache = DownloadCache(storage, policy=download_policy(fetcher.settings))
-    origins = {"warc": 0, "cache": 0, "download": 0}
-    read_ahead = read_ahead or max(1024, 32 * workers)
-    robots = 2 if fetcher.settings.respect_robots_txt else 1
-    frontier = HostFrontier(fetcher.throttle.interval, fetcher.throttle.connections, first_requests=robots)
-    waiting: dict[str, _Waiting] = {}  # URL -> the rows that need it
-    looking: dict[Future, str] = {}  # cache lookups in flight
-    fetching: dict[Future, str] = {}  # downloads in flight
     index = WarcImageIndex(storage, None)
-    lookups = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cache")
-    fetches = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fetch")
-
-    def fetch_and_cache(url: str) -> FetchResult:
-        result = fetcher.fetch_image(url)
-        cache.put(result)
-        return result
-
+    run = _Gathering(storage, writer, fetcher, workers)
     try:
         index = WarcImageIndex(storage, web_images_url)
-        batches = enumerate(_batches(storage.iter_rows(storage.strip_protocol(pairs_url), ["pair_id", "image_url"]), batch_rows))
+        rows = _batches(storage.iter_rows(storage.strip_protocol(pairs_url), ["pair_id", "image_url"]), batch_rows)
+        batches = enumerate(rows)
         exhausted = False
         while True:
-            while not exhausted and len(waiting) < read_ahead:
-                number, rows = next(batches, (None, None))
-                if rows is None:
-                    exhausted = True
-                    break
-                urls = {row["image_url"] for row in rows}
-                in_warc = index.take({u for u in urls if u in index})
-                for row in rows:
-                    url = row["image_url"]
-                    if url in in_warc:
-                        writer.count_in()
-                        origins["warc"] += _write_from_warc(row, in_warc[url], writer)
-                    elif url in waiting:  # a URL read earlier is looked up and fetched once
-                        waiting[url].rows.append((row, number))
-                    else:
-                        waiting[url] = _Waiting(first_batch=number, rows=[(row, number)])
-                        looking[lookups.submit(cache.get, url)] = url
-            wake_at = None
-            while len(fetching) < workers and len(frontier):
-                url = frontier.take()
-                if url is None:  # no host's turn yet: come back when one's comes
-                    wake_at = frontier.wake_at
-                    break
-                fetching[fetches.submit(fetch_and_cache, url)] = url
-            timeout = None if wake_at is None else max(0.0, wake_at - time.monotonic())
-            if not looking and not fetching:
-                if timeout is not None:
-                    time.sleep(timeout)  # the host's interval itself: nothing else to wait for
-                elif exhausted and not len(frontier):
-                    break
-                continue
-            done, _ = wait([*looking, *fetching], timeout=timeout, return_when=FIRST_COMPLETED)
-            for future in done:
-                if future in looking:
-                    url = looking.pop(future)
-                    cached = future.result()
-                    if cached is None:
-                        frontier.add(url)
-                    else:  # downloaded by an earlier run
-                        _write_rows(waiting.pop(url), cached, False, writer, origins)
-                else:
-                    url = fetching.pop(future)
-                    frontier.done(url)
-                    _write_rows(waiting.pop(url), future.result(), True, writer, origins)
+            while not exhausted and len(run.waiting) < (read_ahead or max(1024, 32 * workers)):
+                number, batch = next(batches, (None, None))
+                exhausted = batch is None
+                if not exhausted:
+                    run.read(number, batch, index)
+            if not run.step() and exhausted:
+                break
     except BaseException:
         # Stopping: Dagster turns SIGTERM into an exception in this (the main) thread, while
         # the workers sit in fetches. Cancelling ends those within a fraction of a second,
@@ -199,10 +150,90 @@ def gather_pair_images(
         fetcher.cancel()
         raise
     finally:
-        lookups.shutdown(wait=True, cancel_futures=True)
-        fetches.shutdown(wait=True, cancel_futures=True)
+        run.close()
         index.close()
-    return origins
+    return run.origins
+
+
+class _Gathering:
+    """One run's lookups, fetches and cache commits in flight, and the rows that wait on them."""
+
+    def __init__(self, storage: Storage, writer: StageWriter, fetcher: Fetcher, workers: int):
+        self.writer, self.fetcher, self.workers = writer, fetcher, workers
+        self.cache = DownloadCache(storage, policy=download_policy(fetcher.settings))
+        self.origins = {"warc": 0, "cache": 0, "download": 0}
+        first_requests = 2 if fetcher.settings.respect_robots_txt else 1  # robots.txt, then the image
+        self.frontier = HostFrontier(fetcher.throttle.interval, fetcher.throttle.connections, first_requests)
+        self.waiting: dict[str, _Waiting] = {}  # URL -> the rows that need it
+        self.looking: dict[Future, str] = {}  # cache lookups in flight
+        self.fetching: dict[Future, str] = {}  # downloads in flight
+        self.storing: set[Future] = set()  # cache commits in flight
+        self.cache_pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cache")
+        self.fetch_pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fetch")
+        # A few fetches queued beyond the workers: one that finishes starts the next at once,
+        # not after this thread has woken up and chosen it (up to a GIL switch interval later).
+        self.most_fetching = workers + max(1, workers // 2)
+
+    def read(self, number: int, rows: list[dict], index: WarcImageIndex) -> None:
+        """Write the batch's rows the WARC holds; look the others' URLs up, once each."""
+        urls = {row["image_url"] for row in rows}
+        in_warc = index.take({u for u in urls if u in index})
+        for row in rows:
+            url = row["image_url"]
+            if url in in_warc:
+                self.writer.count_in()
+                self.origins["warc"] += _write_from_warc(row, in_warc[url], self.writer)
+            elif url in self.waiting:
+                self.waiting[url].rows.append((row, number))
+            else:
+                self.waiting[url] = _Waiting(first_batch=number, rows=[(row, number)])
+                self.looking[self.cache_pool.submit(self.cache.get, url)] = url
+
+    def step(self) -> bool:
+        """Start the fetches whose host's turn has come, then settle what finishes first.
+        False when nothing is left in flight or queued."""
+        wake_at = None
+        # Commits slower than fetches (a far object store) hold the fetches back, so the
+        # bodies waiting to be committed stay bounded.
+        while len(self.fetching) < self.most_fetching and len(self.storing) < self.workers and len(self.frontier):
+            url = self.frontier.take()
+            if url is None:  # no host's turn yet: come back when one's comes
+                wake_at = self.frontier.wake_at
+                break
+            self.fetching[self.fetch_pool.submit(self.fetcher.fetch_image, url)] = url
+        timeout = None if wake_at is None else max(0.0, wake_at - time.monotonic())
+        in_flight = [*self.looking, *self.fetching, *self.storing]
+        if not in_flight:
+            if timeout is None:
+                return len(self.frontier) > 0
+            time.sleep(timeout)  # the host's interval itself: nothing else to wait for
+            return True
+        done, _ = wait(in_flight, timeout=timeout, return_when=FIRST_COMPLETED)
+        for future in done:
+            self._settle(future)
+        return True
+
+    def _settle(self, future: Future) -> None:
+        if future in self.storing:
+            self.storing.discard(future)
+            future.result()  # a failed commit fails the run, as a failed write would
+        elif future in self.looking:
+            url = self.looking.pop(future)
+            cached = future.result()
+            if cached is None:
+                self.frontier.add(url)
+            else:  # downloaded by an earlier run
+                _write_rows(self.waiting.pop(url), cached, False, self.writer, self.origins)
+        else:
+            url = self.fetching.pop(future)
+            self.frontier.done(url)
+            result = future.result()
+            self.storing.add(self.cache_pool.submit(self.cache.put, result))
+            _write_rows(self.waiting.pop(url), result, True, self.writer, self.origins)
+
+    def close(self) -> None:
+        self.fetch_pool.shutdown(wait=True, cancel_futures=True)
+        self.cache_pool.shutdown(wait=True, cancel_futures=True)
 
 
 @dataclass
