@@ -9,6 +9,9 @@ the re-sync schedule, mixtures, index rebuilds) spend their time. So every
     <root>/_catalog/log/<ns>-<uuid>.parquet        one entry per commit (a one-row file)
     <root>/_catalog/compacted/<ns>-<uuid>.parquet  entries folded together
 
+A root whose catalog was never built (one written before it existed) is cataloged from
+its manifest files on the first read (``ensure_built``).
+
 S3 has neither appends nor locks, so correctness rests on three rules:
 
 - every file is immutable and committed atomically (``Storage.commit``); an entry carries
@@ -86,6 +89,10 @@ class CatalogBusy(RuntimeError):
 
 
 # --- layout ---------------------------------------------------------------------------
+def built_marker(storage: Storage) -> str:
+    return storage.path(CATALOG_DIR, "built.json")
+
+
 def log_dir(storage: Storage) -> str:
     return storage.path(CATALOG_DIR, "log")
 
@@ -230,6 +237,7 @@ def load_latest(
     of ``assets`` only when given, with ``columns`` (and the key). ``con`` must reach the
     storage root (``query.connect``)."""
     columns, assets = list(columns), None if assets is None else list(assets)
+    ensure_built(storage)
     for _ in range(READ_ATTEMPTS):
         log_paths = _list(storage, log_dir(storage))  # before the compacted files: see the module doc
         compacted = _list(storage, compacted_dir(storage))
@@ -245,6 +253,16 @@ def load_latest(
         finally:
             con.unregister("_catalog_log")
     raise CatalogBusy(f"catalog files kept vanishing while read, {READ_ATTEMPTS} times")
+
+
+def ensure_built(storage: Storage) -> None:
+    """Build the catalog from the manifest files once, on a root that has never had one
+    built (written before the catalog existed, or new: then it is one empty listing).
+    Writers do not check, so the first commit after an upgrade does not hide the older
+    manifests: the next read still finds no marker and rebuilds."""
+    if not storage.exists(built_marker(storage)):
+        log.info(f"no manifest catalog built under {storage.url(storage.root_path)} yet: building it from the manifest files")
+        rebuild(storage)
 
 
 def _all_exist(storage: Storage, paths: list[str]) -> bool:
@@ -374,8 +392,8 @@ def rebuild(storage: Storage) -> int:
     started = time.time_ns()
     old = _list(storage, log_dir(storage)) + _list(storage, compacted_dir(storage))
     dest = f"{compacted_dir(storage)}/{_new_name(started)}"
-    written = 0
-    with storage.atomic_local_file(dest) as tmp:
+    written, tmp = 0, storage.temp_for(dest)
+    try:
         with pq.ParquetWriter(tmp, ENTRY_SCHEMA, compression="zstd") as writer:
             rows = []
             for _, text in _read_manifest_files(storage, manifest_paths(storage)):
@@ -385,5 +403,15 @@ def rebuild(storage: Storage) -> int:
                     written, rows = written + len(rows), []
             writer.write_table(pa.Table.from_pylist(rows, schema=ENTRY_SCHEMA))
             written += len(rows)
+        if written:  # an empty root needs no file, only the marker
+            storage.commit(tmp, dest)
+    finally:
+        discard(tmp)
     _remove(storage, old)
+    mark_built(storage, written)
     return written
+
+
+def mark_built(storage: Storage, entries: int) -> None:
+    """Say that this root's catalog holds every manifest (see ``ensure_built``)."""
+    storage.write_json(built_marker(storage), {"rebuilt_ns": time.time_ns(), "entries": entries})

@@ -124,6 +124,7 @@ def write_catalog(storage: Storage, shards: int, compacted_files: int = catalog.
     for n, manifest in enumerate(manifests[-log_entries:] if log_entries else []):
         catalog._write_entries(storage, f"{catalog.log_dir(storage)}/{now + n + 1:020d}-{n:032x}.parquet",
                                pa.Table.from_pylist([catalog.entry_row(manifest, now + n + 1, f"{n:032x}")], schema=catalog.ENTRY_SCHEMA))
+    catalog.mark_built(storage, len(manifests))
     return len(manifests)
 
 

@@ -52,13 +52,26 @@ def cataloged(storage: Storage) -> dict[tuple[str, str], dict]:
     return {key: m.model_dump() for key, m in catalog.latest_manifests(storage).items()}
 
 
+def built(storage: Storage) -> Storage:
+    """``storage`` with its (empty) catalog built, as a root is after its first read: later
+    reads then show what the catalog holds, not a rebuild from the manifest files."""
+    catalog.ensure_built(storage)
+    assert storage.exists(catalog.built_marker(storage))
+    return storage
+
+
+@pytest.fixture
+def storage(config) -> Storage:
+    return built(Storage(config.storage))
+
+
 @pytest.fixture(params=["local", "s3"])
 def any_storage(request, tmp_path) -> Storage:
     if request.param == "local":
-        return Storage(StorageSettings(root=str(tmp_path / "data")))
+        return built(Storage(StorageSettings(root=str(tmp_path / "data"))))
     endpoint = request.getfixturevalue("s3_endpoint")
     # moto keeps its buckets per process, across servers: a prefix of this test's own
-    return Storage(StorageSettings(root=f"s3://{BUCKET}/{tmp_path.name}/data", s3=S3Settings(endpoint_url=endpoint)))
+    return built(Storage(StorageSettings(root=f"s3://{BUCKET}/{tmp_path.name}/data", s3=S3Settings(endpoint_url=endpoint))))
 
 
 def _settings_json(storage: Storage, tmp_path: Path) -> str:
@@ -244,7 +257,7 @@ def test_a_kill_between_manifest_and_entry_is_found_by_the_check_and_fixed_by_re
 def test_asagi_catalog_check_fails_on_a_difference_and_rebuild_mends_it(tmp_path):
     profile = write_profile(tmp_path)
     env = {**subprocess_env(), "ASAGI_CONFIG": str(profile)}
-    storage = Storage(StorageSettings(root=str(tmp_path / "data")))
+    storage = built(Storage(StorageSettings(root=str(tmp_path / "data"))))
     commit(storage, "numbers", "p1", kept=2)
     storage.write_json(storage.manifest_path("numbers", "p2"), json.loads(json.dumps(storage.read_manifest("numbers", "p1").model_dump())) | {"partition": "p2"})
 
@@ -257,6 +270,15 @@ def test_asagi_catalog_check_fails_on_a_difference_and_rebuild_mends_it(tmp_path
     assert asagi("rebuild").stdout.strip() == "rebuilt the catalog: 2 entries"
     assert asagi("check").returncode == 0
     assert "nothing to compact" in asagi("compact").stdout
+
+
+def test_a_root_from_before_the_catalog_is_cataloged_on_its_first_read(tmp_path):
+    storage = Storage(StorageSettings(root=str(tmp_path / "data")))
+    for n in range(3):  # manifest files only, as an older version wrote them
+        storage.write_json(storage.manifest_path("numbers", f"old{n}"), numbers(f"old{n}", n).model_dump())
+    storage.write_manifest(numbers("new", 7))  # the first commit after the upgrade: one log entry
+    assert sorted(cataloged(storage)) == [("numbers", "new"), ("numbers", "old0"), ("numbers", "old1"), ("numbers", "old2")]
+    assert catalog.check(storage).ok and catalog._list(storage, catalog.log_dir(storage)) == []
 
 
 # --- readers ----------------------------------------------------------------------------------
@@ -301,7 +323,7 @@ def test_report_summary_and_shards_equal_what_the_manifests_say(any_storage):
 def test_asagi_report_prints_the_summary_and_the_shards_on_request(tmp_path):
     profile = write_profile(tmp_path)
     env = {**subprocess_env(), "ASAGI_CONFIG": str(profile)}
-    storage = Storage(StorageSettings(root=str(tmp_path / "data")))
+    storage = built(Storage(StorageSettings(root=str(tmp_path / "data"))))
     _commit_a_crawl(storage)
 
     def report(*args):
@@ -326,7 +348,7 @@ def test_resync_plan_from_the_catalog(tmp_path):
     for name in ("done.warc", "changed.warc", "unfinished.warc", "never.warc", "new.warc"):
         (inbox / name).write_bytes(b"WARC/1.0\r\n")
     box = Inbox(str(inbox), S3Settings())
-    storage = Storage(StorageSettings(root=str(tmp_path / "data")))
+    storage = built(Storage(StorageSettings(root=str(tmp_path / "data"))))
     for key in ("done.warc", "changed.warc", "unfinished.warc"):
         commit(storage, "web_documents", key, 1, source={"fingerprint": box.fingerprint(key)})
     for key in ("done.warc", "changed.warc"):

@@ -48,7 +48,7 @@ def test_demo_on_the_shipped_profile_then_sync_and_report(local_env):
                  "evaluate_model japanese-heron-bench|vlm_stage2: success", "evaluate_model ja-vg-vqa-500|vlm_stage2: success",
                  "evaluate_model ja-vlm-bench-in-the-wild|vlm_stage2: success", "update_leaderboard : success"):
         assert line in demo.stdout, demo.stdout[-3000:] + demo.stderr[-3000:]
-    report = json.loads(asagi(local_env, "report", "--json").stdout)
+    report = json.loads(asagi(local_env, "report", "--shards", "--json").stdout)
     # 8 per-shard assets and 4 corpora x 3 shards, 3 assets x 3 datasets, 2 translations,
     # the two indexes and the document reference, the two stage mixtures; 3 benchmarks'
     # items, predictions and scores, and the leaderboard.
@@ -83,7 +83,7 @@ def test_demo_on_the_shipped_profile_then_sync_and_report(local_env):
     reasons = {"not_english", "not_japanese", "too_short", "too_long", "prompt_echo", "bad_format", "length_mismatch", "mentions_image_text", "empty", "duplicate_output"}
     for row in english + translated:
         assert set(row["rejected_by_reason"]) <= reasons, row
-    text = asagi(local_env, "report").stdout
+    text = asagi(local_env, "report", "--shards").stdout
     assert "translated_pairs" in text and "monochrome=5/6" in text
     # The mixtures drew one text per image from alt texts, reference texts and the
     # datasets (synthesis gave little), and both stages trained on them.
@@ -171,7 +171,7 @@ def test_cli_backfill_of_all_shards_through_the_daemon(cli_env, tmp_path):
         server.terminate()
         server.wait(timeout=60)
     assert statuses and set(statuses) == {"SUCCESS"}, statuses
-    report = json.loads(asagi(cli_env, "report", "--json").stdout)
+    report = json.loads(asagi(cli_env, "report", "--shards", "--json").stdout)
     shards = {p.name for p in inbox.iterdir()}
     for asset in ("web_documents", "image_text_pairs", "pair_images", "screened_pairs", "filtered_pairs"):
         assert {r["partition"] for r in report if r["asset"] == asset} == shards, asset
