@@ -42,7 +42,7 @@ from werkzeug.serving import WSGIRequestHandler, make_server
 
 from asagi_dagster import catalog
 from asagi_dagster.config import S3Settings, StorageSettings
-from asagi_dagster.storage import MANIFEST_FILE, REJECTION_SCHEMA, Manifest, ModelManifest, Storage
+from asagi_dagster.storage import REJECTION_SCHEMA, Manifest, ModelManifest, Storage
 
 REPO = Path(__file__).resolve().parent.parent
 BASE = "21d5f75"  # the last commit before the catalog: the "old" readers
@@ -186,7 +186,7 @@ def old_readers() -> types.SimpleNamespace:
 def steps(storage: Storage, shards: int, old: types.SimpleNamespace | None) -> dict:
     """name -> (function of nothing, shards it reads); old readers when ``old`` is given."""
     from asagi_dagster.filters import dedup
-    from asagi_dagster.report import model_report, summary_report
+    from asagi_dagster.report import summary_report
     from asagi_dagster.train import mixture
     from asagi_dagster.web import inbox
 
