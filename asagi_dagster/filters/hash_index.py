@@ -547,6 +547,7 @@ def open_on_root(storage: Storage, max_hamming: int, memory_limit: str = "2GB") 
         if storage.exists(database):
             storage.fs.get_file(database, local)
         index = HashIndex.open(local, max_hamming, memory_limit)
+        index.con.register_filesystem(storage.fs)  # the screened pairs are read from the same root
         try:
             yield index
             generation = index.generation

@@ -317,7 +317,11 @@ def test_an_empty_shard_is_recorded_as_added(tmp_path):
 
 def test_the_index_on_an_s3_root_is_downloaded_changed_and_uploaded(tmp_path, s3_endpoint):
     storage = Storage(StorageSettings(root=f"s3://{BUCKET}/data", s3={"endpoint_url": s3_endpoint}))
-    urls = write_shards(tmp_path / "screened", SHARDS)
+    urls = {}
+    for key, local in write_shards(tmp_path / "screened", SHARDS).items():  # screened pairs live on the root too
+        dest = storage.path("screened_pairs", key, "data.parquet")
+        storage.fs.put_file(local, dest)
+        urls[key] = storage.url(dest)
     with open_on_root(storage, 4) as index:
         index.add({"b": urls["b"]})
     with open_on_root(storage, 4) as index:
@@ -331,7 +335,7 @@ def test_the_index_on_an_s3_root_is_downloaded_changed_and_uploaded(tmp_path, s3
     with open_on_root(storage, 4) as index:  # the conflicting add left nothing behind
         assert index.shards() == ["a", "b"]
         index.add({"c": urls["c"]})
-        assert index.to_table().equals(build_hash_index(duckdb.connect(), list(urls.values()), 4))
+        assert index.to_table().equals(build_hash_index(duckdb.connect(), list(write_shards(tmp_path / "again", SHARDS).values()), 4))
 
 
 @pytest.mark.parametrize("dense", [False, True])
