@@ -173,8 +173,9 @@ def image_urls(count: int, hosts: int, port: int, clustered: bool = False) -> li
 
 # --- ours ------------------------------------------------------------------------------
 
-def run_ours(urls: list[str], root: Path, concurrency: int, interval: float, connections: int) -> tuple[int, float]:
-    """Images stored and wall seconds of ``gather_pair_images`` over ``urls``."""
+def run_ours(urls: list[str], root: Path, concurrency: int, interval: float, connections: int) -> tuple[int, float, float]:
+    """Images stored, wall seconds and CPU seconds (every thread) of ``gather_pair_images``
+    over ``urls``."""
     from asagi_dagster.config import DownloaderSettings, StorageSettings
     from asagi_dagster.storage import StageWriter, Storage
     from asagi_dagster.web import schemas
@@ -198,34 +199,37 @@ def run_ours(urls: list[str], root: Path, concurrency: int, interval: float, con
         workers=concurrency,
         retries=0,  # img2dataset's default
     )
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     with (
         StageWriter(storage, "pair_images", shard, schemas.PAIR_IMAGES, schemas.PAIR_IMAGES_VERSION) as out,
         Fetcher(settings) as fetcher,
     ):
         origins = gather_pair_images(storage, pairs.manifest.data_url, None, out, fetcher, settings.workers)
-    return origins["download"], time.perf_counter() - started
+    return origins["download"], time.perf_counter() - started, time.process_time() - cpu
 
 
 # --- img2dataset -------------------------------------------------------------------------
 
 _DRIVER = textwrap.dedent(
     """
-    import glob, json, sys, time
+    import glob, json, resource, sys, time
     from img2dataset import download
+
+    def cpu():  # this process and its pool's, once they are reaped
+        return sum(r.ru_utime + r.ru_stime for r in (resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)))
 
     if __name__ == "__main__":
         url_list, output, threads = sys.argv[1], sys.argv[2], int(sys.argv[3])
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), cpu()
         download(
             url_list=url_list, input_format="txt", output_folder=output, output_format="parquet",
             processes_count=1, thread_count=threads, number_sample_per_shard=1_000_000,
             resize_mode="no", disable_all_reencoding=True, extract_exif=False, compute_hash="sha256",
             timeout=10, retries=0, enable_wandb=False, distributor="multiprocessing",
         )
-        seconds = time.perf_counter() - started
+        seconds, cpu_seconds = time.perf_counter() - started, cpu() - cpu_started
         stats = [json.load(open(p)) for p in glob.glob(output + "/*_stats.json")]
-        print(json.dumps({"successes": sum(s["successes"] for s in stats), "seconds": seconds}))
+        print(json.dumps({"successes": sum(s["successes"] for s in stats), "seconds": seconds, "cpu": cpu_seconds}))
     """
 )
 
@@ -241,9 +245,10 @@ def ensure_venv() -> Path:
     return python
 
 
-def run_img2dataset(python: Path, urls: list[str], work: Path, concurrency: int) -> tuple[int, float]:
-    """Images stored and wall seconds of img2dataset's ``download()`` (timed inside its own
-    interpreter, so its imports are not counted; its process pool start is)."""
+def run_img2dataset(python: Path, urls: list[str], work: Path, concurrency: int) -> tuple[int, float, float]:
+    """Images stored, wall seconds and CPU seconds of img2dataset's ``download()`` (timed
+    inside its own interpreter, so its imports are not counted; its process pool's start
+    and work are)."""
     url_list = work / "urls.txt"
     url_list.write_text("\n".join(urls) + "\n")
     env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "WANDB_MODE": "disabled"}
@@ -254,7 +259,7 @@ def run_img2dataset(python: Path, urls: list[str], work: Path, concurrency: int)
     if done.returncode != 0:
         raise RuntimeError(f"img2dataset failed:\n{done.stderr[-3000:]}")
     result = json.loads(done.stdout.strip().splitlines()[-1])
-    return result["successes"], result["seconds"]
+    return result["successes"], result["seconds"], result["cpu"]
 
 
 # --- main ----------------------------------------------------------------------------------
@@ -293,19 +298,20 @@ def main() -> int:
                     work = Path(tmp) / f"{side}-{round_}"
                     work.mkdir()
                     if side == "ours":
-                        stored, seconds = run_ours(urls, work, args.concurrency, args.interval, connections)
+                        stored, seconds, cpu = run_ours(urls, work, args.concurrency, args.interval, connections)
                     else:
-                        stored, seconds = run_img2dataset(python, urls, work, args.concurrency)
-                    results[side] = (stored, seconds, server_stats(port))
-                for side, (stored, _, seen) in results.items():
+                        stored, seconds, cpu = run_img2dataset(python, urls, work, args.concurrency)
+                    results[side] = (stored, seconds, cpu, server_stats(port))
+                for side, (stored, *_) in results.items():
                     assert stored == expected, f"{side} stored {stored} images, expected {expected}"
-                (_, ours_s, ours_seen), (_, theirs_s, theirs_seen) = results["ours"], results["img2dataset"]
-                ours_rates.append(expected / ours_s)
-                theirs_rates.append(expected / theirs_s)
+                for side, (_, seconds, cpu, seen) in results.items():
+                    print(f"round {round_ + 1}, {side:>11}: {expected / seconds:,.0f} images/s ({seconds:.2f} s);"
+                          f" {cpu / expected * 1000:.2f} ms CPU per image; while requests arrived: {expected / seen['span_s']:,.0f} images/s"
+                          f" ({seen['requests']} requests, {seen['robots']} of them robots.txt, at most {seen['peak_in_flight']} at once)")
+                ours_rates.append(expected / results["ours"][1])
+                theirs_rates.append(expected / results["img2dataset"][1])
                 ratios.append(ours_rates[-1] / theirs_rates[-1])
-                print(f"round {round_ + 1}: ours {ours_rates[-1]:,.0f} images/s ({ours_s:.2f} s; server saw {ours_seen}),"
-                      f" img2dataset {theirs_rates[-1]:,.0f} images/s ({theirs_s:.2f} s; server saw {theirs_seen});"
-                      f" ratio {ratios[-1]:.2f}x")
+                print(f"round {round_ + 1}: ratio {ratios[-1]:.2f}x")
     finally:
         server.stdin.close()
         server.wait(timeout=10)
