@@ -44,7 +44,7 @@ import pyarrow.parquet as pq
 from asagi_dagster.filters.dedup import INDEX_SCHEMA, ORIGIN_KEY_SQL
 from asagi_dagster.storage import Storage
 
-STATE_VERSION = 1
+STATE_VERSION = 2
 INDEX_FOLDER = ("image_hash_index", "state")  # under the storage root
 SHARD_ROWS_FOLDER = ("image_hash_index", "shards")  # one Parquet file of index rows per shard
 DATABASE_FILE = "index.duckdb"
@@ -64,7 +64,10 @@ CREATE TABLE IF NOT EXISTS images (
 );
 CREATE TABLE IF NOT EXISTS origins (image_id BIGINT, origin VARCHAR, shard VARCHAR);
 CREATE TABLE IF NOT EXISTS edges (a BIGINT, b BIGINT, distance INTEGER);  -- near-duplicate pairs, a < b
-CREATE TABLE IF NOT EXISTS shards (shard VARCHAR, generation BIGINT, images BIGINT);
+CREATE TABLE IF NOT EXISTS shards (
+    shard VARCHAR, generation BIGINT, images BIGINT,
+    version VARCHAR  -- the caller's word for which screening of the shard this is (see sync_plan)
+);
 """
 
 
@@ -115,6 +118,13 @@ class AddResult:
     changed_shards: list[str] = field(default_factory=list)  # other shards whose decisions differ now: re-filter these
     replaced: list[str] = field(default_factory=list)  # shards that were indexed before and were taken out first
     seconds: dict[str, float] = field(default_factory=dict)  # per phase, for logs and benchmarks
+
+
+@dataclass
+class SyncPlan:
+    add: list[str]  # screened, not indexed
+    replace: list[str]  # indexed from another version of the shard (screened again)
+    remove: list[str]  # indexed, no longer screened
 
 
 class PhaseClock:
@@ -189,19 +199,29 @@ class HashIndex:
         return {(shard, sha, origin): decision for shard, sha, origin, decision in rows}
 
     # --- adding -------------------------------------------------------------------
-    def add(self, shards: Mapping[str, str | list[str]], replace: bool = False) -> AddResult:
+    def sync_plan(self, current: Mapping[str, str]) -> SyncPlan:
+        """What to add, replace and remove so that the index holds ``current`` (shard -> version)."""
+        indexed = dict(self.con.execute("SELECT shard, version FROM shards").fetchall())
+        return SyncPlan(
+            add=sorted(set(current) - set(indexed)),
+            replace=sorted(key for key in set(current) & set(indexed) if current[key] != indexed[key]),
+            remove=sorted(set(indexed) - set(current)),
+        )
+
+    def add(self, shards: Mapping[str, str | list[str]], replace: bool = False, versions: Mapping[str, str] | None = None) -> AddResult:
         """Add the screened pairs of ``shards`` (shard key -> Parquet url or urls), in one transaction.
 
         A shard already indexed is refused, or with ``replace`` (it was screened again)
         taken out first in the same transaction; the report compares with the index as it
-        was before both steps."""
+        was before both steps. ``versions`` (shard -> any string, e.g. the manifest's commit
+        time) is kept for ``sync_plan``."""
         shards = {key: [urls] if isinstance(urls, str) else list(urls) for key, urls in shards.items()}
         known = sorted(set(self.shards()) & set(shards))
         if known and not replace:
             raise ShardAlreadyIndexed(f"already in the hash index: {known[:5]}; add it with replace=True to index its new pairs")
         self.con.execute("BEGIN TRANSACTION")
         try:
-            result = self._add(shards, known)
+            result = self._add(shards, known, dict(versions or {}))
             self.con.execute("COMMIT")
         except BaseException:
             self.con.execute("ROLLBACK")
@@ -223,7 +243,7 @@ class HashIndex:
             raise
         return changed
 
-    def _add(self, shards: dict[str, list[str]], replaced: list[str]) -> AddResult:
+    def _add(self, shards: dict[str, list[str]], replaced: list[str], versions: dict[str, str]) -> AddResult:
         generation = self.generation + 1
         clock = PhaseClock()
         self._start_snapshot()
@@ -242,9 +262,10 @@ class HashIndex:
         changed = self._changed_shards(list(shards))
         clock.lap("changed")
         self.con.execute(  # every shard, an empty one too: it was added
-            """INSERT INTO shards SELECT k.shard, $generation, count(DISTINCT n.image_sha256)
-               FROM (SELECT unnest($keys) AS shard) k LEFT JOIN incoming n USING (shard) GROUP BY k.shard""",
-            {"generation": generation, "keys": list(shards)},
+            """INSERT INTO shards SELECT k.shard, $generation, count(DISTINCT n.image_sha256), k.version
+               FROM (SELECT unnest($keys) AS shard, unnest($versions) AS version) k
+               LEFT JOIN incoming n USING (shard) GROUP BY k.shard, k.version""",
+            {"generation": generation, "keys": list(shards), "versions": [versions.get(key) for key in shards]},
         )
         self._set_meta("generation", str(generation))
         for table in ("incoming", "incoming_ids", "new_origins", "touched", "new_edges", "affected_before"):

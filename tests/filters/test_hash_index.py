@@ -384,3 +384,14 @@ def test_replacing_a_shard_with_the_same_pairs_changes_no_other_shard(tmp_path):
     for key in sorted(urls):
         assert index.add({key: urls[key]}, replace=True).changed_shards == []
     assert index.to_table().equals(before)
+
+
+def test_sync_plan_compares_the_indexed_versions_with_the_screened_ones(tmp_path):
+    urls = write_shards(tmp_path / "screened", SHARDS)
+    index = HashIndex.open(str(tmp_path / "index.duckdb"), 4)
+    index.add({"a": urls["a"], "b": urls["b"]}, versions={"a": "v1", "b": "v1"})
+    plan = index.sync_plan({"a": "v1", "b": "v2", "c": "v1"})
+    assert (plan.add, plan.replace, plan.remove) == (["c"], ["b"], [])
+    index.add({"b": urls["b"]}, replace=True, versions={"b": "v2"})
+    plan = index.sync_plan({"b": "v2"})
+    assert (plan.add, plan.replace, plan.remove) == ([], [], ["a"])
