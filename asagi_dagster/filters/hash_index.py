@@ -387,7 +387,8 @@ class HashIndex:
         """Merge the clusters the new edges join and pick each merged cluster's keeper."""
         con = self.con
         pairs = con.execute(
-            """SELECT ia.keeper AS left_label, ib.keeper AS right_label FROM new_edges e JOIN images ia ON ia.id = e.a JOIN images ib ON ib.id = e.b"""
+            """SELECT ia.keeper AS left_label, ib.keeper AS right_label
+               FROM new_edges e JOIN images ia ON ia.id = e.a JOIN images ib ON ib.id = e.b"""
         ).fetchnumpy()
         # A new image with no edge stays alone and keeps itself: only known images whose
         # first origin changed join the graph without an edge.
