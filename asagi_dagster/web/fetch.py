@@ -340,25 +340,27 @@ class _GuardedStream(httpcore.NetworkStream):
     def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
         budget, started = _current_budget.get(), time.monotonic()
         while True:
-            self._sock.settimeout(budget.slice(timeout, started, httpcore.ReadTimeout, "waiting for the server"))
+            wait = budget.slice(timeout, started, httpcore.ReadTimeout, "waiting for the server")
             try:
+                self._sock.settimeout(wait)
                 return self._sock.recv(max_bytes)
             except TimeoutError:  # socket.timeout; nothing was read, the socket is intact
                 continue
             except OSError as exc:
-                raise httpcore.ReadError(str(exc)) from exc
+                raise _stream_error(exc, httpcore.ReadError) from exc
 
     def write(self, buffer: bytes, timeout: float | None = None) -> None:
         budget, started = _current_budget.get(), time.monotonic()
         view = memoryview(buffer)
         while view:
-            self._sock.settimeout(budget.slice(timeout, started, httpcore.WriteTimeout, "sending the request"))
+            wait = budget.slice(timeout, started, httpcore.WriteTimeout, "sending the request")
             try:
+                self._sock.settimeout(wait)
                 view = view[self._sock.send(view):]
             except TimeoutError:  # nothing sent; TLS retries the same bytes, as it must
                 continue
             except OSError as exc:
-                raise httpcore.WriteError(str(exc)) from exc
+                raise _stream_error(exc, httpcore.WriteError) from exc
 
     def close(self) -> None:
         self._sock.close()
@@ -398,6 +400,17 @@ class _GuardedStream(httpcore.NetworkStream):
         if info == "is_readable":  # an idle pooled connection the server closed (EOF) reads as readable
             return _readable_now(self._sock)
         return None
+
+
+def _stream_error(exc: OSError, error: type[Exception]) -> Exception:
+    """A bad descriptor means this process closed the socket under the call: httpcore's
+    pool (1.0.9) closes a connection it judges idle without taking the connection's lock,
+    so one just handed to a request can be closed as the request starts (seen with 64
+    workers). ConnectionNotAvailable makes the pool send the request on another
+    connection; anything else is the network's doing."""
+    if exc.errno == errno.EBADF:
+        return httpcore.ConnectionNotAvailable(f"the connection was closed under the request: {exc}")
+    return error(str(exc))
 
 
 def _readable_now(sock: socket.socket) -> bool:
@@ -634,7 +647,7 @@ class Fetcher:
                 response.close()
         except httpx.TimeoutException as exc:
             return refused(url, "timeout", f"{type(exc).__name__}: {exc}", transient=True), None
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, httpcore.ConnectionNotAvailable) as exc:  # the latter: closed under a body being read
             return refused(url, "connection_error", f"{type(exc).__name__}: {exc}", transient=True), None
         finally:
             budget.pinned = {}

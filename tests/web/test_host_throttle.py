@@ -1,17 +1,20 @@
-"""The per-host connection cap of ``HostThrottle`` and the shares ``host_throttle`` gives
-one downloader of several."""
+"""The per-host connection cap of ``HostThrottle``, the shares ``host_throttle`` gives one
+downloader of several, and what the stream reports for a connection closed under it."""
 
 from __future__ import annotations
 
 import math
+import socket
+import struct
 import threading
 import time
 
+import httpcore
 import pytest
 from pydantic import ValidationError
 
 from asagi_dagster.config import DownloaderSettings
-from asagi_dagster.web.fetch import HostThrottle, host_throttle
+from asagi_dagster.web.fetch import HostThrottle, _GuardedStream, host_throttle
 
 
 def test_a_host_at_its_cap_waits_for_a_release():
@@ -75,3 +78,27 @@ def test_each_downloader_keeps_its_share_of_the_budgets():
 def test_every_downloader_needs_a_connection_per_host():
     with pytest.raises(ValidationError, match="per_host_connections"):
         DownloaderSettings(per_host_connections=2, downloaders=3)
+
+
+# --- a connection closed under a request -------------------------------------------------
+
+def test_a_socket_closed_by_this_process_makes_the_pool_use_another_connection():
+    """httpcore's pool can close a connection it has just handed to a request; the stream
+    reports that as ConnectionNotAvailable, which the pool answers by resending the
+    request on another connection. A connection the peer resets stays a read error."""
+    ours, peer = socket.socketpair()
+    stream = _GuardedStream(ours)
+    ours.close()
+    with pytest.raises(httpcore.ConnectionNotAvailable):
+        stream.read(100)
+    with pytest.raises(httpcore.ConnectionNotAvailable):
+        stream.write(b"GET / HTTP/1.1\r\n\r\n")
+    peer.close()
+
+    ours, peer = socket.socketpair()
+    peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    ours.sendall(b"x")
+    peer.close()  # unread data and linger 0: a reset
+    with pytest.raises(httpcore.ReadError):
+        _GuardedStream(ours).read(100)
+    ours.close()
