@@ -12,7 +12,8 @@ import hashlib
 import json
 import time
 from collections.abc import Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
+from queue import Empty, SimpleQueue
 from dataclasses import dataclass
 
 import pyarrow.parquet as pq
@@ -24,6 +25,7 @@ from asagi_dagster.web.frontier import HostFrontier
 from asagi_dagster.web.noai import has_noai
 
 CACHE_DIR = "_cache/downloads"
+_WAKE_S = 0.25  # the longest the gathering loop waits without looking at the clock
 
 
 class DownloadCache:
@@ -168,6 +170,9 @@ class _Gathering:
         self.looking: dict[Future, str] = {}  # cache lookups in flight
         self.fetching: dict[Future, str] = {}  # downloads in flight
         self.storing: set[Future] = set()  # cache commits in flight
+        # Finished futures arrive here: waiting on a queue costs the same however many are
+        # in flight (concurrent.futures.wait sets up a waiter on each of them every call).
+        self.finished: SimpleQueue[Future] = SimpleQueue()
         self.cache_pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cache")
         self.fetch_pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fetch")
         # A few fetches queued beyond the workers: one that finishes starts the next at once,
@@ -187,7 +192,7 @@ class _Gathering:
                 self.waiting[url].rows.append((row, number))
             else:
                 self.waiting[url] = _Waiting(first_batch=number, rows=[(row, number)])
-                self.looking[self.cache_pool.submit(self.cache.get, url)] = url
+                self.looking[self._submit(self.cache_pool, self.cache.get, url)] = url
 
     def step(self) -> bool:
         """Start the fetches whose host's turn has come, then settle what finishes first.
@@ -200,18 +205,25 @@ class _Gathering:
             if url is None:  # no host's turn yet: come back when one's comes
                 wake_at = self.frontier.wake_at
                 break
-            self.fetching[self.fetch_pool.submit(self.fetcher.fetch_image, url)] = url
+            self.fetching[self._submit(self.fetch_pool, self.fetcher.fetch_image, url)] = url
         timeout = None if wake_at is None else max(0.0, wake_at - time.monotonic())
-        in_flight = [*self.looking, *self.fetching, *self.storing]
-        if not in_flight:
+        if not (self.looking or self.fetching or self.storing):
             if timeout is None:
                 return len(self.frontier) > 0
             time.sleep(timeout)  # the host's interval itself: nothing else to wait for
             return True
-        done, _ = wait(in_flight, timeout=timeout, return_when=FIRST_COMPLETED)
-        for future in done:
-            self._settle(future)
-        return True
+        try:
+            # In slices, so that a signal's exception is raised here promptly.
+            self._settle(self.finished.get(timeout=min(_WAKE_S, _WAKE_S if timeout is None else timeout)))
+            while True:
+                self._settle(self.finished.get_nowait())
+        except Empty:
+            return True
+
+    def _submit(self, pool: ThreadPoolExecutor, work, item) -> Future:
+        future = pool.submit(work, item)
+        future.add_done_callback(self.finished.put)
+        return future
 
     def _settle(self, future: Future) -> None:
         if future in self.storing:
@@ -228,7 +240,7 @@ class _Gathering:
             url = self.fetching.pop(future)
             self.frontier.done(url)
             result = future.result()
-            self.storing.add(self.cache_pool.submit(self.cache.put, result))
+            self.storing.add(self._submit(self.cache_pool, self.cache.put, result))
             _write_rows(self.waiting.pop(url), result, True, self.writer, self.origins)
 
     def close(self) -> None:
