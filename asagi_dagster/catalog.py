@@ -139,7 +139,7 @@ def entry_row(manifest: Manifest | ModelManifest, committed_ns: int, entry_id: s
         "rows_out": manifest.rows_out,
         "rows_rejected": manifest.rows_rejected,
         "rejected_by_reason": list(manifest.rejected_by_reason.items()),
-        "rule_stats": [{k: _int_or_none(s.get(k)) if k != "rule" else s.get("rule") for k in ("rule", "checked", "rejected", "passed")} for s in manifest.rule_stats],
+        "rule_stats": [{"rule": s.get("rule"), **{k: _int_or_none(s.get(k)) for k in ("checked", "rejected", "passed")}} for s in manifest.rule_stats],
         "source": list(manifest.source.items()),
     }
 

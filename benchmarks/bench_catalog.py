@@ -256,22 +256,33 @@ def s3_storage(endpoint: str, prefix: str) -> Storage:
     return Storage(StorageSettings(root=f"s3://{BUCKET}/{prefix}", s3=S3Settings(endpoint_url=endpoint)))
 
 
-def requests_per_shard(shards: int, with_old: bool = True) -> list[dict]:
-    """Each global step's requests per shard on a moto server, new (and old) readers."""
+# The old report makes about 350 requests per shard (a HEAD storm through DuckDB's fsspec
+# for every JSON and rejection file): at 1,000 shards that is hours on moto, so it is
+# counted on a smaller root.
+OLD_REPORT_MAX_SHARDS = 200
+
+
+def requests_per_shard(shards: int, with_old: bool = True, only: set[str] | None = None) -> list[dict]:
+    """Each global step's requests per shard on a moto server, new (and old) readers;
+    ``only`` these steps when given."""
     import boto3
 
     server = CountingMotoServer()
     server.start()
     try:
         endpoint = server.endpoint()
-        storage = s3_storage(endpoint, "data")
+        storage = s3_storage(endpoint, f"data-{shards}")  # moto keeps buckets across servers in one process
         boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(Bucket=BUCKET)
         write_catalog(storage, shards)
         if with_old:
             write_manifest_files(storage, shards)
         new, old = steps(storage, shards, None), steps(storage, shards, old_readers()) if with_old else {}
+        if shards > OLD_REPORT_MAX_SHARDS:
+            old.pop("report (summary)", None)
         results = []
         for name, step in new.items():
+            if only is not None and name not in only:
+                continue
             total, by_method = server.count(step)
             row = {"step": name, "shards": shards, "new_requests": total, "new_per_shard": total / shards, "new_by_method": dict(by_method)}
             if name in old:
@@ -409,11 +420,15 @@ def main() -> int:
         if args.s3_shards:
             print(f"\n== storage requests per shard read, moto S3, {args.s3_shards} shards ==")
             print(f"{'step':<26} {'old':>8} {'new':>8}   new by method")
-            for row in requests_per_shard(args.s3_shards):
+            rows = requests_per_shard(args.s3_shards)
+            if args.s3_shards > OLD_REPORT_MAX_SHARDS:
+                small = requests_per_shard(100, only={"report (summary)"})[0]
+                rows[0] |= {"old_per_shard": small["old_per_shard"], "note": "old counted at 100 shards"}
+            for row in rows:
                 met = row["new_per_shard"] <= TARGET_REQUESTS
                 ok &= met
                 print(f"{row['step']:<26} {row.get('old_per_shard', float('nan')):>8.2f} {row['new_per_shard']:>8.3f}   {row['new_by_method']}"
-                      f"{'' if met else '  NOT MET'}")
+                      f"{'' if met else '  NOT MET'}  {row.get('note', '')}")
     return 0 if ok else 1
 
 
