@@ -47,6 +47,10 @@ from asagi_dagster.storage import Storage
 STATE_VERSION = 2
 INDEX_FOLDER = ("image_hash_index", "state")  # under the storage root
 SHARD_ROWS_FOLDER = ("image_hash_index", "shards")  # one Parquet file of index rows per shard
+CHANGES_FOLDER = ("image_hash_index", "changes")  # one JSON per generation: the shards to re-filter
+# image_hash_index's data file: the rows files it rewrote in one sync, each row with its shard.
+SHARD_ROWS_VERSION = 2
+SHARD_ROWS_SCHEMA = pa.schema([pa.field("shard", pa.string()), *INDEX_SCHEMA])
 DATABASE_FILE = "index.duckdb"
 GENERATION_FILE = "generation.json"  # written after each commit; tells a stale copy from the current one
 
@@ -535,11 +539,73 @@ def write_shard_rows(storage: Storage, index: HashIndex, shards: list[str]) -> d
     Returns shard -> url."""
     urls = {}
     for shard in shards:
-        dest = storage.path(*SHARD_ROWS_FOLDER, f"{shard}.parquet")
+        dest = shard_rows_path(storage, shard)
         with storage.atomic_local_file(dest) as tmp:
             pq.write_table(index.shard_table(shard), tmp)
         urls[shard] = storage.url(dest)
     return urls
+
+
+def shard_key(asset: str, partition: str) -> str:
+    """How the index names a screened partition: its asset and partition key."""
+    return f"{asset}/{partition}"
+
+
+def shard_rows_path(storage: Storage, shard: str) -> str:
+    return storage.path(*SHARD_ROWS_FOLDER, f"{shard}.parquet")
+
+
+@dataclass
+class SyncResult:
+    """What one sync of the index with the screened partitions did."""
+
+    plan: SyncPlan
+    generation: int  # the index's generation after the sync
+    refilter: list[str]  # shards whose filtered output must be made again (the added and replaced ones included)
+    shard_rows: dict[str, str] = field(default_factory=dict)  # refilter shard -> url of its rows file, rewritten
+
+
+def sync_shards(storage: Storage, index: HashIndex, versions: Mapping[str, str], urls: Mapping[str, str]) -> SyncResult:
+    """Make ``index`` hold exactly the screened partitions ``versions`` (shard -> version;
+    ``urls``: shard -> screened pairs), and rewrite the rows files of the shards to re-filter.
+    Costs what the added, replaced and removed shards hold, never the whole index."""
+    plan = index.sync_plan(versions)
+    changed = set(index.remove(plan.remove)) if plan.remove else set()
+    todo = plan.add + plan.replace
+    if todo:
+        result = index.add({key: urls[key] for key in todo}, replace=True, versions={key: versions[key] for key in todo})
+        changed |= set(result.changed_shards)
+    refilter = sorted((changed | set(todo)) - set(plan.remove))
+    for shard in plan.remove:  # a filter run of a shard no longer screened must not find old rows
+        path = shard_rows_path(storage, shard)
+        if storage.exists(path):
+            storage.fs.rm(path)
+    return SyncResult(plan, index.generation, refilter, write_shard_rows(storage, index, refilter))
+
+
+def rewritten_rows(storage: Storage, shard_rows: Mapping[str, str]) -> Iterator[tuple[int, list[dict]]]:
+    """Per rows file written by a sync: its row count from the file's footer, and its rows
+    (SHARD_ROWS_SCHEMA), read back from the file."""
+    for shard, url in sorted(shard_rows.items()):
+        path = storage.strip_protocol(url)
+        with storage.fs.open(path, "rb") as f:
+            count = pq.ParquetFile(f).metadata.num_rows
+        yield count, [{"shard": shard, **row} for row in storage.iter_rows(path)]
+
+
+def changes_path(storage: Storage, generation: int) -> str:
+    return storage.path(*CHANGES_FOLDER, f"{generation:012d}.json")
+
+
+def write_changes(storage: Storage, result: SyncResult) -> str:
+    """The sync's shard lists as a file on the root (at scale too long for run metadata);
+    one per generation, never rewritten. Returns its url."""
+    path = changes_path(storage, result.generation)
+    storage.write_json(path, {
+        "generation": result.generation, "refilter": result.refilter,
+        "added": result.plan.add, "replaced": result.plan.replace, "removed": result.plan.remove,
+    })
+    return storage.url(path)
 
 
 @contextmanager

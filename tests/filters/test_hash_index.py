@@ -29,6 +29,10 @@ from asagi_dagster.filters.hash_index import (
     band_layout,
     connected_components,
     open_on_root,
+    rewritten_rows,
+    shard_rows_path,
+    sync_shards,
+    write_changes,
     write_shard_rows,
 )
 from asagi_dagster.filters.split import filter_partition
@@ -395,3 +399,31 @@ def test_sync_plan_compares_the_indexed_versions_with_the_screened_ones(tmp_path
     index.add({"b": urls["b"]}, replace=True, versions={"b": "v2"})
     plan = index.sync_plan({"b": "v2"})
     assert (plan.add, plan.replace, plan.remove) == ([], [], ["a"])
+
+
+def test_sync_adds_replaces_removes_and_lists_exactly_the_shards_to_refilter(tmp_path):
+    """What image_hash_index does each run: the index follows the screened partitions'
+    versions, and the shards it lists to re-filter are the added and replaced ones and
+    those whose decisions differ from before."""
+    storage = Storage(StorageSettings(root=str(tmp_path / "data")))
+    urls = write_shards(tmp_path / "screened", random_shards(7))
+    keys = sorted(urls)
+    first = {key: "v1" for key in keys[:-1]}
+    with open_on_root(storage, 4) as index:
+        result = sync_shards(storage, index, first, urls)
+    assert result.refilter == sorted(first) == sorted(result.shard_rows)
+    # Next run: the last shard arrives, the first is no longer screened, the second was screened again.
+    second = {**{key: "v1" for key in keys[2:]}, keys[1]: "v2"}
+    before = reference_decisions({key: urls[key] for key in first}, 4)
+    after = reference_decisions({key: urls[key] for key in second}, 4)
+    with open_on_root(storage, 4) as index:
+        result = sync_shards(storage, index, second, urls)
+        assert index.to_table().equals(build_hash_index(duckdb.connect(), [urls[key] for key in sorted(second)], 4))
+    assert (result.plan.add, result.plan.replace, result.plan.remove) == ([keys[-1]], [keys[1]], [keys[0]])
+    still_there = {key: decision for key, decision in before.items() if key[0] in second}
+    assert result.refilter == sorted(set(shards_that_differ(still_there, after)) | {keys[-1], keys[1]})
+    assert not storage.exists(shard_rows_path(storage, keys[0]))  # a removed shard's filter run finds no rows
+    for count, rows in rewritten_rows(storage, result.shard_rows):
+        assert count == len(rows) and len({row["shard"] for row in rows}) == 1
+    changes = storage.read_json(storage.strip_protocol(write_changes(storage, result)))
+    assert changes["refilter"] == result.refilter and changes["generation"] == result.generation
