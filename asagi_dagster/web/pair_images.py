@@ -130,6 +130,7 @@ def gather_pair_images(
     bytes: about ``3 x workers`` x the size cap bounds memory (typical images: a few MB
     in all), with a WARC batch of ``batch_rows`` rows.
     """
+    read_ahead = read_ahead or max(1024, 32 * workers)  # URLs only: a few hundred KB of rows
     index = WarcImageIndex(storage, None)
     run = _Gathering(storage, writer, fetcher, workers)
     try:
@@ -138,7 +139,7 @@ def gather_pair_images(
         batches = enumerate(rows)
         exhausted = False
         while True:
-            while not exhausted and len(run.waiting) < (read_ahead or max(1024, 32 * workers)):
+            while not exhausted and len(run.waiting) < read_ahead:
                 number, batch = next(batches, (None, None))
                 exhausted = batch is None
                 if not exhausted:
