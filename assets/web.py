@@ -87,10 +87,17 @@ def page_structure(
     yield from _outputs(storage, duckdb, pairs.manifest, docs.manifest)
 
 
+# The pool every pair_images step downloads in. Its limit is the profile's
+# downloader.downloaders: each step keeps that share of every host's budget, so the
+# limit is what keeps many shards downloading at once within one host's budget.
+IMAGE_DOWNLOADS_POOL = "image_downloads"
+
+
 @dg.asset(
     group_name=GROUP,
     partitions_def=warc_shards,
     check_specs=[accounted("pair_images")],
+    pool=IMAGE_DOWNLOADS_POOL,
     description="Image bytes for each pair: from the shard's WARC when captured there, else downloaded politely (robots.txt, noai, rate limits).",
 )
 def pair_images(
@@ -103,6 +110,7 @@ def pair_images(
 ):
     shard = context.partition_key
     downloader = profile.settings.sources.web.downloader
+    _check_download_pool(context, downloader.downloaders)
     with (
         StageWriter(storage.storage, "pair_images", shard, schemas.PAIR_IMAGES, schemas.PAIR_IMAGES_VERSION) as out,
         Fetcher(downloader) as fetcher,
@@ -110,6 +118,33 @@ def pair_images(
         origins = gather_pair_images(storage.storage, image_text_pairs.data_url, web_images.data_url, out, fetcher, downloader.workers)
     context.log.info(f"pair images by origin: {origins}")
     yield from _outputs(storage, duckdb, out.manifest, extra={"origins": origins})
+
+
+def _check_download_pool(context: dg.AssetExecutionContext, downloaders: int) -> None:
+    """Refuse to download when more steps may download at once than the budgets were
+    shared out for: every host would get more than its per-host budget."""
+    limit = pool_limit(context.instance, IMAGE_DOWNLOADS_POOL)
+    if limit is None:
+        context.log.warning(
+            f"the Dagster pool {IMAGE_DOWNLOADS_POOL!r} has no limit: shards downloading at once each spend a 1/{downloaders} "
+            f"share of every host's budget, so more than {downloaders} at once overspend it. Set the limit: "
+            f"dagster instance concurrency set {IMAGE_DOWNLOADS_POOL} {downloaders}"
+        )
+    elif limit > downloaders:
+        raise ValueError(
+            f"the Dagster pool {IMAGE_DOWNLOADS_POOL!r} lets {limit} steps download at once, but the profile shares each host's "
+            f"budget among downloader.downloaders = {downloaders}: set one to the other "
+            f"(dagster instance concurrency set {IMAGE_DOWNLOADS_POOL} {downloaders}, or downloaders: {limit})"
+        )
+
+
+def pool_limit(instance: dg.DagsterInstance, pool: str) -> int | None:
+    """How many steps of ``pool`` may run at once: its own limit, else the instance's
+    default for pools; None when unlimited."""
+    storage = instance.event_log_storage
+    if pool in storage.get_concurrency_keys():
+        return storage.get_concurrency_info(pool).slot_count
+    return instance.global_op_concurrency_default_limit
 
 
 def _outputs(storage: StorageResource, duckdb: DuckDBResource, *manifests: Manifest, extra: dict | None = None):
