@@ -43,6 +43,9 @@ run_monitoring:
   start_timeout_seconds: 600  # generous: a backfill starts many run workers at once
   cancel_timeout_seconds: 300
   max_resume_run_attempts: 0  # the local launcher cannot resume a run
+concurrency:
+  pools:
+    default_limit: 1  # the one pool, image_hash_index: two adds to the index never run at once
 """
 _EARLIER_SETTINGS = "telemetry:\n  enabled: false\n"  # what earlier versions wrote: upgraded
 

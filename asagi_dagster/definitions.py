@@ -18,6 +18,7 @@ def build_definitions(config_path: str | None = None) -> dg.Definitions:
     config = load_config(path)
     sensor, schedule = web.build_inbox_automation(config)
     dataset_assets, dataset_jobs = build_dataset_assets(config)
+    dataset_partitions = next(a.partitions_def for a in dataset_assets if a.key == dg.AssetKey("filtered_dataset_pairs"))
     translation = synthesis.build_translation_asset(config)
     training_assets, training_job = training.build_training_assets(config)
     evaluation_assets, evaluation_jobs, evaluation_sensors = build_evaluation_assets(config)
@@ -44,7 +45,7 @@ def build_definitions(config_path: str | None = None) -> dg.Definitions:
             training_job,
             *evaluation_jobs,
         ],
-        sensors=[sensor, filters.filters_automation, *evaluation_sensors],
+        sensors=[sensor, filters.filters_automation, filters.build_refilter_sensor(dataset_partitions), *evaluation_sensors],
         schedules=[schedule],
         resources=build_resources(path, config),
         # Steps run in the run's own process: a step in a fresh process re-imports the code

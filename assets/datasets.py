@@ -9,7 +9,7 @@ from asagi_dagster.datasets import DATASET_PAIRS, DATASET_PAIRS_VERSION, iter_da
 from asagi_dagster.filters import schemas, write_outcomes
 from asagi_dagster.filters.screen import screen_dataset_pairs
 from asagi_dagster.storage import Manifest, StageWriter
-from assets.filters import REFILTER_ON_NEW_INDEX, filter_outputs, no_overlap_check, output
+from assets.filters import filter_outputs, no_overlap_check, output
 from assets.metadata import accounted, accounting_check
 from resources.storage import DuckDBResource, ProfileResource, StorageResource
 
@@ -55,7 +55,7 @@ def build_dataset_assets(config: AsagiConfig) -> tuple[list, list]:
         group_name=GROUP,
         partitions_def=datasets,
         check_specs=[accounted("filtered_dataset_pairs"), no_overlap_check("filtered_dataset_pairs")],
-        automation_condition=REFILTER_ON_NEW_INDEX,
+        deps=["image_hash_index"],  # re-filtered by refilter_sensor when the index changes this dataset's decisions
         description="A dataset's screened pairs without benchmark images, duplicates (against every source) or document images.",
     )
     def filtered_dataset_pairs(
@@ -65,13 +65,12 @@ def build_dataset_assets(config: AsagiConfig) -> tuple[list, list]:
         duckdb: DuckDBResource,
         screened_dataset_pairs: Manifest,
         dataset_pairs: Manifest,
-        image_hash_index: Manifest,
         benchmark_image_index: Manifest,
         document_image_reference: Manifest,
     ):
         yield from filter_outputs(
             "filtered_dataset_pairs", context.partition_key, profile, storage, duckdb,
-            screened_dataset_pairs, dataset_pairs, image_hash_index, benchmark_image_index, document_image_reference,
+            screened_dataset_pairs, dataset_pairs, benchmark_image_index, document_image_reference,
         )
 
     ingest = dg.define_asset_job(

@@ -2,21 +2,28 @@
 hash index (dedup) and the benchmark index (decontamination), then per shard the
 filtered pairs with an audit that proves no benchmark image is left."""
 
+import json
+
 import dagster as dg
 import numpy as np
+from dagster._core.definitions.assets.graph.asset_graph_subset import AssetGraphSubset
 
 from asagi_dagster.filters import schemas, write_outcomes
 from asagi_dagster.filters.documents import REFERENCE_SCHEMA, REFERENCE_VERSION, DocumentCheck, DocumentScorer, document_encoder, reference_rows
 from asagi_dagster.filters.decontam import BENCHMARK_INDEX, BENCHMARK_INDEX_VERSION, write_benchmark_index
-from asagi_dagster.filters.dedup import INDEX_SCHEMA, INDEX_VERSION, write_hash_index
+from asagi_dagster.filters.dedup import screened_versions
+from asagi_dagster.filters.hash_index import (
+    SHARD_ROWS_SCHEMA, SHARD_ROWS_VERSION, SyncResult, changes_path, open_on_root, rewritten_rows, shard_key, shard_rows_path,
+    sync_shards, write_changes,
+)
 from asagi_dagster.filters.screen import screen_web_pairs
 from asagi_dagster.filters.split import filter_partition
 from asagi_dagster.query import benchmark_overlaps
 from asagi_dagster.reference import REFERENCE_TEXTS, REFERENCE_TEXTS_VERSION
 from asagi_dagster.reference.scoring import load_scorer, write_reference_texts
-from asagi_dagster.storage import Manifest, StageWriter
+from asagi_dagster.storage import Manifest, StageWriter, Storage
 from assets.metadata import accounted, accounting_check, manifest_metadata, rule_stats_metadata
-from assets.web import warc_shards
+from assets.web import REQUESTED_BY_TAG, warc_shards
 from resources.storage import DuckDBResource, ProfileResource, StorageResource
 
 GROUP = "filters"
@@ -25,14 +32,12 @@ GROUP = "filters"
 # a failed build waits for a person rather than retrying every tick.
 BUILD_WHEN_MISSING = dg.AutomationCondition.missing() & ~dg.AutomationCondition.in_progress() & ~dg.AutomationCondition.execution_failed()
 
-# Re-filter every partition when the index is rebuilt (a new shard can make an old
-# shard's copy a duplicate); a new partition alone waits for the index to cover it.
-REFILTER_ON_NEW_INDEX = (
-    dg.AutomationCondition.any_deps_updated().allow(dg.AssetSelection.assets("image_hash_index")).since_last_handled()
-    & ~dg.AutomationCondition.any_deps_missing()
-    & ~dg.AutomationCondition.any_deps_in_progress()
-    & ~dg.AutomationCondition.in_progress()
-)
+INDEX_POOL = "image_hash_index"  # adds to the index must never run at once (the instance limits this pool to 1)
+SAMPLE_SHOWN = 20  # shards listed in metadata; the whole list is in the changes file
+
+
+class IndexDoesNotCoverPartition(RuntimeError):
+    """A partition is filtered before image_hash_index has added its screened pairs."""
 
 
 def no_overlap_check(asset: str, blocking: bool = False) -> dg.AssetCheckSpec:
@@ -76,18 +81,48 @@ def screened_pairs(
     deps=["screened_pairs", "screened_dataset_pairs"],
     check_specs=[accounted("image_hash_index")],
     automation_condition=dg.AutomationCondition.eager(),
+    pool=INDEX_POOL,
     description=(
         "Every distinct image screened so far (all shards and datasets): its sha256, perceptual hash, and which copy its "
-        "exact- and near-duplicate cluster keeps. Rebuilt whole, so the result never depends on arrival order."
+        "exact- and near-duplicate cluster keeps, kept incrementally on the storage root (image_hash_index/state): each "
+        "run adds the partitions screened since the last, replaces those screened again, and rewrites the index rows of "
+        "the partitions whose keep/drop decisions changed (image_hash_index/shards). Never dependent on arrival order. "
+        "Its data: the rows it rewrote; the partitions to re-filter are in metadata and image_hash_index/changes."
     ),
 )
 def image_hash_index(context: dg.AssetExecutionContext, profile: ProfileResource, storage: StorageResource, duckdb: DuckDBResource):
-    with StageWriter(storage.storage, "image_hash_index", None, INDEX_SCHEMA, INDEX_VERSION) as out, duckdb.connect() as con:
-        covered = write_hash_index(storage.storage, con, out, profile.settings.filters.dedup.max_hamming)
-        out.source = {"covers": ",".join(f"{m.asset}/{m.partition}" for m in covered)}
-    context.log.info(f"hash index over {len(covered)} screened partitions: {out.manifest.rows_out} distinct images")
-    yield output(storage, out.manifest, screened_partitions=len(covered))
+    root = storage.storage
+    versions, urls = screened_versions(root)
+    with open_on_root(root, profile.settings.filters.dedup.max_hamming) as index:
+        result = sync_shards(root, index, versions, urls)
+        images = index.image_count()
+    changed = bool(result.plan.add or result.plan.replace or result.plan.remove)
+    changes_url = write_changes(root, result) if changed else None  # a sync with nothing to do leaves no file
+    with StageWriter(root, "image_hash_index", None, SHARD_ROWS_SCHEMA, SHARD_ROWS_VERSION) as out:
+        out.source = {"generation": str(result.generation), "changes": changes_url or ""}
+        for count, rows in rewritten_rows(root, result.shard_rows):
+            out.count_in(count)  # from each rows file's footer; the check recounts what this data file holds
+            for row in rows:
+                out.write(row)
+    context.log.info(
+        f"hash index generation {result.generation}: {images} distinct images; added {len(result.plan.add)}, replaced "
+        f"{len(result.plan.replace)}, removed {len(result.plan.remove)} partitions; {len(result.refilter)} to re-filter"
+    )
+    yield output(storage, out.manifest, **_sync_metadata(result, images, changes_url))
     yield accounting_check(duckdb, out.manifest)
+
+
+def _sync_metadata(result: SyncResult, images: int, changes_url: str | None) -> dict:
+    return {
+        "generation": result.generation,
+        "distinct_images": images,
+        "partitions_added": len(result.plan.add),
+        "partitions_replaced": len(result.plan.replace),
+        "partitions_removed": len(result.plan.remove),
+        "refilter_count": len(result.refilter),
+        "refilter_sample": dg.MetadataValue.json(result.refilter[:SAMPLE_SHOWN]),
+        **({"changes": dg.MetadataValue.path(changes_url)} if changes_url else {}),
+    }
 
 
 @dg.asset(
@@ -132,7 +167,7 @@ def document_image_reference(profile: ProfileResource, storage: StorageResource,
         accounted("filtered_pairs"),
         no_overlap_check("filtered_pairs"),
     ],
-    automation_condition=REFILTER_ON_NEW_INDEX,
+    deps=["image_hash_index"],  # re-filtered by refilter_sensor when the index changes this shard's decisions
     description=(
         "Screened pairs without benchmark images, duplicate images (exact and near, across every source), repeated "
         "(image, text) pairs, or images too similar to document images."
@@ -145,18 +180,29 @@ def filtered_pairs(
     duckdb: DuckDBResource,
     screened_pairs: Manifest,
     pair_images: Manifest,
-    image_hash_index: Manifest,
     benchmark_image_index: Manifest,
     document_image_reference: Manifest,
 ):
     yield from filter_outputs(
         "filtered_pairs", context.partition_key, profile, storage, duckdb,
-        screened_pairs, pair_images, image_hash_index, benchmark_image_index, document_image_reference,
+        screened_pairs, pair_images, benchmark_image_index, document_image_reference,
     )
 
 
-def filter_outputs(asset: str, partition: str, profile, storage, duckdb, screened: Manifest, images: Manifest, index: Manifest, benchmarks: Manifest, documents_reference: Manifest):
+def index_rows_url(storage: StorageResource, screened: Manifest) -> str:
+    """The index rows of one screened partition, written by image_hash_index when it added it."""
+    path = shard_rows_path(storage.storage, shard_key(screened.asset, screened.partition))
+    if not storage.storage.exists(path):
+        raise IndexDoesNotCoverPartition(
+            f"image_hash_index does not cover {screened.asset} {screened.partition} yet (no {path}): "
+            "materialize image_hash_index after screening this partition, then filter it"
+        )
+    return storage.storage.url(path)
+
+
+def filter_outputs(asset: str, partition: str, profile, storage, duckdb, screened: Manifest, images: Manifest, benchmarks: Manifest, documents_reference: Manifest):
     """The filtered asset of any source family: its output, accounting and decontamination audit."""
+    index_url = index_rows_url(storage, screened)
     filters = profile.settings.filters
     max_hamming = filters.decontamination.max_hamming
     documents = _document_check(profile, storage, documents_reference) if filters.document_filter.enabled else None
@@ -165,7 +211,7 @@ def filter_outputs(asset: str, partition: str, profile, storage, duckdb, screene
         duckdb.connect() as con,
     ):
         filter_partition(
-            con, screened.data_url, index.data_url, benchmarks.data_url, out, max_hamming,
+            con, screened.data_url, index_url, benchmarks.data_url, out, max_hamming,
             documents=documents, storage=storage.storage, images_url=images.data_url,
         )
     yield output(storage, out.manifest)
@@ -230,7 +276,7 @@ def _document_check(profile: ProfileResource, storage: StorageResource, referenc
 filter_indexes = dg.define_asset_job(
     "filter_indexes",
     selection=dg.AssetSelection.assets("image_hash_index", "benchmark_image_index", "document_image_reference"),
-    description="Rebuild the global image-hash index (dedup), the benchmark image index (decontamination) and the document reference.",
+    description="Bring the global image-hash index (dedup) up to date with what was screened, and build the benchmark image index (decontamination) and the document reference.",
 )
 
 filtered_splits = dg.define_asset_job(
@@ -240,12 +286,86 @@ filtered_splits = dg.define_asset_job(
     description="Filter one shard's screened pairs against the indexes (run after filter_indexes), then find their reference texts.",
 )
 
-# Runs the automation conditions above: after shards are screened the index is rebuilt,
-# after the index every shard is re-filtered, without anyone pressing a button.
+# Runs the automation conditions above: after shards are screened the index adds them;
+# re-filtering after the index is refilter_sensor's (only the partitions it changed).
 filters_automation = dg.AutomationConditionSensorDefinition(
     "filters_automation",
     target=dg.AssetSelection.groups(GROUP, "datasets"),
     default_status=dg.DefaultSensorStatus.RUNNING,
     minimum_interval_seconds=30,
-    description="Rebuilds the dedup/benchmark indexes when shards are screened, then re-filters every shard.",
+    description="Adds newly screened shards to the dedup index, builds the benchmark index and document reference when missing, finds reference texts.",
 )
+
+INDEX_KEY = dg.AssetKey("image_hash_index")
+# What is made again when the index changes a screened partition's decisions, per screened asset.
+REFILTERED = {"screened_pairs": ("filtered_pairs", "reference_texts"), "screened_dataset_pairs": ("filtered_dataset_pairs",)}
+REFILTER_TARGET = dg.AssetSelection.assets(*(asset for assets in REFILTERED.values() for asset in assets))
+MATERIALIZATIONS_PER_TICK = 1000
+
+
+def changed_since(storage: Storage, after: int, upto: int) -> list[str]:
+    """The shards to re-filter for index generations after..upto, from their changes files.
+    A generation without a file made no sync of its own (a remove and an add in one sync)."""
+    start = after if upto >= after else 0  # the index was built again from nothing: everything it lists
+    shards: set[str] = set()
+    for generation in range(start + 1, upto + 1):
+        path = changes_path(storage, generation)
+        if storage.exists(path):
+            shards.update(storage.read_json(path)["refilter"])
+    return sorted(shards)
+
+
+def refilter_subset(shards: list[str], warc_keys: set[str], datasets: dg.PartitionsDefinition) -> AssetGraphSubset | None:
+    """The refiltered assets' partitions for index shard keys ("<screened asset>/<partition>");
+    partitions no longer registered (or no longer in the profile) are left out."""
+    by_asset: dict[str, list[str]] = {}
+    for shard in shards:
+        asset, partition = shard.split("/", 1)
+        by_asset.setdefault(asset, []).append(partition)
+    dataset_keys = set(datasets.get_partition_keys())
+    subsets = {}
+    for screened, partitions_def, known in (("screened_pairs", warc_shards, warc_keys), ("screened_dataset_pairs", datasets, dataset_keys)):
+        keys = [key for key in by_asset.get(screened, []) if key in known]
+        if keys:
+            for asset in REFILTERED[screened]:
+                subsets[dg.AssetKey(asset)] = partitions_def.subset_with_partition_keys(keys)
+    return AssetGraphSubset(partitions_subsets_by_asset_key=subsets) if subsets else None
+
+
+def _index_generation(record) -> int | None:
+    entry = record.event_log_entry.asset_materialization.metadata.get("generation")
+    return None if entry is None else int(entry.value)  # None: written before the index was incremental
+
+
+def build_refilter_sensor(datasets: dg.PartitionsDefinition) -> dg.SensorDefinition:
+    """``datasets``: the dataset partitions of filtered_dataset_pairs (they follow the profile)."""
+
+    @dg.sensor(
+        asset_selection=REFILTER_TARGET,  # a sensor may ask for a backfill only of an asset selection
+        minimum_interval_seconds=30,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description=(
+            "After each image_hash_index materialization, re-filters in one backfill exactly the partitions it reports "
+            "(the ones it added or replaced, and those whose keep/drop decisions it changed), not every shard."
+        ),
+    )
+    def refilter_sensor(context: dg.SensorEvaluationContext, storage: StorageResource):
+        after_id, after_generation = json.loads(context.cursor) if context.cursor else (None, 0)
+        records = context.instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=INDEX_KEY, after_storage_id=after_id), limit=MATERIALIZATIONS_PER_TICK, ascending=True
+        ).records
+        if not records:
+            return dg.SkipReason("image_hash_index not materialized since the last tick")
+        generations = [g for g in map(_index_generation, records) if g is not None]
+        generation = max(generations) if generations else after_generation
+        shards = changed_since(storage.storage, after_generation, generation)
+        cursor = json.dumps([records[-1].storage_id, generation])
+        warc_keys = set(context.instance.get_dynamic_partitions(warc_shards.name)) if shards else set()
+        subset = refilter_subset(shards, warc_keys, datasets)
+        if subset is None:
+            return dg.SensorResult(skip_reason=f"index generation {generation} changed no partition's decisions", cursor=cursor)
+        context.log.info(f"index generation {generation}: re-filtering {len(shards)} partitions: {', '.join(shards[:SAMPLE_SHOWN])}")
+        request = dg.RunRequest.for_asset_graph_subset(subset, tags={REQUESTED_BY_TAG: "refilter_sensor"})
+        return dg.SensorResult(run_requests=[request], cursor=cursor)
+
+    return refilter_sensor

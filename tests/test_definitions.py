@@ -43,6 +43,12 @@ def test_every_asset_has_description_group_and_accounting_check(defs):
         assert (dg.AssetCheckKey(key, "rows_accounted") in node.check_keys) == (key.to_user_string() not in MODELS)
     assert defs.resolve_job_def("web_ingest").partitions_def.name == "warc_shards"
     assert defs.resolve_sensor_def("warc_inbox_sensor")
+    # Re-filtering after an index change is the refilter sensor's, not an automation condition's.
+    assert defs.resolve_sensor_def("refilter_sensor").asset_selection.resolve(graph) == {
+        dg.AssetKey(a) for a in ("filtered_pairs", "reference_texts", "filtered_dataset_pairs")
+    }
+    assert all(graph.get(dg.AssetKey(a)).automation_condition is None for a in ("filtered_pairs", "filtered_dataset_pairs"))
+    assert defs.resolve_assets_def("image_hash_index").node_def.pool == "image_hash_index"  # adds never run at once
     assert defs.resolve_schedule_def("warc_inbox_resync").cron_schedule == "0 * * * *"
 
 
@@ -133,3 +139,11 @@ def test_sample_materializes_with_all_checks_passing(defs, sample_inbox):
         assert meta["rejected_by_reason"].value == {"http_status": 1, "x_robots_noai": 1}
         assert "data:image/png;base64," in meta["preview"].value
         assert "sample_rows" in meta
+
+
+def test_cli_instance_settings_let_one_index_add_run_at_a_time(tmp_path):
+    from asagi_cli.main import INSTANCE_SETTINGS
+
+    (tmp_path / "dagster.yaml").write_text(INSTANCE_SETTINGS)
+    with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
+        assert instance.get_concurrency_config().pool_config.default_pool_limit == 1  # the image_hash_index pool

@@ -26,7 +26,7 @@ import pyarrow as pa
 
 from asagi_dagster import catalog
 from asagi_dagster.filters.images import hamming
-from asagi_dagster.storage import Manifest, StageWriter, Storage
+from asagi_dagster.storage import Manifest, Storage
 
 # An origin's sort key: "0:" for curated datasets, "1:" for the web, so the minimum is
 # the preferred copy. filtered_pairs compares the same key.
@@ -128,11 +128,13 @@ def screened_manifests(storage: Storage) -> list[Manifest]:
     return [found[key] for key in sorted(found, key=lambda k: (SCREENED_ASSETS.index(k[0]), k[1]))]
 
 
-def write_hash_index(storage: Storage, con: duckdb.DuckDBPyConnection, out: StageWriter, max_hamming: int) -> list[Manifest]:
-    """The index over everything screened so far; returns the partitions it covers."""
-    covered = screened_manifests(storage)
-    table = build_hash_index(con, [m.data_url for m in covered], max_hamming)
-    out.count_in(table.num_rows)
-    for row in table.to_pylist():
-        out.write(row)
-    return covered
+def screened_versions(storage: Storage) -> tuple[dict[str, str], dict[str, str]]:
+    """(versions, urls) of every screened partition, keyed "<asset>/<partition>" as the
+    incremental index names shards: the version is the manifest's commit time in the
+    catalog, which changes whenever the partition is screened again. One catalog read."""
+    table = catalog.read_latest(storage, ["committed_ns", "data_url"], SCREENED_ASSETS)
+    versions, urls = {}, {}
+    for asset, partition, committed_ns, url in zip(*(table.column(c).to_pylist() for c in ("asset", "partition", "committed_ns", "data_url"))):
+        key = f"{asset}/{partition}"
+        versions[key], urls[key] = str(committed_ns), url
+    return versions, urls
