@@ -13,10 +13,12 @@ import dagster as dg
 import pyarrow.parquet as pq
 import pytest
 
-from asagi_dagster.config import load_config
+from asagi_dagster.config import StorageSettings, load_config
 from asagi_dagster.definitions import build_definitions
+from asagi_dagster.filters.hash_index import SyncPlan, SyncResult, write_changes
 from asagi_dagster.sample.site import write_filter_sample, write_sample
-from assets.filters import IndexDoesNotCoverPartition, refilter_subset
+from asagi_dagster.storage import Storage
+from assets.filters import IndexDoesNotCoverPartition, changed_since, refilter_subset
 from tests.conftest import write_profile
 
 SHARDS = ["sample-00000.warc.gz", "sample-00001.warc.gz", "sample-00002.warc"]
@@ -142,3 +144,15 @@ def test_refilter_subset_maps_index_shards_to_the_filtered_assets_partitions():
     keys = {key.to_user_string(): sorted(s.get_partition_keys()) for key, s in subset.partitions_subsets_by_asset_key.items()}
     assert keys == {"filtered_pairs": ["a.warc.gz"], "reference_texts": ["a.warc.gz"], "filtered_dataset_pairs": ["stair"]}
     assert refilter_subset(["screened_pairs/unregistered.warc.gz"], {"a.warc.gz"}, datasets) is None
+
+
+def test_the_sensor_reads_every_generation_since_its_cursor(tmp_path):
+    """A generation without a changes file (a remove and an add in one sync) is skipped; an
+    index begun again from nothing (generation below the cursor) is read from its start."""
+    storage = Storage(StorageSettings(root=str(tmp_path / "data")))
+    for generation, shards in ((1, ["screened_pairs/a"]), (3, ["screened_pairs/b", "screened_dataset_pairs/d"])):
+        write_changes(storage, SyncResult(SyncPlan(add=shards, replace=[], remove=[]), generation, shards))
+    assert changed_since(storage, 0, 3) == ["screened_dataset_pairs/d", "screened_pairs/a", "screened_pairs/b"]
+    assert changed_since(storage, 1, 3) == ["screened_dataset_pairs/d", "screened_pairs/b"]
+    assert changed_since(storage, 3, 3) == []
+    assert changed_since(storage, 7, 1) == ["screened_pairs/a"]
