@@ -209,9 +209,10 @@ def _latest_sql(columns: Iterable[str], sources: list[str], assets: Iterable[str
     wanted = list(dict.fromkeys([*KEY_COLUMNS, *columns]))
     selected = ", ".join(f"{DERIVED[c]} AS {c}" if c in DERIVED else c for c in dict.fromkeys([*wanted, *ORDER_COLUMNS]))
     union = " UNION ALL BY NAME ".join(f"SELECT {selected} FROM {s}" for s in sources)
+    assets = None if assets is None else list(assets)
     where = ""
     if assets is not None:
-        where = "WHERE asset IN (" + ", ".join(_quote(a) for a in assets) + ")" if list(assets) else "WHERE false"
+        where = f"WHERE asset IN ({', '.join(_quote(a) for a in assets)})" if assets else "WHERE false"
     return (
         f"SELECT {', '.join(wanted)} FROM ({union}) {where} "
         "QUALIFY row_number() OVER (PARTITION BY asset, partition ORDER BY committed_ns DESC, entry_id DESC) = 1"

@@ -295,10 +295,10 @@ def requests_per_shard(shards: int, with_old: bool = True, only: set[str] | None
 
 
 # --- the report as a subprocess ------------------------------------------------------------------
-def write_profile(directory: Path, root: str) -> Path:
+def write_profile(directory: Path, root: str, database: str | None = None) -> Path:
     profile = {
         "profile": "bench-catalog",
-        "storage": {"root": root, "duckdb_path": None},
+        "storage": {"root": root, "duckdb_path": database},
         "sources": {"web": {"inbox": str(directory / "inbox")}},
         "dagster": {"home": str(directory / "dagster_home")},
     }
@@ -346,6 +346,10 @@ def report_child(root: str, which: str) -> None:
 def report_figures(directory: Path, root: str, with_old: bool, shards_table: bool = True) -> dict:
     env = {**os.environ, "ASAGI_CONFIG": str(write_profile(directory, root)), "PYTHONPATH": str(REPO)}
     figures = {"new summary": run_measured(["asagi_cli", "report"], env)}
+    # As the shipped local profile runs it: the report database also gets its tables.
+    with_database = {**env, "ASAGI_CONFIG": str(write_profile(directory, root, str(directory / "report.duckdb")))}
+    figures["new summary + database"] = run_measured(["asagi_cli", "report"], with_database)
+    env["ASAGI_CONFIG"] = str(write_profile(directory, root))
     if shards_table:
         figures["new --shards"] = run_measured(["asagi_cli", "report", "--shards"], env)
     if with_old:
