@@ -213,7 +213,9 @@ def _plan(context, profile: ProfileResource, storage: StorageResource, full: boo
     registered = set(context.instance.get_dynamic_partitions(warc_shards.name))
     if not full:  # the sensor runs every minute: new files only, no manifest reads
         return plan_sync(inbox, registered, storage.storage)
-    return plan_sync(inbox, registered, storage.storage, "web_documents", "pair_images")
+    # In sync: the file's fingerprint is the one ingested, and the shard reached the last
+    # ingest asset (a run whose last step failed leaves it out of sync).
+    return plan_sync(inbox, registered, storage.storage, INGEST_ASSETS[0], INGEST_ASSETS[-1])
 
 
 _IN_FLIGHT = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]

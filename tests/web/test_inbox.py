@@ -262,3 +262,23 @@ def test_the_sensor_registers_a_flood_of_new_shards_in_batches(tmp_path, stock_s
         assert sorted(instance.get_dynamic_partitions("warc_shards")) == names
         [backfill] = result.run_requests  # one backfill, not 40,002 run requests
         assert backfill_shards(backfill.asset_graph_subset) == names
+
+
+def test_resync_asks_again_for_a_shard_whose_last_ingest_step_did_not_run(profile_path, config, served_dir, image_server):
+    """A run that ended before screened_pairs (failed, or canceled after pair_images)
+    leaves the shard out of sync: nothing else would ever screen it."""
+    import dagster as dg
+
+    from asagi_dagster.definitions import build_definitions
+    from asagi_dagster.sample.site import write_sample
+    from assets.web import INGEST_ASSETS
+
+    write_sample(Path(config.sources.web.inbox), served_dir, image_server)
+    defs = build_definitions(str(profile_path))
+    job = defs.resolve_job_def("web_ingest")
+    with dg.instance_for_test() as instance:
+        all_but_last = [dg.AssetKey(asset) for asset in INGEST_ASSETS[:-1]]
+        for key in resync_tick(defs, instance, datetime(2026, 11, 1, 1, tzinfo=timezone.utc)):
+            selection = all_but_last if key == SHARD else None  # SHARD's run ends before screened_pairs
+            assert job.execute_in_process(instance=instance, partition_key=key, asset_selection=selection).success
+        assert resync_tick(defs, instance, datetime(2026, 11, 1, 2, tzinfo=timezone.utc)) == [SHARD]
