@@ -206,6 +206,8 @@ import json, dagster as dg
 instance = dg.DagsterInstance.get()
 out = []
 for b in instance.get_backfills():
+    if b.tags.get("asagi/requested_by") != "warc_inbox_sensor":
+        continue  # the re-filter sensor's, once the index has the shards
     subset = b.asset_backfill_data.target_subset.partitions_subsets_by_asset_key[dg.AssetKey("web_documents")]
     runs = instance.get_runs(filters=dg.RunsFilter(tags={"dagster/backfill": b.backfill_id}))
     out.append([b.status.value, b.tags.get("asagi/requested_by"), sorted(subset.get_partition_keys()),
@@ -215,7 +217,7 @@ print(json.dumps(out))
 
 
 def _wait_for_backfills(env, deadline_s: float) -> list:
-    """The instance's backfills, once there is one and none is still running."""
+    """The inbox sensor's backfills, once there is one and none is still running."""
     deadline = time.monotonic() + deadline_s
     backfills = []
     while time.monotonic() < deadline:
