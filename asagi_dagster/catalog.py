@@ -32,6 +32,7 @@ finds that and ``rebuild`` rewrites the catalog from the manifest files (both O(
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import re
@@ -202,7 +203,7 @@ def _connect(storage: Storage, database: str | None = None) -> duckdb.DuckDBPyCo
 
 # Columns computed from an entry's own: a model's manifest JSON, without every row
 # account's JSON along (the report lists models, and sums everything else).
-DERIVED = {"model_manifest": "CASE WHEN kind = 'model' THEN manifest END"}
+DERIVED = {"model_manifest": "CASE WHEN kind = 'model' THEN manifest END", "manifest_md5": "md5(manifest)"}
 
 
 def _latest_sql(columns: Iterable[str], sources: list[str], assets: Iterable[str] | None) -> str:
@@ -237,8 +238,11 @@ def load_latest(
     """Create the temporary table ``table``: the latest entry of every (asset, partition),
     of ``assets`` only when given, with ``columns`` (and the key). ``con`` must reach the
     storage root (``query.connect``)."""
-    columns, assets = list(columns), None if assets is None else list(assets)
     ensure_built(storage)
+    _load_latest(storage, con, table, list(columns), None if assets is None else list(assets))
+
+
+def _load_latest(storage: Storage, con: duckdb.DuckDBPyConnection, table: str, columns: list[str], assets: list[str] | None) -> None:
     for _ in range(READ_ATTEMPTS):
         log_paths = _list(storage, log_dir(storage))  # before the compacted files: see the module doc
         compacted = _list(storage, compacted_dir(storage))
@@ -386,19 +390,26 @@ def check(storage: Storage) -> CatalogCheck:
 def rebuild(storage: Storage) -> int:
     """Rewrite the catalog from the manifest files (O(N)); returns the entries written.
 
-    Entries take the rebuild's start as their time, so they supersede every entry written
-    before it (stale ones included) and lose to every commit recorded after it. The old
-    catalog files, listed before the manifests are read, are removed once the new one is
-    committed."""
+    A manifest the catalog already holds as its latest entry keeps that entry's time (a
+    partition's version: the hash index compares it). Any other takes the rebuild's start,
+    so it supersedes every entry written before (stale ones included) and loses to every
+    commit recorded after. The old catalog files, listed before the manifests are read,
+    are removed once the new one is committed."""
     started = time.time_ns()
     old = _list(storage, log_dir(storage)) + _list(storage, compacted_dir(storage))
+    versions = _versions(storage)
     dest = f"{compacted_dir(storage)}/{_new_name(started)}"
     written, tmp = 0, storage.temp_for(dest)
     try:
         with pq.ParquetWriter(tmp, ENTRY_SCHEMA, compression="zstd") as writer:
             rows = []
             for _, text in _read_manifest_files(storage, manifest_paths(storage)):
-                rows.append(entry_row(manifest_of(text), started, uuid.uuid4().hex))
+                manifest = manifest_of(text)
+                row = entry_row(manifest, started, uuid.uuid4().hex)
+                digest, committed_ns = versions.get((manifest.asset, manifest.partition), (None, None))
+                if digest == hashlib.md5(row["manifest"].encode("utf-8")).hexdigest():
+                    row["committed_ns"] = committed_ns
+                rows.append(row)
                 if len(rows) == 10_000:
                     writer.write_table(pa.Table.from_pylist(rows, schema=ENTRY_SCHEMA))
                     written, rows = written + len(rows), []
@@ -411,6 +422,19 @@ def rebuild(storage: Storage) -> int:
     _remove(storage, old)
     mark_built(storage, written)
     return written
+
+
+def _versions(storage: Storage) -> dict[tuple[str, str], tuple[str, int]]:
+    """(asset, partition) -> (md5 of the manifest JSON, committed_ns) of the catalog's latest
+    entries; empty when there is no catalog or it cannot be read (then every entry is new)."""
+    try:
+        with _connect(storage) as con:
+            _load_latest(storage, con, "catalog", ["manifest_md5", "committed_ns"], None)
+            rows = con.execute("SELECT asset, partition, manifest_md5, committed_ns FROM catalog").fetchall()
+    except (OSError, duckdb.Error, CatalogBusy) as exc:
+        log.warning(f"the catalog could not be read, every rebuilt entry is new: {exc}")
+        return {}
+    return {(asset, partition): (digest, committed_ns) for asset, partition, digest, committed_ns in rows}
 
 
 def mark_built(storage: Storage, entries: int) -> None:

@@ -238,6 +238,7 @@ storage.write_manifest(Manifest(asset="numbers", partition=sys.argv[2], schema_v
 def test_a_kill_between_manifest_and_entry_is_found_by_the_check_and_fixed_by_rebuild(any_storage, tmp_path):
     for n in range(3):
         commit(any_storage, "numbers", f"p{n}", kept=n)
+    before = versions(any_storage)
     settings = _settings_json(any_storage, tmp_path)
     for partition, rows in (("p1", "99"), ("p9", "5")):  # a re-run of p1, a first run of p9
         killed = subprocess.run([sys.executable, "-c", KILLED_BETWEEN, settings, partition, rows], cwd=PROJECT, env=subprocess_env(), capture_output=True)
@@ -249,9 +250,16 @@ def test_a_kill_between_manifest_and_entry_is_found_by_the_check_and_fixed_by_re
     assert catalog.check(any_storage).orphaned == ["numbers/p2"]
     assert catalog.rebuild(any_storage) == 3
     assert catalog.check(any_storage).ok
+    after = versions(any_storage)  # a partition's version moves only where its manifest did
+    assert after[("numbers", "p0")] == before[("numbers", "p0")] and after[("numbers", "p1")] > before[("numbers", "p1")]
     assert cataloged(any_storage) == manifest_files(any_storage)
     commit(any_storage, "numbers", "p1", kept=7)  # commits after a rebuild supersede it
     assert cataloged(any_storage)[("numbers", "p1")]["rows_in"] == 7
+
+
+def versions(storage: Storage) -> dict[tuple[str, str], int]:
+    table = catalog.read_latest(storage, ["committed_ns"])
+    return {(a, p): ns for a, p, ns in zip(*(table.column(c).to_pylist() for c in ("asset", "partition", "committed_ns")))}
 
 
 def test_asagi_catalog_check_fails_on_a_difference_and_rebuild_mends_it(tmp_path):
