@@ -95,9 +95,10 @@ def image_hash_index(context: dg.AssetExecutionContext, profile: ProfileResource
     versions, urls = screened_versions(root)
     with open_on_root(root, profile.settings.filters.dedup.max_hamming) as index:
         result = sync_shards(root, index, versions, urls)
+        changed = bool(result.refilter or result.plan.remove)
+        changes_url = write_changes(root, result) if changed else None  # a sync with nothing to do leaves no file
+        index.clear_pending(result.refilter)  # named in the changes file: the sensor asks for them
         images = index.image_count()
-    changed = bool(result.plan.add or result.plan.replace or result.plan.remove)
-    changes_url = write_changes(root, result) if changed else None  # a sync with nothing to do leaves no file
     with StageWriter(root, "image_hash_index", None, SHARD_ROWS_SCHEMA, SHARD_ROWS_VERSION) as out:
         out.source = {"generation": str(result.generation), "changes": changes_url or ""}
         for count, rows in rewritten_rows(root, result.shard_rows):

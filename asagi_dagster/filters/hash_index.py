@@ -68,6 +68,9 @@ CREATE TABLE IF NOT EXISTS images (
 );
 CREATE TABLE IF NOT EXISTS origins (image_id BIGINT, origin VARCHAR, shard VARCHAR);
 CREATE TABLE IF NOT EXISTS edges (a BIGINT, b BIGINT, distance INTEGER);  -- near-duplicate pairs, a < b
+-- Shards to re-filter, recorded in the transaction that changed their decisions and cleared
+-- once a changes file names them: a sync stopped in between loses none.
+CREATE TABLE IF NOT EXISTS pending_refilter (shard VARCHAR);
 CREATE TABLE IF NOT EXISTS shards (
     shard VARCHAR, generation BIGINT, images BIGINT,
     version VARCHAR  -- the caller's word for which screening of the shard this is (see sync_plan)
@@ -226,6 +229,7 @@ class HashIndex:
         self.con.execute("BEGIN TRANSACTION")
         try:
             result = self._add(shards, known, dict(versions or {}))
+            self._record_pending(result.changed_shards + list(shards))
             self.con.execute("COMMIT")
         except BaseException:
             self.con.execute("ROLLBACK")
@@ -239,6 +243,8 @@ class HashIndex:
             self._start_snapshot()
             self._remove(shards)
             changed = self._changed_shards(shards)
+            self.con.execute("DELETE FROM pending_refilter WHERE list_contains($removed, shard)", {"removed": list(shards)})
+            self._record_pending([shard for shard in changed if shard not in set(shards)])
             self._set_meta("generation", str(self.generation + 1))
             self.con.execute("DROP TABLE affected_before")
             self.con.execute("COMMIT")
@@ -498,6 +504,22 @@ class HashIndex:
         row = self.con.execute("SELECT value FROM meta WHERE key = ?", [key]).fetchone()
         return row[0] if row else None
 
+    def _record_pending(self, shards: list[str]) -> None:
+        if shards:
+            self.con.execute("INSERT INTO pending_refilter SELECT unnest($shards)", {"shards": sorted(set(shards))})
+
+    def pending_refilter(self) -> list[str]:
+        """Shards whose decisions changed and that no changes file has named yet."""
+        return [row[0] for row in self.con.execute("SELECT DISTINCT shard FROM pending_refilter ORDER BY shard").fetchall()]
+
+    def clear_pending(self, shards: list[str]) -> None:
+        """``shards`` are named in a changes file: their re-filter is asked for."""
+        self.con.execute("DELETE FROM pending_refilter WHERE list_contains($shards, shard)", {"shards": list(shards)})
+
+    def bump_generation(self) -> int:
+        self._set_meta("generation", str(self.generation + 1))
+        return self.generation
+
     def _set_meta(self, key: str, value: str) -> None:
         self.con.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", [key, value])
 
@@ -570,12 +592,17 @@ def sync_shards(storage: Storage, index: HashIndex, versions: Mapping[str, str],
     ``urls``: shard -> screened pairs), and rewrite the rows files of the shards to re-filter.
     Costs what the added, replaced and removed shards hold, never the whole index."""
     plan = index.sync_plan(versions)
-    changed = set(index.remove(plan.remove)) if plan.remove else set()
+    if plan.remove:
+        index.remove(plan.remove)
     todo = plan.add + plan.replace
     if todo:
-        result = index.add({key: urls[key] for key in todo}, replace=True, versions={key: versions[key] for key in todo})
-        changed |= set(result.changed_shards)
-    refilter = sorted((changed | set(todo)) - set(plan.remove))
+        index.add({key: urls[key] for key in todo}, replace=True, versions={key: versions[key] for key in todo})
+    # Every shard recorded as pending, this sync's and any an earlier sync stopped before
+    # naming in a changes file; leftovers alone get a generation of their own, since the
+    # re-filter sensor may have read the changes of the generation they came from.
+    refilter = index.pending_refilter()
+    if refilter and not (plan.add or plan.replace or plan.remove):
+        index.bump_generation()
     for shard in plan.remove:  # a filter run of a shard no longer screened must not find old rows
         path = shard_rows_path(storage, shard)
         if storage.exists(path):

@@ -411,6 +411,7 @@ def test_sync_adds_replaces_removes_and_lists_exactly_the_shards_to_refilter(tmp
     first = {key: "v1" for key in keys[:-1]}
     with open_on_root(storage, 4) as index:
         result = sync_shards(storage, index, first, urls)
+        index.clear_pending(result.refilter)  # as the asset does once its changes file names them
     assert result.refilter == sorted(first) == sorted(result.shard_rows)
     # Next run: the last shard arrives, the first is no longer screened, the second was screened again.
     second = {**{key: "v1" for key in keys[2:]}, keys[1]: "v2"}
@@ -427,3 +428,31 @@ def test_sync_adds_replaces_removes_and_lists_exactly_the_shards_to_refilter(tmp
         assert count == len(rows) and len({row["shard"] for row in rows}) == 1
     changes = storage.read_json(storage.strip_protocol(write_changes(storage, result)))
     assert changes["refilter"] == result.refilter and changes["generation"] == result.generation
+
+
+def test_a_sync_stopped_before_its_changes_were_written_loses_no_refilter(tmp_path):
+    """The index commits an add before the rows files and the changes file are written; a
+    run killed in between must not leave shards unfiltered (or without rows) for good:
+    the next sync lists them again, under a generation of its own."""
+    storage = Storage(StorageSettings(root=str(tmp_path / "data")))
+    urls = write_shards(tmp_path / "screened", random_shards(11))
+    keys = sorted(urls)
+    first = {key: "v1" for key in keys[:-1]}
+    with open_on_root(storage, 4) as index:
+        done = sync_shards(storage, index, first, urls)
+        index.clear_pending(done.refilter)
+    everything = {key: "v1" for key in keys}
+    with open_on_root(storage, 4) as index:  # adds the last shard, then the run is killed:
+        index.add({keys[-1]: urls[keys[-1]]}, versions={keys[-1]: "v1"})  # committed; no rows, no changes file
+        lost = index.pending_refilter()
+        generation = index.generation
+    assert keys[-1] in lost and not storage.exists(shard_rows_path(storage, keys[-1]))
+    with open_on_root(storage, 4) as index:
+        again = sync_shards(storage, index, everything, urls)
+        assert (again.plan.add, again.plan.replace, again.plan.remove) == ([], [], [])  # the index is up to date...
+        index.clear_pending(again.refilter)
+        assert index.pending_refilter() == []
+    assert again.refilter == lost and again.generation == generation + 1  # ...and what the killed run owed is asked for
+    assert all(storage.exists(shard_rows_path(storage, key)) for key in lost)
+    with open_on_root(storage, 4) as index:
+        assert sync_shards(storage, index, everything, urls).refilter == []  # asked once
