@@ -371,7 +371,9 @@ def check(storage: Storage) -> CatalogCheck:
     O(N) requests. A commit under way at the time shows up too: check again before a
     rebuild."""
     table = read_latest(storage, ["manifest"])
-    cataloged = {(a, p): json.loads(m) for a, p, m in zip(*(table.column(c).to_pylist() for c in ("asset", "partition", "manifest")))}
+    # Compared as manifests, not as JSON text: a file written before a field had a default
+    # would otherwise differ from its own entry for good, rebuild or not.
+    cataloged = {(a, p): manifest_of(m) for a, p, m in zip(*(table.column(c).to_pylist() for c in ("asset", "partition", "manifest")))}
     result = CatalogCheck(entries=len(cataloged))
     seen = set()
     for path, text in _read_manifest_files(storage, manifest_paths(storage)):
@@ -381,7 +383,7 @@ def check(storage: Storage) -> CatalogCheck:
         entry = cataloged.get((asset, partition))
         if entry is None:
             result.missing.append(f"{asset}/{partition}")
-        elif entry != json.loads(text):
+        elif entry != manifest_of(text):
             result.stale.append(f"{asset}/{partition}")
     result.orphaned = [f"{a}/{p}" for a, p in sorted(set(cataloged) - seen)]
     return result

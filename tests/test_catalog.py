@@ -284,6 +284,9 @@ def test_a_root_from_before_the_catalog_is_cataloged_on_its_first_read(tmp_path)
     storage = Storage(StorageSettings(root=str(tmp_path / "data")))
     for n in range(3):  # manifest files only, as an older version wrote them
         storage.write_json(storage.manifest_path("numbers", f"old{n}"), numbers(f"old{n}", n).model_dump())
+    older = numbers("old2", 2).model_dump()
+    del older["rule_stats"]  # written before the field existed: its default stands in
+    storage.write_json(storage.manifest_path("numbers", "old2"), older)
     storage.write_manifest(numbers("new", 7))  # the first commit after the upgrade: one log entry
     assert sorted(cataloged(storage)) == [("numbers", "new"), ("numbers", "old0"), ("numbers", "old1"), ("numbers", "old2")]
     assert catalog.check(storage).ok and catalog._list(storage, catalog.log_dir(storage)) == []
