@@ -23,6 +23,7 @@ from asagi_dagster.reference import REFERENCE_TEXTS, REFERENCE_TEXTS_VERSION
 from asagi_dagster.reference.scoring import load_scorer, write_reference_texts
 from asagi_dagster.storage import Manifest, StageWriter, Storage
 from assets.metadata import accounted, accounting_check, manifest_metadata, rule_stats_metadata
+from assets.pools import pool_limit
 from assets.web import REQUESTED_BY_TAG, warc_shards
 from resources.storage import DuckDBResource, ProfileResource, StorageResource
 
@@ -91,6 +92,7 @@ def screened_pairs(
     ),
 )
 def image_hash_index(context: dg.AssetExecutionContext, profile: ProfileResource, storage: StorageResource, duckdb: DuckDBResource):
+    _check_index_pool(context)
     root = storage.storage
     versions, urls = screened_versions(root)
     with open_on_root(root, profile.settings.filters.dedup.max_hamming) as index:
@@ -111,6 +113,17 @@ def image_hash_index(context: dg.AssetExecutionContext, profile: ProfileResource
     )
     yield output(storage, out.manifest, **_sync_metadata(result, images, changes_url))
     yield accounting_check(duckdb, out.manifest)
+
+
+def _check_index_pool(context: dg.AssetExecutionContext) -> None:
+    """Adds must run one at a time (on S3 the second would overwrite the first's index):
+    refuse a pool that lets two run at once."""
+    limit = pool_limit(context.instance, INDEX_POOL)
+    if limit is None:
+        context.log.warning(f"the Dagster pool {INDEX_POOL!r} has no limit: set it to 1 (dagster instance concurrency set {INDEX_POOL} 1)")
+    elif limit > 1:
+        raise ValueError(f"the Dagster pool {INDEX_POOL!r} lets {limit} index updates run at once; they must run one at a time: "
+                         f"dagster instance concurrency set {INDEX_POOL} 1")
 
 
 def _sync_metadata(result: SyncResult, images: int, changes_url: str | None) -> dict:

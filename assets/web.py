@@ -16,6 +16,7 @@ from asagi_dagster.web.inbox import Inbox, plan_sync, registration_batches
 from asagi_dagster.web.ingest import extract_pages, ingest_warc
 from asagi_dagster.web.pair_images import gather_pair_images
 from assets.metadata import accounted, accounting_check, manifest_metadata
+from assets.pools import pool_limit
 from assets.run_workers import fail_runs_with_gone_workers
 from resources.storage import DuckDBResource, ProfileResource, StorageResource
 
@@ -136,15 +137,6 @@ def _check_download_pool(context: dg.AssetExecutionContext, downloaders: int) ->
             f"budget among downloader.downloaders = {downloaders}: set one to the other "
             f"(dagster instance concurrency set {IMAGE_DOWNLOADS_POOL} {downloaders}, or downloaders: {limit})"
         )
-
-
-def pool_limit(instance: dg.DagsterInstance, pool: str) -> int | None:
-    """How many steps of ``pool`` may run at once: its own limit, else the instance's
-    default for pools; None when unlimited."""
-    storage = instance.event_log_storage
-    if pool in storage.get_concurrency_keys():
-        return storage.get_concurrency_info(pool).slot_count
-    return instance.global_op_concurrency_default_limit
 
 
 def _outputs(storage: StorageResource, duckdb: DuckDBResource, *manifests: Manifest, extra: dict | None = None):

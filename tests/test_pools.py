@@ -1,6 +1,6 @@
-"""The pair_images steps download in one Dagster pool whose limit must not exceed the
-downloaders the profile shares each host's budget among: a step refuses to start
-downloading when the pool lets more steps run at once than that."""
+"""The Dagster pools that keep steps from running side by side where they must not: the
+pair_images steps download in one pool whose limit must not exceed the downloaders the
+profile shares each host's budget among; updates of the hash index run in a pool of one."""
 
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ import dagster as dg
 
 from asagi_dagster.definitions import build_definitions
 from asagi_dagster.sample.site import write_sample
-from assets.web import IMAGE_DOWNLOADS_POOL, pool_limit
+from assets.filters import INDEX_POOL
+from assets.pools import pool_limit
+from assets.web import IMAGE_DOWNLOADS_POOL
 
 SHARD = "sample-00001.warc.gz"
 
@@ -39,3 +41,15 @@ def test_a_pool_wider_than_the_shared_out_budgets_stops_the_download(profile_pat
         # Set to the profile's downloaders, the same run goes through.
         instance.event_log_storage.set_concurrency_slots(IMAGE_DOWNLOADS_POOL, 1)
         assert job.execute_in_process(instance=instance, partition_key=SHARD).success
+
+
+def test_the_hash_index_refuses_a_pool_that_lets_two_updates_run_at_once(profile_path):
+    job = build_definitions(str(profile_path)).resolve_job_def("filter_indexes")
+    index = [dg.AssetKey("image_hash_index")]
+    with dg.instance_for_test() as instance:
+        instance.event_log_storage.set_concurrency_slots(INDEX_POOL, 2)
+        result = job.execute_in_process(instance=instance, asset_selection=index, raise_on_error=False)
+        [failure] = [e for e in result.all_events if e.is_step_failure]
+        assert "lets 2 index updates run at once" in failure.step_failure_data.error.cause.message
+        instance.event_log_storage.set_concurrency_slots(INDEX_POOL, 1)
+        assert job.execute_in_process(instance=instance, asset_selection=index).success
