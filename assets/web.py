@@ -265,15 +265,19 @@ def build_inbox_automation(config: AsagiConfig) -> tuple[dg.SensorDefinition, dg
         job=web_ingest,
         cron_schedule=web.resync_cron,
         default_status=dg.DefaultScheduleStatus.RUNNING,
-        description="Full re-sync of the inbox: new shards, changed shards and shards never ingested, in one backfill.",
+        description="Re-sync of the registered shards: those whose file changed and those never ingested, in one backfill.",
     )
     def warc_inbox_resync(context: dg.ScheduleEvaluationContext, profile: ProfileResource, storage: StorageResource):
         plan = _plan(context, profile, storage, full=True)
         for skipped in plan.skipped:
             context.log.warning(f"inbox file skipped: {skipped}")
-        _register(context.instance, [s.key for s in plan.new])
+        # New files are the sensor's: were both to take a file the sensor is about to, two
+        # runs of one shard would overlap. A shard the sensor registered but never got to
+        # ask for (a tick that failed in between) is registered and never ingested: here.
+        if plan.new:
+            context.log.info(f"{len(plan.new)} new files wait for warc_inbox_sensor: {_sample([s.key for s in plan.new])}")
         busy = _shards_in_flight(context)  # queued, running or in a backfill: not out of sync, just not done
-        keys = [s.key for s in plan.new + plan.changed if s.key not in busy]
+        keys = [s.key for s in plan.changed if s.key not in busy]
         if not keys:
             return dg.SkipReason("inbox in sync, or its out-of-sync shards are already running")
         backfill_id = _submit_ingest_backfill(context.instance, keys, "warc_inbox_resync")

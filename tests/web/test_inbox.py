@@ -278,6 +278,7 @@ def test_resync_asks_again_for_a_shard_whose_last_ingest_step_did_not_run(profil
     job = defs.resolve_job_def("web_ingest")
     with dg.instance_for_test() as instance:
         all_but_last = [dg.AssetKey(asset) for asset in INGEST_ASSETS[:-1]]
+        instance.add_dynamic_partitions("warc_shards", sorted(p.name for p in Path(config.sources.web.inbox).iterdir()))
         for key in resync_tick(defs, instance, datetime(2026, 11, 1, 1, tzinfo=timezone.utc)):
             selection = all_but_last if key == SHARD else None  # SHARD's run ends before screened_pairs
             assert job.execute_in_process(instance=instance, partition_key=key, asset_selection=selection).success
