@@ -170,7 +170,10 @@ class _Gathering:
         self.waiting: dict[str, _Waiting] = {}  # URL -> the rows that need it
         self.looking: dict[Future, str] = {}  # cache lookups in flight
         self.fetching: dict[Future, str] = {}  # downloads in flight
-        self.storing: set[Future] = set()  # cache commits in flight
+        self.storing: dict[Future, str] = {}  # cache commits in flight
+        # Fetched, their commit still in flight: a row that asks for one again now would
+        # miss the cache and fetch it a second time (a second request to its host).
+        self.committing: dict[str, FetchResult] = {}
         # Finished futures arrive here: waiting on a queue costs the same however many are
         # in flight (concurrent.futures.wait sets up a waiter on each of them every call).
         self.finished: SimpleQueue[Future] = SimpleQueue()
@@ -191,6 +194,8 @@ class _Gathering:
                 self.origins["warc"] += _write_from_warc(row, in_warc[url], self.writer)
             elif url in self.waiting:
                 self.waiting[url].rows.append((row, number))
+            elif url in self.committing:
+                _write_rows(_Waiting(first_batch=-1, rows=[(row, number)]), self.committing[url], False, self.writer, self.origins)
             else:
                 self.waiting[url] = _Waiting(first_batch=number, rows=[(row, number)])
                 self.looking[self._submit(self.cache_pool, self.cache.get, url)] = url
@@ -228,7 +233,7 @@ class _Gathering:
 
     def _settle(self, future: Future) -> None:
         if future in self.storing:
-            self.storing.discard(future)
+            self.committing.pop(self.storing.pop(future), None)
             future.result()  # a failed commit fails the run, as a failed write would
         elif future in self.looking:
             url = self.looking.pop(future)
@@ -241,7 +246,9 @@ class _Gathering:
             url = self.fetching.pop(future)
             self.frontier.done(url)
             result = future.result()
-            self.storing.add(self._submit(self.cache_pool, self.cache.put, result))
+            self.storing[self._submit(self.cache_pool, self.cache.put, result)] = url
+            if not result.transient:  # what the cache will hold; a transient one is tried again
+                self.committing[url] = result
             _write_rows(self.waiting.pop(url), result, True, self.writer, self.origins)
 
     def close(self) -> None:

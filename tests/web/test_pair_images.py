@@ -289,6 +289,46 @@ def test_many_pairs_across_batches_and_workers(storage, server):
         assert got[f"p-{n}"]["bytes"] == f"img-{n % 20}".encode()
 
 
+def test_a_url_asked_again_while_its_commit_is_in_flight_is_not_fetched_again(storage, server, monkeypatch):
+    """Its fetch has settled but the cache does not hold it yet: the repeat takes the
+    fetched result rather than missing the cache and asking the host a second time."""
+    import threading
+
+    server.routes["/x.jpg"] = image(SERVED_A, "image/jpeg")
+    for i in range(3):
+        server.routes[f"/filler/{i}.jpg"] = image(f"filler-{i}".encode(), "image/jpeg")
+    looked_up_again = threading.Event()
+    lookups = []
+    get, put = DownloadCache.get, DownloadCache.put
+
+    def counting_get(self, url):
+        lookups.append(url)
+        if lookups.count(url) > 1:
+            looked_up_again.set()
+        return get(self, url)
+
+    def held_put(self, result):
+        if result.url.endswith("/x.jpg"):  # the commit waits until the repeat has been read
+            looked_up_again.wait(timeout=3)
+        return put(self, result)
+
+    monkeypatch.setattr(DownloadCache, "get", counting_get)
+    monkeypatch.setattr(DownloadCache, "put", held_put)
+    rows = [pair_row("p-0", server.url("/x.jpg"))]
+    rows += [pair_row(f"f-{i}", server.url(f"/filler/{i}.jpg"), i + 1) for i in range(3)]
+    rows += [pair_row("p-1", server.url("/x.jpg"), 4)]
+    pairs = write_pairs(storage, rows)
+    with (
+        StageWriter(storage, "pair_images", SHARD, schemas.PAIR_IMAGES, schemas.PAIR_IMAGES_VERSION) as out,
+        Fetcher(settings()) as fetcher,
+    ):  # one row read at a time: the repeat is read after the first fetch has settled
+        origins = gather_pair_images(storage, pairs.data_url, None, out, fetcher, workers=2, batch_rows=1, read_ahead=1)
+    assert server.count("/x.jpg") == 1
+    assert origins == {"warc": 0, "cache": 1, "download": 4}
+    assert_accounted(storage, out.manifest)
+    assert data_rows(storage, out.manifest)["p-1"]["bytes"] == SERVED_A
+
+
 def test_a_failed_run_commits_nothing(storage, server):
     """A run whose writer body raises leaves the previous committed output in place."""
     server.routes["/x.jpg"] = image(SERVED_A, "image/jpeg")
