@@ -126,9 +126,12 @@ def gather_pair_images(
     that hands the workers the URL whose host may be asked soonest (``HostFrontier``),
     so the per-host interval holds one host back, not the whole shard. Rows are written
     as their image arrives, and the image is committed to the cache beside, so a worker
-    goes on to its next fetch at once. Only fetches and commits in flight hold image
-    bytes: about ``3 x workers`` x the size cap bounds memory (typical images: a few MB
-    in all), with a WARC batch of ``batch_rows`` rows.
+    goes on to its next fetch at once. Image bytes are held by the fetches in flight
+    (1.5 x ``workers``), the commits in flight (up to 2.5 x ``workers``: a fetch that
+    finishes is committed even when ``workers`` commits are under way), a WARC batch of
+    ``batch_rows`` rows, and cache hits that wait to be written, which on a re-run of a
+    cached shard can be as many as ``read_ahead``: about 4 x ``workers`` x the size cap
+    at worst while downloading (typical images: a few MB in all).
     """
     read_ahead = read_ahead or max(1024, 32 * workers)  # URLs only: a few hundred KB of rows
     index = WarcImageIndex(storage, None)
