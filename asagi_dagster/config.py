@@ -100,6 +100,14 @@ class WebSourceSettings(_Strict):
     inbox: str = Field(description="Folder or s3:// prefix that receives .warc/.warc.gz shards.")
     resync_cron: str = "0 * * * *"
     sensor_interval_s: int = Field(60, ge=5)
+    shards_per_run: int = Field(
+        8, ge=1,
+        description=(
+            "Shards one backfill run takes, one after another, through each per-shard step (ingest, screening, "
+            "filtering, reference texts, synthesis): each run has a fixed cost (process start, code load, queue; a GPU "
+            "program's model load), paid once per batch."
+        ),
+    )
     max_html_bytes: int = Field(5 * 1024 * 1024, gt=0)
     max_image_bytes: int = Field(20 * 1024 * 1024, gt=0)
     html: HtmlSettings = HtmlSettings()

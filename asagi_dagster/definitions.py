@@ -10,6 +10,7 @@ from asagi_dagster.config import load_config, profile_path
 from assets import filters, synthesis, training, web
 from assets.evaluation import build_evaluation_assets
 from assets.datasets import build_dataset_assets
+from assets.shards import shard_batches
 from resources import build_resources
 
 
@@ -20,21 +21,22 @@ def build_definitions(config_path: str | None = None) -> dg.Definitions:
     dataset_assets, dataset_jobs = build_dataset_assets(config)
     dataset_partitions = next(a.partitions_def for a in dataset_assets if a.key == dg.AssetKey("filtered_dataset_pairs"))
     translation = synthesis.build_translation_asset(config)
+    batches = shard_batches(config.sources.web.shards_per_run)
+
+    def per_shard(*assets: dg.AssetsDefinition) -> list[dg.AssetsDefinition]:
+        return [asset.with_attributes(backfill_policy=batches) for asset in assets]
+
     training_assets, training_job = training.build_training_assets(config)
     evaluation_assets, evaluation_jobs, evaluation_sensors = build_evaluation_assets(config)
     return dg.Definitions(
         assets=[
-            web.warc_records,
-            web.page_structure,
-            web.pair_images,
-            filters.screened_pairs,
+            *per_shard(web.warc_records, web.page_structure, web.pair_images, filters.screened_pairs),
             filters.image_hash_index,
             filters.benchmark_image_index,
             filters.document_image_reference,
-            filters.filtered_pairs,
-            filters.reference_texts,
+            *per_shard(filters.filtered_pairs, filters.reference_texts),
             *dataset_assets,
-            *synthesis.SYNTHESIS_ASSETS,
+            *per_shard(*synthesis.SYNTHESIS_ASSETS),
             *([translation] if translation else []),
             *training_assets,
             *evaluation_assets,

@@ -11,6 +11,7 @@ from asagi_dagster.filters.screen import screen_dataset_pairs
 from asagi_dagster.storage import Manifest, StageWriter
 from assets.filters import filter_outputs, no_overlap_check, output
 from assets.metadata import accounted, accounting_check
+from assets.shards import by_shard
 from resources.storage import DuckDBResource, ProfileResource, StorageResource
 
 GROUP = "datasets"
@@ -56,6 +57,7 @@ def build_dataset_assets(config: AsagiConfig) -> tuple[list, list]:
         partitions_def=datasets,
         check_specs=[accounted("filtered_dataset_pairs"), no_overlap_check("filtered_dataset_pairs")],
         deps=["image_hash_index"],  # re-filtered by refilter_sensor when the index changes this dataset's decisions
+        ins={"screened_dataset_pairs": by_shard(), "dataset_pairs": by_shard()},
         description="A dataset's screened pairs without benchmark images, duplicates (against every source) or document images.",
     )
     def filtered_dataset_pairs(
@@ -63,14 +65,13 @@ def build_dataset_assets(config: AsagiConfig) -> tuple[list, list]:
         profile: ProfileResource,
         storage: StorageResource,
         duckdb: DuckDBResource,
-        screened_dataset_pairs: Manifest,
-        dataset_pairs: Manifest,
+        screened_dataset_pairs: dict[str, Manifest],
+        dataset_pairs: dict[str, Manifest],
         benchmark_image_index: Manifest,
         document_image_reference: Manifest,
     ):
         yield from filter_outputs(
-            "filtered_dataset_pairs", context.partition_key, profile, storage, duckdb,
-            screened_dataset_pairs, dataset_pairs, benchmark_image_index, document_image_reference,
+            context, profile, storage, duckdb, screened_dataset_pairs, dataset_pairs, benchmark_image_index, document_image_reference
         )
 
     ingest = dg.define_asset_job(

@@ -24,6 +24,7 @@ from asagi_dagster.reference.scoring import load_scorer, write_reference_texts
 from asagi_dagster.storage import Manifest, StageWriter, Storage
 from assets.metadata import accounted, accounting_check, manifest_metadata, rule_stats_metadata
 from assets.pools import pool_limit
+from assets.shards import by_shard, committed, each_shard, shard_check, shard_outputs
 from assets.web import REQUESTED_BY_TAG, warc_shards
 from resources.storage import DuckDBResource, ProfileResource, StorageResource
 
@@ -56,6 +57,7 @@ def output(storage: StorageResource, manifest: Manifest, **extra) -> dg.Output:
 @dg.asset(
     group_name=GROUP,
     partitions_def=warc_shards,
+    ins={"image_text_pairs": by_shard(), "pair_images": by_shard()},
     check_specs=[accounted("screened_pairs")],
     description=(
         "Web pairs that pass the Asagi rules (text length, ASCII-only, harmful keywords, image size, aspect ratio, "
@@ -67,14 +69,16 @@ def screened_pairs(
     profile: ProfileResource,
     storage: StorageResource,
     duckdb: DuckDBResource,
-    image_text_pairs: Manifest,
-    pair_images: Manifest,
+    image_text_pairs: dict[str, Manifest],
+    pair_images: dict[str, Manifest],
 ):
     settings = profile.settings.filters
-    with StageWriter(storage.storage, "screened_pairs", context.partition_key, schemas.SCREENED_PAIRS, schemas.SCREENED_PAIRS_VERSION) as out:
-        screen_web_pairs(storage.storage, image_text_pairs.data_url, pair_images.data_url, out, settings)
-    yield output(storage, out.manifest)
-    yield accounting_check(duckdb, out.manifest)
+    made = {}
+    for shard in each_shard(context):
+        with StageWriter(storage.storage, "screened_pairs", shard, schemas.SCREENED_PAIRS, schemas.SCREENED_PAIRS_VERSION) as out:
+            screen_web_pairs(storage.storage, image_text_pairs[shard].data_url, pair_images[shard].data_url, out, settings)
+        made[shard] = committed(storage, out.manifest)
+    yield from shard_outputs(context, storage, duckdb, made)
 
 
 @dg.asset(
@@ -182,6 +186,7 @@ def document_image_reference(profile: ProfileResource, storage: StorageResource,
         no_overlap_check("filtered_pairs"),
     ],
     deps=["image_hash_index"],  # re-filtered by refilter_sensor when the index changes this shard's decisions
+    ins={"screened_pairs": by_shard(), "pair_images": by_shard()},
     description=(
         "Screened pairs without benchmark images, duplicate images (exact and near, across every source), repeated "
         "(image, text) pairs, or images too similar to document images."
@@ -192,15 +197,12 @@ def filtered_pairs(
     profile: ProfileResource,
     storage: StorageResource,
     duckdb: DuckDBResource,
-    screened_pairs: Manifest,
-    pair_images: Manifest,
+    screened_pairs: dict[str, Manifest],
+    pair_images: dict[str, Manifest],
     benchmark_image_index: Manifest,
     document_image_reference: Manifest,
 ):
-    yield from filter_outputs(
-        "filtered_pairs", context.partition_key, profile, storage, duckdb,
-        screened_pairs, pair_images, benchmark_image_index, document_image_reference,
-    )
+    yield from filter_outputs(context, profile, storage, duckdb, screened_pairs, pair_images, benchmark_image_index, document_image_reference)
 
 
 def index_rows_url(storage: StorageResource, screened: Manifest) -> str:
@@ -214,40 +216,55 @@ def index_rows_url(storage: StorageResource, screened: Manifest) -> str:
     return storage.storage.url(path)
 
 
-def filter_outputs(asset: str, partition: str, profile, storage, duckdb, screened: Manifest, images: Manifest, benchmarks: Manifest, documents_reference: Manifest):
-    """The filtered asset of any source family: its output, accounting and decontamination audit."""
-    index_url = index_rows_url(storage, screened)
+def filter_outputs(
+    context: dg.AssetExecutionContext, profile, storage, duckdb,
+    screened: dict[str, Manifest], images: dict[str, Manifest], benchmarks: Manifest, documents_reference: Manifest,
+):
+    """The filtered asset of any source family, for each partition of the run: its
+    outputs, accounting and decontamination audit."""
     filters = profile.settings.filters
     max_hamming = filters.decontamination.max_hamming
     documents = _document_check(profile, storage, documents_reference) if filters.document_filter.enabled else None
-    with (
-        StageWriter(storage.storage, asset, partition, schemas.FILTERED_PAIRS, schemas.FILTERED_PAIRS_VERSION) as out,
-        duckdb.connect() as con,
-    ):
-        filter_partition(
-            con, screened.data_url, index_url, benchmarks.data_url, out, max_hamming,
-            documents=documents, storage=storage.storage, images_url=images.data_url,
-        )
-    yield output(storage, out.manifest)
-    yield accounting_check(duckdb, out.manifest)
-    yield overlap_check(duckdb, out.manifest, benchmarks, max_hamming)
+    asset = context.assets_def.key.path[-1]
+    made, overlaps = {}, {}
+    for partition in each_shard(context):
+        index_url = index_rows_url(storage, screened[partition])
+        with (
+            StageWriter(storage.storage, asset, partition, schemas.FILTERED_PAIRS, schemas.FILTERED_PAIRS_VERSION) as out,
+            duckdb.connect() as con,
+        ):
+            filter_partition(
+                con, screened[partition].data_url, index_url, benchmarks.data_url, out, max_hamming,
+                documents=documents, storage=storage.storage, images_url=images[partition].data_url,
+            )
+        made[partition] = committed(storage, out.manifest)
+        overlaps[partition] = overlap_audit(duckdb, out.manifest, benchmarks, max_hamming)
+    yield from shard_outputs(context, storage, duckdb, made, extra={p: {"overlapping_pairs": r["overlapping_pairs"]} for p, r in overlaps.items()})
+    yield shard_check(asset, "no_benchmark_overlap", overlaps, totals=("overlapping_pairs",))
 
 
 def overlap_check(duckdb: DuckDBResource, manifest: Manifest, benchmarks: Manifest, max_hamming: int) -> dg.AssetCheckResult:
-    """The decontamination audit of a written partition (result of ``no_overlap_check``)."""
-    with duckdb.connect() as con:
-        overlaps = benchmark_overlaps(con, manifest.data_url, benchmarks.data_url, max_hamming)
+    """The result of ``no_overlap_check`` for one written partition."""
+    audit = overlap_audit(duckdb, manifest, benchmarks, max_hamming)
     return dg.AssetCheckResult(
         asset_key=manifest.asset,
         check_name="no_benchmark_overlap",
-        passed=not overlaps,
-        metadata={"overlapping_pairs": len(overlaps), "examples": dg.MetadataValue.json(overlaps[:10])},
+        passed=audit["passed"],
+        metadata={"overlapping_pairs": audit["overlapping_pairs"], "examples": dg.MetadataValue.json(audit["examples"])},
     )
+
+
+def overlap_audit(duckdb: DuckDBResource, manifest: Manifest, benchmarks: Manifest, max_hamming: int) -> dict:
+    """The decontamination audit of a written partition (for ``no_overlap_check``)."""
+    with duckdb.connect() as con:
+        overlaps = benchmark_overlaps(con, manifest.data_url, benchmarks.data_url, max_hamming)
+    return {"passed": not overlaps, "overlapping_pairs": len(overlaps), "examples": overlaps[:10]}
 
 
 @dg.asset(
     group_name=GROUP,
     partitions_def=warc_shards,
+    ins={"filtered_pairs": by_shard(), "web_documents": by_shard(), "pair_images": by_shard()},
     check_specs=[accounted("reference_texts")],
     automation_condition=dg.AutomationCondition.eager(),
     description=(
@@ -261,19 +278,21 @@ def reference_texts(
     profile: ProfileResource,
     storage: StorageResource,
     duckdb: DuckDBResource,
-    filtered_pairs: Manifest,
-    web_documents: Manifest,
-    pair_images: Manifest,
+    filtered_pairs: dict[str, Manifest],
+    web_documents: dict[str, Manifest],
+    pair_images: dict[str, Manifest],
 ):
     config = profile.settings
     scorer = load_scorer(config)
-    with StageWriter(storage.storage, "reference_texts", context.partition_key, REFERENCE_TEXTS, REFERENCE_TEXTS_VERSION) as out:
-        write_reference_texts(
-            storage.storage, filtered_pairs.data_url, web_documents.data_url, pair_images.data_url, out,
-            config.reference_texts, scorer, config.filters.image_safety,
-        )
-    yield output(storage, out.manifest, scorer=scorer.name)
-    yield accounting_check(duckdb, out.manifest)
+    made = {}
+    for shard in each_shard(context):
+        with StageWriter(storage.storage, "reference_texts", shard, REFERENCE_TEXTS, REFERENCE_TEXTS_VERSION) as out:
+            write_reference_texts(
+                storage.storage, filtered_pairs[shard].data_url, web_documents[shard].data_url, pair_images[shard].data_url, out,
+                config.reference_texts, scorer, config.filters.image_safety,
+            )
+        made[shard] = committed(storage, out.manifest)
+    yield from shard_outputs(context, storage, duckdb, made, extra={shard: {"scorer": scorer.name} for shard in made})
 
 
 def _document_check(profile: ProfileResource, storage: StorageResource, reference: Manifest) -> DocumentCheck:

@@ -15,9 +15,10 @@ from asagi_dagster.web.fetch import Fetcher
 from asagi_dagster.web.inbox import Inbox, plan_sync, registration_batches
 from asagi_dagster.web.ingest import extract_pages, ingest_warc
 from asagi_dagster.web.pair_images import gather_pair_images
-from assets.metadata import accounted, accounting_check, manifest_metadata
+from assets.metadata import accounted
 from assets.pools import pool_limit
 from assets.run_workers import fail_runs_with_gone_workers
+from assets.shards import by_shard, committed, each_shard, shard_check, shard_outputs
 from resources.storage import DuckDBResource, ProfileResource, StorageResource
 
 GROUP = "web"
@@ -42,27 +43,24 @@ warc_shards = dg.DynamicPartitionsDefinition(name="warc_shards")
     partitions_def=warc_shards,
 )
 def warc_records(context: dg.AssetExecutionContext, profile: ProfileResource, storage: StorageResource, duckdb: DuckDBResource):
-    """Stream one WARC shard with FastWARC; every record becomes a row or a rejection, and
-    every damaged span of the file one rejection."""
-    shard = context.partition_key
+    """Stream each WARC shard of the run with FastWARC; every record becomes a row or a
+    rejection, and every damaged span of the file one rejection."""
     web = profile.settings.sources.web
     inbox = Inbox(web.inbox, profile.settings.storage.s3)
-    fingerprint = inbox.fingerprint(shard)
-    with (
-        StageWriter(storage.storage, "web_documents", shard, schemas.WEB_DOCUMENTS, schemas.WEB_DOCUMENTS_VERSION) as docs,
-        StageWriter(storage.storage, "web_images", shard, schemas.WEB_IMAGES, schemas.WEB_IMAGES_VERSION) as images,
-    ):
-        docs.source = images.source = {"shard_url": inbox.url_for(shard), "fingerprint": fingerprint}
-        ingest_warc(lambda: inbox.open(shard), shard, docs, images, web)
-    yield from _outputs(storage, duckdb, docs.manifest, images.manifest)
-    with duckdb.connect() as con:
-        result = record_starts_check(con, docs.manifest, images.manifest)
-    yield dg.AssetCheckResult(
-        asset_key="web_documents",
-        check_name="record_starts_accounted",
-        passed=result.pop("passed"),
-        metadata=result,
-    )
+    made, starts = {}, {}
+    for shard in each_shard(context):
+        fingerprint = inbox.fingerprint(shard)
+        with (
+            StageWriter(storage.storage, "web_documents", shard, schemas.WEB_DOCUMENTS, schemas.WEB_DOCUMENTS_VERSION) as docs,
+            StageWriter(storage.storage, "web_images", shard, schemas.WEB_IMAGES, schemas.WEB_IMAGES_VERSION) as images,
+        ):
+            docs.source = images.source = {"shard_url": inbox.url_for(shard), "fingerprint": fingerprint}
+            ingest_warc(lambda: inbox.open(shard), shard, docs, images, web)
+        made[shard] = committed(storage, docs.manifest, images.manifest)
+        with duckdb.connect() as con:
+            starts[shard] = record_starts_check(con, docs.manifest, images.manifest)
+    yield from shard_outputs(context, storage, duckdb, made, extra={s: {"record_starts_accounted": r["passed"]} for s, r in starts.items()})
+    yield shard_check("web_documents", "record_starts_accounted", starts, totals=("record_starts", "records_in_files"))
 
 
 @dg.multi_asset(
@@ -70,22 +68,28 @@ def warc_records(context: dg.AssetExecutionContext, profile: ProfileResource, st
         "image_text_pairs": dg.AssetOut(description="One row per <img>/<picture>: absolute URL, alt, title, figcaption, nearest text before/after, page title and url.", group_name=GROUP),
         "interleaved_documents": dg.AssetOut(description="Per page, its ordered text blocks and image references (MMC4 style).", group_name=GROUP),
     },
-    ins={"web_documents": dg.AssetIn()},
+    ins={"web_documents": by_shard()},
     check_specs=[accounted("image_text_pairs"), accounted("interleaved_documents")],
     partitions_def=warc_shards,
 )
 def page_structure(
-    context: dg.AssetExecutionContext, profile: ProfileResource, storage: StorageResource, duckdb: DuckDBResource, web_documents: Manifest
+    context: dg.AssetExecutionContext,
+    profile: ProfileResource,
+    storage: StorageResource,
+    duckdb: DuckDBResource,
+    web_documents: dict[str, Manifest],
 ):
     """Parse every page once: its images become pairs, its reading order an interleaved doc."""
-    shard = context.partition_key
     html = profile.settings.sources.web.html
-    with (
-        StageWriter(storage.storage, "image_text_pairs", shard, schemas.IMAGE_TEXT_PAIRS, schemas.IMAGE_TEXT_PAIRS_VERSION) as pairs,
-        StageWriter(storage.storage, "interleaved_documents", shard, schemas.INTERLEAVED_DOCUMENTS, schemas.INTERLEAVED_DOCUMENTS_VERSION) as docs,
-    ):
-        extract_pages(storage.storage, web_documents.data_url, pairs, docs, html)
-    yield from _outputs(storage, duckdb, pairs.manifest, docs.manifest)
+    made = {}
+    for shard in each_shard(context):
+        with (
+            StageWriter(storage.storage, "image_text_pairs", shard, schemas.IMAGE_TEXT_PAIRS, schemas.IMAGE_TEXT_PAIRS_VERSION) as pairs,
+            StageWriter(storage.storage, "interleaved_documents", shard, schemas.INTERLEAVED_DOCUMENTS, schemas.INTERLEAVED_DOCUMENTS_VERSION) as docs,
+        ):
+            extract_pages(storage.storage, web_documents[shard].data_url, pairs, docs, html)
+        made[shard] = committed(storage, pairs.manifest, docs.manifest)
+    yield from shard_outputs(context, storage, duckdb, made)
 
 
 # The pool every pair_images step downloads in. Its limit is the profile's
@@ -97,6 +101,7 @@ IMAGE_DOWNLOADS_POOL = "image_downloads"
 @dg.asset(
     group_name=GROUP,
     partitions_def=warc_shards,
+    ins={"image_text_pairs": by_shard(), "web_images": by_shard()},
     check_specs=[accounted("pair_images")],
     pool=IMAGE_DOWNLOADS_POOL,
     description="Image bytes for each pair: from the shard's WARC when captured there, else downloaded politely (robots.txt, noai, rate limits).",
@@ -106,19 +111,21 @@ def pair_images(
     profile: ProfileResource,
     storage: StorageResource,
     duckdb: DuckDBResource,
-    image_text_pairs: Manifest,
-    web_images: Manifest,
+    image_text_pairs: dict[str, Manifest],
+    web_images: dict[str, Manifest],
 ):
-    shard = context.partition_key
     downloader = profile.settings.sources.web.downloader
     _check_download_pool(context, downloader.downloaders)
-    with (
-        StageWriter(storage.storage, "pair_images", shard, schemas.PAIR_IMAGES, schemas.PAIR_IMAGES_VERSION) as out,
-        Fetcher(downloader) as fetcher,
-    ):
-        origins = gather_pair_images(storage.storage, image_text_pairs.data_url, web_images.data_url, out, fetcher, downloader.workers)
-    context.log.info(f"pair images by origin: {origins}")
-    yield from _outputs(storage, duckdb, out.manifest, extra={"origins": origins})
+    made, origins = {}, {}
+    with Fetcher(downloader) as fetcher:  # one per run: its robots.txt and host budgets serve every shard
+        for shard in each_shard(context):
+            with StageWriter(storage.storage, "pair_images", shard, schemas.PAIR_IMAGES, schemas.PAIR_IMAGES_VERSION) as out:
+                origins[shard] = gather_pair_images(
+                    storage.storage, image_text_pairs[shard].data_url, web_images[shard].data_url, out, fetcher, downloader.workers
+                )
+            made[shard] = committed(storage, out.manifest)
+            context.log.info(f"{shard}: pair images by origin: {origins[shard]}")
+    yield from shard_outputs(context, storage, duckdb, made, extra={s: {"origins": o} for s, o in origins.items()})
 
 
 def _check_download_pool(context: dg.AssetExecutionContext, downloaders: int) -> None:
@@ -137,15 +144,6 @@ def _check_download_pool(context: dg.AssetExecutionContext, downloaders: int) ->
             f"budget among downloader.downloaders = {downloaders}: set one to the other "
             f"(dagster instance concurrency set {IMAGE_DOWNLOADS_POOL} {downloaders}, or downloaders: {limit})"
         )
-
-
-def _outputs(storage: StorageResource, duckdb: DuckDBResource, *manifests: Manifest, extra: dict | None = None):
-    for manifest in manifests:
-        # A multi-asset names its outputs after the assets; a plain asset has one, "result".
-        name = manifest.asset if len(manifests) > 1 else "result"
-        yield dg.Output(manifest, output_name=name, metadata={**manifest_metadata(storage.storage, manifest), **(extra or {})})
-    for manifest in manifests:
-        yield accounting_check(duckdb, manifest)
 
 
 # The per-shard assets, in the order a shard goes through them: what web_ingest runs and
@@ -180,7 +178,7 @@ def _ingest_backfill_request(keys: list[str], requested_by: str) -> dg.RunReques
     return dg.RunRequest.for_asset_graph_subset(_ingest_subset(keys), tags={REQUESTED_BY_TAG: requested_by})
 
 
-def _submit_ingest_backfill(instance: dg.DagsterInstance, keys: list[str], requested_by: str) -> str:
+def submit_ingest_backfill(instance: dg.DagsterInstance, keys: list[str], requested_by: str) -> str:
     """What the sensor daemon does with ``_ingest_backfill_request``; schedules cannot ask
     the daemon for a backfill, so the re-sync submits its own."""
     backfill_id = make_new_backfill_id()
@@ -221,14 +219,30 @@ def _shards_in_flight(context: dg.ScheduleEvaluationContext) -> set[str]:
     gone = {run.run_id for run in fail_runs_with_gone_workers(context.instance, runs)}
     for run_id in sorted(gone):
         context.log.warning(f"run {run_id} marked failed: its worker process is gone")
-    busy = {run.tags["dagster/partition"] for run in runs if run.run_id not in gone}
+    registered = context.instance.get_dynamic_partitions(warc_shards.name) if any(_RANGE_START in r.tags for r in runs) else []
+    position = {shard: i for i, shard in enumerate(registered)}
+    busy = {shard for run in runs if run.run_id not in gone for shard in _run_shards(run, registered, position)}
     for backfill in context.instance.get_backfills(filters=BulkActionsFilter(statuses=[BulkActionStatus.REQUESTED])):
         busy |= _backfill_shards(backfill)
     return busy
 
 
+_RANGE_START, _RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
+
+
+def _run_shards(run: dg.DagsterRun, registered: list[str], position: dict[str, int]) -> list[str]:
+    """The shards of a run: its partition, or its range of shards (a backfill's batch), in
+    the order they were registered (``position``: each registered shard's index)."""
+    if "dagster/partition" in run.tags:
+        return [run.tags["dagster/partition"]]
+    start, end = position.get(run.tags[_RANGE_START]), position.get(run.tags[_RANGE_END])
+    if start is None or end is None:  # a shard deleted since: the range can no longer be told
+        return []
+    return registered[start : end + 1]
+
+
 def _ingests_a_shard(run: dg.DagsterRun) -> bool:
-    if not run.tags.get("dagster/partition"):
+    if not (run.tags.get("dagster/partition") or run.tags.get(_RANGE_START)):
         return False
     selected = {key.to_user_string() for key in run.asset_selection or ()}
     return run.job_name == web_ingest.name or bool(selected & set(INGEST_ASSETS))  # backfill runs are asset runs
@@ -280,7 +294,7 @@ def build_inbox_automation(config: AsagiConfig) -> tuple[dg.SensorDefinition, dg
         keys = [s.key for s in plan.changed if s.key not in busy]
         if not keys:
             return dg.SkipReason("inbox in sync, or its out-of-sync shards are already running")
-        backfill_id = _submit_ingest_backfill(context.instance, keys, "warc_inbox_resync")
+        backfill_id = submit_ingest_backfill(context.instance, keys, "warc_inbox_resync")
         return dg.SkipReason(f"no runs of its own: backfill {backfill_id} re-syncs {len(keys)} shards: {_sample(keys)}")
 
     return warc_inbox_sensor, warc_inbox_resync

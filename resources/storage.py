@@ -51,19 +51,39 @@ class DuckDBResource(dg.ConfigurableResource):
         return connect(self.storage.storage)
 
 
+# Input metadata: load the input as {partition: Manifest} for every partition of the run
+# (a run over a range of shards; see assets/shards.py).
+BY_SHARD = "asagi/by_shard"
+
+
 class ManifestIOManager(dg.ConfigurableIOManager):
-    """Stores and loads the small manifests assets pass on; the data stays in Parquet."""
+    """Stores and loads the small manifests assets pass on; the data stays in Parquet.
+
+    A step over a run's shards outputs ``{partition: Manifest}``, each manifest already
+    committed by the step as its shard finished (assets/shards.py); an input marked
+    ``BY_SHARD`` is loaded that way, one manifest per partition."""
 
     storage: StorageResource
 
-    def handle_output(self, context: dg.OutputContext, obj: Manifest | ModelManifest) -> None:
-        if not isinstance(obj, (Manifest, ModelManifest)):
-            raise TypeError(f"{context.asset_key.to_user_string()} must return a Manifest, got {type(obj).__name__}")
-        self.storage.storage.write_manifest(obj)
+    def handle_output(self, context: dg.OutputContext, obj: Manifest | ModelManifest | dict) -> None:
+        asset = context.asset_key.to_user_string()
+        if not isinstance(obj, dict):
+            if not isinstance(obj, (Manifest, ModelManifest)):
+                raise TypeError(f"{asset} must return a Manifest, got {type(obj).__name__}")
+            self.storage.storage.write_manifest(obj)
+            return
+        if set(obj) != set(context.asset_partition_keys):
+            raise ValueError(f"{asset} returned manifests of {sorted(obj)[:5]}, not of the run's partitions {sorted(context.asset_partition_keys)[:5]}")
+        if not all(isinstance(manifest, Manifest) and manifest.partition == partition for partition, manifest in obj.items()):
+            raise TypeError(f"{asset} must return {{partition: its Manifest}}")
 
-    def load_input(self, context: dg.InputContext) -> Manifest | ModelManifest:
+    def load_input(self, context: dg.InputContext) -> Manifest | ModelManifest | dict[str, Manifest]:
+        if (context.definition_metadata or {}).get(BY_SHARD):
+            return {partition: self._load(context, partition) for partition in context.asset_partition_keys}
+        return self._load(context, context.asset_partition_key if context.has_asset_partitions else None)
+
+    def _load(self, context: dg.InputContext, partition: str | None) -> Manifest | ModelManifest:
         asset = context.asset_key.path[-1]
-        partition = context.asset_partition_key if context.has_asset_partitions else None
         storage = self.storage.storage
         if not storage.exists(storage.manifest_path(asset, partition)):
             raise FileNotFoundError(f"{asset} has no materialization for partition {partition or 'all'}; materialize it first")

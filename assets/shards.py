@@ -1,0 +1,101 @@
+"""Many shards per run, each with its own materialization.
+
+A backfill of the per-shard web steps runs them over ranges of up to
+``sources.web.shards_per_run`` shards (``shard_batches``), so a crawl of 90,000 shards is
+90,000 / N runs, not 90,000 runs that each pay a run's fixed cost (process start, code
+load, queue: 15-20 s measured here, docs/scale.md). A run of one shard (the CLI, the UI's
+materialize of one partition) takes the same code path with a range of one.
+
+Per shard, as before: its files and then its manifest are committed as soon as it is
+done (``committed``), its materialization carries its own metadata (counts, samples, and
+the accounting recount), and downstream steps read its manifest. Per run: each check has one result (Dagster records a check result per
+step, not per partition), passed only when every shard passed, naming those that failed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+
+import dagster as dg
+
+from asagi_dagster.query import accounting
+from asagi_dagster.storage import Manifest
+from assets.metadata import manifest_metadata, rule_stats_metadata
+from resources.storage import BY_SHARD, DuckDBResource, StorageResource
+
+FAILED_SHARDS_SHOWN = 20  # in a check's metadata; every shard's result is on its own materialization
+
+
+def shard_batches(shards_per_run: int) -> dg.BackfillPolicy:
+    """The backfill policy of every per-shard web step."""
+    return dg.BackfillPolicy.multi_run(max_partitions_per_run=shards_per_run)
+
+
+def each_shard(context: dg.AssetExecutionContext) -> Iterator[str]:
+    """The run's shards in order, each logged as it starts: when a step fails, the last
+    shard logged is the one it failed on (the step fails the whole range; the re-sync asks
+    for its shards again)."""
+    shards = context.partition_keys
+    for number, shard in enumerate(shards, 1):
+        if len(shards) > 1:
+            context.log.info(f"shard {number}/{len(shards)}: {shard}")
+        yield shard
+
+
+def committed(storage: StorageResource, *manifests: Manifest) -> list[Manifest]:
+    """Commit a finished shard's manifests now, not when the run ends: the shard's data
+    files are already in place, and a later shard of the run that fails must not leave
+    this one with new data under its old manifest."""
+    for manifest in manifests:
+        storage.storage.write_manifest(manifest)
+    return list(manifests)
+
+
+def by_shard(asset: str | None = None, partition_mapping: dg.PartitionMapping | None = None) -> dg.AssetIn:
+    """An input loaded as ``{shard: Manifest}`` for every shard of the run, keyed by the
+    upstream's partition keys: the same keys under the identity mappings used here."""
+    return dg.AssetIn(asset, partition_mapping=partition_mapping, metadata={BY_SHARD: True})
+
+
+def shard_outputs(
+    context: dg.AssetExecutionContext,
+    storage: StorageResource,
+    duckdb: DuckDBResource,
+    made: dict[str, list[Manifest]],
+    extra: dict[str, dict] | None = None,
+) -> Iterator[dg.Output | dg.AssetCheckResult]:
+    """The outputs and accounting checks of a run over ``made`` (per shard, the manifests
+    of the step's assets; ``extra``: more metadata per shard)."""
+    recounts: dict[str, dict[str, dict]] = {}  # asset -> shard -> accounting
+    for shard, manifests in made.items():
+        for manifest in manifests:
+            with duckdb.connect() as con:
+                recount = accounting(con, manifest)
+            recounts.setdefault(manifest.asset, {})[shard] = recount
+            metadata = {
+                **manifest_metadata(storage.storage, manifest),
+                **rule_stats_metadata(manifest),
+                **(extra or {}).get(shard, {}),
+                "rows_accounted": recount["passed"],
+            }
+            context.add_asset_metadata(metadata, asset_key=manifest.asset, partition_key=shard)
+    several = len(context.assets_def.keys) > 1  # a multi-asset names its outputs after the assets; a plain asset has one, "result"
+    for asset in recounts:
+        value = {shard: next(m for m in manifests if m.asset == asset) for shard, manifests in made.items()}
+        yield dg.Output(value, output_name=asset if several else "result")
+    for asset, by_shard_recount in recounts.items():
+        yield shard_check(asset, "rows_accounted", by_shard_recount, totals=("rows_in", "rows_out", "rows_rejected"))
+
+
+def shard_check(asset: str, check_name: str, results: dict[str, dict], totals: Iterable[str] = ()) -> dg.AssetCheckResult:
+    """One check result for the shards of a run, from each shard's result (a dict with
+    ``passed``): the ``totals`` summed over shards, and the shards that failed with their
+    figures."""
+    failed = {shard: result for shard, result in results.items() if not result["passed"]}
+    metadata: dict = {"shards": len(results), "shards_failed": len(failed)}
+    for name in totals:
+        metadata[name] = sum(int(result[name]) for result in results.values())
+    if failed:
+        shown = dict(sorted(failed.items())[:FAILED_SHARDS_SHOWN])
+        metadata["failed"] = dg.MetadataValue.json({shard: {k: v for k, v in r.items() if k != "passed"} for shard, r in shown.items()})
+    return dg.AssetCheckResult(asset_key=asset, check_name=check_name, passed=not failed, metadata=metadata)
