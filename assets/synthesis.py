@@ -1,15 +1,16 @@
 """Synthesized corpora (the Asagi method): English captions from a VLM, Japanese long and
 short captions, VQA and multiple-choice VQA from a Japanese LLM, and translations of
-English datasets. Each partition runs as GPU work through Pipes (a local subprocess or
-a Kubernetes pod); the licence gate runs here first, before anything starts."""
+English datasets. Each run's partitions go to one GPU program through Pipes (a local
+subprocess or a Kubernetes pod), which loads each model once for all of them; the
+licence gate runs here first, before anything starts."""
 
 import dagster as dg
 
 from asagi_dagster.config import AsagiConfig
 from asagi_dagster.storage import Manifest
 from asagi_dagster.synth.corpora import LicenceRefused, licence_gate
-from assets.filters import output
-from assets.metadata import accounted, accounting_check
+from assets.metadata import accounted
+from assets.shards import by_shard, shard_outputs
 from assets.web import warc_shards
 from resources.gpu_jobs import GpuJobsResource, gpu_run_tags
 from resources.storage import DuckDBResource, ProfileResource, StorageResource
@@ -18,24 +19,28 @@ GROUP = "synthesis"
 SYNTH_MODULE = "asagi_dagster.synth"
 
 
-def synthesize(context, asset: str, profile: ProfileResource, storage: StorageResource, duckdb: DuckDBResource, gpu_jobs: GpuJobsResource, inputs: dict[str, Manifest]):
+def synthesize(
+    context, asset: str, profile: ProfileResource, storage: StorageResource, duckdb: DuckDBResource, gpu_jobs: GpuJobsResource,
+    inputs: dict[str, dict[str, Manifest]],
+):
+    """One GPU program for every partition of the run (``inputs``: per input, its
+    manifests by partition): each model is loaded once for the run's shards."""
     config = profile.settings
     try:
         licence_gate(config, asset)  # before any pod or process starts
     except LicenceRefused as refused:
         raise dg.Failure(str(refused), allow_retries=False) from None  # a retry would be refused again
+    partitions = context.partition_keys
     extras = {
         "config": config.model_dump(mode="json"),
         "asset": asset,
-        "partition": context.partition_key,
-        "inputs": {name: manifest.data_url for name, manifest in inputs.items()},
+        "partitions": {p: {name: by_partition[p].data_url for name, by_partition in inputs.items()} for p in partitions},
     }
-    messages = gpu_jobs.run(context, "synthesis", SYNTH_MODULE, extras)
-    if not messages:
-        raise dg.Failure(f"{asset}: the synthesis program ended without reporting its output")
-    manifest = Manifest.model_validate(messages[-1])
-    yield output(storage, manifest)
-    yield accounting_check(duckdb, manifest)
+    reported = {m.partition: m for m in map(Manifest.model_validate, gpu_jobs.run(context, "synthesis", SYNTH_MODULE, extras))}
+    missing = [p for p in partitions if p not in reported]
+    if missing:
+        raise dg.Failure(f"{asset}: the synthesis program ended without reporting the output of {', '.join(missing[:5])}")
+    yield from shard_outputs(context, storage, duckdb, {p: [reported[p]] for p in partitions})
 
 
 def _corpus_asset(name: str, description: str, ins: list[str], partitions_def, partition_mapping=None):
@@ -43,7 +48,7 @@ def _corpus_asset(name: str, description: str, ins: list[str], partitions_def, p
         name=name,
         group_name=GROUP,
         partitions_def=partitions_def,
-        ins={dep: dg.AssetIn(dep, partition_mapping=partition_mapping) for dep in ins},
+        ins={dep: by_shard(dep, partition_mapping) for dep in ins},
         check_specs=[accounted(name)],
         retry_policy=dg.RetryPolicy(max_retries=2, delay=30),  # a retried run resumes from its committed chunks
         kinds={"python", "vllm"},

@@ -3,8 +3,9 @@ a local subprocess or a Kubernetes pod. It needs only dagster-pipes, torch,
 transformers (and vllm for that backend) and this library.
 
 Extras from the orchestrator: ``config`` (the validated profile, as JSON: the pod needs
-no file from the repo), ``asset``, ``partition`` and ``inputs`` (upstream data URLs).
-The committed manifest goes back as a custom message.
+no file from the repo), ``asset`` and ``partitions`` (per partition of the run, its
+upstream data URLs by input). The partitions are generated one after another with one
+load of each model; each committed manifest goes back as a custom message when done.
 """
 
 from __future__ import annotations
@@ -13,17 +14,15 @@ from dagster_pipes import open_dagster_pipes
 
 from asagi_dagster.config import AsagiConfig
 from asagi_dagster.storage import Storage
-from asagi_dagster.synth.corpora import run_corpus
+from asagi_dagster.synth.corpora import run_corpora
 
 
 def main() -> None:
     with open_dagster_pipes() as pipes:
         extras = pipes.extras
         config = AsagiConfig.model_validate(extras["config"])
-        manifest = run_corpus(
-            config, Storage(config.storage), extras["asset"], extras["partition"], extras["inputs"], log=pipes.log.info
-        )
-        pipes.report_custom_message(manifest.model_dump(mode="json"))
+        for manifest in run_corpora(config, Storage(config.storage), extras["asset"], extras["partitions"], log=pipes.log.info):
+            pipes.report_custom_message(manifest.model_dump(mode="json"))
 
 
 if __name__ == "__main__":  # vLLM spawns worker processes that re-import this module

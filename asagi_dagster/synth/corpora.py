@@ -90,12 +90,38 @@ class _Generators:
             generator.close()
 
 
+# In a corpus manifest's source: the fingerprint of the inputs and settings it was made from.
+MADE_FROM = "made_from"
+
+
 def run_corpus(config: AsagiConfig, storage: Storage, asset: str, partition: str, inputs: dict[str, str], log: Callable[[str], None] = print) -> Manifest:
-    """Generate one partition of a corpus asset from its inputs' data URLs; returns the
-    committed manifest. Resumes from the partition's committed chunks, if any."""
+    """Generate one partition of a corpus asset from its inputs' data URLs; commits and
+    returns its manifest. Resumes from the partition's committed chunks, if any, and
+    returns the committed manifest as it is when it was made from the same inputs and
+    settings (a retried batch does not generate its finished partitions again)."""
+    [manifest] = run_corpora(config, storage, asset, {partition: inputs}, log)
+    return manifest
+
+
+def run_corpora(
+    config: AsagiConfig, storage: Storage, asset: str, inputs_by_partition: dict[str, dict[str, str]], log: Callable[[str], None] = print
+) -> Iterator[Manifest]:
+    """``run_corpus`` for several partitions, one after another, with one set of
+    generators: a run over many shards loads each model once. Yields each partition's
+    committed manifest as it is done."""
     licence_gate(config, asset)
-    synthesis = synthesis_settings(config)
     generators = _Generators(config, log)
+    try:
+        for partition, inputs in inputs_by_partition.items():
+            yield _run_partition(config, storage, asset, partition, inputs, generators, log)
+    finally:
+        generators.close()
+
+
+def _run_partition(
+    config: AsagiConfig, storage: Storage, asset: str, partition: str, inputs: dict[str, str], generators: _Generators, log: Callable[[str], None]
+) -> Manifest:
+    synthesis = synthesis_settings(config)
     enabled = {
         task: TaskPlan(task, settings, settings.generator, generator, lambda name=settings.generator: generators.get(name))
         for task, settings, generator in _enabled_tasks(config, asset)
@@ -109,21 +135,31 @@ def run_corpus(config: AsagiConfig, storage: Storage, asset: str, partition: str
             "chunk_rows": synthesis.chunk_rows,
         }
     )
+    before = _committed_with(storage, asset, partition, key)
+    if before is not None:  # an earlier attempt of this run's batch committed it
+        log(f"{asset} {partition}: committed before from the same inputs and settings, not generated again")
+        return before
     checkpoints = Checkpoints(storage, asset, partition, key)
-    try:
-        with StageWriter(storage, asset, partition, CORPUS_SCHEMAS[asset], schemas.VERSION) as out:
-            out.source = {name: plan.generator_settings.model for name, plan in enabled.items()}
-            items = ITEMS[asset](storage, inputs, enabled, out)
-            run_chunks(
-                items, out, checkpoints, synthesis.chunk_rows, synthesis.seed,
-                on_chunk=lambda index, rows, rejected, resumed: log(
-                    f"chunk {index}: {rows} rows, {rejected} rejected" + (" (committed before, not generated again)" if resumed else "")
-                ),
-            )
-    finally:
-        generators.close()
+    log(f"{asset} {partition}")
+    with StageWriter(storage, asset, partition, CORPUS_SCHEMAS[asset], schemas.VERSION) as out:
+        out.source = {**{name: plan.generator_settings.model for name, plan in enabled.items()}, MADE_FROM: key}
+        items = ITEMS[asset](storage, inputs, enabled, out)
+        run_chunks(
+            items, out, checkpoints, synthesis.chunk_rows, synthesis.seed,
+            on_chunk=lambda index, rows, rejected, resumed: log(
+                f"chunk {index}: {rows} rows, {rejected} rejected" + (" (committed before, not generated again)" if resumed else "")
+            ),
+        )
+    storage.write_manifest(out.manifest)  # committed now: a later partition of the batch may fail
     checkpoints.clear()
     return out.manifest
+
+
+def _committed_with(storage: Storage, asset: str, partition: str, key: str) -> Manifest | None:
+    if not storage.exists(storage.manifest_path(asset, partition)):
+        return None
+    manifest = storage.read_manifest(asset, partition)
+    return manifest if manifest.source.get(MADE_FROM) == key else None
 
 
 def _rows(storage: Storage, url: str, columns: list[str]) -> Iterator[dict]:

@@ -8,6 +8,7 @@ import pytest
 from asagi_dagster.config import load_config
 from asagi_dagster.storage import Storage
 from asagi_dagster.synth.corpora import LicenceRefused
+from asagi_dagster.definitions import build_definitions
 from tests.conftest import write_profile
 from tests.synth.helpers import GENERATORS, failures, materialize, synthesis_section, write_caption_inputs
 
@@ -60,3 +61,32 @@ def test_licence_gate_looks_only_at_the_tasks_that_will_run(tmp_path):
     section["tasks"]["ja_caption_short"]["enabled"] = True
     with pytest.raises(LicenceRefused, match="restricted"):
         licence_gate(load_config(write_profile(tmp_path, synthesis=section)), "ja_captions")
+
+
+def test_a_run_over_several_shards_is_one_program_that_loads_each_model_once(tmp_path):
+    """A backfill's batch: one GPU program for every shard of the run, each model loaded
+    once, and each shard its own manifest and materialization with its own counts."""
+    profile = write_profile(tmp_path, synthesis=synthesis_section(chunk_rows=2, max_tokens=16))
+    storage = Storage(load_config(profile).storage)
+    shards = {"s1": 2, "s2": 3}  # pairs per shard: each makes a long and a short caption
+    for shard, pairs in shards.items():
+        write_caption_inputs(storage, shard, pairs=pairs)
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("warc_shards", list(shards))
+        job = build_definitions(str(profile)).resolve_implicit_global_asset_job_def()
+        result = job.execute_in_process(
+            instance=instance, asset_selection=[dg.AssetKey("ja_captions")], raise_on_error=False,
+            tags={"dagster/asset_partition_range_start": "s1", "dagster/asset_partition_range_end": "s2"},
+        )
+        assert result.success, failures(result)
+        logs = [e.message for e in instance.all_logs(result.run_id) if e.message]
+        assert len([m for m in logs if "loading generator japanese_llm" in m]) == 1  # once for both shards
+        assert len([m for m in logs if "Started execution of step" in m]) == 1
+        materializations = {m.partition: m.metadata for m in result.asset_materializations_for_node("ja_captions")}
+        assert sorted(materializations) == ["s1", "s2"]
+        for shard, pairs in shards.items():
+            manifest = storage.read_manifest("ja_captions", shard)
+            assert manifest.rows_in == 2 * pairs and manifest.rows_out + manifest.rows_rejected == 2 * pairs
+            assert materializations[shard]["rows_in"].value == 2 * pairs
+        [check] = result.get_asset_check_evaluations()
+        assert check.passed and check.metadata["shards"].value == 2 and check.metadata["rows_in"].value == 10

@@ -65,6 +65,24 @@ def test_invalid_outputs_are_retried_then_rejected_with_reason_and_provenance_ke
     assert not storage.exists(storage.path("_work", "ja_captions", "s1"))  # work folder gone once committed
 
 
+def test_a_partition_committed_from_the_same_inputs_and_settings_is_not_generated_again(tmp_path):
+    """What lets a retried batch skip its finished shards: the manifest records what it was
+    made from; the same inputs and settings return it, a changed input makes it again."""
+    config = _config(tmp_path, max_tokens=16)
+    storage = Storage(config.storage)
+    urls = write_caption_inputs(storage, "s1", pairs=2)
+    inputs = {k: urls[k] for k in ("english_captions", "reference_texts", "filtered_pairs")}
+    first_logs, again_logs, changed_logs = [], [], []
+    first = run_corpus(config, storage, "ja_captions", "s1", inputs, log=first_logs.append)
+    assert storage.read_manifest("ja_captions", "s1") == first  # committed by the program itself
+    again = run_corpus(config, storage, "ja_captions", "s1", inputs, log=again_logs.append)
+    assert again == first and any("not generated again" in m for m in again_logs)
+    assert not any("loading generator" in m for m in again_logs)  # no model loaded for it
+    urls = write_caption_inputs(storage, "s1", pairs=3)  # the shard's inputs change
+    changed = run_corpus(config, storage, "ja_captions", "s1", {k: urls[k] for k in inputs}, log=changed_logs.append)
+    assert changed.rows_in == 6 and any("loading generator" in m for m in changed_logs)
+
+
 RUN = """
 import sys
 from asagi_dagster.config import load_config
