@@ -185,6 +185,27 @@ def ingest(partitions: tuple[str, ...]) -> None:
 
 
 @main.command()
+@click.option("--partition", "partitions", multiple=True, help="Shard key; default: every registered shard.")
+def backfill(partitions: tuple[str, ...]) -> None:
+    """Ask the Dagster daemon for one backfill of the ingest assets over registered shards,
+    in runs of sources.web.shards_per_run shards (the daemon of `dagster dev` or
+    `dagster-daemon run` launches them; the UI shows each shard's status)."""
+    config = _config()
+    instance = _instance(config)
+    from assets.web import submit_ingest_backfill
+
+    registered = instance.get_dynamic_partitions(PARTITIONS)
+    unknown = sorted(set(partitions) - set(registered))
+    if unknown:
+        raise click.ClickException(f"not registered: {', '.join(unknown[:5])}; `asagi sync` registers the inbox's files")
+    keys = list(partitions) or registered
+    if not keys:
+        raise click.ClickException("no registered shards; `asagi sync` registers the inbox's files")
+    backfill_id = submit_ingest_backfill(instance, keys, "asagi backfill")
+    click.echo(f"backfill {backfill_id}: {len(keys)} shards in runs of up to {config.sources.web.shards_per_run}")
+
+
+@main.command()
 def datasets() -> None:
     """Read and screen every open dataset the profile lists (dataset_ingest per dataset)."""
     if not _run_per_dataset(_config(), "dataset_ingest"):

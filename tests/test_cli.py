@@ -15,6 +15,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+import yaml
 
 from assets.web import INGEST_ASSETS
 from tests.conftest import default_signals, free_port, write_profile
@@ -142,9 +143,9 @@ SHARDS = 20  # the sample's 3, and 17 copies of them under new names
 
 
 def test_cli_backfill_of_all_shards_through_the_daemon(cli_env, tmp_path):
-    """The README's backfill at crawl scale: 20 shards synced, `dagster job backfill --all`,
-    `dagster-daemon run`; the automation sensor then rebuilds the indexes and filters
-    every shard."""
+    """The README's backfill at crawl scale: 20 shards synced, `asagi backfill`,
+    `dagster-daemon run`: the ingest runs take 8 shards each (the default shards_per_run),
+    and the automation then rebuilds the indexes and filters every shard."""
     asagi(cli_env, "sample")
     inbox = tmp_path / "inbox"
     originals = sorted(inbox.glob("sample-*"))
@@ -155,10 +156,7 @@ def test_cli_backfill_of_all_shards_through_the_daemon(cli_env, tmp_path):
     server = subprocess.Popen([*ASAGI, "serve-sample"], env=cli_env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=default_signals)
     daemon = None
     try:
-        subprocess.run(
-            ["dagster", "job", "backfill", "-w", "workspace.yaml", "-j", "web_ingest", "--all", "all", "--noprompt"],
-            env=cli_env, cwd=REPO, check=True, capture_output=True, timeout=120,
-        )
+        assert f"{SHARDS} shards in runs of up to 8" in asagi(cli_env, "backfill").stdout
         daemon = subprocess.Popen(
             ["dagster-daemon", "run", "-w", "workspace.yaml"], env=cli_env, cwd=REPO,
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, preexec_fn=default_signals,
@@ -171,18 +169,38 @@ def test_cli_backfill_of_all_shards_through_the_daemon(cli_env, tmp_path):
         server.terminate()
         server.wait(timeout=60)
     assert statuses and set(statuses) == {"SUCCESS"}, statuses
+    ingest_runs = json.loads(subprocess.run([sys.executable, "-c", _INGEST_RUNS], env=cli_env, capture_output=True, text=True, check=True).stdout)
+    assert sorted(ingest_runs) == [4, 8, 8], ingest_runs  # shards per ingest run: 20 shards in 3 runs, not 20
     report = json.loads(asagi(cli_env, "report", "--shards", "--json").stdout)
     shards = {p.name for p in inbox.iterdir()}
     for asset in ("web_documents", "image_text_pairs", "pair_images", "screened_pairs", "filtered_pairs"):
         assert {r["partition"] for r in report if r["asset"] == asset} == shards, asset
 
 
+_INGEST_RUNS = """
+import json, dagster as dg
+instance = dg.DagsterInstance.get()
+registered = instance.get_dynamic_partitions("warc_shards")
+sizes = []
+for run in instance.get_runs(filters=dg.RunsFilter(tags={"asagi/requested_by": "asagi backfill"})):
+    start, end = run.tags["dagster/asset_partition_range_start"], run.tags["dagster/asset_partition_range_end"]
+    sizes.append(registered.index(end) - registered.index(start) + 1)
+print(json.dumps(sizes))
+"""
+
+
 def test_files_dropped_in_the_inbox_are_ingested_by_the_sensors_backfill(cli_env, tmp_path):
     """What a user with `dagster dev` running sees: new WARC files are registered by the
-    inbox sensor and ingested by the one backfill it asks the daemon for, a run per shard
-    with every per-shard asset in it."""
+    inbox sensor and ingested by the one backfill it asks the daemon for, in runs of up to
+    shards_per_run shards with every per-shard asset in them, and each shard its own
+    materialization of each asset, with its own counts."""
+    profile = Path(cli_env["ASAGI_CONFIG"])
+    settings = yaml.safe_load(profile.read_text(encoding="utf-8"))
+    settings["sources"]["web"]["shards_per_run"] = 2
+    profile.write_text(yaml.safe_dump(settings, allow_unicode=True), encoding="utf-8")
     asagi(cli_env, "sample")
     shards = sorted(p.name for p in (tmp_path / "inbox").iterdir())
+    assert len(shards) == 3
     server = subprocess.Popen([*ASAGI, "serve-sample"], env=cli_env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=default_signals)
     daemon = subprocess.Popen(
         ["dagster-daemon", "run", "-w", "workspace.yaml"], env=cli_env, cwd=REPO,
@@ -195,25 +213,41 @@ def test_files_dropped_in_the_inbox_are_ingested_by_the_sensors_backfill(cli_env
         daemon.wait(timeout=60)
         server.terminate()
         server.wait(timeout=60)
-    [(status, requested_by, targeted, runs)] = backfills
+    [(status, requested_by, targeted, runs, materialized)] = backfills
     assert (status, requested_by, targeted) == ("COMPLETED_SUCCESS", "warc_inbox_sensor", shards)
-    assert sorted(partition for partition, _, _ in runs) == shards  # one run per shard
+    assert sorted(tuple(run_shards) for run_shards, _, _ in runs) == [tuple(shards[:2]), tuple(shards[2:])]  # 2 runs, not 3
     assert all(run_status == "SUCCESS" and assets == sorted(INGEST_ASSETS) for _, run_status, assets in runs), runs
+    data = tmp_path / "data"
+    for asset in INGEST_ASSETS:
+        for shard in shards:  # one materialization per shard, with that shard's own figures
+            manifest = json.loads((data / asset / shard / "_manifest.json").read_text())
+            assert materialized[asset][shard] == [manifest["rows_out"], True], (asset, shard)
 
 
 _BACKFILLS = """
 import json, dagster as dg
 instance = dg.DagsterInstance.get()
+registered = instance.get_dynamic_partitions("warc_shards")
+def shards(run):
+    if "dagster/partition" in run.tags:
+        return [run.tags["dagster/partition"]]
+    start, end = run.tags["dagster/asset_partition_range_start"], run.tags["dagster/asset_partition_range_end"]
+    return registered[registered.index(start) : registered.index(end) + 1]
 out = []
 for b in instance.get_backfills():
     if b.tags.get("asagi/requested_by") != "warc_inbox_sensor":
         continue  # the re-filter sensor's, once the index has the shards
     subset = b.asset_backfill_data.target_subset.partitions_subsets_by_asset_key[dg.AssetKey("web_documents")]
     runs = instance.get_runs(filters=dg.RunsFilter(tags={"dagster/backfill": b.backfill_id}))
+    materialized = {}
+    for asset in ASSETS:
+        for record in instance.fetch_materializations(dg.AssetKey(asset), limit=100).records:
+            m = record.asset_materialization
+            materialized.setdefault(asset, {}).setdefault(m.partition, [m.metadata["rows_out"].value, m.metadata["rows_accounted"].value])  # newest first
     out.append([b.status.value, b.tags.get("asagi/requested_by"), sorted(subset.get_partition_keys()),
-                [[r.tags.get("dagster/partition"), r.status.value, sorted(k.to_user_string() for k in r.asset_selection or ())] for r in runs]])
+                [[shards(r), r.status.value, sorted(k.to_user_string() for k in r.asset_selection or ())] for r in runs], materialized])
 print(json.dumps(out))
-"""
+""".replace("ASSETS", repr(list(INGEST_ASSETS)))
 
 
 def _wait_for_backfills(env, deadline_s: float) -> list:
