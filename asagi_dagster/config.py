@@ -305,6 +305,7 @@ class EngineSettings(_Strict):
     )
     trust_remote_code: bool = False
     allow_hub: bool = Field(False, description="Let the model download from the Hugging Face hub (cluster only).")
+    batch_size: int = Field(16, ge=1, description="transformers: requests generated together, left-padded (vLLM and servers batch on their own).")
 
     @property
     def prompt_image_placeholder(self) -> str | None:

@@ -84,14 +84,18 @@ def open_generator(settings: GeneratorSettings) -> Generator:
 
 
 class TransformersGenerator:
-    """transformers ``generate``, one request at a time: each request's seed alone decides
-    its sample, so a re-run or a resumed run writes the same text."""
+    """transformers ``generate`` over batches of up to ``batch_size`` requests that share
+    their sampling settings and kind (text or image), left-padded. A greedy request gives
+    the tokens it gives alone; a sampled one draws from a generator of its own seeded by
+    its seed (``SeededSampler``), so a re-run or a resumed run writes the same text
+    whatever batch the request lands in."""
 
     def __init__(self, path: str, settings: GeneratorSettings):
         import torch
         from transformers import AutoModelForCausalLM, AutoModelForImageTextToText
 
         self.torch = torch
+        self.batch_size = settings.batch_size
         self.template_owner = load_template_owner(path, settings)
         model_class = AutoModelForImageTextToText if settings.modality == "image" else AutoModelForCausalLM
         dtype = {"auto": "auto", "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[settings.dtype]
@@ -99,34 +103,79 @@ class TransformersGenerator:
             path, revision=settings.revision, dtype=dtype, trust_remote_code=settings.trust_remote_code, local_files_only=not settings.allow_hub
         ).eval()
         self.tokenizer = getattr(self.template_owner, "tokenizer", self.template_owner)
+        self.tokenizer.padding_side = "left"  # new tokens follow every prompt directly
+        if self.tokenizer.pad_token_id is None:  # Llama-style tokenizers: padding is masked out, any id will do
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        eos = self.model.generation_config.eos_token_id
+        self.eos = set(eos if isinstance(eos, list) else [eos] if eos is not None else [self.tokenizer.eos_token_id])
 
     def generate(self, requests: list[Request]) -> list[Generated]:
-        return [self._one(request) for request in requests]
+        results: list[Generated | None] = [None] * len(requests)
+        groups: dict[tuple, list[int]] = {}
+        for index, request in enumerate(requests):
+            groups.setdefault((request.sampling, request.image is not None), []).append(index)
+        for indices in groups.values():
+            for start in range(0, len(indices), self.batch_size):
+                batch = indices[start : start + self.batch_size]
+                for index, generated in zip(batch, self._batch([requests[i] for i in batch])):
+                    results[index] = generated
+        return results
 
-    def _one(self, request: Request) -> Generated:
-        text = render_prompt(self.template_owner, request.messages)
-        if request.image is not None:
-            inputs = self.template_owner(text=text, images=[request.image], return_tensors="pt")
+    def _batch(self, requests: list[Request]) -> list[Generated]:
+        texts = [render_prompt(self.template_owner, request.messages) for request in requests]
+        if requests[0].image is not None:
+            inputs = self.template_owner(text=texts, images=[r.image for r in requests], return_tensors="pt", padding=True)
         else:
-            inputs = self.tokenizer(text, return_tensors="pt", add_special_tokens=False)
-        sampling = request.sampling
-        sample = sampling.temperature > 0
-        self.torch.manual_seed(request.seed)
+            inputs = self.tokenizer(texts, return_tensors="pt", add_special_tokens=False, padding=True)
+        sampling = requests[0].sampling
+        sampler = SeededSampler([r.seed for r in requests], sampling) if sampling.temperature > 0 else None
         with self.torch.inference_mode():
             output = self.model.generate(
                 **inputs,
                 max_new_tokens=sampling.max_tokens,
-                do_sample=sample,
-                temperature=sampling.temperature if sample else None,
-                top_p=sampling.top_p if sample else None,
+                do_sample=False,  # greedy over what SeededSampler leaves when sampling
+                logits_processor=[sampler] if sampler else None,
                 repetition_penalty=sampling.repetition_penalty,
                 pad_token_id=self.tokenizer.pad_token_id,
             )
-        new = output[0, inputs["input_ids"].shape[1] :]
-        return Generated(self.tokenizer.decode(new, skip_special_tokens=True), tokens=int(new.shape[0]))
+        prompt_tokens = inputs["input_ids"].shape[1]
+        return [self._decoded(row[prompt_tokens:]) for row in output]
+
+    def _decoded(self, new) -> Generated:
+        """A row's new tokens up to its end-of-sequence, without the padding after it."""
+        ids = new.tolist()
+        end = next((i + 1 for i, token in enumerate(ids) if token in self.eos), len(ids))
+        return Generated(self.tokenizer.decode(ids[:end], skip_special_tokens=True), tokens=end)
 
     def close(self) -> None:
         self.model = None
+
+
+class SeededSampler:
+    """A transformers logits processor that samples each row's next token (temperature,
+    then top-p) with that row's own random generator, seeded by its request's seed, and
+    leaves only that token: greedy decoding then takes it. A row's draws depend on its
+    seed and its own logits alone, not on the other requests of the batch."""
+
+    def __init__(self, seeds: list[int], sampling: SamplingSettings):
+        self.seeds = seeds
+        self.temperature = sampling.temperature
+        self.top_p = sampling.top_p
+        self.generators = None
+
+    def __call__(self, input_ids, scores):
+        import torch
+
+        if self.generators is None:  # on the device the logits are on
+            self.generators = [torch.Generator(device=scores.device).manual_seed(seed) for seed in self.seeds]
+        probs = torch.softmax(scores.float() / self.temperature, dim=-1)
+        ordered, order = probs.sort(dim=-1, descending=True)
+        # Keep the most likely tokens up to top_p of the mass (always the first).
+        outside = ordered.cumsum(dim=-1) - ordered >= self.top_p
+        ordered = ordered.masked_fill(outside, 0.0)
+        chosen = torch.stack([order[row, torch.multinomial(ordered[row], 1, generator=g)] for row, g in enumerate(self.generators)])
+        only = torch.full_like(scores, float("-inf"))
+        return only.scatter(1, chosen, 0.0)
 
 
 class VllmGenerator:

@@ -40,6 +40,25 @@ def test_transformers_image_generation_reads_the_image():
     assert outputs[0].text != outputs[1].text
 
 
+def test_a_request_batched_gives_what_it_gives_alone_greedy_and_sampled():
+    """Batched generation (left padding, a generator per sampled request) changes nothing
+    a request writes: token for token what it writes in a batch of one."""
+    subjects = ["a cat", "a very long and winding description of a red motorcycle parked by a canal at dusk", "ramen", "a temple gate in deep snow, photo 4"]
+    greedy = SamplingSettings(temperature=0, max_tokens=12, repetition_penalty=1.0)
+    text = [
+        Request(JA_CAPTION_SHORT.messages({"english_caption": subject, "reference_text": "タマ" * (i + 1)}), sampling, seed=i)
+        for sampling in (greedy, SAMPLING) for i, subject in enumerate(subjects)
+    ]
+    image = [Request(ENGLISH_CAPTION.messages({}, image=True), sampling, seed=i, image=Image.new("RGB", (40 + 16 * i, 48), colour))
+             for sampling in (greedy, SAMPLING) for i, colour in enumerate(("red", "blue", "green"))]
+    for name, requests in (("japanese_llm", text), ("caption_vlm", image)):
+        batched = open_generator(GeneratorSettings(**GENERATORS[name], batch_size=8)).generate(requests)
+        alone = open_generator(GeneratorSettings(**GENERATORS[name], batch_size=1)).generate(requests)
+        assert batched == alone, name
+        assert all(g.text is not None and g.tokens > 0 for g in batched)
+        assert len({g.text for g in batched}) > 1  # the requests differ, so does what they write
+
+
 def _config(tmp_path: Path, **synthesis):
     return load_config(write_profile(tmp_path, synthesis=synthesis_section(**synthesis)))
 
