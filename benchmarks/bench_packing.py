@@ -67,11 +67,11 @@ def skewed_examples(count: int, long_every: int) -> list[dict]:
 
 
 def step_seconds(model, batch: dict) -> float:
-    from asagi_dagster.train.data import token_loss_sum
+    from asagi_dagster.train.data import IGNORE, token_loss_sum
 
     began = time.perf_counter()
-    loss, tokens = token_loss_sum(model, batch)
-    (loss / max(1, tokens)).backward()
+    loss = token_loss_sum(model, batch)
+    (loss / max(1, int((batch["labels"][:, 1:] != IGNORE).sum()))).backward()
     model.zero_grad(set_to_none=True)
     return time.perf_counter() - began
 

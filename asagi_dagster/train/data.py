@@ -147,12 +147,18 @@ def packed_batch(examples: list[Encoded], encoder: Encoder) -> dict:
     }
 
 
+def trained_tokens(examples: list[Encoded]) -> int:
+    """Tokens the loss of a batch of ``examples`` covers, counted on the host from the
+    labels (padded or packed alike: an example's first label is its prompt's, never
+    trained), so the step never waits on the device for it."""
+    return sum(sum(1 for label in e.labels[1:] if label != IGNORE) for e in examples)
+
+
 def token_loss_sum(model, batch: dict):
-    """(sum of next-token losses over trained tokens, number of trained tokens)."""
+    """The sum of next-token losses over the batch's trained tokens, on the device."""
     import torch.nn.functional as F
 
     inputs = {k: v for k, v in batch.items() if k != "labels"}
     logits = model(**inputs, use_cache=False).logits
     targets = batch["labels"][:, 1:].to(logits.device)
-    loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE, reduction="sum")
-    return loss, int((targets != IGNORE).sum().item())
+    return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE, reduction="sum")

@@ -25,6 +25,7 @@ from pydantic import BaseModel
 from asagi_dagster.config import AsagiConfig, StageSettings
 from asagi_dagster.storage import Manifest, ModelManifest, Storage
 from asagi_dagster.synth.runner import fingerprint
+from asagi_dagster.train import data
 
 
 class TrainJob(BaseModel):
@@ -81,7 +82,6 @@ def train(job: TrainJob, report: Callable[[dict], None], log: Callable[[str], No
     import torch.distributed as dist
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
-    from asagi_dagster.train import data
     from asagi_dagster.train.checkpoint import Checkpoints, export_model
     from asagi_dagster.train.flops import FlopModel, measured_peak_flops
     from asagi_dagster.train.model import build_stage1_start, image_token_count, load_vlm, model_source, set_trainable
@@ -152,51 +152,28 @@ def train(job: TrainJob, report: Callable[[dict], None], log: Callable[[str], No
         f"{'bf16' if bf16 else 'fp32'}, peak {peak / 1e12:.2f} TFLOP/s per device"
     )
 
-    # --- the loop ------------------------------------------------------------------
+    # --- the loop: nothing is read back from the device except on log steps -------
     history = []
     model.train()
+    window = _Window(device, time.perf_counter())
     for step in range(start, steps):
-        began = time.perf_counter()
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, steps, stage)
-        batches, lengths, images = [], [], 0
+        batches, examples = [], []
         for positions in data.micro_batch_positions(position, stage.global_batch, stage.micro_batch, world, rank):
-            examples = [encoder.encode(stream.at(p)) for p in positions]
-            lengths += [len(e.input_ids) for e in examples]
-            images += len(examples)
-            batch = data.packed_batch(examples, encoder) if stage.packing else data.padded_batch(examples, encoder, processor.tokenizer.pad_token_id)
-            batches.append({k: v.to(device) for k, v in batch.items()})
-        trained_tokens = _global_sum(sum(int((b["labels"][:, 1:] != data.IGNORE).sum()) for b in batches), device)
-        loss_total = torch.zeros((), device=device)
-        for index, batch in enumerate(batches):
-            model.set_requires_gradient_sync(index == len(batches) - 1)  # reduce once per step
-            loss_sum, _ = data.token_loss_sum(model, batch)
-            # FSDP averages gradients over processes; x world makes it the global token mean.
-            (loss_sum * world / max(1, trained_tokens)).backward()
-            loss_total += loss_sum.detach()
-        grad_norm = torch.nn.utils.clip_grad_norm_(trained, stage.grad_clip)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+            encoded = [encoder.encode(stream.at(p)) for p in positions]
+            batch = data.packed_batch(encoded, encoder) if stage.packing else data.padded_batch(encoded, encoder, processor.tokenizer.pad_token_id)
+            batches.append({k: v.to(device, non_blocking=True) for k, v in batch.items()})
+            examples += encoded
+        lengths = [len(e.input_ids) for e in examples]
+        loss_sum, trained_tokens, grad_norm = train_step(model, optimizer, trained, batches, data.trained_tokens(examples), stage.grad_clip, world)
         position += stage.global_batch
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        seconds = time.perf_counter() - began
-        loss = _global_sum(loss_total.item(), device, float) / max(1, trained_tokens)
-        tokens = _global_sum(sum(lengths), device)
-        flops = _global_sum(flop_model.step_flops(lengths, images), device, float)
-        metrics = {
-            "step": step + 1,
-            "loss": loss,
-            "lr": optimizer.param_groups[0]["lr"],
-            "grad_norm": float(grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm),
-            "tokens_per_s": tokens / seconds,
-            "trained_tokens": trained_tokens,
-            "mfu": flops / seconds / (peak * world),
-            "step_s": seconds,
-        }
-        history.append(metrics)
-        if rank == 0 and ((step + 1) % stage.log_every == 0 or step + 1 == steps or step == start):
-            report(metrics)
+        window.add(loss_sum, trained_tokens, grad_norm, sum(lengths), flop_model.step_flops(lengths, len(lengths)))
+        if (step + 1) % stage.log_every == 0 or step + 1 == steps or step == start:  # the same steps on every rank
+            metrics = {"step": step + 1, "lr": optimizer.param_groups[0]["lr"], **window.read(peak * world)}
+            history.append(metrics)
+            if rank == 0:
+                report(metrics)
         if (step + 1) % stage.checkpoint_every == 0 or step + 1 == steps:
             checkpoints.save(step + 1, model, optimizer, {"rng": _get_rng(), "data_position": position})
 
@@ -206,6 +183,79 @@ def train(job: TrainJob, report: Callable[[dict], None], log: Callable[[str], No
         shutil.rmtree(local_start, ignore_errors=True)
     dist.destroy_process_group()
     return {"steps": steps, "resumed_from": None if start == 0 else start, "examples": reader.rows, "history": history}
+
+
+def train_step(model, optimizer, trained: list, batches: list[dict], local_tokens: int, grad_clip: float, world: int):
+    """One optimizer step over this process's micro batches. Returns device tensors (the
+    loss sum, the global count of trained tokens, the gradient norm) and reads none of
+    them: the host never waits for the device here.
+
+    The loss is the mean over every trained token of the step, across processes: each
+    micro batch's loss sum is divided by the global token count, reduced on the device."""
+    import torch
+    import torch.distributed as dist
+
+    device = batches[0]["input_ids"].device
+    token_count = torch.full((), local_tokens, dtype=torch.float32, device=device)  # a fill on the device, no copy
+    dist.all_reduce(token_count)  # NCCL: queued on the device, no host sync
+    # FSDP averages gradients over processes; x world makes it the global token mean.
+    scale = world / token_count.clamp(min=1)
+    loss_sum = torch.zeros((), device=device)
+    for index, batch in enumerate(batches):
+        model.set_requires_gradient_sync(index == len(batches) - 1)  # reduce once per step
+        micro_loss = data.token_loss_sum(model, batch)
+        (micro_loss * scale).backward()
+        loss_sum += micro_loss.detach()
+    grad_norm = torch.nn.utils.clip_grad_norm_(trained, grad_clip)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return loss_sum, token_count, grad_norm
+
+
+class _Window:
+    """What the steps since the last log step add up to: device sums kept on the device,
+    host counts on the host; ``read`` reduces them across processes in one collective and
+    one read back, and times the window between two such reads."""
+
+    def __init__(self, device, began: float):
+        import torch
+
+        self.device = device
+        self.began = began
+        self.device_sums = torch.zeros(2, dtype=torch.float64, device=device)  # loss sum, trained tokens
+        self.host = [0.0, 0.0, 0]  # tokens, FLOPs, steps
+        self.grad_norm = None
+
+    def add(self, loss_sum, trained_tokens, grad_norm, tokens: int, flops: float) -> None:
+        import torch
+
+        self.device_sums += torch.stack([loss_sum.double(), trained_tokens.double()])
+        self.grad_norm = grad_norm
+        self.host = [self.host[0] + tokens, self.host[1] + flops, self.host[2] + 1]
+
+    def read(self, peak_flops: float) -> dict:
+        import torch
+        import torch.distributed as dist
+
+        grad_norm = self.grad_norm.full_tensor() if hasattr(self.grad_norm, "full_tensor") else self.grad_norm
+        host = torch.tensor(self.host[:2], dtype=torch.float64, device=self.device)
+        # Summed across processes: the loss sum, tokens, FLOPs; already global: the trained
+        # tokens (reduced each step) and the gradient norm.
+        figures = torch.cat([self.device_sums[:1], host, self.device_sums[1:], grad_norm.double().reshape(1)])
+        dist.all_reduce(figures[:3])
+        loss_sum, tokens, flops, trained_tokens, norm = figures.tolist()
+        now = time.perf_counter()
+        seconds, steps = now - self.began, self.host[2]
+        self.began, self.host = now, [0.0, 0.0, 0]
+        self.device_sums.zero_()
+        return {
+            "loss": loss_sum / max(1.0, trained_tokens),
+            "grad_norm": norm,
+            "tokens_per_s": tokens / seconds,
+            "trained_tokens": int(trained_tokens),
+            "mfu": flops / seconds / peak_flops,
+            "step_s": seconds / steps,
+        }
 
 
 def _init_distributed():
