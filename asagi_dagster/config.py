@@ -506,6 +506,9 @@ class TrainingSettings(_Strict):
     export_dtype: Literal["bfloat16", "float32"] = "bfloat16"
     peak_tflops: float | None = Field(None, gt=0, description="Per-device peak for MFU; default: measured at start (a matmul benchmark).")
     allow_hub: bool = Field(False, description="May load the vision tower and LLM from the Hugging Face hub (cluster).")
+    data_workers: int = Field(
+        2, ge=0, description="DataLoader worker processes per training process that build the next steps' batches beside the step (0: in the training process)."
+    )
     stage1: StageSettings = StageSettings(
         mixture={"ja_captions": 1.0, "translated_pairs": 1.0, "dataset_pairs": 1.0}, global_batch=2048, lr=1e-4
     )

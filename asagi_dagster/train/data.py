@@ -10,12 +10,15 @@ reads sequential on object storage, as WebDataset's shard shuffle does.
 from __future__ import annotations
 
 import io
+import os
 from dataclasses import dataclass
 
 import numpy as np
 import pyarrow.parquet as pq
 from PIL import Image
 
+from asagi_dagster.config import StorageSettings
+from asagi_dagster.storage import Storage
 from asagi_dagster.train.template import training_text
 
 IGNORE = -100  # label of a token the loss skips (prompt, image, padding)
@@ -96,6 +99,8 @@ class Encoder:
         self.image_token_id = self.tokenizer.convert_tokens_to_ids(processor.image_token)
         self.image_tokens = image_tokens
         self.max_text_tokens = max_text_tokens
+        size = getattr(self.image_processor, "size", None) or {}
+        self.image_size = (size.get("width", 0), size.get("height", 0)) if "height" in size else None
 
     def encode(self, example: dict) -> Encoded:
         prompt, target = training_text(example["instruction"], example["response"], self.tokenizer.eos_token)
@@ -107,11 +112,73 @@ class Encoder:
         at = text.index(self.image_token_id)
         input_ids = text[:at] + [self.image_token_id] * self.image_tokens + text[at + 1 :]
         labels = labels[:at] + [IGNORE] * self.image_tokens + labels[at + 1 :]
-        image = Image.open(io.BytesIO(example["bytes"])).convert("RGB")
-        return Encoded(input_ids, labels, image)
+        return Encoded(input_ids, labels, self.decode(example["bytes"]))
+
+    def decode(self, data: bytes) -> Image.Image:
+        """The image in RGB. A JPEG is decoded at the smallest 1/2, 1/4 or 1/8 scale that is
+        still at least the vision tower's input size (draft mode): a web photo decodes
+        several times faster, and the processor resizes it to that size anyway."""
+        image = Image.open(io.BytesIO(data))
+        if self.image_size:
+            image.draft("RGB", self.image_size)  # a no-op for formats other than JPEG
+        return image.convert("RGB")
 
     def pixel_values(self, images: list[Image.Image]):
         return self.image_processor(images=images, return_tensors="pt")["pixel_values"]
+
+
+class StepBatches:
+    """One process's micro batches for each optimizer step, as a map-style dataset: item i
+    is step ``first_step + i``. A DataLoader builds them in worker processes (decode,
+    preprocess, tokenize, pack or pad) while the training step runs, and in order, so a
+    resumed run reads exactly what an uninterrupted one would have.
+
+    Each item: ``batches`` (the micro batches), ``lengths`` (tokens per example) and
+    ``trained_tokens`` (this process's, counted on the host)."""
+
+    def __init__(self, storage: StorageSettings, mixture_path: str, seed: int, encoder: Encoder, pad_id: int, packing: bool,
+                 global_batch: int, micro_batch: int, world: int, rank: int, first_position: int, steps: int):
+        self.storage, self.mixture_path, self.seed = storage, mixture_path, seed
+        self.encoder, self.pad_id, self.packing = encoder, pad_id, packing
+        self.global_batch, self.micro_batch, self.world, self.rank = global_batch, micro_batch, world, rank
+        self.first_position, self.steps = first_position, steps
+        self._stream: tuple[int, ExampleStream] | None = None
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def __getitem__(self, index: int) -> dict:
+        stream = self.stream()
+        position = self.first_position + index * self.global_batch
+        batches, examples = [], []
+        for positions in micro_batch_positions(position, self.global_batch, self.micro_batch, self.world, self.rank):
+            encoded = [self.encoder.encode(stream.at(p)) for p in positions]
+            batches.append(packed_batch(encoded, self.encoder) if self.packing else padded_batch(encoded, self.encoder, self.pad_id))
+            examples += encoded
+        return {"batches": batches, "lengths": [len(e.input_ids) for e in examples], "trained_tokens": trained_tokens(examples)}
+
+    def stream(self) -> ExampleStream:
+        """The mixture, opened by the process that reads it: a worker must not share the
+        parent's file handle (forked workers reading one file offset would mix rows) nor
+        its S3 client (s3fs is not fork-safe)."""
+        if self._stream is None or self._stream[0] != os.getpid():
+            fs = Storage(self.storage).fs
+            self._stream = (os.getpid(), ExampleStream(MixtureReader(fs, self.mixture_path), self.seed))
+        return self._stream[1]
+
+    def __getstate__(self) -> dict:  # spawned workers: everything but the open file
+        return {**self.__dict__, "_stream": None}
+
+
+def step_loader(dataset: StepBatches, workers: int, pin_memory: bool):
+    """Steps in order, built ``workers`` processes ahead of the training step (0: in this
+    process, one at a time), in pinned memory for an asynchronous copy to the GPU."""
+    from torch.utils.data import DataLoader
+
+    return DataLoader(
+        dataset, batch_size=None, shuffle=False, num_workers=workers, pin_memory=pin_memory,
+        prefetch_factor=4 if workers else None, persistent_workers=False,
+    )
 
 
 def padded_batch(examples: list[Encoded], encoder: Encoder, pad_id: int) -> dict:

@@ -132,8 +132,8 @@ def train(job: TrainJob, report: Callable[[dict], None], log: Callable[[str], No
     )
 
     # --- data and where we are ---------------------------------------------------
-    reader = data.MixtureReader(storage.fs, storage.strip_protocol(job.mixture_url))
-    stream = data.ExampleStream(reader, training.seed)
+    mixture_path = storage.strip_protocol(job.mixture_url)
+    reader = data.MixtureReader(storage.fs, mixture_path)
     encoder = data.Encoder(processor, image_tokens, stage.max_text_tokens)
     steps = total_steps(stage, reader.rows)
     checkpoints = Checkpoints(storage, job.checkpoint_dir, rank, world)
@@ -155,18 +155,18 @@ def train(job: TrainJob, report: Callable[[dict], None], log: Callable[[str], No
     # --- the loop: nothing is read back from the device except on log steps -------
     history = []
     model.train()
+    batches_of_steps = data.StepBatches(
+        config.storage, mixture_path, training.seed, encoder, processor.tokenizer.pad_token_id, stage.packing,
+        stage.global_batch, stage.micro_batch, world, rank, position, steps - start,
+    )
+    loader = data.step_loader(batches_of_steps, training.data_workers, pin_memory=device.type == "cuda")
     window = _Window(device, time.perf_counter())
-    for step in range(start, steps):
+    for step, built in zip(range(start, steps), loader):
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, steps, stage)
-        batches, examples = [], []
-        for positions in data.micro_batch_positions(position, stage.global_batch, stage.micro_batch, world, rank):
-            encoded = [encoder.encode(stream.at(p)) for p in positions]
-            batch = data.packed_batch(encoded, encoder) if stage.packing else data.padded_batch(encoded, encoder, processor.tokenizer.pad_token_id)
-            batches.append({k: v.to(device, non_blocking=True) for k, v in batch.items()})
-            examples += encoded
-        lengths = [len(e.input_ids) for e in examples]
-        loss_sum, trained_tokens, grad_norm = train_step(model, optimizer, trained, batches, data.trained_tokens(examples), stage.grad_clip, world)
+        batches = [{k: v.to(device, non_blocking=True) for k, v in batch.items()} for batch in built["batches"]]
+        lengths = built["lengths"]
+        loss_sum, trained_tokens, grad_norm = train_step(model, optimizer, trained, batches, built["trained_tokens"], stage.grad_clip, world)
         position += stage.global_batch
         window.add(loss_sum, trained_tokens, grad_norm, sum(lengths), flop_model.step_flops(lengths, len(lengths)))
         if (step + 1) % stage.log_every == 0 or step + 1 == steps or step == start:  # the same steps on every rank

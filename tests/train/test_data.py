@@ -76,3 +76,42 @@ def test_gradient_checkpointing_gives_the_same_projector_gradients_through_a_fro
     for name, grad in grads[0].items():
         assert grad.abs().sum() > 0
         torch.testing.assert_close(grads[1][name], grad, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("packing", [False, True])
+def test_steps_built_in_dataloader_workers_are_the_steps_built_in_process(tiny, config, storage, packing):
+    """The input pipeline runs in worker processes beside the step; what it hands over,
+    step by step and in order, is exactly what the training process would build itself,
+    from any starting position (a resumed run)."""
+    _, processor, encoder = tiny
+    mixture = storage.strip_protocol(write_mixture(storage, "stage1_mixture", 10))
+
+    def steps(workers: int, first_position: int) -> list[dict]:
+        dataset = data.StepBatches(config.storage, mixture, 3, encoder, processor.tokenizer.pad_token_id, packing, 4, 2, 2, 1, first_position, 5)
+        return list(data.step_loader(dataset, workers, pin_memory=False))
+
+    built, in_process = steps(2, 8), steps(0, 8)
+    assert len(built) == 5 and all(len(step["batches"]) == 1 for step in built)  # rank 1 of 2: one micro batch of 2 a step
+    for ours, theirs in zip(built, in_process, strict=True):
+        assert ours["lengths"] == theirs["lengths"] and ours["trained_tokens"] == theirs["trained_tokens"] > 0
+        for batch, expected in zip(ours["batches"], theirs["batches"], strict=True):
+            assert batch.keys() == expected.keys()
+            for key in batch:
+                torch.testing.assert_close(batch[key], expected[key], rtol=0, atol=0)
+    resumed = steps(2, 8 + 2 * 4)  # from step 2: the same steps 2..
+    for ours, theirs in zip(resumed, built[2:]):
+        torch.testing.assert_close(ours["batches"][0]["input_ids"], theirs["batches"][0]["input_ids"], rtol=0, atol=0)
+
+
+def test_a_photo_sized_jpeg_is_decoded_at_a_reduced_scale_no_smaller_than_the_tower_input(tiny):
+    import io
+
+    from PIL import Image
+
+    _, _, encoder = tiny
+    photo = io.BytesIO()
+    Image.new("RGB", (2048, 1536), "orange").save(photo, "JPEG", quality=90)
+    decoded = encoder.decode(photo.getvalue())
+    width, height = encoder.image_size
+    assert decoded.mode == "RGB" and decoded.width >= width and decoded.height >= height
+    assert decoded.size == (2048 // 8, 1536 // 8)  # the tiny tower takes 32 px: the smallest scale, 1/8
