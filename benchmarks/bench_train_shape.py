@@ -98,6 +98,60 @@ def write_mixture(storage, examples: int, text_tokens: int) -> str:
     return out.manifest.data_url
 
 
+def run_shape(scale: str, gpus: int | None = None, micro_batch: int = 4, accumulation: int = 2, steps: int = 12, warmup_steps: int = 2,
+              text_tokens: int = 1024, checkpointing: bool = False, packing: bool = True, log=print) -> dict:
+    """One stage 2 run of the trainer at ``scale``; the median figures after the warm-up."""
+    import torch
+
+    from asagi_dagster.config import AsagiConfig
+    from asagi_dagster.storage import ModelManifest, Storage
+    from asagi_dagster.train.trainer import stage_job
+
+    workers = gpus or max(1, torch.cuda.device_count())
+    work = Path(tempfile.mkdtemp(prefix="asagi-bench-train-"))
+    vision_dir, llm_dir = build_towers(work, SHAPES[scale])
+    start = write_stage1_model(work, vision_dir, llm_dir)
+    global_batch = micro_batch * workers * accumulation
+    stage = {"mixture": {"ja_captions": 1.0}, "global_batch": global_batch, "micro_batch": micro_batch, "lr": 2e-5,
+             "steps": steps, "checkpoint_every": steps, "log_every": 1, "max_text_tokens": text_tokens,
+             "packing": packing, "gradient_checkpointing": checkpointing}
+    config = AsagiConfig.model_validate({
+        "profile": "bench", "storage": {"root": str(work / "data")}, "sources": {"web": {"inbox": str(work / "inbox")}},
+        "dagster": {"home": str(work / "dagster")},
+        "models": {"vision_encoder": {"id": str(vision_dir)}, "llm": {"id": str(llm_dir)}},
+        "training": {"processes_per_node": workers, "stage1": stage, "stage2": stage},
+    })
+    storage = Storage(config.storage)
+    mixture_url = write_mixture(storage, global_batch * steps, text_tokens)
+    start_manifest = ModelManifest(asset="vlm_stage1", model_url=str(start), stage="stage1", steps=0, examples=0, mixture_url=mixture_url)
+    job = stage_job(config, storage, "stage2", storage.read_manifest("stage2_mixture", None), start_manifest)
+    job_path = work / "job.json"
+    job_path.write_text(job.model_dump_json())
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={workers}", "-m", "asagi_dagster.train", "--job", str(job_path)]
+    log(f"{scale}: {workers} worker(s), micro batch {micro_batch} x accumulation {accumulation} = global {global_batch}, "
+        f"{steps} steps, sequences of image + {text_tokens} text tokens, {'packed' if packing else 'padded'}, checkpointing {checkpointing}")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(PROJECT), os.environ.get("PYTHONPATH", "")])}
+    run = subprocess.run(command, capture_output=True, text=True, env=env, cwd=PROJECT)
+    lines = run.stdout.splitlines()
+    if run.returncode:
+        raise RuntimeError("\n".join(lines[-30:]) + run.stderr[-4000:])
+    for line in lines:
+        if not line.startswith('{"metrics"'):
+            log(line)
+    metrics = [json.loads(line)["metrics"] for line in lines if line.startswith('{"metrics"')]
+    timed = [m for m in metrics if m["step"] > warmup_steps] or metrics
+    result = {
+        "scale": scale, "workers": workers, "packing": packing, "global_batch": global_batch, "text_tokens": text_tokens,
+        "tokens_per_s": statistics.median(m["tokens_per_s"] for m in timed),
+        "mfu": statistics.median(m["mfu"] for m in timed),
+        "step_s": statistics.median(m["step_s"] for m in timed),
+        "peak_memory_gib": max((m.get("peak_memory_gib", 0.0) for m in metrics), default=0.0),
+    }
+    log(f"median over steps {timed[0]['step']}..{timed[-1]['step']}: {result['tokens_per_s']:,.0f} tokens/s, "
+        f"{result['tokens_per_s'] / workers:,.0f} per worker, MFU {result['mfu']:.1%}, peak memory {result['peak_memory_gib']:.1f} GiB")
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--scale", choices=sorted(SHAPES), default="asagi-2b")
@@ -108,52 +162,15 @@ def main() -> None:
     parser.add_argument("--warmup-steps", type=int, default=2)
     parser.add_argument("--text-tokens", type=int, default=1024)
     parser.add_argument("--checkpointing", action="store_true", help="gradient checkpointing (less memory, lower MFU)")
+    parser.add_argument("--padded", action="store_true", help="pad micro batches instead of packing them")
     args = parser.parse_args()
-
-    import torch
-
-    from asagi_dagster.config import AsagiConfig
-    from asagi_dagster.storage import ModelManifest, Storage
-    from asagi_dagster.train.trainer import stage_job
-
-    workers = args.gpus or max(1, torch.cuda.device_count())
-    work = Path(tempfile.mkdtemp(prefix="asagi-bench-train-"))
-    vision_dir, llm_dir = build_towers(work, SHAPES[args.scale])
-    start = write_stage1_model(work, vision_dir, llm_dir)
-    global_batch = args.micro_batch * workers * args.accumulation
-    stage = {"mixture": {"ja_captions": 1.0}, "global_batch": global_batch, "micro_batch": args.micro_batch, "lr": 2e-5,
-             "steps": args.steps, "checkpoint_every": args.steps, "log_every": 1, "max_text_tokens": args.text_tokens,
-             "packing": True, "gradient_checkpointing": args.checkpointing}
-    config = AsagiConfig.model_validate({
-        "profile": "bench", "storage": {"root": str(work / "data")}, "sources": {"web": {"inbox": str(work / "inbox")}},
-        "dagster": {"home": str(work / "dagster")},
-        "models": {"vision_encoder": {"id": str(vision_dir)}, "llm": {"id": str(llm_dir)}},
-        "training": {"processes_per_node": workers, "stage1": stage, "stage2": stage},
-    })
-    storage = Storage(config.storage)
-    mixture_url = write_mixture(storage, global_batch * args.steps, args.text_tokens)
-    start_manifest = ModelManifest(asset="vlm_stage1", model_url=str(start), stage="stage1", steps=0, examples=0, mixture_url=mixture_url)
-    job = stage_job(config, storage, "stage2", storage.read_manifest("stage2_mixture", None), start_manifest)
-    job_path = work / "job.json"
-    job_path.write_text(job.model_dump_json())
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={workers}", "-m", "asagi_dagster.train", "--job", str(job_path)]
-    print(f"{args.scale}: {workers} worker(s), micro batch {args.micro_batch} x accumulation {args.accumulation} = global {global_batch}, "
-          f"{args.steps} steps, sequences of image + {args.text_tokens} text tokens, checkpointing {args.checkpointing}", flush=True)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(PROJECT), os.environ.get("PYTHONPATH", "")])}
-    run = subprocess.run(command, capture_output=True, text=True, env=env, cwd=PROJECT)
-    lines = run.stdout.splitlines()
-    if run.returncode:
-        sys.exit("\n".join(lines[-30:]) + run.stderr[-4000:])
-    for line in lines:
-        if not line.startswith('{"metrics"'):
-            print(line)
-    metrics = [json.loads(line)["metrics"] for line in lines if line.startswith('{"metrics"')]
-    timed = [m for m in metrics if m["step"] > args.warmup_steps] or metrics
-    tokens = statistics.median(m["tokens_per_s"] for m in timed)
-    mfu = statistics.median(m["mfu"] for m in timed)
-    print(f"median over steps {timed[0]['step']}..{timed[-1]['step']}: {tokens:,.0f} tokens/s, {tokens / workers:,.0f} per worker, MFU {mfu:.1%}")
+    try:
+        result = run_shape(args.scale, args.gpus, args.micro_batch, args.accumulation, args.steps, args.warmup_steps,
+                           args.text_tokens, args.checkpointing, packing=not args.padded)
+    except RuntimeError as failed:
+        sys.exit(str(failed))
     if args.scale == "asagi-2b":
-        print(f"MFU target >= {TARGET_MFU:.0%}: {'met' if mfu >= TARGET_MFU else 'NOT met'}")
+        print(f"MFU target >= {TARGET_MFU:.0%}: {'met' if result['mfu'] >= TARGET_MFU else 'NOT met'}")
 
 
 if __name__ == "__main__":

@@ -99,9 +99,10 @@ class TransformersGenerator:
         self.template_owner = load_template_owner(path, settings)
         model_class = AutoModelForImageTextToText if settings.modality == "image" else AutoModelForCausalLM
         dtype = {"auto": "auto", "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[settings.dtype]
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")  # a GPU pod's, or this machine's CPU
         self.model = model_class.from_pretrained(
             path, revision=settings.revision, dtype=dtype, trust_remote_code=settings.trust_remote_code, local_files_only=not settings.allow_hub
-        ).eval()
+        ).to(self.device).eval()
         self.tokenizer = getattr(self.template_owner, "tokenizer", self.template_owner)
         self.tokenizer.padding_side = "left"  # new tokens follow every prompt directly
         if self.tokenizer.pad_token_id is None:  # Llama-style tokenizers: padding is masked out, any id will do
@@ -123,10 +124,10 @@ class TransformersGenerator:
 
     def _batch(self, requests: list[Request]) -> list[Generated]:
         texts = [render_prompt(self.template_owner, request.messages) for request in requests]
-        if requests[0].image is not None:
-            inputs = self.template_owner(text=texts, images=[r.image for r in requests], return_tensors="pt", padding=True)
+        if requests[0].image is not None:  # pixel values in the model's dtype (bf16 on a GPU)
+            inputs = self.template_owner(text=texts, images=[r.image for r in requests], return_tensors="pt", padding=True).to(self.device, self.model.dtype)
         else:
-            inputs = self.tokenizer(texts, return_tensors="pt", add_special_tokens=False, padding=True)
+            inputs = self.tokenizer(texts, return_tensors="pt", add_special_tokens=False, padding=True).to(self.device)
         sampling = requests[0].sampling
         sampler = SeededSampler([r.seed for r in requests], sampling) if sampling.temperature > 0 else None
         with self.torch.inference_mode():

@@ -248,7 +248,7 @@ class _Window:
         seconds, steps = now - self.began, self.host[2]
         self.began, self.host = now, [0.0, 0.0, 0]
         self.device_sums.zero_()
-        return {
+        metrics = {
             "loss": loss_sum / max(1.0, trained_tokens),
             "grad_norm": norm,
             "tokens_per_s": tokens / seconds,
@@ -256,6 +256,9 @@ class _Window:
             "mfu": flops / seconds / peak_flops,
             "step_s": seconds / steps,
         }
+        if self.device.type == "cuda":  # the allocator's own counter: no sync
+            metrics["peak_memory_gib"] = torch.cuda.max_memory_allocated(self.device) / 2**30
+        return metrics
 
 
 def _init_distributed():
