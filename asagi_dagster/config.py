@@ -506,6 +506,9 @@ class TrainingSettings(_Strict):
     export_dtype: Literal["bfloat16", "float32"] = "bfloat16"
     peak_tflops: float | None = Field(None, gt=0, description="Per-device peak for MFU; default: measured at start (a matmul benchmark).")
     allow_hub: bool = Field(False, description="May load the vision tower and LLM from the Hugging Face hub (cluster).")
+    compile: Literal["off", "inductor", "aot_eager"] = Field(
+        "off", description="torch.compile each vision and decoder layer before sharding (regional compilation): inductor on GPUs; aot_eager traces without generating code."
+    )
     data_workers: int = Field(
         2, ge=0, description="DataLoader worker processes per training process that build the next steps' batches beside the step (0: in the training process)."
     )

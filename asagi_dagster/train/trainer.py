@@ -119,6 +119,8 @@ def train(job: TrainJob, report: Callable[[dict], None], log: Callable[[str], No
     model.to(device)
     policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if bf16 else MixedPrecisionPolicy()
     for layer in [m for m in model.modules() if type(m).__name__ in ("SiglipEncoderLayer", "LlamaDecoderLayer")]:
+        if training.compile != "off":  # each layer on its own, as torchtitan does: one graph reused by every layer
+            layer.compile(backend=training.compile)
         fully_shard(layer, mp_policy=policy)
     fully_shard(model, mp_policy=policy)
     trained = [p for p in model.parameters() if p.requires_grad]  # after sharding: FSDP2 swaps in new parameters
@@ -149,7 +151,7 @@ def train(job: TrainJob, report: Callable[[dict], None], log: Callable[[str], No
     log(
         f"{job.stage}: {reader.rows} examples, {steps} steps of {stage.global_batch} ({world} processes x "
         f"{micro_per_step} micro batches of {stage.micro_batch}), {'packed' if stage.packing else 'padded'}, "
-        f"{'bf16' if bf16 else 'fp32'}, peak {peak / 1e12:.2f} TFLOP/s per device"
+        f"{'bf16' if bf16 else 'fp32'}, peak {peak / 1e12:.2f} TFLOP/s per device, layers compiled: {training.compile}"
     )
 
     # --- the loop: nothing is read back from the device except on log steps -------

@@ -112,6 +112,25 @@ def test_a_killed_run_resumes_on_the_uninterrupted_loss_curve(tmp_path):
         torch.testing.assert_close(ours[name], theirs[name], rtol=1e-5, atol=1e-6)
 
 
+def test_compiled_layers_train_as_the_eager_ones(tmp_path):
+    """training.compile: each layer through torch.compile (aot_eager here: the graph
+    capture and autograd of inductor's path without generating code, on FSDP2 with two
+    processes) gives the eager run's losses."""
+    losses = {}
+    for mode in ("off", "aot_eager"):
+        (tmp_path / mode).mkdir()
+        config = load_config(training_profile(tmp_path / mode, steps=3, checkpoint_every=3))
+        config = config.model_copy(update={"training": config.training.model_copy(update={"compile": mode})})
+        storage = Storage(config.storage)
+        write_mixture(storage, "stage1_mixture", 12)
+        lines = finish(torchrun(stage_job(config, storage, "stage1", storage.read_manifest("stage1_mixture", None), None), tmp_path, mode))
+        assert any(f"layers compiled: {mode}" in line for line in lines)
+        losses[mode] = {step: m["loss"] for step, m in metrics_of(lines).items()}
+    assert sorted(losses["off"]) == [1, 2, 3]
+    for step, loss in losses["off"].items():
+        assert losses["aot_eager"][step] == pytest.approx(loss, rel=1e-5), step
+
+
 @pytest.fixture
 def s3_root(s3_endpoint, monkeypatch):
     monkeypatch.setenv("ASAGI_TEST_S3", s3_endpoint)
