@@ -198,7 +198,8 @@ def train_step(model, optimizer, trained: list, batches: list[dict], local_token
     import torch.distributed as dist
 
     device = batches[0]["input_ids"].device
-    token_count = torch.full((), local_tokens, dtype=torch.float32, device=device)  # a fill on the device, no copy
+    # A fill on the device, no copy; float32 counts exactly up to 2**24 trained tokens a step.
+    token_count = torch.full((), local_tokens, dtype=torch.float32, device=device)
     dist.all_reduce(token_count)  # NCCL: queued on the device, no host sync
     # FSDP averages gradients over processes; x world makes it the global token mean.
     scale = world / token_count.clamp(min=1)
@@ -241,10 +242,10 @@ class _Window:
 
         grad_norm = self.grad_norm.full_tensor() if hasattr(self.grad_norm, "full_tensor") else self.grad_norm
         host = torch.tensor(self.host[:2], dtype=torch.float64, device=self.device)
-        # Summed across processes: the loss sum, tokens, FLOPs; already global: the trained
-        # tokens (reduced each step) and the gradient norm.
-        figures = torch.cat([self.device_sums[:1], host, self.device_sums[1:], grad_norm.double().reshape(1)])
-        dist.all_reduce(figures[:3])
+        summed = torch.cat([self.device_sums[:1], host])  # the loss sum, tokens, FLOPs: this process's
+        dist.all_reduce(summed)
+        # Already global: the trained tokens (reduced each step) and the gradient norm.
+        figures = torch.cat([summed, self.device_sums[1:], grad_norm.double().reshape(1)])
         loss_sum, tokens, flops, trained_tokens, norm = figures.tolist()
         now = time.perf_counter()
         seconds, steps = now - self.began, self.host[2]
