@@ -72,8 +72,18 @@ def _sample_paths(config: AsagiConfig) -> tuple[Path, Path, str]:
 
 
 @click.group()
-def main() -> None:
-    """asagi-dagster: web archives to Japanese VLM training data, run by Dagster."""
+@click.version_option(package_name="asagi-dagster", prog_name="asagi")
+@click.option(
+    "--config", "config_path", type=click.Path(exists=True, dir_okay=False),
+    help="The profile (YAML). Default: $ASAGI_CONFIG, else configs/local.yaml (the embedded default).",
+)
+def main(config_path: str | None) -> None:
+    """asagi-dagster: web archives to Japanese VLM training data, run by Dagster.
+
+    Every command reads one profile: --config, else $ASAGI_CONFIG, else configs/local.yaml.
+    """
+    if config_path:  # through the environment, so the Dagster definitions this process loads read it too
+        os.environ["ASAGI_CONFIG"] = str(Path(config_path).resolve())
     # Model loading draws progress bars; the CLI's console shows only outcomes.
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
@@ -130,12 +140,29 @@ def sync() -> None:
     click.echo("\n".join(f"added {key}" for key in added) or "no new shards")
 
 
+def _shards(config: AsagiConfig, partitions: tuple[str, ...], required: bool = False) -> list[str]:
+    """The shards a command runs: those named, each of them registered, or every registered
+    one; a user error in one line before any work starts."""
+    registered = _instance(config).get_dynamic_partitions(PARTITIONS)
+    known = set(registered)
+    unknown = [key for key in partitions if key not in known]
+    if unknown:
+        examples = f" (e.g. {', '.join(registered[:3])})" if registered else ""
+        raise click.ClickException(
+            f"not a registered shard: {', '.join(unknown[:3])}; {len(registered)} shards are registered{examples}, "
+            "`asagi sync` registers the inbox's files"
+        )
+    if required and not registered:
+        raise click.ClickException("no registered shards: `asagi sync` registers the inbox's files (`asagi sample` writes the sample's)")
+    return list(partitions) or sorted(registered)
+
+
 def _run_per_shard(config: AsagiConfig, job_name: str, partitions: tuple[str, ...]) -> bool:
     """Run a shard-partitioned job in this process, once per shard (default: every registered one)."""
+    keys = _shards(config, partitions)
     instance = _instance(config)
     from asagi_dagster.definitions import defs  # built for the active profile on import
 
-    keys = list(partitions) or sorted(instance.get_dynamic_partitions(PARTITIONS))
     job = defs.resolve_job_def(job_name)
     ok = True
     for key in keys:
@@ -147,7 +174,7 @@ def _run_per_shard(config: AsagiConfig, job_name: str, partitions: tuple[str, ..
 
 
 def _ingest(config: AsagiConfig, partitions: tuple[str, ...]) -> bool:
-    return _run_per_shard(config, "web_ingest", partitions)
+    return _run_per_shard(config, "web_ingest", tuple(_shards(config, partitions, required=True)))
 
 
 def _run_per_dataset(config: AsagiConfig, job_name: str, names: list[str] | None = None) -> bool:
@@ -165,6 +192,7 @@ def _run_per_dataset(config: AsagiConfig, job_name: str, names: list[str] | None
 
 def _filter(config: AsagiConfig, partitions: tuple[str, ...]) -> bool:
     """The indexes over everything screened, then each shard's and dataset's filtered pairs."""
+    _shards(config, partitions)  # a wrong shard fails here, not after the indexes are rebuilt
     instance = _instance(config)
     from asagi_dagster.definitions import defs
 
@@ -191,24 +219,22 @@ def backfill(partitions: tuple[str, ...]) -> None:
     in runs of sources.web.shards_per_run shards (the daemon of `dagster dev` or
     `dagster-daemon run` launches them; the UI shows each shard's status)."""
     config = _config()
-    instance = _instance(config)
+    keys = _shards(config, partitions, required=True)
     from assets.web import submit_ingest_backfill
 
-    registered = instance.get_dynamic_partitions(PARTITIONS)
-    unknown = sorted(set(partitions) - set(registered))
-    if unknown:
-        raise click.ClickException(f"not registered: {', '.join(unknown[:5])}; `asagi sync` registers the inbox's files")
-    keys = list(partitions) or registered
-    if not keys:
-        raise click.ClickException("no registered shards; `asagi sync` registers the inbox's files")
-    backfill_id = submit_ingest_backfill(instance, keys, "asagi backfill")
+    backfill_id = submit_ingest_backfill(_instance(config), keys, "asagi backfill")
     click.echo(f"backfill {backfill_id}: {len(keys)} shards in runs of up to {config.sources.web.shards_per_run}")
 
 
 @main.command()
-def datasets() -> None:
-    """Read and screen every open dataset the profile lists (dataset_ingest per dataset)."""
-    if not _run_per_dataset(_config(), "dataset_ingest"):
+@click.option("--partition", "names", multiple=True, help="A dataset of sources.datasets; default: every one.")
+def datasets(names: tuple[str, ...]) -> None:
+    """Read and screen the open datasets the profile lists (dataset_ingest per dataset)."""
+    config = _config()
+    unknown = [name for name in names if name not in config.sources.datasets]
+    if unknown:
+        raise click.ClickException(f"not a dataset of sources.datasets: {', '.join(unknown)}; choose from {', '.join(sorted(config.sources.datasets)) or 'none'}")
+    if not _run_per_dataset(config, "dataset_ingest", list(names) or None):
         sys.exit(1)
 
 
@@ -313,6 +339,9 @@ def _evaluate(config: AsagiConfig, models: tuple[str, ...] = ()) -> bool:
         click.echo(f"{job} {partition or ''}: {'success' if result.success else 'FAILED'} (run {result.run_id})")
         return result.success
 
+    unknown = [model for model in models if model not in config.evaluation.models]
+    if unknown:
+        raise click.ClickException(f"not a model of evaluation.models: {', '.join(unknown)}; choose from {', '.join(config.evaluation.models)}")
     benchmarks = sorted(config.evaluation.benchmarks)
     ok = all([run("load_benchmarks", name) for name in benchmarks])
     for model in models or config.evaluation.models:
@@ -326,7 +355,7 @@ def _evaluate(config: AsagiConfig, models: tuple[str, ...] = ()) -> bool:
 
 
 @main.command()
-@click.option("--model", "models", multiple=True, help="A model of evaluation.models; default: all of them.")
+@click.option("--model", "models", multiple=True, help="A model of the profile's evaluation.models (the demo's: vlm_stage2); default: all of them.")
 def evaluate(models: tuple[str, ...]) -> None:
     """Score models on the profile's benchmarks (predictions through the GPU-job runner,
     ROUGE-L and the judge), then print the leaderboard."""
@@ -418,7 +447,7 @@ def rebuild() -> None:
 @main.command()
 def demo() -> None:
     """The embedded default end to end: sample, image server, sync, ingest, datasets, filter,
-    synthesize and train (when the profile configures them), report."""
+    synthesize, train and evaluate on the benchmarks (when the profile configures them), report."""
     from asagi_dagster.sample.server import start_image_server
     from asagi_dagster.sample.site import write_dataset_sample, write_filter_sample, write_sample
 

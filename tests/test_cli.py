@@ -293,3 +293,44 @@ def test_dagster_validate_and_dev_find_the_project_with_no_flags(cli_env):
         os.killpg(dev.pid, signal.SIGTERM)
         dev.wait(timeout=60)
     assert {"web_documents", "pair_images", "screened_pairs", "image_hash_index", "benchmark_image_index", "filtered_pairs"} <= assets
+
+
+def test_a_wrong_or_missing_shard_is_one_line_before_any_work(cli_env):
+    """A user error says what is valid and what to run, in one line, and nothing starts:
+    `filter` does not rebuild the indexes first."""
+    empty = asagi(cli_env, "ingest", check=False)
+    assert empty.returncode == 1 and empty.stderr.strip().splitlines() == [
+        "Error: no registered shards: `asagi sync` registers the inbox's files (`asagi sample` writes the sample's)"
+    ]
+    asagi(cli_env, "sample")
+    asagi(cli_env, "sync")
+    for command in (["ingest"], ["filter"], ["backfill"]):
+        wrong = asagi(cli_env, *command, "--partition", "does-not-exist.warc.gz", check=False)
+        lines = wrong.stderr.strip().splitlines()
+        assert wrong.returncode == 1 and len(lines) == 1, (command, wrong.stderr[-2000:])
+        assert lines[0].startswith("Error: not a registered shard: does-not-exist.warc.gz; 3 shards are registered (e.g. sample-00000.warc.gz")
+        assert "`asagi sync`" in lines[0]
+    runs = subprocess.run([sys.executable, "-c", "import dagster as dg; print(len(dg.DagsterInstance.get().get_runs()))"],
+                          env=cli_env, capture_output=True, text=True, check=True)
+    assert runs.stdout.strip() == "0"  # no index was rebuilt, nothing ran
+
+
+def test_version_and_config_option(cli_env, tmp_path):
+    assert asagi(cli_env, "--version").stdout.strip() == "asagi, version 0.1.0"
+    (tmp_path / "other").mkdir()
+    other = write_profile(tmp_path / "other", sample={"image_server_port": free_port()})
+    env = {k: v for k, v in cli_env.items() if k != "ASAGI_CONFIG"}
+    written = asagi(env, "--config", str(other), "sample")
+    assert str(tmp_path / "other" / "inbox") in written.stdout  # the --config profile, not the default
+    missing = asagi(env, "--config", str(tmp_path / "nope.yaml"), "sync", check=False)
+    assert missing.returncode == 2 and "does not exist" in missing.stderr
+
+
+def test_a_wrong_dataset_or_model_is_one_line_naming_the_choices(local_env):
+    dataset = asagi(local_env, "datasets", "--partition", "nope", check=False)
+    assert dataset.returncode == 1 and dataset.stderr.strip().splitlines() == [
+        "Error: not a dataset of sources.datasets: nope; choose from sample-captions, sample-captions-en, sample-vqa-en"
+    ]
+    model = asagi(local_env, "evaluate", "--model", "nope", check=False)
+    assert model.returncode == 1 and model.stderr.strip().splitlines() == ["Error: not a model of evaluation.models: nope; choose from vlm_stage2"]
+    assert "evaluate" in asagi(local_env, "demo", "--help").stdout

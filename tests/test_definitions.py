@@ -150,3 +150,19 @@ def test_cli_instance_settings_let_one_index_add_run_at_a_time(tmp_path):
     (tmp_path / "dagster.yaml").write_text(INSTANCE_SETTINGS)
     with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
         assert instance.get_concurrency_config().pool_config.default_pool_limit == 1  # the image_hash_index pool
+
+
+def test_descriptions_show_html_tags_as_text(defs):
+    """The UI renders descriptions as Markdown, where a bare <img> is HTML and vanishes
+    ("One row per /:"): tags in descriptions go in code spans."""
+    import re
+
+    graph = defs.resolve_asset_graph()
+    texts = {key.to_user_string(): graph.get(key).description or "" for key in graph.get_all_asset_keys()}
+    repository = defs.get_repository_def()
+    texts |= {f"job {j.name}": j.description or "" for j in repository.get_all_jobs()}
+    texts |= {f"sensor {s.name}": s.description or "" for s in repository.sensor_defs}
+    texts |= {f"schedule {s.name}": s.description or "" for s in repository.schedule_defs}
+    bare = {name: text for name, text in texts.items() if re.search(r"</?[A-Za-z]", re.sub(r"`[^`]*`", "", text))}
+    assert not bare, bare
+    assert "`<img>`" in texts["image_text_pairs"]
