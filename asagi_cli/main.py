@@ -16,7 +16,7 @@ import click
 import yaml
 
 from asagi_dagster.config import AsagiConfig, ConfigError, load_config
-from asagi_dagster.report import format_summary, format_table, model_report, shard_report, summary_report, to_json
+from asagi_dagster.report import format_summary, format_table, model_report, shard_report, summary_report, synthesis_note, to_json
 from asagi_dagster.storage import Storage
 
 PARTITIONS = "warc_shards"
@@ -397,7 +397,15 @@ def report(shards: bool, as_json: bool) -> None:
         click.echo(to_json(rows) if as_json else format_table(rows, model_report(storage)))
     else:
         summary = summary_report(storage, config.storage.duckdb_path)
-        click.echo(to_json(summary) if as_json else format_summary(summary))
+        click.echo(to_json(summary) if as_json else format_summary(summary, _report_notes(config, summary)))
+
+
+def _report_notes(config: AsagiConfig, summary: dict) -> list[str]:
+    from asagi_dagster.synth.corpora import CORPUS_SCHEMAS
+
+    tiny = config.synthesis is not None and any(g.builtin for g in config.synthesis.generators.values())
+    note = synthesis_note(summary, list(CORPUS_SCHEMAS), tiny)
+    return [note] if note else []
 
 
 @main.group(name="catalog")
@@ -474,6 +482,9 @@ def demo() -> None:
         ok = _train(config)
     if ok and config.evaluation is not None:
         ok = _evaluate(config)
-    click.echo(format_table(shard_report(Storage(config.storage), config.storage.duckdb_path), model_report(Storage(config.storage))))
+    storage = Storage(config.storage)
+    click.echo(format_table(shard_report(storage, config.storage.duckdb_path), model_report(storage)))
+    for note in _report_notes(config, summary_report(storage, config.storage.duckdb_path)):
+        click.echo(note)
     if not ok:
         sys.exit(1)

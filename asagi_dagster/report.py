@@ -91,7 +91,20 @@ def _models(con: duckdb.DuckDBPyConnection) -> list[dict]:
     return [catalog.manifest_of(text).model_dump(include=MODEL_FIELDS) for (text,) in found]
 
 
-def format_summary(summary: dict) -> str:
+def synthesis_note(summary: dict, corpora: list[str], tiny_generators: bool) -> str | None:
+    """One line on the synthesized corpora when the embedded default's tiny random models
+    wrote them: nearly everything rejected is what should happen, not a broken pipeline."""
+    made = [a for a in summary["assets"] if a["asset"] in corpora]
+    if not tiny_generators or not made:
+        return None
+    accepted, generated = sum(a["rows_out"] for a in made), sum(a["rows_in"] for a in made)
+    return (
+        f"synthesized corpora: {accepted} of {generated} rows accepted. The profile's generators are the builtin tiny "
+        "random models, whose text is noise that validation rightly rejects; a real model (configs/cluster.example.yaml) fills them."
+    )
+
+
+def format_summary(summary: dict, notes: list[str] = ()) -> str:
     if not summary["assets"] and not summary["models"]:
         return "no materialized assets yet"
     header = f"{'asset':<24} {'partitions':>10} {'in':>12} {'out':>12} {'rejected':>12}"
@@ -108,7 +121,7 @@ def format_summary(summary: dict) -> str:
             by_asset.setdefault(r["asset"], []).append(f"{r['rule']}={r['passed']}/{r['checked']}")
         lines += [f"{asset:<24} {', '.join(rates)}" for asset, rates in by_asset.items()]
     lines += _model_lines(summary["models"])
-    lines += ["", "per shard: asagi report --shards"]
+    lines += ["", *notes, "per shard: asagi report --shards"]
     return "\n".join(lines)
 
 

@@ -49,6 +49,10 @@ def test_demo_on_the_shipped_profile_then_sync_and_report(local_env):
                  "evaluate_model japanese-heron-bench|vlm_stage2: success", "evaluate_model ja-vg-vqa-500|vlm_stage2: success",
                  "evaluate_model ja-vlm-bench-in-the-wild|vlm_stage2: success", "update_leaderboard : success"):
         assert line in demo.stdout, demo.stdout[-3000:] + demo.stderr[-3000:]
+    # The tiny random generators' corpora are nearly empty, and the demo and the report say why in one line.
+    [note] = [line for line in demo.stdout.splitlines() if line.startswith("synthesized corpora: ")]
+    assert "rows accepted" in note and "builtin tiny random models" in note
+    assert note in asagi(local_env, "report").stdout.splitlines()
     report = json.loads(asagi(local_env, "report", "--shards", "--json").stdout)
     # 8 per-shard assets and 4 corpora x 3 shards, 3 assets x 3 datasets, 2 translations,
     # the two indexes and the document reference, the two stage mixtures; 3 benchmarks'
