@@ -10,12 +10,14 @@ import json
 import os
 import sys
 import threading
+import time
+import warnings
 from pathlib import Path
 
 import click
 import yaml
 
-from asagi_dagster.config import AsagiConfig, ConfigError, load_config
+from asagi_dagster.config import AsagiConfig, ConfigError, load_config, profile_path
 from asagi_dagster.report import format_summary, format_table, model_report, shard_report, summary_report, synthesis_note, to_json
 from asagi_dagster.storage import Storage
 
@@ -84,8 +86,12 @@ def main(config_path: str | None) -> None:
     """
     if config_path:  # through the environment, so the Dagster definitions this process loads read it too
         os.environ["ASAGI_CONFIG"] = str(Path(config_path).resolve())
-    # Model loading draws progress bars; the CLI's console shows only outcomes.
+    # The console shows outcomes and what concerns the user, not the libraries' notices:
+    # model-loading progress bars and load reports (here and in the GPU programs started
+    # from here, through the environment), and Dagster's warnings about its own API.
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    warnings.filterwarnings("ignore", module=r"dagster(\.|$)")
 
 
 @main.command()
@@ -452,6 +458,22 @@ def rebuild() -> None:
     click.echo(f"rebuilt the catalog: {catalog.rebuild(Storage(_config().storage))} entries")
 
 
+def _where_things_are(config: AsagiConfig, storage: Storage) -> str:
+    """The demo's last words: where its outputs are and how to look at them."""
+    lines = ["", "where everything is:", f"  storage root     {config.storage.root}"]
+    if config.storage.duckdb_path:
+        lines.append(f"  DuckDB file      {config.storage.duckdb_path}")
+        query = "SELECT asset, sum(rows_out) AS rows FROM manifests GROUP BY asset"
+        lines.append(f"                   try: python -c \"import duckdb; duckdb.connect('{config.storage.duckdb_path}').sql('{query}').show()\"")
+    for model in model_report(storage):
+        lines.append(f"  {model['asset']:<16} {model['model_url']}")
+    if storage.exists(storage.manifest_path("leaderboard", None)):
+        lines.append(f"  leaderboard      {storage.read_manifest('leaderboard', None).data_url}")
+    home = os.environ.get("DAGSTER_HOME", config.dagster.home)
+    lines.append(f"  in the UI:       cd {Path(__file__).resolve().parent.parent} && DAGSTER_HOME={home} ASAGI_CONFIG={os.environ.get('ASAGI_CONFIG') or profile_path()} dagster dev")
+    return "\n".join(lines)
+
+
 @main.command()
 def demo() -> None:
     """The embedded default end to end: sample, image server, sync, ingest, datasets, filter,
@@ -469,22 +491,37 @@ def demo() -> None:
         server = start_image_server(site, config.sample.image_server_host, config.sample.image_server_port)
     except OSError as exc:
         raise click.ClickException(f"cannot serve the sample images at {base}: {exc}") from None
+    phases: list[tuple[str, float]] = []
+
+    def phase(name: str, work) -> bool:
+        click.echo(f"== {name}")
+        began = time.perf_counter()
+        done = work()
+        phases.append((name, time.perf_counter() - began))
+        return done
+
     try:
         for key in _sync(config):
             click.echo(f"registered shard {key}")
-        ok = _ingest(config, ()) and _run_per_dataset(config, "dataset_ingest") and _filter(config, ())
+        ok = (
+            phase("ingest", lambda: _ingest(config, ()))
+            and phase("datasets", lambda: _run_per_dataset(config, "dataset_ingest"))
+            and phase("filter", lambda: _filter(config, ()))
+        )
     finally:
         server.shutdown()
         server.server_close()
     if ok and config.synthesis is not None:  # needs no image server: it reads stored pairs and images
-        ok = _synthesize(config, ())
+        ok = phase("synthesize", lambda: _synthesize(config, ()))
     if ok and config.training is not None:
-        ok = _train(config)
+        ok = phase("train", lambda: _train(config))
     if ok and config.evaluation is not None:
-        ok = _evaluate(config)
+        ok = phase("evaluate", lambda: _evaluate(config))
     storage = Storage(config.storage)
     click.echo(format_table(shard_report(storage, config.storage.duckdb_path), model_report(storage)))
     for note in _report_notes(config, summary_report(storage, config.storage.duckdb_path)):
         click.echo(note)
+    click.echo("\nphase times: " + ", ".join(f"{name} {seconds:.0f} s" for name, seconds in phases) + f"; total {sum(s for _, s in phases):.0f} s")
+    click.echo(_where_things_are(config, storage))
     if not ok:
         sys.exit(1)

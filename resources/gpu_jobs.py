@@ -4,6 +4,7 @@ the profile's ``gpu_jobs.runner``. Both return the custom messages the program s
 
 from __future__ import annotations
 
+import os
 import sys
 
 import dagster as dg
@@ -46,7 +47,9 @@ class GpuJobsResource(dg.ConfigurableResource):
         if settings.runner == "subprocess":  # a pod runs its image's python
             python = settings.python or sys.executable
             command = [python, *launcher(module, local_processes)]
-            invocation = dg.PipesSubprocessClient().run(context=context, command=command, extras=extras)
+            # torchrun sets one thread per process when this is unset, and prints a banner saying so.
+            env = {"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")} if local_processes else None
+            invocation = dg.PipesSubprocessClient(env=env).run(context=context, command=command, extras=extras)
         else:
             processes = max(1, settings.pods[kind].gpus) if local_processes and kind in settings.pods else None
             command = ["python", *launcher(module, processes)]

@@ -49,6 +49,19 @@ def test_demo_on_the_shipped_profile_then_sync_and_report(local_env):
                  "evaluate_model japanese-heron-bench|vlm_stage2: success", "evaluate_model ja-vg-vqa-500|vlm_stage2: success",
                  "evaluate_model ja-vlm-bench-in-the-wild|vlm_stage2: success", "update_leaderboard : success"):
         assert line in demo.stdout, demo.stdout[-3000:] + demo.stderr[-3000:]
+    # Only warnings that concern the user: no library notices (Dagster's preview warnings,
+    # transformers' load reports, torchrun's thread banner).
+    for notice in ("PreviewWarning", "SupersessionWarning", "LOAD REPORT", "UNEXPECTED", "OMP_NUM_THREADS"):
+        assert notice not in demo.stderr + demo.stdout, (notice, demo.stderr[-3000:])
+    # It ends with the time of each phase and where everything is.
+    [times] = [line for line in demo.stdout.splitlines() if line.startswith("phase times: ")]
+    assert all(f"{phase} " in times for phase in ("ingest", "datasets", "filter", "synthesize", "train", "evaluate"))
+    where = demo.stdout[demo.stdout.index("where everything is:"):]
+    for expected in ("storage root", "DuckDB file", "vlm_stage1", "vlm_stage2", "leaderboard", "dagster dev"):
+        assert expected in where, where
+    query = next(line for line in where.splitlines() if "try: python -c" in line).split("try: ", 1)[1]
+    shown = subprocess.run(query, shell=True, capture_output=True, text=True, env=local_env, timeout=60)
+    assert shown.returncode == 0 and "screened_pairs" in shown.stdout, shown.stderr  # the suggested query works
     # The tiny random generators' corpora are nearly empty, and the demo and the report say why in one line.
     [note] = [line for line in demo.stdout.splitlines() if line.startswith("synthesized corpora: ")]
     assert "rows accepted" in note and "builtin tiny random models" in note
