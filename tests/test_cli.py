@@ -218,6 +218,8 @@ def test_files_dropped_in_the_inbox_are_ingested_by_the_sensors_backfill(cli_env
     asagi(cli_env, "sample")
     shards = sorted(p.name for p in (tmp_path / "inbox").iterdir())
     assert len(shards) == 3
+    # The instance's tables first: the daemon and this test's first look creating them at once race.
+    subprocess.run([sys.executable, "-c", "import dagster as dg; dg.DagsterInstance.get()"], env=cli_env, check=True, capture_output=True)
     server = subprocess.Popen([*ASAGI, "serve-sample"], env=cli_env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=default_signals)
     daemon = subprocess.Popen(
         ["dagster-daemon", "run", "-w", "workspace.yaml"], env=cli_env, cwd=REPO,
