@@ -458,6 +458,21 @@ def rebuild() -> None:
     click.echo(f"rebuilt the catalog: {catalog.rebuild(Storage(_config().storage))} entries")
 
 
+def _serves(base: str, site: Path) -> bool:
+    """Whether ``base`` already serves ``site`` (a running `asagi serve-sample`): one of its
+    files comes back byte for byte."""
+    import urllib.request
+
+    sample = next((p for p in sorted(site.rglob("*")) if p.is_file()), None)
+    if sample is None:
+        return False
+    try:
+        with urllib.request.urlopen(f"{base}/{sample.relative_to(site).as_posix()}", timeout=5) as response:
+            return response.read() == sample.read_bytes()
+    except OSError:
+        return False
+
+
 def _where_things_are(config: AsagiConfig, storage: Storage) -> str:
     """The demo's last words: where its outputs are and how to look at them."""
     lines = ["", "where everything is:", f"  storage root     {config.storage.root}"]
@@ -490,7 +505,10 @@ def demo() -> None:
     try:
         server = start_image_server(site, config.sample.image_server_host, config.sample.image_server_port)
     except OSError as exc:
-        raise click.ClickException(f"cannot serve the sample images at {base}: {exc}") from None
+        if not _serves(base, site):
+            raise click.ClickException(f"cannot serve the sample images at {base}: {exc}") from None
+        click.echo(f"the sample's images are already served at {base} (asagi serve-sample): the demo uses that server")
+        server = None
     phases: list[tuple[str, float]] = []
 
     def phase(name: str, work) -> bool:
@@ -509,8 +527,9 @@ def demo() -> None:
             and phase("filter", lambda: _filter(config, ()))
         )
     finally:
-        server.shutdown()
-        server.server_close()
+        if server is not None:
+            server.shutdown()
+            server.server_close()
     if ok and config.synthesis is not None:  # needs no image server: it reads stored pairs and images
         ok = phase("synthesize", lambda: _synthesize(config, ()))
     if ok and config.training is not None:

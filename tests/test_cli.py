@@ -41,7 +41,17 @@ def asagi(env, *args, check=True, timeout=300) -> subprocess.CompletedProcess:
 
 
 def test_demo_on_the_shipped_profile_then_sync_and_report(local_env):
-    demo = asagi(local_env, "demo", timeout=900)
+    # As the README's "Using it" does: the sample's image server is already running.
+    asagi(local_env, "sample")
+    server = subprocess.Popen([*ASAGI, "serve-sample"], env=local_env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                              preexec_fn=default_signals)
+    try:
+        assert server.stdout.readline().startswith("serving ")
+        demo = asagi(local_env, "demo", timeout=900)
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+    assert "are already served at http://127.0.0.1:" in demo.stdout  # its server, not a port clash
     for line in ("web_ingest sample-00002.warc: success", "filtered_splits sample-00002.warc: success",
                  "dataset_ingest sample-vqa-en: success", "synthesized_corpora sample-00002.warc: success",
                  "translated_datasets sample-captions-en: success", "translated_datasets sample-vqa-en: success",
