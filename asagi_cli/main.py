@@ -17,12 +17,17 @@ from pathlib import Path
 import click
 import yaml
 
+from asagi_cli.console import Console
+from asagi_cli.unchanged import INPUTS_TAG, inputs_fingerprint, outputs_present, unchanged_since
 from asagi_dagster.config import AsagiConfig, ConfigError, load_config, profile_path
 from asagi_dagster.report import format_summary, format_table, model_report, shard_report, summary_report, synthesis_note, to_json
 from asagi_dagster.storage import Storage
 
 PARTITIONS = "warc_shards"
-_QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+CONSOLE = Console()
+# The runs' loggers: warnings and errors on the console, progress lines through
+# CONSOLE (a logger is used only when the run config names it).
+_LOGGERS = {"loggers": {"console": {"config": {"log_level": "WARNING"}}, "progress": {}}}
 
 
 def _config() -> AsagiConfig:
@@ -79,7 +84,8 @@ def _sample_paths(config: AsagiConfig) -> tuple[Path, Path, str]:
     "--config", "config_path", type=click.Path(exists=True, dir_okay=False),
     help="The profile (YAML). Default: $ASAGI_CONFIG, else configs/local.yaml (the embedded default).",
 )
-def main(config_path: str | None) -> None:
+@click.option("--rerun", is_flag=True, help="Run every step, also those whose inputs, settings and code are as in their last successful run (by default skipped).")
+def main(config_path: str | None, rerun: bool) -> None:
     """asagi-dagster: web archives to Japanese VLM training data, run by Dagster.
 
     Every command reads one profile: --config, else $ASAGI_CONFIG, else configs/local.yaml.
@@ -163,20 +169,38 @@ def _shards(config: AsagiConfig, partitions: tuple[str, ...], required: bool = F
     return list(partitions) or sorted(registered)
 
 
-def _run_per_shard(config: AsagiConfig, job_name: str, partitions: tuple[str, ...]) -> bool:
-    """Run a shard-partitioned job in this process, once per shard (default: every registered one)."""
-    keys = _shards(config, partitions)
+def _execute(config: AsagiConfig, job_name: str, partition=None, position: tuple[int, int] | None = None) -> bool:
+    """Run a job (one partition of it) in this process; the console shows its progress
+    lines while it runs and its outcome at the end. Warnings and errors show too; the
+    full event log is in the instance (the UI)."""
     instance = _instance(config)
     from asagi_dagster.definitions import defs  # built for the active profile on import
 
     job = defs.resolve_job_def(job_name)
-    ok = True
-    for key in keys:
-        # Warnings and errors only on the console; the full event log is in the instance (UI).
-        result = job.execute_in_process(instance=instance, partition_key=key, raise_on_error=False, run_config=_QUIET)
-        click.echo(f"{job_name} {key}: {'success' if result.success else 'FAILED'} (run {result.run_id})")
-        ok &= result.success
-    return ok
+    label = f"{job_name} {partition}" if partition is not None else job_name
+    of = f"{position[0]}/{position[1]}, " if position else ""
+    inputs = inputs_fingerprint(config, instance, job, defs.resolve_asset_graph(), partition)
+    if not click.get_current_context().find_root().params["rerun"] and outputs_present(Storage(config.storage), job, partition):
+        earlier = unchanged_since(instance, job_name, inputs)
+        if earlier:
+            CONSOLE.say(f"{label}: unchanged ({of}same inputs as run {earlier}), skipped")
+            return True
+    job = job.with_logger_defs({**job.loggers, "progress": CONSOLE.logger_def()})
+    began = time.perf_counter()
+    with CONSOLE.running(label):
+        result = job.execute_in_process(instance=instance, partition_key=partition, raise_on_error=False, run_config=_LOGGERS, tags={INPUTS_TAG: inputs})
+    CONSOLE.say(f"{label}: {'success' if result.success else 'FAILED'} ({of}{time.perf_counter() - began:.1f} s, run {result.run_id})")
+    return result.success
+
+
+def _execute_each(config: AsagiConfig, job_name: str, partitions: list) -> bool:
+    """One run per partition, in order; every one runs even when an earlier one failed."""
+    return all([_execute(config, job_name, key, (number, len(partitions))) for number, key in enumerate(partitions, 1)])
+
+
+def _run_per_shard(config: AsagiConfig, job_name: str, partitions: tuple[str, ...]) -> bool:
+    """Run a shard-partitioned job in this process, once per shard (default: every registered one)."""
+    return _execute_each(config, job_name, _shards(config, partitions))
 
 
 def _ingest(config: AsagiConfig, partitions: tuple[str, ...]) -> bool:
@@ -185,26 +209,13 @@ def _ingest(config: AsagiConfig, partitions: tuple[str, ...]) -> bool:
 
 def _run_per_dataset(config: AsagiConfig, job_name: str, names: list[str] | None = None) -> bool:
     """Run a dataset-partitioned job once per dataset (default: every dataset the profile lists)."""
-    instance = _instance(config)
-    from asagi_dagster.definitions import defs
-
-    ok = True
-    for name in sorted(config.sources.datasets if names is None else names):
-        result = defs.resolve_job_def(job_name).execute_in_process(instance=instance, partition_key=name, raise_on_error=False, run_config=_QUIET)
-        click.echo(f"{job_name} {name}: {'success' if result.success else 'FAILED'} (run {result.run_id})")
-        ok &= result.success
-    return ok
+    return _execute_each(config, job_name, sorted(config.sources.datasets if names is None else names))
 
 
 def _filter(config: AsagiConfig, partitions: tuple[str, ...]) -> bool:
     """The indexes over everything screened, then each shard's and dataset's filtered pairs."""
     _shards(config, partitions)  # a wrong shard fails here, not after the indexes are rebuilt
-    instance = _instance(config)
-    from asagi_dagster.definitions import defs
-
-    result = defs.resolve_job_def("filter_indexes").execute_in_process(instance=instance, raise_on_error=False, run_config=_QUIET)
-    click.echo(f"filter_indexes: {'success' if result.success else 'FAILED'} (run {result.run_id})")
-    if not result.success:
+    if not _execute(config, "filter_indexes"):
         return False
     shards_ok = _run_per_shard(config, "filtered_splits", partitions)
     return (partitions or _run_per_dataset(config, "filtered_dataset_splits")) and shards_ok
@@ -274,13 +285,10 @@ def _train(config: AsagiConfig) -> bool:
     """Both stage mixtures, then stage 1 and stage 2 (the vlm_training job, in this process)."""
     if config.training is None:
         raise click.ClickException("the profile has no training section")
-    from asagi_dagster.definitions import defs
-
-    result = defs.resolve_job_def("vlm_training").execute_in_process(instance=_instance(config), raise_on_error=False, run_config=_QUIET)
-    click.echo(f"vlm_training: {'success' if result.success else 'FAILED'} (run {result.run_id})")
-    if result.success:
-        click.echo(f"model: {Storage(config.storage).read_manifest('vlm_stage2', None).model_url}")
-    return result.success
+    if not _execute(config, "vlm_training"):
+        return False
+    click.echo(f"model: {Storage(config.storage).read_manifest('vlm_stage2', None).model_url}")
+    return True
 
 
 @main.command()
@@ -336,26 +344,16 @@ def _evaluate(config: AsagiConfig, models: tuple[str, ...] = ()) -> bool:
         raise click.ClickException("the profile has no evaluation section")
     import dagster as dg
 
-    from asagi_dagster.definitions import defs
-
-    instance = _instance(config)
-
-    def run(job: str, partition: str | None = None) -> bool:
-        result = defs.resolve_job_def(job).execute_in_process(instance=instance, partition_key=partition, raise_on_error=False, run_config=_QUIET)
-        click.echo(f"{job} {partition or ''}: {'success' if result.success else 'FAILED'} (run {result.run_id})")
-        return result.success
-
     unknown = [model for model in models if model not in config.evaluation.models]
     if unknown:
         raise click.ClickException(f"not a model of evaluation.models: {', '.join(unknown)}; choose from {', '.join(config.evaluation.models)}")
     benchmarks = sorted(config.evaluation.benchmarks)
-    ok = all([run("load_benchmarks", name) for name in benchmarks])
-    for model in models or config.evaluation.models:
-        for name in benchmarks:
-            ok &= run("evaluate_model", dg.MultiPartitionKey({"benchmark": name, "model": model}))
-    if not run("update_leaderboard"):
+    ok = _execute_each(config, "load_benchmarks", benchmarks)
+    pairs = [dg.MultiPartitionKey({"benchmark": name, "model": model}) for model in models or config.evaluation.models for name in benchmarks]
+    ok &= _execute_each(config, "evaluate_model", pairs)
+    if not _execute(config, "update_leaderboard"):
         return False
-    records = instance.get_latest_materialization_event(dg.AssetKey("leaderboard")).asset_materialization.metadata
+    records = _instance(config).get_latest_materialization_event(dg.AssetKey("leaderboard")).asset_materialization.metadata
     click.echo(records["table"].value)
     return ok
 
@@ -512,7 +510,7 @@ def demo() -> None:
     phases: list[tuple[str, float]] = []
 
     def phase(name: str, work) -> bool:
-        click.echo(f"== {name}")
+        CONSOLE.say(f"== {name}")
         began = time.perf_counter()
         done = work()
         phases.append((name, time.perf_counter() - began))

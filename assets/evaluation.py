@@ -84,7 +84,7 @@ def build_evaluation_assets(config: AsagiConfig) -> tuple[list, list, list]:
         model_url, on_storage, revision = _model(profile, storage, keys["model"])
         job = PredictionJob(
             storage=profile.settings.storage, asset="benchmark_predictions", partition=context.partition_key, benchmark=keys["benchmark"],
-            model=keys["model"], model_url=model_url, on_storage=on_storage, revision=revision, items_url=benchmark_items.data_url,
+            model=keys["model"], model_url=model_url, on_storage=on_storage, revision=revision, items_url=benchmark_items.data_url, items=benchmark_items.rows_out,
             instruction=settings.benchmarks[keys["benchmark"]].instruction, engine=settings.engine, max_new_tokens=settings.max_new_tokens,
         )
         messages = gpu_jobs.run(context, "evaluation", EVAL_MODULE, job.model_dump(mode="json"))

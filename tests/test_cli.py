@@ -40,6 +40,20 @@ def asagi(env, *args, check=True, timeout=300) -> subprocess.CompletedProcess:
     return subprocess.run([*ASAGI, *args], env=env, cwd=REPO, capture_output=True, text=True, check=check, timeout=timeout)
 
 
+def asagi_timed(env, *args) -> tuple[str, float, float]:
+    """Run ``asagi`` with its output (stdout and stderr together) read as it comes: the
+    output, the longest time without a line, and the whole time."""
+    began = last = time.monotonic()
+    longest, lines = 0.0, []
+    with subprocess.Popen([*ASAGI, *args], env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as process:
+        for line in process.stdout:
+            now = time.monotonic()
+            longest, last = max(longest, now - last), now
+            lines.append(line)
+        assert process.wait(timeout=60) == 0, "".join(lines)[-3000:]
+    return "".join(lines), max(longest, time.monotonic() - last), time.monotonic() - began
+
+
 def test_demo_on_the_shipped_profile_then_sync_and_report(local_env):
     # As the README's "Using it" does: the sample's image server is already running.
     asagi(local_env, "sample")
@@ -47,33 +61,38 @@ def test_demo_on_the_shipped_profile_then_sync_and_report(local_env):
                               preexec_fn=default_signals)
     try:
         assert server.stdout.readline().startswith("serving ")
-        demo = asagi(local_env, "demo", timeout=900)
+        demo, silence, _ = asagi_timed(local_env, "demo")
     finally:
         server.terminate()
         server.wait(timeout=60)
-    assert "are already served at http://127.0.0.1:" in demo.stdout  # its server, not a port clash
+    assert "are already served at http://127.0.0.1:" in demo  # its server, not a port clash
     for line in ("web_ingest sample-00002.warc: success", "filtered_splits sample-00002.warc: success",
                  "dataset_ingest sample-vqa-en: success", "synthesized_corpora sample-00002.warc: success",
                  "translated_datasets sample-captions-en: success", "translated_datasets sample-vqa-en: success",
                  "vlm_training: success", "load_benchmarks japanese-heron-bench: success",
                  "evaluate_model japanese-heron-bench|vlm_stage2: success", "evaluate_model ja-vg-vqa-500|vlm_stage2: success",
-                 "evaluate_model ja-vlm-bench-in-the-wild|vlm_stage2: success", "update_leaderboard : success"):
-        assert line in demo.stdout, demo.stdout[-3000:] + demo.stderr[-3000:]
+                 "evaluate_model ja-vlm-bench-in-the-wild|vlm_stage2: success", "update_leaderboard: success"):
+        assert line in demo, demo[-3000:]
+    # It talks while it works: progress lines from inside the runs (training steps with
+    # their loss, benchmark items answered), and never 15 s without a line.
+    assert re.search(r"^  stage1 6/6 steps \([0-9.]+/s\), loss [0-9.]+$", demo, re.M), demo[-3000:]
+    assert re.search(r"^  japanese-heron-bench\|vlm_stage2 103/103 items", demo, re.M)
+    assert silence <= 15, (silence, demo[-3000:])
     # Only warnings that concern the user: no library notices (Dagster's preview warnings,
     # transformers' load reports, torchrun's thread banner).
     for notice in ("PreviewWarning", "SupersessionWarning", "LOAD REPORT", "UNEXPECTED", "OMP_NUM_THREADS"):
-        assert notice not in demo.stderr + demo.stdout, (notice, demo.stderr[-3000:])
+        assert notice not in demo, (notice, demo[-3000:])
     # It ends with the time of each phase and where everything is.
-    [times] = [line for line in demo.stdout.splitlines() if line.startswith("phase times: ")]
+    [times] = [line for line in demo.splitlines() if line.startswith("phase times: ")]
     assert all(f"{phase} " in times for phase in ("ingest", "datasets", "filter", "synthesize", "train", "evaluate"))
-    where = demo.stdout[demo.stdout.index("where everything is:"):]
+    where = demo[demo.index("where everything is:"):]
     for expected in ("storage root", "DuckDB file", "vlm_stage1", "vlm_stage2", "leaderboard", "dagster dev"):
         assert expected in where, where
     query = next(line for line in where.splitlines() if "try: python -c" in line).split("try: ", 1)[1]
     shown = subprocess.run(query, shell=True, capture_output=True, text=True, env=local_env, timeout=60)
     assert shown.returncode == 0 and "screened_pairs" in shown.stdout, shown.stderr  # the suggested query works
     # The tiny random generators' corpora are nearly empty, and the demo and the report say why in one line.
-    [note] = [line for line in demo.stdout.splitlines() if line.startswith("synthesized corpora: ")]
+    [note] = [line for line in demo.splitlines() if line.startswith("synthesized corpora: ")]
     assert "rows accepted" in note and "builtin tiny random models" in note
     assert note in asagi(local_env, "report").stdout.splitlines()
     report = json.loads(asagi(local_env, "report", "--shards", "--json").stdout)
@@ -120,13 +139,21 @@ def test_demo_on_the_shipped_profile_then_sync_and_report(local_env):
         assert mixture["rows_out"] > 0 and set(mixture["rejected_by_reason"]) <= {"other_text_drawn", "empty_text"}
         assert re.search(rf"vlm_{stage} +6 steps on {mixture['rows_out']} examples, final loss \d", text), text[-600:]
     _assert_training_metadata(local_env)
-    _assert_evaluation(local_env, demo.stdout, by_key)
+    _assert_evaluation(local_env, demo, by_key)
     # The same stage as a job for a multi-node run (k8s/training/): starts from stage 1's model.
     job_path = Path(local_env["DAGSTER_HOME"]).parent / "job2.json"
     asagi(local_env, "train", "--write-job", "stage2", "--to", str(job_path))
     job = json.loads(job_path.read_text())
     assert job["stage"] == "stage2" and job["start_from"].endswith("vlm_stage1/all/model")
     assert job["mixture_url"].endswith("stage2_mixture/all/data.parquet")
+    # A second demo with nothing changed redoes nothing, within a minute: each of its 26
+    # runs is skipped as unchanged, and the trained model is the one it was.
+    model = Path(local_env["ASAGI_CONFIG"]).parent / ".asagi" / "data" / "vlm_stage2" / "all" / "model" / "config.json"
+    trained_at = model.stat().st_mtime_ns
+    again, _, seconds = asagi_timed(local_env, "demo")
+    assert seconds <= 60, (seconds, again[-3000:])
+    assert again.count(": unchanged (") == 26 and ": success (" not in again, again[-3000:]
+    assert model.stat().st_mtime_ns == trained_at
 
 
 def _assert_evaluation(env, demo_output: str, by_key: dict) -> None:
@@ -342,6 +369,33 @@ def test_a_wrong_or_missing_shard_is_one_line_before_any_work(cli_env):
     runs = subprocess.run([sys.executable, "-c", "import dagster as dg; print(len(dg.DagsterInstance.get().get_runs()))"],
                           env=cli_env, capture_output=True, text=True, check=True)
     assert runs.stdout.strip() == "0"  # no index was rebuilt, nothing ran
+
+
+def test_a_rerun_skips_what_is_unchanged_and_runs_what_changed(cli_env):
+    """A shard runs again when its file changed or its outputs are gone, or with --rerun;
+    otherwise it is skipped, naming the run it is unchanged since."""
+    profile = yaml.safe_load(Path(cli_env["ASAGI_CONFIG"]).read_text())
+    inbox, root = Path(profile["sources"]["web"]["inbox"]), Path(profile["storage"]["root"])
+    asagi(cli_env, "sample")
+    asagi(cli_env, "sync")
+    server = subprocess.Popen([*ASAGI, "serve-sample"], env=cli_env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                              preexec_fn=default_signals)
+    try:
+        assert server.stdout.readline().startswith("serving ")
+        first = asagi(cli_env, "ingest").stdout
+        assert first.count(": success (") == 3, first
+        [run_of_0] = re.findall(r"web_ingest sample-00000.warc.gz: success \(1/3, [0-9.]+ s, run ([0-9a-f-]+)\)", first)
+        changed = inbox / "sample-00001.warc.gz"
+        os.utime(changed, (time.time() + 10, time.time() + 10))  # the file changed (its fingerprint: size and change time)
+        (root / "screened_pairs" / "sample-00002.warc" / "_manifest.json").unlink()  # an output gone
+        second = asagi(cli_env, "ingest").stdout
+        assert f"web_ingest sample-00000.warc.gz: unchanged (1/3, same inputs as run {run_of_0}), skipped" in second, second
+        assert "web_ingest sample-00001.warc.gz: success" in second and "web_ingest sample-00002.warc: success" in second
+        third = asagi(cli_env, "--rerun", "ingest", "--partition", "sample-00000.warc.gz").stdout
+        assert "web_ingest sample-00000.warc.gz: success" in third
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
 
 
 def test_version_and_config_option(cli_env, tmp_path):

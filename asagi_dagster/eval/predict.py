@@ -20,6 +20,7 @@ from PIL import Image
 from pydantic import BaseModel
 
 from asagi_dagster.config import EngineSettings, GeneratorSettings, SamplingSettings, StorageSettings
+from asagi_dagster.progress import Progress
 from asagi_dagster.storage import Manifest, StageWriter, Storage
 from asagi_dagster.synth.generation import Request, open_generator
 from asagi_dagster.synth.prompts import user_message
@@ -52,6 +53,7 @@ class PredictionJob(BaseModel):
     on_storage: bool  # model_url is on the storage root (this project's trained models)
     revision: str | None = None
     items_url: str
+    items: int | None = None  # how many (for progress lines)
     instruction: str | None = None
     engine: EngineSettings
     max_new_tokens: int = 256
@@ -76,10 +78,11 @@ def predict(job: PredictionJob, log: Callable[[str], None] = print) -> Manifest:
     log(f"{job.partition}: generating with backend {settings.backend} from {job.model_url}")
     sampling = greedy(job.max_new_tokens)
     predictions = []
+    progress = Progress(log, job.partition, job.items, "items")
     try:
         with StageWriter(storage, job.asset, job.partition, PREDICTIONS, VERSION) as out:
             out.source = {"model_url": job.model_url}  # the scores name the model that answered
-            for index, chunk in enumerate(batches(storage.iter_rows(storage.strip_protocol(job.items_url)), CHUNK)):
+            for chunk in batches(storage.iter_rows(storage.strip_protocol(job.items_url)), CHUNK):
                 out.count_in(len(chunk))
                 requests, kept = _requests(chunk, out, job.instruction, settings.prompt_image_placeholder, sampling)
                 for (question_id, prompt), generated in zip(kept, generator.generate(requests) if requests else []):
@@ -88,7 +91,7 @@ def predict(job: PredictionJob, log: Callable[[str], None] = print) -> Manifest:
                         continue
                     out.write({"question_id": question_id, "text": generated.text, "tokens": generated.tokens, "prompt": prompt, "model": job.model, "benchmark": job.benchmark})
                     predictions.append({"question_id": question_id, "text": generated.text})
-                log(f"{job.partition}: chunk {index + 1}: {len(kept)} answered")
+                progress.add(len(chunk))
     finally:
         generator.close()
         if job.on_storage and not storage.is_local:  # the copy local_folder downloaded

@@ -83,7 +83,7 @@ def build_tiny_clip(folder: Path, corpus: list[str], seed: int = 0) -> None:
     tokenizer.normalizer = normalizers.NFKC()
     tokenizer.pre_tokenizer = pre_tokenizers.Metaspace()
     specials = ["<pad>", "<unk>", "<s>", "</s>"]
-    tokenizer.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=2000, special_tokens=specials, min_frequency=1))
+    tokenizer.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=2000, special_tokens=specials, min_frequency=1, show_progress=False))
     bos, eos = tokenizer.token_to_id("<s>"), tokenizer.token_to_id("</s>")
     # CLIP's text tower pools at the end-of-text token, so every sequence must end with one.
     tokenizer.post_processor = processors.TemplateProcessing(single="<s> $A </s>", special_tokens=[("<s>", bos), ("</s>", eos)])
@@ -130,7 +130,7 @@ def chat_tokenizer(corpus: list[str]):
     tokenizer.pre_tokenizer = pre_tokenizers.Metaspace()
     tokenizer.decoder = decoders.Metaspace()
     specials = ["<pad>", "<unk>", "<s>", "</s>", "<|system|>", "<|user|>", "<|assistant|>", "<image>"]
-    tokenizer.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=3000, special_tokens=specials, min_frequency=1))
+    tokenizer.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=3000, special_tokens=specials, min_frequency=1, show_progress=False))
     return PreTrainedTokenizerFast(
         tokenizer_object=tokenizer, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>",
         extra_special_tokens={"image_token": "<image>"}, chat_template=CHAT_TEMPLATE, model_max_length=4096,

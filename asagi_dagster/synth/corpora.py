@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 
 
 from asagi_dagster.config import AsagiConfig, ConfigError, GeneratorSettings, SynthesisSettings, TaskSettings
+from asagi_dagster.progress import Progress
 from asagi_dagster.storage import Manifest, StageWriter, Storage
 from asagi_dagster.synth import schemas
 from asagi_dagster.synth.runner import Checkpoints, TaskPlan, fingerprint, run_chunks
@@ -144,10 +145,11 @@ def _run_partition(
     with StageWriter(storage, asset, partition, CORPUS_SCHEMAS[asset], schemas.VERSION) as out:
         out.source = {**{name: plan.generator_settings.model for name, plan in enabled.items()}, MADE_FROM: key}
         items = ITEMS[asset](storage, inputs, enabled, out)
+        progress = Progress(log, f"{asset} {partition}", None, "items", every_s=0)
         run_chunks(
             items, out, checkpoints, synthesis.chunk_rows, synthesis.seed,
-            on_chunk=lambda index, rows, rejected, resumed: log(
-                f"chunk {index}: {rows} rows, {rejected} rejected" + (" (committed before, not generated again)" if resumed else "")
+            on_chunk=lambda index, rows, rejected, resumed: progress.add(
+                rows + rejected, f"chunk {index}: {rows} written, {rejected} rejected" + (" (committed before, not generated again)" if resumed else "")
             ),
         )
     storage.write_manifest(out.manifest)  # committed now: a later partition of the batch may fail

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from pydantic import BaseModel
 
 from asagi_dagster.config import AsagiConfig, StageSettings
+from asagi_dagster.progress import progress_line, rate
 from asagi_dagster.storage import Manifest, ModelManifest, Storage
 from asagi_dagster.synth.runner import fingerprint
 from asagi_dagster.train import data
@@ -162,7 +163,8 @@ def train(job: TrainJob, report: Callable[[dict], None], log: Callable[[str], No
         stage.global_batch, stage.micro_batch, world, rank, position, steps - start,
     )
     loader = data.step_loader(batches_of_steps, training.data_workers, pin_memory=device.type == "cuda")
-    window = _Window(device, time.perf_counter())
+    began = time.perf_counter()
+    window = _Window(device, began)
     for step, built in zip(range(start, steps), loader):
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, steps, stage)
@@ -176,6 +178,7 @@ def train(job: TrainJob, report: Callable[[dict], None], log: Callable[[str], No
             history.append(metrics)
             if rank == 0:
                 report(metrics)
+                log(progress_line(job.stage, step + 1, steps, "steps", rate(step + 1 - start, time.perf_counter() - began), f"loss {metrics['loss']:.3f}"))
         if (step + 1) % stage.checkpoint_every == 0 or step + 1 == steps:
             checkpoints.save(step + 1, model, optimizer, {"rng": _get_rng(), "data_position": position})
 
