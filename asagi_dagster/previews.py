@@ -11,14 +11,33 @@ from asagi_dagster.filters.images import small_image
 from asagi_dagster.storage import Storage
 
 _BULKY = {"html", "bytes", "text_blocks", "images"}
+# What people read first in a sample row, in this order; ids and bookkeeping go last.
+READ_FIRST = ("thumbnail", "alt", "caption", "text", "question", "answer", "choices", "reference_text", "figcaption", "title", "reason", "detail")
 
 
-def sample_rows(storage: Storage, data_url: str, n: int = 5, max_chars: int = 80) -> list[dict]:
-    """The first ``n`` rows without bulky columns, long strings shortened."""
-    columns = [name for name in storage.columns(data_url) if name not in _BULKY]
+def reading_order(columns: list[str]) -> list[str]:
+    """``columns`` with what people read first (READ_FIRST) and ids (``id``, ``*_id``) last."""
+
+    def rank(name: str) -> tuple[int, int]:
+        if name in READ_FIRST:
+            return 0, READ_FIRST.index(name)
+        return (2, 0) if name == "id" or name.endswith("_id") else (1, 0)
+
+    return sorted(columns, key=rank)  # stable: the file's order within each rank
+
+
+def sample_rows(storage: Storage, data_url: str, n: int = 5, max_chars: int = 80, side: int = 64) -> list[dict]:
+    """The first ``n`` rows without bulky columns, long strings shortened, in reading
+    order; a row's image (a ``bytes`` column) as a thumbnail in Markdown."""
+    available = storage.columns(data_url)
+    columns = [name for name in available if name not in _BULKY] + (["bytes"] if "bytes" in available else [])
     rows = []
     for row in storage.iter_rows(storage.strip_protocol(data_url), columns=columns, batch_rows=max(n, 1)):
-        rows.append({k: _short(v, max_chars) for k, v in row.items()})
+        shown = {k: _short(v, max_chars) for k, v in row.items() if k != "bytes"}
+        if "bytes" in row:
+            uri = _thumbnail(row["bytes"], side, ImageSafetySettings())
+            shown["thumbnail"] = f"![thumbnail]({uri})" if uri else ""
+        rows.append({name: shown[name] for name in reading_order(list(shown))})
         if len(rows) >= n:
             break
     return rows
@@ -36,20 +55,27 @@ def thumbnails(
     safety = safety or ImageSafetySettings()
     found = []
     for row in storage.iter_rows(storage.strip_protocol(data_url), columns=["bytes"], batch_rows=16):
-        if not row["bytes"]:
-            continue
-        try:
-            image = small_image(row["bytes"], side, safety)
-        except Rejected:  # over the limits or undecodable: filtering judges and records it later
-            continue
-        except Exception:  # noqa: BLE001 - whatever else a crafted image raises: a preview must never fail a run
-            continue
-        out = io.BytesIO()
-        image.save(out, format="PNG")
-        found.append("data:image/png;base64," + base64.b64encode(out.getvalue()).decode())
+        uri = _thumbnail(row["bytes"], side, safety)
+        if uri:
+            found.append(uri)
         if len(found) >= n:
             break
     return found
+
+
+def _thumbnail(data: bytes | None, side: int, safety: ImageSafetySettings) -> str | None:
+    """A PNG data URI of the image, or None when it is over the limits or does not decode."""
+    if not data:
+        return None
+    try:
+        image = small_image(data, side, safety)
+    except Rejected:  # over the limits or undecodable: filtering judges and records it later
+        return None
+    except Exception:  # noqa: BLE001 - whatever else a crafted image raises: a preview must never fail a run
+        return None
+    out = io.BytesIO()
+    image.save(out, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(out.getvalue()).decode()
 
 
 def _short(value, max_chars: int):

@@ -23,6 +23,9 @@ def manifest_metadata(storage: Storage, manifest: Manifest) -> dict:
     rows = sample_rows(storage, manifest.data_url) if manifest.rows_out else []
     if rows:
         metadata["sample_rows"] = dg.MetadataValue.md(_markdown_table(rows))
+    rejected = sample_rows(storage, manifest.rejections_url, max_chars=300) if manifest.rows_rejected else []
+    if rejected:  # what was turned away and why (for a corpus: what the model wrote)
+        metadata["sample_rejections"] = dg.MetadataValue.md(_markdown_table(rejected))
     if rows and "bytes" in storage.columns(manifest.data_url):
         images = thumbnails(storage, manifest.data_url)
         if images:

@@ -141,7 +141,13 @@ def test_sample_materializes_with_all_checks_passing(defs, sample_inbox):
         assert meta["rows_in"].value == 6
         assert meta["rejected_by_reason"].value == {"http_status": 1, "x_robots_noai": 1}
         assert "data:image/png;base64," in meta["preview"].value
-        assert "sample_rows" in meta
+        # Sample rows lead with what people read (here the thumbnail), ids last;
+        # rejected rows show with their reason.
+        header = meta["sample_rows"].value.splitlines()[0].strip("| ").split(" | ")
+        assert header[0] == "thumbnail" and header[-1] == "pair_id", header
+        assert "![thumbnail](data:image/png;base64," in meta["sample_rows"].value
+        rejected = meta["sample_rejections"].value.splitlines()
+        assert rejected[0].startswith("| reason | detail | record_id |") and any("x_robots_noai" in line for line in rejected[2:])
 
 
 def test_cli_instance_settings_let_one_index_add_run_at_a_time(tmp_path):

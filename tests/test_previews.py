@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 from PIL import Image
 
 from asagi_dagster.config import ImageSafetySettings, StorageSettings
-from asagi_dagster.previews import thumbnails
+from asagi_dagster.previews import sample_rows, thumbnails
 from asagi_dagster.storage import Storage
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -60,7 +60,7 @@ def decoded(uri: str) -> Image.Image:
 _MEASURE = """
 import json, resource, sys
 from asagi_dagster.config import StorageSettings
-from asagi_dagster.previews import thumbnails
+from asagi_dagster.previews import sample_rows, thumbnails
 from asagi_dagster.storage import Storage
 root, url = sys.argv[1], sys.argv[2]
 storage = Storage(StorageSettings(root=root))
@@ -119,3 +119,15 @@ def test_the_profile_limits_apply_when_given(tmp_path):
     assert len(thumbnails(storage, url)) == 1
     assert thumbnails(storage, url, safety=ImageSafetySettings(max_pixels=640 * 480 - 1)) == []
     assert thumbnails(storage, url, safety=ImageSafetySettings(formats=["JPEG"])) == []
+
+
+def test_sample_rows_lead_with_what_people_read_and_end_with_ids(tmp_path):
+    storage = Storage(StorageSettings(root=str(tmp_path)))
+    table = pa.table({
+        "pair_id": ["p1"], "page_url": ["http://例え.jp/"], "image_url": ["http://例え.jp/a.png"],
+        "caption": ["窓辺の猫"], "alt": ["猫の写真"], "record_id": ["r1"], "bytes": [grey_png(40, 30)],
+    })
+    pq.write_table(table, tmp_path / "pairs.parquet")
+    [row] = sample_rows(storage, str(tmp_path / "pairs.parquet"))
+    assert list(row) == ["thumbnail", "alt", "caption", "page_url", "image_url", "pair_id", "record_id"]
+    assert row["thumbnail"].startswith("![thumbnail](data:image/png;base64,") and row["alt"] == "猫の写真"
