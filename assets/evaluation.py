@@ -141,7 +141,7 @@ def build_evaluation_assets(config: AsagiConfig) -> tuple[list, list, list]:
             "table and a bar chart; each judge column names its judge, as judge scores compare only under one judge."
         ),
     )
-    def leaderboard(storage: StorageResource, duckdb: DuckDBResource):
+    def leaderboard(profile: ProfileResource, storage: StorageResource, duckdb: DuckDBResource):
         st = storage.storage
         if not st.fs.glob(st.strip_protocol(history_glob(st))):
             raise dg.Failure("no benchmark scores yet: materialize benchmark_scores first")
@@ -154,7 +154,7 @@ def build_evaluation_assets(config: AsagiConfig) -> tuple[list, list, list]:
             out.count_in(len(rows))
             for row in rows:
                 out.write(board.stored(row))
-        table = board.markdown(rows)
+        table = board.markdown(rows, board.our_notes(profile.settings))
         return dg.Output(
             out.manifest,
             metadata={"table": dg.MetadataValue.md(table), "chart": dg.MetadataValue.md(f"![leaderboard]({board.bar_chart_png(rows)})"), "models": len({r['model'] for r in rows})},

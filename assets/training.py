@@ -92,14 +92,19 @@ def _train_stage(context, stage: str, profile, storage, gpu_jobs, mixture_manife
         "steps": manifest.steps,
         "examples": manifest.examples,
         "resumed_from_step": manifest.resumed_from if manifest.resumed_from is not None else "none",
-        "final_loss": last.get("loss", float("nan")),
-        "tokens_per_s": last.get("tokens_per_s", float("nan")),
-        "mfu": last.get("mfu", float("nan")),
-        "metrics": dg.MetadataValue.json(history),
+        "final_loss": rounded(last.get("loss", float("nan"))),
+        "tokens_per_s": rounded(last.get("tokens_per_s", float("nan"))),
+        "mfu": rounded(last.get("mfu", float("nan"))),
+        "metrics": dg.MetadataValue.json([{k: rounded(v) for k, v in m.items()} for m in history]),
     }
     if history:
         metadata["loss_curve"] = dg.MetadataValue.md(f"![loss curve]({loss_curve_png(history, asset)})")
     return dg.Output(manifest, metadata=metadata)
+
+
+def rounded(value):
+    """Four significant digits for reading in the UI (the manifest keeps the exact loss)."""
+    return float(f"{value:.4g}") if isinstance(value, float) else value
 
 
 def loss_curve_png(history: list[dict], title: str) -> str:

@@ -168,8 +168,9 @@ def _assert_evaluation(env, demo_output: str, by_key: dict) -> None:
     root = Path(env["ASAGI_CONFIG"]).parent / ".asagi" / "data"
     lines = (root / "benchmark_predictions" / "japanese-heron-bench|vlm_stage2" / "prediction.jsonl").read_text(encoding="utf-8").splitlines()
     assert sorted(int(json.loads(line)["question_id"]) for line in lines) == list(range(103))
-    assert re.search(r"\| vlm_stage2 \| this project \| \d+\.\d \|  \| not computed \|", demo_output), demo_output[-2000:]
-    assert "| Asagi-2B | Asagi model card (llm-jp-eval-mm) |" in demo_output
+    assert re.search(r"^\| Heron \| ROUGE-L \| - \|  \|  \|  \|  \|  \| \d+\.\d \|$", demo_output, re.M), demo_output[-2000:]
+    assert "| benchmark | metric | judge | Asagi-2B |" in demo_output and "| vlm_stage2 (ours) |" in demo_output
+    assert "Ours: vlm_stage2, this project: the tiny demo model (random weights" in demo_output
 
 
 def _assert_training_metadata(env) -> None:
@@ -183,6 +184,9 @@ def _assert_training_metadata(env) -> None:
     steps = [m["step"] for m in metadata["metrics"].value]
     assert steps == list(range(1, 7))
     assert all(m["tokens_per_s"] > 0 and 0 < m["mfu"] < 1 for m in metadata["metrics"].value)
+    # Numbers for reading: four significant digits.
+    shown = [metadata[k].value for k in ("final_loss", "tokens_per_s", "mfu")] + [v for m in metadata["metrics"].value for v in m.values()]
+    assert all(float(f"{v:.4g}") == v for v in shown if isinstance(v, float)), shown
 
 
 def test_bad_profile_is_a_clear_cli_error(tmp_path):

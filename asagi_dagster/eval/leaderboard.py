@@ -34,6 +34,7 @@ PUBLISHED_COLUMNS = (
 )
 SHORT = {"japanese-heron-bench": "Heron", "ja-vlm-bench-in-the-wild": "JVB-ItW", "ja-vg-vqa-500": "VG-VQA"}
 UNIT = {("japanese-heron-bench", "llm"): "LLM %", "rougel": "ROUGE-L", "llm": "LLM /5"}
+SCALE = {"LLM %": 100.0, "ROUGE-L": 100.0, "LLM /5": 5.0}  # each metric's whole range
 
 
 SCHEMA = pa.schema(
@@ -51,10 +52,13 @@ class Column:
     judge: str | None  # None for ROUGE-L
 
     @property
+    def unit(self) -> str:
+        return UNIT.get((self.benchmark, self.metric)) or UNIT[self.metric]
+
+    @property
     def header(self) -> str:
-        unit = UNIT.get((self.benchmark, self.metric)) or UNIT[self.metric]
         judge = f" (judge: {self.judge})" if self.judge else ""
-        return f"{SHORT[self.benchmark]} {unit}{judge}"
+        return f"{SHORT[self.benchmark]} {self.unit}{judge}"
 
 
 def entries(ours: list[dict]) -> list[dict]:
@@ -84,16 +88,38 @@ def columns_of(rows: list[dict]) -> list[Column]:
     return sorted({r["column"] for r in rows}, key=lambda c: (order[c.benchmark], c.metric != "rougel", c.judge or ""))
 
 
-def markdown(rows: list[dict]) -> str:
-    columns = columns_of(rows)
+def markdown(rows: list[dict], notes: dict[str, str] | None = None) -> str:
+    """One row per benchmark metric (and judge), one column per model: the published
+    models, then ours, marked; below, where each comes from (``notes``: more on ours).
+    Narrow enough to read whole in the UI and a terminal."""
     models = list(dict.fromkeys(r["model"] for r in rows))
+    ours = [m for m in models if any(r["model"] == m and r["status"] != "published" for r in rows)]
     cells = {(r["model"], r["column"]): r for r in rows}
-    lines = ["| model | source | " + " | ".join(c.header for c in columns) + " |", "|---|---|" + "---|" * len(columns)]
-    for model in models:
-        source = next(r["source"] for r in rows if r["model"] == model)
-        values = [_cell(column, cells.get((model, column))) for column in columns]
-        lines.append(f"| {model} | {source} | " + " | ".join(values) + " |")
+    names = [f"{m} (ours)" if m in ours else m for m in models]
+    lines = ["| benchmark | metric | judge | " + " | ".join(names) + " |", "|---|---|---|" + "---:|" * len(models)]
+    for column in columns_of(rows):
+        values = [_cell(column, cells.get((model, column))) for model in models]
+        lines.append(f"| {SHORT[column.benchmark]} | {column.unit} | {column.judge or '-'} | " + " | ".join(values) + " |")
+    published = [m for m in models if m not in ours]
+    if published:
+        lines += ["", f"Published: {', '.join(published)}, from the {PUBLISHED_SOURCE}."]
+    for model in ours:
+        lines.append(f"Ours: {model}, this project{': ' + notes[model] if notes and notes.get(model) else ''}.")
     return "\n".join(lines)
+
+
+def our_notes(config) -> dict[str, str]:
+    """What a reader must know of each of our evaluated models: whether it starts from the
+    builtin tiny random models (the embedded default), whose scores are noise."""
+    notes = {}
+    for name in config.evaluation.models:
+        if name in ("vlm_stage1", "vlm_stage2") and config.training is not None:
+            starts = [config.models[role].id for role in (config.training.vision_role, config.training.llm_role)]
+        else:
+            starts = [config.models[name].id] if name in config.models else []
+        if starts and all(start.startswith("builtin:") for start in starts):
+            notes[name] = "the tiny demo model (random weights, trained for a few steps): its scores are noise"
+    return notes
 
 
 def _cell(column: Column, entry: dict | None) -> str:
@@ -112,15 +138,25 @@ def bar_chart_png(rows: list[dict]) -> str:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
 
     columns = [c for c in columns_of(rows) if any(r["column"] == c and r["value"] is not None for r in rows)]
-    figure, axes = plt.subplots(1, len(columns), figsize=(3.2 * len(columns), 3.4), dpi=80, squeeze=False)
-    for axis, column in zip(axes[0], columns):
+    per_row = 3
+    lines = -(-len(columns) // per_row)
+    figure, axes = plt.subplots(lines, per_row, figsize=(4.2 * per_row, 2.6 * lines), dpi=80, squeeze=False)
+    for axis in axes.flat[len(columns):]:
+        axis.set_visible(False)
+    for axis, column in zip(axes.flat, columns):
         cells = [r for r in rows if r["column"] == column and r["value"] is not None]
-        axis.barh([r["model"] for r in cells], [r["value"] for r in cells], color=["#4c72b0" if r["status"] == "published" else "#dd8452" for r in cells])
+        colours = ["#4c72b0" if r["status"] == "published" else "#dd8452" for r in cells]
+        axis.barh([r["model"] for r in cells], [r["value"] for r in cells], color=colours, height=0.6)
+        axis.set_xlim(0, SCALE[column.unit])  # the metric's whole scale: a lone bar is not a full-width bar
+        for y, cell in enumerate(cells):
+            axis.text(cell["value"] + SCALE[column.unit] * 0.01, y, _cell(column, cell), va="center", fontsize=7)
+        axis.set_ylim(max(len(cells), len(PUBLISHED) + 1) - 0.5, -0.5)  # top down; a lone bar stays one bar high
         axis.set_title(column.header, fontsize=8)
-        axis.invert_yaxis()
         axis.tick_params(labelsize=7)
+    axes.flat[0].legend(handles=[Patch(color="#4c72b0", label="published"), Patch(color="#dd8452", label="this project")], loc="lower right", fontsize=6)
     return figure_data_uri(figure)
 
 

@@ -118,13 +118,15 @@ def test_history_keeps_every_evaluation_and_the_leaderboard_shows_the_latest_bes
     assert [(r["run_id"], r["metric"]) for r in latest] == [("run-2", "llm"), ("run-2", "rougel")]
     judged = {**latest[0], "benchmark": "japanese-heron-bench", "value": 61.5, "status": "computed", "judge_model": "Qwen/Qwen2.5-72B-Instruct"}
     rows = board.entries(latest + [judged])
-    table = board.markdown(rows)
-    header = table.splitlines()[0]
-    assert "Heron LLM % (judge: as published)" in header and "Heron LLM % (judge: Qwen/Qwen2.5-72B-Instruct)" in header
-    assert "VG-VQA LLM /5 (judge: not computed)" in header and "VG-VQA ROUGE-L |" in header
-    assert "| Asagi-14B | Asagi model card (llm-jp-eval-mm) |  | 55.8 |" in table
-    ours = next(line for line in table.splitlines() if line.startswith("| vlm_stage2 "))
-    assert ours.count("not computed") == 1 and "61.5" in ours and "100.0" in ours
+    table = board.markdown(rows, {"vlm_stage2": "a note"})
+    lines = table.splitlines()
+    # A row per metric and judge (each judge's scores apart), a column per model, ours last.
+    assert lines[0] == "| benchmark | metric | judge | Asagi-2B | Asagi-4B | Asagi-14B | llm-jp-3-vila-14b | GPT-4o | vlm_stage2 (ours) |"
+    assert "| Heron | LLM % | as published | 44.7 | 49.3 | 55.8 | 57.2 | 87.6 |  |" in lines
+    assert "| Heron | LLM % | Qwen/Qwen2.5-72B-Instruct |  |  |  |  |  | 61.5 |" in lines
+    assert "| VG-VQA | ROUGE-L | - | 53.7 | 55.6 | 56.8 | 16.2 | 12.1 | 100.0 |" in lines
+    assert "| VG-VQA | LLM /5 | not computed |  |  |  |  |  | not computed |" in lines
+    assert lines[-1] == "Ours: vlm_stage2, this project: a note." and "from the Asagi model card (llm-jp-eval-mm)" in lines[-2]
     stored = [board.stored(r) for r in rows]
     assert len(stored) == 5 * 5 + 3 and {r["status"] for r in stored} == {"published", "computed", NO_JUDGE}
     png = base64.b64decode(board.bar_chart_png(rows).removeprefix("data:image/png;base64,"))
