@@ -6,7 +6,7 @@ Dagster state lives in the instance at $DAGSTER_HOME (default: the profile's
 
 from __future__ import annotations
 
-import json
+import functools
 import os
 import sys
 import threading
@@ -169,6 +169,13 @@ def _shards(config: AsagiConfig, partitions: tuple[str, ...], required: bool = F
     return list(partitions) or sorted(registered)
 
 
+@functools.cache
+def _hold(instance):
+    from assets.cli_hold import CliHold
+
+    return CliHold(instance)
+
+
 def _execute(config: AsagiConfig, job_name: str, partition=None, position: tuple[int, int] | None = None) -> bool:
     """Run a job (one partition of it) in this process; the console shows its progress
     lines while it runs and its outcome at the end. Warnings and errors show too; the
@@ -186,6 +193,7 @@ def _execute(config: AsagiConfig, job_name: str, partition=None, position: tuple
             CONSOLE.say(f"{label}: unchanged ({of}same inputs as run {earlier}), skipped")
             return True
     job = job.with_logger_defs({**job.loggers, "progress": CONSOLE.logger_def()})
+    _hold(instance).renew(label)  # the automations of a `dagster dev` on this instance stand aside
     began = time.perf_counter()
     with CONSOLE.running(label):
         result = job.execute_in_process(instance=instance, partition_key=partition, raise_on_error=False, run_config=_LOGGERS, tags={INPUTS_TAG: inputs})
@@ -496,6 +504,7 @@ def demo() -> None:
 
     config = _config()
     inbox, site, base = _sample_paths(config)
+    _hold(_instance(config)).renew("demo")  # before its files land in the inbox: it ingests them itself
     write_sample(inbox, site, base)
     write_filter_sample(config.filters)
     write_dataset_sample(config.sources.datasets)

@@ -13,6 +13,7 @@ from asagi_dagster.eval.scores import ITEM_SCORES, NO_JUDGE, append_history, his
 from asagi_dagster.eval.scores import VERSION as SCORES_VERSION
 from asagi_dagster.storage import Manifest, StageWriter
 from assets.filters import output
+from assets.cli_hold import automation_sensor, while_no_cli_runs
 from assets.metadata import accounted, accounting_check
 from resources.gpu_jobs import GpuJobsResource, gpu_run_tags
 from resources.storage import DuckDBResource, ProfileResource, StorageResource
@@ -135,7 +136,7 @@ def build_evaluation_assets(config: AsagiConfig) -> tuple[list, list, list]:
         group_name=GROUP,
         deps=[benchmark_scores],
         kinds={"duckdb"},
-        automation_condition=dg.AutomationCondition.eager(),
+        automation_condition=while_no_cli_runs(dg.AutomationCondition.eager()),
         description=(
             "Our models' latest scores beside the published ones (Asagi-2B/4B/14B, llm-jp-3-vila-14b, GPT-4o): a Markdown "
             "table and a bar chart; each judge column names its judge, as judge scores compare only under one judge."
@@ -169,7 +170,7 @@ def build_evaluation_assets(config: AsagiConfig) -> tuple[list, list, list]:
         ),
         dg.define_asset_job("update_leaderboard", selection=[leaderboard], description="The leaderboard from the latest scores."),
     ]
-    automation = dg.AutomationConditionSensorDefinition(
+    automation = automation_sensor(
         "leaderboard_automation",
         target=dg.AssetSelection.assets(leaderboard),
         default_status=dg.DefaultSensorStatus.RUNNING,

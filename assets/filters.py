@@ -22,6 +22,7 @@ from asagi_dagster.query import benchmark_overlaps
 from asagi_dagster.reference import REFERENCE_TEXTS, REFERENCE_TEXTS_VERSION
 from asagi_dagster.reference.scoring import load_scorer, write_reference_texts
 from asagi_dagster.storage import Manifest, StageWriter, Storage
+from assets.cli_hold import automation_sensor, cli_holding, while_no_cli_runs
 from assets.metadata import accounted, accounting_check, manifest_metadata, rule_stats_metadata
 from assets.pools import pool_limit
 from assets.shards import by_shard, committed, each_shard, shard_check, shard_outputs
@@ -85,7 +86,7 @@ def screened_pairs(
     group_name=GROUP,
     deps=["screened_pairs", "screened_dataset_pairs"],
     check_specs=[accounted("image_hash_index")],
-    automation_condition=dg.AutomationCondition.eager(),
+    automation_condition=while_no_cli_runs(dg.AutomationCondition.eager()),
     pool=INDEX_POOL,
     description=(
         "Every distinct image screened so far (all shards and datasets): its sha256, perceptual hash, and which copy its "
@@ -146,7 +147,7 @@ def _sync_metadata(result: SyncResult, images: int, changes_url: str | None) -> 
 @dg.asset(
     group_name=GROUP,
     check_specs=[accounted("benchmark_image_index")],
-    automation_condition=BUILD_WHEN_MISSING,
+    automation_condition=while_no_cli_runs(BUILD_WHEN_MISSING),
     description=(
         "Perceptual hashes of every evaluation image (Heron-Bench, JA-VLM-Bench-In-the-Wild, JA-VG-VQA-500) and the "
         "Visual Genome ids JA-VG-VQA-500 uses, from the profile's filters.decontamination.benchmarks paths."
@@ -163,7 +164,7 @@ def benchmark_image_index(profile: ProfileResource, storage: StorageResource, du
 @dg.asset(
     group_name=GROUP,
     check_specs=[accounted("document_image_reference")],
-    automation_condition=BUILD_WHEN_MISSING,
+    automation_condition=while_no_cli_runs(BUILD_WHEN_MISSING),
     description=(
         "Embeddings of the document images (infographics, charts, diagrams) that training images are compared with, "
         "made by the profile's document encoder (models.document_encoder) from filters.document_filter.reference_images."
@@ -266,7 +267,7 @@ def overlap_audit(duckdb: DuckDBResource, manifest: Manifest, benchmarks: Manife
     partitions_def=warc_shards,
     ins={"filtered_pairs": by_shard(), "web_documents": by_shard(), "pair_images": by_shard()},
     check_specs=[accounted("reference_texts")],
-    automation_condition=dg.AutomationCondition.eager(),
+    automation_condition=while_no_cli_runs(dg.AutomationCondition.eager()),
     description=(
         "For each filtered web pair, the sentence of its page's main text (trafilatura) that a CLIP-style model "
         "(models.reference_scorer) scores closest to the image, or its own caption if that scores higher; with the score "
@@ -321,7 +322,7 @@ filtered_splits = dg.define_asset_job(
 
 # Runs the automation conditions above: after shards are screened the index adds them;
 # re-filtering after the index is refilter_sensor's (only the partitions it changed).
-filters_automation = dg.AutomationConditionSensorDefinition(
+filters_automation = automation_sensor(
     "filters_automation",
     target=dg.AssetSelection.groups(GROUP, "datasets"),
     default_status=dg.DefaultSensorStatus.RUNNING,
@@ -365,6 +366,18 @@ def refilter_subset(shards: list[str], warc_keys: set[str], datasets: dg.Partiti
     return AssetGraphSubset(partitions_subsets_by_asset_key=subsets) if subsets else None
 
 
+def refiltered_since(instance: dg.DagsterInstance, shards: list[str], index_storage_id: int) -> set[str]:
+    """The index shard keys whose filtered partition was materialized after the index
+    materialization ``index_storage_id`` (an `asagi filter` did it): nothing to re-filter."""
+    done = set()
+    for screened, refiltered in REFILTERED.items():
+        keys = {shard.split("/", 1)[1] for shard in shards if shard.startswith(f"{screened}/")}
+        if keys:
+            latest = instance.get_latest_storage_id_by_partition(dg.AssetKey(refiltered[0]), dg.DagsterEventType.ASSET_MATERIALIZATION, keys)
+            done.update(f"{screened}/{key}" for key, storage_id in latest.items() if storage_id > index_storage_id)
+    return done
+
+
 def _index_generation(record) -> int | None:
     entry = record.event_log_entry.asset_materialization.metadata.get("generation")
     return None if entry is None else int(entry.value)  # None: written before the index was incremental
@@ -383,6 +396,9 @@ def build_refilter_sensor(datasets: dg.PartitionsDefinition) -> dg.SensorDefinit
         ),
     )
     def refilter_sensor(context: dg.SensorEvaluationContext, storage: StorageResource):
+        held = cli_holding(context.instance)
+        if held:
+            return dg.SkipReason(f"{held}; index changes wait for it to end")
         after_id, after_generation = json.loads(context.cursor) if context.cursor else (None, 0)
         records = context.instance.fetch_materializations(
             dg.AssetRecordsFilter(asset_key=INDEX_KEY, after_storage_id=after_id), limit=MATERIALIZATIONS_PER_TICK, ascending=True
@@ -392,6 +408,7 @@ def build_refilter_sensor(datasets: dg.PartitionsDefinition) -> dg.SensorDefinit
         generations = [g for g in map(_index_generation, records) if g is not None]
         generation = max(generations) if generations else after_generation
         shards = changed_since(storage.storage, after_generation, generation)
+        shards = sorted(set(shards) - refiltered_since(context.instance, shards, records[-1].storage_id))
         cursor = json.dumps([records[-1].storage_id, generation])
         warc_keys = set(context.instance.get_dynamic_partitions(warc_shards.name)) if shards else set()
         subset = refilter_subset(shards, warc_keys, datasets)

@@ -15,6 +15,7 @@ from asagi_dagster.web.fetch import Fetcher
 from asagi_dagster.web.inbox import Inbox, plan_sync, registration_batches
 from asagi_dagster.web.ingest import extract_pages, ingest_warc
 from asagi_dagster.web.pair_images import gather_pair_images
+from assets.cli_hold import cli_holding
 from assets.metadata import accounted
 from assets.pools import pool_limit
 from assets.run_workers import fail_runs_with_gone_workers
@@ -265,6 +266,9 @@ def build_inbox_automation(config: AsagiConfig) -> tuple[dg.SensorDefinition, dg
         description="Registers new WARC files in the inbox as shards and ingests them in one backfill.",
     )
     def warc_inbox_sensor(context: dg.SensorEvaluationContext, profile: ProfileResource, storage: StorageResource):
+        held = cli_holding(context.instance)
+        if held:  # it registers and ingests what it wrote itself
+            return dg.SkipReason(f"{held}; the inbox waits for it to end")
         plan = _plan(context, profile, storage, full=False)
         for skipped in plan.skipped:
             context.log.warning(f"inbox file skipped: {skipped}")
@@ -282,6 +286,9 @@ def build_inbox_automation(config: AsagiConfig) -> tuple[dg.SensorDefinition, dg
         description="Re-sync of the registered shards: those whose file changed and those never ingested, in one backfill.",
     )
     def warc_inbox_resync(context: dg.ScheduleEvaluationContext, profile: ProfileResource, storage: StorageResource):
+        held = cli_holding(context.instance)
+        if held:
+            return dg.SkipReason(f"{held}; the re-sync waits for the next tick")
         plan = _plan(context, profile, storage, full=True)
         for skipped in plan.skipped:
             context.log.warning(f"inbox file skipped: {skipped}")

@@ -1,0 +1,99 @@
+"""While an ``asagi`` command runs jobs on an instance, the automations stand aside.
+
+The CLI runs the steps in order itself (ingest, indexes, filters, ... the leaderboard);
+with `dagster dev` open on the same instance, the sensors would otherwise start the same
+steps from the CLI's fresh materializations, side by side with it. So the CLI keeps a
+hold in the instance's key-value store, renewed every few seconds while it runs and
+cleared when it ends; the automation conditions (``while_no_cli_runs``) and the sensors
+(``cli_holding``) do nothing while a hold is fresh. A CLI killed without clearing it
+holds for HOLD_FRESH_S at most. When the hold ends, what the CLI made counts as handled:
+an eager condition does not fire again for it, and whatever the CLI left undone is
+picked up as before.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import threading
+import time
+import warnings
+
+import dagster as dg
+
+HOLD_KEY = "asagi/cli_hold"
+HOLD_FRESH_S = 60.0
+HOLD_RENEW_S = 10.0
+
+
+def set_hold(instance: dg.DagsterInstance, what: str) -> None:
+    hold = {"pid": os.getpid(), "what": what, "renewed_at": time.time()}
+    instance.run_storage.set_cursor_values({HOLD_KEY: json.dumps(hold)})
+
+
+def clear_hold(instance: dg.DagsterInstance) -> None:
+    instance.run_storage.set_cursor_values({HOLD_KEY: ""})
+
+
+def cli_holding(instance: dg.DagsterInstance, now: float | None = None) -> str | None:
+    """What a running CLI command is doing, when its hold is fresh; else None."""
+    value = instance.run_storage.get_cursor_values({HOLD_KEY}).get(HOLD_KEY)
+    if not value:
+        return None
+    hold = json.loads(value)
+    if (now or time.time()) - hold["renewed_at"] > HOLD_FRESH_S:
+        return None
+    return f"asagi CLI (pid {hold['pid']}) is running {hold['what']}"
+
+
+class WhileNoCliRuns(dg.AutomationCondition):
+    """True for every candidate unless an asagi CLI command holds the instance."""
+
+    @property
+    def description(self) -> str:
+        return "no asagi CLI command is running jobs on this instance"
+
+    @property
+    def name(self) -> str:
+        return "while_no_cli_runs"
+
+    def evaluate(self, context: dg.AutomationContext) -> dg.AutomationResult:
+        held = cli_holding(context.asset_graph_view.instance)
+        return dg.AutomationResult(context, true_subset=context.get_empty_subset() if held else context.candidate_subset)
+
+
+def while_no_cli_runs(condition: dg.AutomationCondition) -> dg.AutomationCondition:
+    return condition & WhileNoCliRuns()
+
+
+def automation_sensor(name: str, **kwargs) -> dg.AutomationConditionSensorDefinition:
+    """An automation condition sensor whose conditions may include ``while_no_cli_runs``:
+    such a condition is evaluated in the code server (use_user_code_server, a beta
+    parameter whose notice is Dagster's business, not the user's)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dg.BetaWarning)
+        return dg.AutomationConditionSensorDefinition(name, use_user_code_server=True, **kwargs)
+
+
+class CliHold:
+    """The CLI's side: ``renew(what)`` before each run it starts; a thread renews the hold
+    every HOLD_RENEW_S while the command lives, and it is cleared when the command exits."""
+
+    def __init__(self, instance: dg.DagsterInstance):
+        self.instance = instance
+        self.what = ""
+        self.renewer: threading.Thread | None = None
+
+    def renew(self, what: str) -> None:
+        self.what = what
+        set_hold(self.instance, what)
+        if self.renewer is None:
+            self.renewer = threading.Thread(target=self._keep, name="asagi-cli-hold", daemon=True)
+            self.renewer.start()
+            atexit.register(clear_hold, self.instance)
+
+    def _keep(self) -> None:
+        while True:
+            time.sleep(HOLD_RENEW_S)
+            set_hold(self.instance, self.what)

@@ -1,0 +1,125 @@
+"""While an asagi command runs jobs on an instance, the automations of a `dagster dev` on
+the same instance stand aside (assets/cli_hold.py): the automation conditions request
+nothing, the sensors skip; a hold left by a killed command goes stale; the CLI clears its
+hold when it ends."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import dagster as dg
+import yaml
+
+from asagi_dagster.definitions import build_definitions
+from asagi_dagster.sample.site import write_sample
+from assets.cli_hold import HOLD_FRESH_S, HOLD_KEY, cli_holding, set_hold
+from tests.conftest import ASAGI, PROJECT, default_signals, write_profile
+from tests.test_cli import cli_env  # noqa: F401 - the fixture
+
+MISSING_INDEXES = {"benchmark_image_index", "document_image_reference"}  # built when missing (filters_automation)
+
+
+def requested(defs, instance) -> set[str]:
+    result = dg.evaluate_automation_conditions(defs=defs, instance=instance)
+    return {key.to_user_string() for key in defs.resolve_asset_graph().get_all_asset_keys() if result.get_num_requested(key)}
+
+
+def test_automations_and_sensors_stand_aside_while_a_fresh_hold_lasts(tmp_path):
+    profile = write_profile(tmp_path)
+    write_sample(tmp_path / "inbox", tmp_path / "site", "http://127.0.0.1:9")
+    defs = build_definitions(str(profile))
+    sensor = defs.resolve_sensor_def("warc_inbox_sensor")
+    with dg.instance_for_test() as instance:
+        assert MISSING_INDEXES <= requested(defs, instance)  # no hold: built when missing
+
+        set_hold(instance, "filter_indexes")
+        assert cli_holding(instance).endswith("is running filter_indexes")
+        assert requested(defs, instance) == set()
+        with dg.build_sensor_context(instance=instance, resources=defs.resources) as context:
+            skipped = sensor(context)
+        assert "is running filter_indexes; the inbox waits" in skipped.skip_message
+        assert instance.get_dynamic_partitions("warc_shards") == []  # nothing registered under the hold
+
+        # A command killed without clearing its hold: stale after HOLD_FRESH_S.
+        stale = {"pid": 1, "what": "web_ingest", "renewed_at": time.time() - HOLD_FRESH_S - 1}
+        instance.run_storage.set_cursor_values({HOLD_KEY: json.dumps(stale)})
+        assert cli_holding(instance) is None
+        assert MISSING_INDEXES <= requested(defs, instance)
+        with dg.build_sensor_context(instance=instance, resources=defs.resources) as context:
+            result = sensor(context)
+        assert len(instance.get_dynamic_partitions("warc_shards")) == 3 and result.run_requests
+
+
+def test_a_command_holds_while_it_runs_and_clears_the_hold_when_it_ends(cli_env):
+    subprocess.run([*ASAGI, "sample"], env=cli_env, cwd=PROJECT, check=True, capture_output=True)
+    subprocess.run([*ASAGI, "sync"], env=cli_env, cwd=PROJECT, check=True, capture_output=True)
+    command = subprocess.Popen([*ASAGI, "ingest"], env=cli_env, cwd=PROJECT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    seen = []
+    with dg.DagsterInstance.from_config(cli_env["DAGSTER_HOME"]) as instance:
+        while command.poll() is None:
+            seen.append(cli_holding(instance))
+            time.sleep(0.2)
+        assert command.returncode == 0, command.stdout.read()[-2000:]
+        assert any(hold and "is running web_ingest sample-0000" in hold for hold in seen), seen
+        assert cli_holding(instance) is None  # cleared at exit
+
+
+_RUNS = """
+import json, dagster as dg
+instance = dg.DagsterInstance.get()
+runs = instance.get_runs()
+print(json.dumps({
+    "cli": sum(1 for r in runs if "asagi/inputs" in r.tags),
+    "others": sorted({r.tags.get("dagster/sensor_name") or r.tags.get("asagi/requested_by") or r.job_name for r in runs if "asagi/inputs" not in r.tags}),
+    "backfills": sorted(b.tags.get("asagi/requested_by", "") for b in instance.get_backfills()),
+    "index_by_automation": sum(1 for r in runs if "asagi/inputs" not in r.tags and r.status.value == "SUCCESS"
+                               and "image_hash_index" in {k.to_user_string() for k in r.asset_selection or ()}),
+}))
+"""
+
+
+def test_beside_a_running_daemon_the_clis_runs_are_not_done_again_by_the_automations(cli_env, tmp_path):
+    """`asagi ingest` and `asagi filter` with `dagster-daemon run` (what `dagster dev`
+    starts) on the same instance: the only runs are the CLI's, during and after it; then
+    a file dropped in the inbox is ingested by the sensor's backfill and indexed by the
+    filters automation, so both were live all along."""
+    import shutil
+
+    profile = yaml.safe_load(Path(cli_env["ASAGI_CONFIG"]).read_text())
+    profile["sources"]["web"]["sensor_interval_s"] = 5
+    Path(cli_env["ASAGI_CONFIG"]).write_text(yaml.safe_dump(profile, allow_unicode=True))
+
+    def runs() -> dict:
+        return json.loads(subprocess.run([sys.executable, "-c", _RUNS], env=cli_env, capture_output=True, text=True, check=True).stdout)
+
+    subprocess.run([*ASAGI, "sample"], env=cli_env, cwd=PROJECT, check=True, capture_output=True)
+    subprocess.run([*ASAGI, "sync"], env=cli_env, cwd=PROJECT, check=True, capture_output=True)  # before the daemon: its first tick comes at once
+    server = subprocess.Popen([*ASAGI, "serve-sample"], env=cli_env, cwd=PROJECT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=default_signals)
+    daemon = subprocess.Popen(["dagster-daemon", "run", "-w", "workspace.yaml"], env=cli_env, cwd=PROJECT,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, preexec_fn=default_signals)
+    try:
+        for command in ("ingest", "filter"):
+            subprocess.run([*ASAGI, command], env=cli_env, cwd=PROJECT, check=True, capture_output=True, timeout=600)
+        time.sleep(70)  # two ticks of the automations (every 30 s) after the hold ended
+        after_cli = runs()
+        assert after_cli["others"] == [] and after_cli["backfills"] == [], after_cli
+        assert after_cli["cli"] == 3 + 1 + 3  # ingest per shard; the indexes; filtered splits per shard (no datasets here)
+
+        inbox = Path(profile["sources"]["web"]["inbox"])
+        shutil.copy(inbox / "sample-00001.warc.gz", inbox / "dropped-00001.warc.gz")
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline and not runs()["index_by_automation"]:
+            time.sleep(5)
+        later = runs()
+        assert later["index_by_automation"] >= 1 and "warc_inbox_sensor" in later["backfills"], later
+    finally:
+        os.killpg(daemon.pid, signal.SIGTERM)
+        daemon.wait(timeout=60)
+        server.terminate()
+        server.wait(timeout=60)
