@@ -26,7 +26,7 @@ def reading_order(columns: list[str]) -> list[str]:
     return sorted(columns, key=rank)  # stable: the file's order within each rank
 
 
-def sample_rows(storage: Storage, data_url: str, n: int = 5, max_chars: int = 80, side: int = 64) -> list[dict]:
+def sample_rows(storage: Storage, data_url: str, n: int = 5, max_chars: int = 48, side: int = 64) -> list[dict]:
     """The first ``n`` rows without bulky columns, long strings shortened, in reading
     order; a row's image (a ``bytes`` column) as a thumbnail in Markdown."""
     available = storage.columns(data_url)

@@ -98,6 +98,7 @@ def _train_stage(context, stage: str, profile, storage, gpu_jobs, mixture_manife
         "metrics": dg.MetadataValue.json([{k: rounded(v) for k, v in m.items()} for m in history]),
     }
     if history:
+        metadata["loss"] = loss_sparkline([m["loss"] for m in history])  # inline on the asset page
         metadata["loss_curve"] = dg.MetadataValue.md(f"![loss curve]({loss_curve_png(history, asset)})")
     return dg.Output(manifest, metadata=metadata)
 
@@ -105,6 +106,20 @@ def _train_stage(context, stage: str, profile, storage, gpu_jobs, mixture_manife
 def rounded(value):
     """Four significant digits for reading in the UI (the manifest keeps the exact loss)."""
     return float(f"{value:.4g}") if isinstance(value, float) else value
+
+
+SPARKS = "▁▂▃▄▅▆▇█"
+
+
+def loss_sparkline(losses: list[float], width: int = 48) -> str:
+    """The loss over the reported steps in one line of text (the UI shows short values
+    inline; the plot is one click away): first value, a sparkline, last value."""
+    buckets = [losses[i * len(losses) // width : (i + 1) * len(losses) // width] for i in range(width)] if len(losses) > width else [[v] for v in losses]
+    means = [sum(b) / len(b) for b in buckets if b]
+    low, high = min(means), max(means)
+    span = (high - low) or 1.0
+    line = "".join(SPARKS[round((v - low) / span * (len(SPARKS) - 1))] for v in means)
+    return f"{losses[0]:.4g} {line} {losses[-1]:.4g} ({len(losses)} reports, low {min(losses):.4g})"
 
 
 def loss_curve_png(history: list[dict], title: str) -> str:

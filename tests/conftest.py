@@ -7,7 +7,9 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import boto3
@@ -117,13 +119,59 @@ def s3_endpoint(monkeypatch):
 @pytest.fixture
 def local_env(tmp_path):
     """The shipped embedded default (configs/local.yaml), its .asagi folder moved under tmp_path."""
+    return shipped_profile_env(tmp_path)
+
+
+def shipped_profile_env(folder: Path) -> dict:
     text = (PROJECT / "configs" / "local.yaml").read_text(encoding="utf-8")
     assert text.count("../.asagi/") >= 8  # every path the profile writes lives there
-    text = text.replace("../.asagi/", f"{tmp_path}/.asagi/").replace("image_server_port: 8765", f"image_server_port: {free_port()}")
-    profile = tmp_path / "local.yaml"
+    text = text.replace("../.asagi/", f"{folder}/.asagi/").replace("image_server_port: 8765", f"image_server_port: {free_port()}")
+    profile = folder / "local.yaml"
     profile.write_text(text, encoding="utf-8")
-    (tmp_path / ".asagi" / "dagster_home").mkdir(parents=True)
-    return {**os.environ, "ASAGI_CONFIG": str(profile), "DAGSTER_HOME": str(tmp_path / ".asagi" / "dagster_home")}
+    (folder / ".asagi" / "dagster_home").mkdir(parents=True)
+    return {**os.environ, "ASAGI_CONFIG": str(profile), "DAGSTER_HOME": str(folder / ".asagi" / "dagster_home")}
+
+
+ASAGI = [sys.executable, "-m", "asagi_cli"]
+
+
+def asagi_timed(env: dict, *args: str) -> tuple[str, float, float]:
+    """Run ``asagi`` with its output (stdout and stderr together) read as it comes: the
+    output, the longest time without a line, and the whole time."""
+    began = last = time.monotonic()
+    longest, lines = 0.0, []
+    with subprocess.Popen([*ASAGI, *args], env=env, cwd=PROJECT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as process:
+        for line in process.stdout:
+            now = time.monotonic()
+            longest, last = max(longest, now - last), now
+            lines.append(line)
+        assert process.wait(timeout=60) == 0, "".join(lines)[-3000:]
+    return "".join(lines), max(longest, time.monotonic() - last), time.monotonic() - began
+
+
+@dataclass
+class FinishedDemo:
+    env: dict
+    output: str
+    longest_silence_s: float
+
+
+@pytest.fixture(scope="session")
+def finished_demo(tmp_path_factory) -> FinishedDemo:
+    """`asagi demo` on the shipped profile, run once for the session (the CLI test checks
+    what it printed and did, the UI test shows its data), as the README's "Using it"
+    does it: with the sample's image server already running."""
+    env = shipped_profile_env(tmp_path_factory.mktemp("demo"))
+    subprocess.run([*ASAGI, "sample"], env=env, cwd=PROJECT, check=True, capture_output=True, timeout=300)
+    server = subprocess.Popen([*ASAGI, "serve-sample"], env=env, cwd=PROJECT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                              preexec_fn=default_signals)
+    try:
+        assert server.stdout.readline().startswith("serving ")
+        output, silence, _ = asagi_timed(env, "demo")
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+    return FinishedDemo(env, output, silence)
 
 
 # Helper environments some tests run in, each built by the project's own (idempotent) script.

@@ -13,6 +13,8 @@ import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -37,20 +39,25 @@ def webserver(local_env, tmp_path):
         "run_coordinator:\n  module: dagster.core.run_coordinator\n  class: DefaultRunCoordinator\n"
     )
     asagi(local_env, "sample")
-    port = free_port()
-    log = open(tmp_path / "webserver.log", "w")
-    server = subprocess.Popen(
-        ["dagster-webserver", "-h", "127.0.0.1", "-p", str(port), "-w", "workspace.yaml"], env=local_env, cwd=REPO,
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=default_signals,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_served(url, server, tmp_path / "webserver.log")
+    with served_ui(local_env, tmp_path / "webserver.log") as url:
         yield url
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=60)
-        log.close()
+
+
+@contextmanager
+def served_ui(env: dict, log_path: Path) -> Iterator[str]:
+    port = free_port()
+    with open(log_path, "w") as log:
+        server = subprocess.Popen(
+            ["dagster-webserver", "-h", "127.0.0.1", "-p", str(port), "-w", "workspace.yaml"], env=env, cwd=REPO,
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=default_signals,
+        )
+        url = f"http://127.0.0.1:{port}"
+        try:
+            wait_until_served(url, server, log_path)
+            yield url
+        finally:
+            os.killpg(server.pid, signal.SIGTERM)
+            server.wait(timeout=60)
 
 
 ASSETS = """{ assetNodes { assetKey { path } description groupName
@@ -149,10 +156,80 @@ def asset_graph_screenshot(page_url: str, png: Path) -> set[str]:
     return {name for name in text.split() if name.isidentifier()}
 
 
-def _assert_a_rendered_page(png: Path) -> None:
+def _assert_a_rendered_page(png: Path, size: tuple[int, int] | None = (2000, 1250)) -> None:
     from PIL import Image
 
     image = Image.open(png).convert("RGB")
-    assert image.size == (2000, 1250)
+    assert size is None or image.size == size
     colours = image.getcolors(maxcolors=1 << 20)
     assert colours is not None and len(colours) > 50, "the screenshot is (nearly) blank"
+
+
+# Where the UI test keeps its screenshots; docs/img/ui holds the ones a reviewer looks at
+# (ASAGI_UI_SCREENSHOTS=docs/img/ui python3 -m pytest -q tests/test_ui.py refreshes them).
+SCREENSHOTS = "ASAGI_UI_SCREENSHOTS"
+
+
+def test_the_ui_shows_the_demos_data(finished_demo, tmp_path):
+    """The pages people look at after `asagi demo`, each kept as a screenshot: the asset
+    graph, a partition's metadata, sample rows with their Japanese text, a corpus's
+    rejected samples with reasons, the leaderboard and its chart, and vlm_stage2's loss
+    curve. Japanese renders with Debian's Noto CJK fonts (scripts/setup.sh)."""
+    assert subprocess.run(["fc-list", ":lang=ja"], capture_output=True, text=True).stdout.strip(), "no Japanese font: run scripts/setup.sh"
+    env = finished_demo.env
+    settings = Path(env["DAGSTER_HOME"]) / "dagster.yaml"  # the demo's instance, as `dagster dev` would open it
+    if "nux:" not in settings.read_text():
+        settings.write_text(settings.read_text() + "nux:\n  enabled: false\n")
+    folder = Path(os.environ.get(SCREENSHOTS) or tmp_path / "screenshots")
+    folder.mkdir(parents=True, exist_ok=True)
+    from playwright.sync_api import sync_playwright
+
+    with served_ui(env, tmp_path / "webserver.log") as url:
+        shown = asset_graph_screenshot(f"{url}/asset-groups", folder / "asset-graph.png")
+        assert {"web_documents", "filtered_pairs", "vlm_stage2", "leaderboard"} <= shown
+        partition = "view=partitions&partition="
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+            try:
+                page = browser.new_page(viewport={"width": 1600, "height": 1000})
+                text = metadata_page(page, f"{url}/assets/screened_pairs?{partition}sample-00000.warc.gz", folder / "partition-metadata.png")
+                assert "rule_pass_rates" in text and "rows_accounted" in text and "ascii_only" in text
+                rows = metadata_page(page, f"{url}/assets/image_text_pairs?{partition}sample-00000.warc.gz", folder / "sample-rows.png", "sample_rows")
+                assert page.get_by_role("dialog").locator("th").first.inner_text() == "alt" and "猫" in rows, rows[:500]
+                rejected = metadata_page(page, f"{url}/assets/english_captions?{partition}sample-00002.warc", folder / "corpus-rejections.png", "sample_rejections")
+                assert "not_english" in rejected and "output:" in rejected, rejected[:500]
+                board = metadata_page(page, f"{url}/assets/leaderboard", folder / "leaderboard.png", "table")
+                assert "vlm_stage2 (ours)" in board and "tiny demo model" in board and "Asagi-14B" in board
+                metadata_page(page, f"{url}/assets/leaderboard", folder / "leaderboard-chart.png", "chart")
+                assert page.locator("img[src^='data:image/png']").count() >= 1
+                assert "▁" in metadata_page(page, f"{url}/assets/vlm_stage2", tmp_path / "loss.png", "loss")  # the sparkline, inline
+                metadata_page(page, f"{url}/assets/vlm_stage2", folder / "vlm_stage2.png", "loss_curve")
+                assert page.locator("img[src^='data:image/png']").count() >= 1
+            finally:
+                browser.close()
+    for png in folder.glob("*.png"):
+        _assert_a_rendered_page(png, size=None)
+
+
+def metadata_page(page, url: str, png: Path, markdown: str | None = None) -> str:
+    """Open an asset's page (or a partition's) and screenshot it, showing the Markdown of
+    one metadata entry when given: inline where the UI shows it so (short entries), else
+    in the dialog its "[Show Markdown]" opens. Returns the text shown: the page's, the
+    entry's row, or the dialog's."""
+    page.goto(url, wait_until="networkidle", timeout=120_000)
+    page.get_by_text("rows_out" if markdown is None else markdown, exact=True).first.wait_for(timeout=60_000)
+    if markdown is None:
+        page.screenshot(path=str(png))
+        return page.inner_text("body")
+    row = page.locator("tr", has=page.get_by_text(markdown, exact=True)).last
+    if not row.get_by_text("[Show Markdown]").count():
+        row.scroll_into_view_if_needed()
+        page.screenshot(path=str(png))
+        return row.inner_text()
+    row.get_by_text("[Show Markdown]").click()
+    dialog = page.get_by_role("dialog")
+    dialog.wait_for(timeout=30_000)
+    page.wait_for_timeout(500)  # images in the Markdown
+    page.evaluate("() => document.querySelectorAll('*').forEach(e => { e.scrollTop = 0; e.scrollLeft = 0 })")  # it opens scrolled to its button
+    page.screenshot(path=str(png))
+    return dialog.inner_text()
