@@ -60,6 +60,7 @@ _EARLIER_SETTINGS = "telemetry:\n  enabled: false\n"  # what earlier versions wr
 def _instance(config: AsagiConfig):
     import dagster as dg
 
+    _check_storage(config)
     home = Path(os.environ.setdefault("DAGSTER_HOME", config.dagster.home))
     home.mkdir(parents=True, exist_ok=True)
     settings = home / "dagster.yaml"
@@ -78,7 +79,40 @@ def _sample_paths(config: AsagiConfig) -> tuple[Path, Path, str]:
     return inbox, inbox.parent / "sample_site", base
 
 
-@click.group()
+class _Commands(click.Group):
+    """The commands, with the set-up mistakes users make said in one line, not a traceback."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except Exception as exc:
+            message = _set_up_error(exc)
+            if message is None:
+                raise
+            raise click.ClickException(message) from None
+
+
+def _set_up_error(exc: Exception) -> str | None:
+    from botocore.exceptions import EndpointConnectionError, NoCredentialsError
+
+    if isinstance(exc, NoCredentialsError):
+        return "no S3 credentials for the profile's s3:// paths: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE)"
+    if isinstance(exc, EndpointConnectionError):
+        return f"cannot reach S3: {exc} (the profile's storage.s3.endpoint_url, or the network)"
+    if isinstance(exc, PermissionError):  # s3fs's for a refused key, as the OS's for a file
+        return f"access refused: {exc} (the credentials, or the path's permissions)"
+    return None
+
+
+def _check_storage(config: AsagiConfig) -> None:
+    """Reach the storage root once before any run starts: a run would only record the
+    failure in its event log, one run after another."""
+    if "://" in config.storage.root and not config.storage.root.startswith("file://"):
+        storage = Storage(config.storage)
+        storage.fs.exists(storage.root_path)
+
+
+@click.group(cls=_Commands)
 @click.version_option(package_name="asagi-dagster", prog_name="asagi")
 @click.option(
     "--config", "config_path", type=click.Path(exists=True, dir_okay=False),

@@ -379,6 +379,28 @@ def test_a_rerun_skips_what_is_unchanged_and_runs_what_changed(cli_env):
         server.wait(timeout=60)
 
 
+def test_s3_without_credentials_or_endpoint_is_one_line_before_any_work(tmp_path):
+    profile = tmp_path / "s3.yaml"
+    port = free_port()  # nothing listens there
+    profile.write_text(yaml.safe_dump({
+        "profile": "s3", "storage": {"root": "s3://asagi/root", "s3": {"endpoint_url": f"http://127.0.0.1:{port}"}},
+        "sources": {"web": {"inbox": str(tmp_path / "inbox")}}, "dagster": {"home": str(tmp_path / "home")},
+    }))
+    (tmp_path / "inbox").mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update(AWS_EC2_METADATA_DISABLED="true", AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "none"), AWS_CONFIG_FILE=str(tmp_path / "none"))
+    for command in ("sync", "report", "ingest"):
+        result = subprocess.run([*ASAGI, "--config", str(profile), command], env=env, capture_output=True, text=True, timeout=120)
+        assert result.returncode == 1 and result.stderr.strip().splitlines() == [
+            "Error: no S3 credentials for the profile's s3:// paths: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE)"
+        ], (command, result.stderr[-2000:])
+    env.update(AWS_ACCESS_KEY_ID="key", AWS_SECRET_ACCESS_KEY="secret")
+    result = subprocess.run([*ASAGI, "--config", str(profile), "sync"], env=env, capture_output=True, text=True, timeout=300)
+    [line] = result.stderr.strip().splitlines()
+    assert result.returncode == 1 and line.startswith(f"Error: cannot reach S3: Could not connect to the endpoint URL: \"http://127.0.0.1:{port}/"), line
+    assert not (tmp_path / "home").exists()  # failed before the instance was made
+
+
 def test_version_and_config_option(cli_env, tmp_path):
     assert asagi(cli_env, "--version").stdout.strip() == "asagi, version 0.1.0"
     (tmp_path / "other").mkdir()
