@@ -380,7 +380,7 @@ def _write_benchmark_sample(config: AsagiConfig) -> list[Path]:
     return write_benchmark_sample(config.evaluation.benchmarks) if config.evaluation else []
 
 
-def _evaluate(config: AsagiConfig, models: tuple[str, ...] = ()) -> bool:
+def _evaluate(config: AsagiConfig, models: tuple[str, ...] = (), benchmarks: tuple[str, ...] = ()) -> bool:
     """Each benchmark's items, each (model, benchmark)'s predictions and scores, then the leaderboard."""
     if config.evaluation is None:
         raise click.ClickException("the profile has no evaluation section")
@@ -389,9 +389,12 @@ def _evaluate(config: AsagiConfig, models: tuple[str, ...] = ()) -> bool:
     unknown = [model for model in models if model not in config.evaluation.models]
     if unknown:
         raise click.ClickException(f"not a model of evaluation.models: {', '.join(unknown)}; choose from {', '.join(config.evaluation.models)}")
-    benchmarks = sorted(config.evaluation.benchmarks)
-    ok = _execute_each(config, "load_benchmarks", benchmarks)
-    pairs = [dg.MultiPartitionKey({"benchmark": name, "model": model}) for model in models or config.evaluation.models for name in benchmarks]
+    unknown = [name for name in benchmarks if name not in config.evaluation.benchmarks]
+    if unknown:
+        raise click.ClickException(f"not a benchmark of evaluation.benchmarks: {', '.join(unknown)}; choose from {', '.join(sorted(config.evaluation.benchmarks))}")
+    names = sorted(benchmarks or config.evaluation.benchmarks)
+    ok = _execute_each(config, "load_benchmarks", names)
+    pairs = [dg.MultiPartitionKey({"benchmark": name, "model": model}) for model in models or config.evaluation.models for name in names]
     ok &= _execute_each(config, "evaluate_model", pairs)
     if not _execute(config, "update_leaderboard"):
         return False
@@ -402,10 +405,11 @@ def _evaluate(config: AsagiConfig, models: tuple[str, ...] = ()) -> bool:
 
 @main.command()
 @click.option("--model", "models", multiple=True, help="A model of the profile's evaluation.models (the demo's: vlm_stage2); default: all of them.")
-def evaluate(models: tuple[str, ...]) -> None:
+@click.option("--benchmark", "benchmarks", multiple=True, help="A benchmark of evaluation.benchmarks; default: all of them.")
+def evaluate(models: tuple[str, ...], benchmarks: tuple[str, ...]) -> None:
     """Score models on the profile's benchmarks (predictions through the GPU-job runner,
     ROUGE-L and the judge), then print the leaderboard."""
-    if not _evaluate(_config(), models):
+    if not _evaluate(_config(), models, benchmarks):
         sys.exit(1)
 
 

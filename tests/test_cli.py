@@ -419,4 +419,8 @@ def test_a_wrong_dataset_or_model_is_one_line_naming_the_choices(local_env):
     ]
     model = asagi(local_env, "evaluate", "--model", "nope", check=False)
     assert model.returncode == 1 and model.stderr.strip().splitlines() == ["Error: not a model of evaluation.models: nope; choose from vlm_stage2"]
+    benchmark = asagi(local_env, "evaluate", "--benchmark", "heron", check=False)
+    assert benchmark.returncode == 1 and benchmark.stderr.strip().splitlines() == [
+        "Error: not a benchmark of evaluation.benchmarks: heron; choose from ja-vg-vqa-500, ja-vlm-bench-in-the-wild, japanese-heron-bench"
+    ]
     assert "evaluate" in asagi(local_env, "demo", "--help").stdout
