@@ -416,6 +416,8 @@ class PodSettings(_Strict):
     node_selector: dict[str, str] = {}
     tolerations: list[dict[str, str]] = []
     secret_env: dict[str, str] = Field({}, description="Environment variable -> 'secret-name/key' of a Kubernetes Secret.")
+    env: dict[str, str] = Field({}, description="Plain environment variables (not secrets), e.g. HF_HUB_OFFLINE: '1' with a filled model cache.")
+    image_pull_secrets: list[str] = Field([], description="Secrets of type kubernetes.io/dockerconfigjson for a private registry.")
     active_deadline_s: int = Field(24 * 3600, ge=60)
     pod_wait_timeout_s: int = Field(24 * 3600, ge=60, description="How long Dagster waits for the pod, scheduling included.")
     service_account: str | None = None
@@ -429,6 +431,13 @@ class PodSettings(_Strict):
                 # The value is not repeated: it may be the secret itself.
                 raise ValueError(f"{name}: not a 'secret-name/key' reference (secret values never go in a profile)")
         return value
+
+    @model_validator(mode="after")
+    def _env_once(self) -> PodSettings:
+        both = sorted(set(self.env) & set(self.secret_env))
+        if both:
+            raise ValueError(f"{', '.join(both)}: in both env and secret_env")
+        return self
 
 
 class GpuJobSettings(_Strict):
@@ -544,6 +553,7 @@ class JudgeSettings(_Strict):
     external API with its key from the environment). Its model id is recorded with every score."""
 
     model: str = Field(description="The model id as the endpoint serves it.")
+    revision: str | None = Field(None, description="The model's commit on the hub: the judge server loads it (asagi judge-manifest) and every score records it.")
     endpoint: EndpointSettings
     repeats: int = Field(1, ge=1, description="Each item is judged this many times (seeds seed, seed+1, ...) and the scores averaged.")
     seed: int = 0

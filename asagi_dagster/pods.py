@@ -19,7 +19,7 @@ def pod_spec(pod: PodSettings) -> dict:
     resources = {"cpu": pod.cpu, "memory": pod.memory}
     if pod.gpus:
         resources["nvidia.com/gpu"] = str(pod.gpus)
-    env = []
+    env = [{"name": name, "value": value} for name, value in sorted(pod.env.items())]
     for name, ref in sorted(pod.secret_env.items()):
         secret, _, key = ref.partition("/")
         env.append({"name": name, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}})
@@ -37,6 +37,8 @@ def pod_spec(pod: PodSettings) -> dict:
         spec["volumes"] = [{"name": "model-cache", "persistentVolumeClaim": {"claimName": pod.model_cache_claim}}]
     if pod.service_account:
         spec["serviceAccountName"] = pod.service_account
+    if pod.image_pull_secrets:
+        spec["imagePullSecrets"] = [{"name": name} for name in pod.image_pull_secrets]
     return spec
 
 
@@ -62,6 +64,7 @@ def judge_manifests(config: AsagiConfig) -> list[dict]:
             "--served-model-name", judge.endpoint.served_model or judge.model,
             "--port", str(JUDGE_PORT),
             "--tensor-parallel-size", str(max(1, pod.gpus)),
+            *(["--revision", judge.revision] if judge.revision else []),
         ],
         ports=[{"name": "http", "containerPort": JUDGE_PORT}],
         readinessProbe={"httpGet": {"path": "/health", "port": JUDGE_PORT}, "periodSeconds": 10, "failureThreshold": 3},

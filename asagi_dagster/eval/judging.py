@@ -81,7 +81,8 @@ class Judge:
     def record(self) -> dict:
         """What identifies these judge scores; stored with every one."""
         s = self.settings
-        return {"judge_model": s.model, "judge_prompt_version": PROMPT_VERSION, "judge_temperature": 0.0, "judge_seed": s.seed, "judge_repeats": s.repeats}
+        model = f"{s.model}@{s.revision}" if s.revision else s.model
+        return {"judge_model": model, "judge_prompt_version": PROMPT_VERSION, "judge_temperature": 0.0, "judge_seed": s.seed, "judge_repeats": s.repeats}
 
     def heron(self, items: list[dict], predictions: list[str]) -> Judged:
         prompts = [

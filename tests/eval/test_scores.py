@@ -131,3 +131,8 @@ def test_history_keeps_every_evaluation_and_the_leaderboard_shows_the_latest_bes
     assert len(stored) == 5 * 5 + 3 and {r["status"] for r in stored} == {"published", "computed", NO_JUDGE}
     png = base64.b64decode(board.bar_chart_png(rows).removeprefix("data:image/png;base64,"))
     assert Image.open(io.BytesIO(png)).size[0] > 400
+
+
+def test_a_judge_pinned_by_revision_is_recorded_with_it():
+    settings = JudgeSettings(model="judge-x", revision="0123abc", endpoint=EndpointSettings(base_url="http://127.0.0.1:9/v1"))
+    assert Judge(settings).record()["judge_model"] == "judge-x@0123abc"  # scores under another commit go in another column

@@ -19,7 +19,7 @@ from dagster._core.instance.config import dagster_instance_config_schema
 from dagster._core.run_coordinator import QueuedRunCoordinator
 from dagster_k8s import K8sRunLauncher
 
-from asagi_dagster.config import load_config
+from asagi_dagster.config import PodSettings, load_config
 from asagi_dagster.pods import JUDGE_NAME, JUDGE_PORT, judge_manifests, pod_spec
 from resources.gpu_jobs import GPU_RUN_TAG
 from tests.fake_kubelet import KUBERNETES, PIPES_CALLS
@@ -118,6 +118,17 @@ def test_gpu_pod_specs_from_the_cluster_profile_validate():
         assert {"name": "HF_HOME", "value": "/models/huggingface"} in container["env"]
 
 
+def test_pod_settings_take_pull_secrets_and_plain_env_and_refuse_a_name_twice():
+    pod = load_config(CLUSTER_PROFILE).gpu_jobs.pods["synthesis"]
+    pod = pod.model_copy(update={"image_pull_secrets": ["registry-credentials"], "env": {"HF_HUB_OFFLINE": "1"}})
+    spec = pod_spec(pod)
+    validate(as_pod(spec, pod.image, ["python", "-m", "asagi_dagster.synth"]))
+    assert spec["imagePullSecrets"] == [{"name": "registry-credentials"}]
+    assert {"name": "HF_HUB_OFFLINE", "value": "1"} in spec["containers"][0]["env"]
+    with pytest.raises(ValueError, match="HF_TOKEN: in both env and secret_env"):
+        PodSettings.model_validate({**pod.model_dump(), "env": {"HF_TOKEN": "x"}})
+
+
 def test_judge_server_manifest_serves_the_profiles_judge_at_its_endpoint():
     config = load_config(CLUSTER_PROFILE)
     deployment, service = judge_manifests(config)
@@ -126,6 +137,7 @@ def test_judge_server_manifest_serves_the_profiles_judge_at_its_endpoint():
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
     judge = config.evaluation.judge
     assert container["command"] == ["vllm", "serve", judge.model]
+    assert container["args"][container["args"].index("--revision") + 1] == judge.revision  # the commit it loads
     assert container["args"][container["args"].index("--tensor-parallel-size") + 1] == str(config.gpu_jobs.pods["judge"].gpus)
     assert judge.endpoint.base_url == f"http://{service['metadata']['name']}.{service['metadata']['namespace']}.svc:{service['spec']['ports'][0]['port']}/v1"
     assert service["spec"]["selector"] == deployment["spec"]["template"]["metadata"]["labels"]
