@@ -28,7 +28,7 @@ import fsspec.core
 
 from asagi_dagster.config import AsagiConfig
 from asagi_dagster.storage import Storage, fsspec_options
-from asagi_dagster.synth.runner import fingerprint
+from asagi_dagster.core import fingerprint
 
 INPUTS_TAG = "asagi/inputs"
 CODE_PACKAGES = ("asagi_dagster", "assets", "resources")

@@ -25,7 +25,7 @@ import time
 
 from asagi_dagster.config import GeneratorSettings, SamplingSettings
 from asagi_dagster.models.tiny import BUILTIN_TINY_LLAMA
-from asagi_dagster.synth.generation import Request, open_generator
+from asagi_dagster.engines import Request, open_generator
 from asagi_dagster.synth.prompts import JA_CAPTION_SHORT
 
 BATCHED_TARGET = 4.0  # batched transformers over one request at a time

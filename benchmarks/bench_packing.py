@@ -27,7 +27,7 @@ def build_model(hidden: int, layers: int):
     from transformers import LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
 
     from asagi_dagster.models.tiny import tiny_llama, tiny_siglip
-    from asagi_dagster.synth.corpus import tokenizer_corpus
+    from asagi_dagster.models.corpus import tokenizer_corpus
     from asagi_dagster.train.model import _processor, image_token_count
     from transformers import AutoTokenizer, SiglipImageProcessor, SiglipVisionConfig
 

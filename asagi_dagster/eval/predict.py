@@ -22,9 +22,9 @@ from pydantic import BaseModel
 from asagi_dagster.config import EngineSettings, GeneratorSettings, SamplingSettings, StorageSettings
 from asagi_dagster.progress import Progress
 from asagi_dagster.storage import Manifest, StageWriter, Storage
-from asagi_dagster.synth.generation import Request, open_generator
-from asagi_dagster.synth.prompts import user_message
-from asagi_dagster.synth.runner import batches
+from asagi_dagster.engines import Request, open_generator
+from asagi_dagster.engines import user_message
+from asagi_dagster.core import batches
 
 VERSION = 1
 PREDICTIONS = pa.schema(

@@ -23,7 +23,7 @@ def load_scorer(config: AsagiConfig) -> DualEncoder:
     if model is None:
         raise ConfigError(f"models.{settings.scorer_role} is not set: reference_texts needs a CLIP-style model (or {BUILTIN_TINY_CLIP})")
     if model.id == BUILTIN_TINY_CLIP:
-        from asagi_dagster.sample.site import page_texts
+        from asagi_dagster.models.corpus import page_texts
 
         model = ModelRef(id=str(tiny_clip(page_texts())))
     return DualEncoder(model, allow_hub=settings.allow_hub, trust_remote_code=settings.trust_remote_code)

@@ -19,7 +19,8 @@ from asagi_dagster.config import AsagiConfig, ConfigError, GeneratorSettings, Sy
 from asagi_dagster.progress import Progress
 from asagi_dagster.storage import Manifest, StageWriter, Storage
 from asagi_dagster.synth import schemas
-from asagi_dagster.synth.runner import Checkpoints, TaskPlan, fingerprint, run_chunks
+from asagi_dagster.core import fingerprint
+from asagi_dagster.synth.runner import Checkpoints, TaskPlan, run_chunks
 from asagi_dagster.synth.tasks import Item
 
 
@@ -79,7 +80,7 @@ class _Generators:
 
     def get(self, name: str):
         if name not in self.open:
-            from asagi_dagster.synth.generation import open_generator
+            from asagi_dagster.engines import open_generator
 
             settings = self.settings[name]
             self.log(f"loading generator {name} ({settings.model}, backend {settings.backend})")

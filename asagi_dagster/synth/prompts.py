@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from asagi_dagster.engines import user_message
+
 
 @dataclass(frozen=True)
 class Prompt:
@@ -128,13 +130,3 @@ TRANSLATION = Prompt(
 )
 
 PROMPTS = {prompt.id: prompt for prompt in (ENGLISH_CAPTION, JA_CAPTION_LONG, JA_CAPTION_SHORT, VQA, MCVQA, TRANSLATION)}
-
-
-def user_message(text: str, image: bool = False, image_placeholder: str | None = None) -> dict:
-    """A user turn; with ``image`` it carries the image as an image content part, or as
-    ``image_placeholder`` text for chat templates that only take strings."""
-    if not image:
-        return {"role": "user", "content": text}
-    if image_placeholder:
-        return {"role": "user", "content": f"{image_placeholder}\n{text}"}
-    return {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": text}]}

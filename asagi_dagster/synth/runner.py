@@ -13,15 +13,15 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from itertools import islice
 
 from PIL import Image
 
 from asagi_dagster.config import GeneratorSettings, TaskSettings
+from asagi_dagster.core import batches
 from asagi_dagster.storage import StageWriter, Storage
-from asagi_dagster.synth.generation import Generator, Request
+from asagi_dagster.engines import Generator, Request
 from asagi_dagster.synth.tasks import TASKS, Item
 from asagi_dagster.synth.validate import Invalid, normalized
 
@@ -66,11 +66,6 @@ class WorkItem:
 def seed_for(base_seed: int, task: str, item_id: str, attempt: int) -> int:
     digest = hashlib.sha256(f"{base_seed}\0{task}\0{item_id}\0{attempt}".encode()).digest()
     return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
-
-
-def fingerprint(parts: dict) -> str:
-    """A short hash of what decides a partition's output; a change starts the work afresh."""
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 class Checkpoints:
@@ -127,12 +122,6 @@ def run_chunks(
         for rejection in done["rejections"]:
             out.reject(rejection["record_id"], rejection["reason"], rejection["detail"])
         on_chunk(index, len(done["rows"]), len(done["rejections"]), resumed)
-
-
-def batches(iterator: Iterator, size: int) -> Iterator[list]:
-    """Lists of up to ``size`` items, in order, until ``iterator`` ends."""
-    while batch := list(islice(iterator, size)):
-        yield batch
 
 
 def _seen_key(task: str, text: str) -> str:

@@ -25,7 +25,7 @@ TRAINED_MODULES = {
 def model_source(ref: ModelRef) -> tuple[str, str | None]:
     """(folder or hub id, revision) of a profile model, building a builtin tiny one here."""
     if ref.id.startswith("builtin:"):
-        from asagi_dagster.synth.corpus import tokenizer_corpus
+        from asagi_dagster.models.corpus import tokenizer_corpus
 
         builders = {BUILTIN_TINY_SIGLIP: tiny_siglip, BUILTIN_TINY_LLAMA: lambda: tiny_llama(tokenizer_corpus())}
         if ref.id not in builders:

@@ -25,7 +25,7 @@ from pydantic import BaseModel
 from asagi_dagster.config import AsagiConfig, StageSettings
 from asagi_dagster.progress import progress_line, rate
 from asagi_dagster.storage import Manifest, ModelManifest, Storage
-from asagi_dagster.synth.runner import fingerprint
+from asagi_dagster.core import fingerprint
 from asagi_dagster.train import data
 
 

@@ -14,7 +14,7 @@ from asagi_dagster.config import GeneratorSettings, load_config
 from asagi_dagster.definitions import build_definitions
 from asagi_dagster.sample.benchmarks import write_benchmark_sample
 from asagi_dagster.storage import ModelManifest, Storage
-from asagi_dagster.synth.generation import model_path
+from asagi_dagster.engines import model_path
 from tests.conftest import BUCKET, write_profile
 from tests.fake_kubelet import serve_pods
 from tests.synth.test_pods import SECRETS, SYNTHESIS_POD

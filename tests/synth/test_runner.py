@@ -2,6 +2,7 @@
 chunked runner: retries under new seeds, provenance, and resume after a kill."""
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -14,7 +15,7 @@ from PIL import Image
 from asagi_dagster.config import GeneratorSettings, SamplingSettings, load_config
 from asagi_dagster.storage import Storage
 from asagi_dagster.synth.corpora import run_corpus
-from asagi_dagster.synth.generation import Request, open_generator
+from asagi_dagster.engines import Request, open_generator
 from asagi_dagster.synth.prompts import ENGLISH_CAPTION, JA_CAPTION_SHORT
 from tests.conftest import write_profile
 from tests.synth.helpers import GENERATORS, synthesis_section, write_caption_inputs
@@ -143,7 +144,7 @@ def test_a_killed_run_resumes_with_nothing_lost_or_repeated(tmp_path):
         assert process.returncode == 0, log
         if name == "killed":
             resumed = [line for line in log.splitlines() if "not generated again" in line]
-            assert [line.split(":")[0] for line in resumed] == [f"chunk {i}" for i in range(done)]
+            assert [re.search(r"chunk \d+", line).group() for line in resumed] == [f"chunk {i}" for i in range(done)]
         table = pq.read_table(Path(storage.asset_dir("ja_captions", "s1"), "data.parquet")).to_pylist()
         rejected = pq.read_table(Path(storage.rejections_dir("ja_captions", "s1"), "data.parquet")).to_pylist()
         results[name] = (table, rejected)

@@ -14,7 +14,7 @@ import pytest
 
 from asagi_dagster.config import ConfigError, EndpointSettings, GeneratorSettings, load_config
 from asagi_dagster.storage import Storage
-from asagi_dagster.synth.generation import open_generator
+from asagi_dagster.engines import open_generator
 from tests.conftest import free_port, subprocess_env, write_profile
 from tests.synth.helpers import GENERATORS, failures, materialize, synthesis_section, write_caption_inputs
 from tests.synth.vllm_requests import requests
@@ -34,7 +34,7 @@ def transformers_texts() -> list[str | None]:
 OFFLINE_SCRIPT = """
 import json, sys
 from asagi_dagster.config import GeneratorSettings
-from asagi_dagster.synth.generation import open_generator
+from asagi_dagster.engines import open_generator
 from tests.synth.vllm_requests import requests
 
 if __name__ == "__main__":  # vLLM starts worker processes that import the main module

@@ -2,7 +2,7 @@
 subprocess (and the workers it spawns, which re-import its main module) to import."""
 
 from asagi_dagster.config import SamplingSettings
-from asagi_dagster.synth.generation import Request
+from asagi_dagster.engines import Request
 from asagi_dagster.synth.prompts import JA_CAPTION_SHORT
 
 GREEDY = SamplingSettings(temperature=0, max_tokens=16, repetition_penalty=1.0)

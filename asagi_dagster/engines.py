@@ -1,5 +1,6 @@
-"""One generation interface, three backends: vLLM offline (continuous batching), an
-OpenAI-compatible HTTP endpoint, and transformers ``generate`` (the CPU fallback).
+"""One generation interface (synthesis and evaluation both use it), three backends: vLLM
+offline (continuous batching), an OpenAI-compatible HTTP endpoint, and transformers
+``generate`` (the CPU fallback).
 
 A request is chat messages (an image, if any, as an image content part), sampling
 settings and a seed. The local backends render the messages with the model's own chat
@@ -22,6 +23,16 @@ from PIL import Image
 
 from asagi_dagster.config import ConfigError, GeneratorSettings, SamplingSettings
 from asagi_dagster.models.tiny import BUILTIN_TINY_LLAMA, BUILTIN_TINY_LLAVA, tiny_llama, tiny_llava
+
+
+def user_message(text: str, image: bool = False, image_placeholder: str | None = None) -> dict:
+    """A user turn; with ``image`` it carries the image as an image content part, or as
+    ``image_placeholder`` text for chat templates that only take strings."""
+    if not image:
+        return {"role": "user", "content": text}
+    if image_placeholder:
+        return {"role": "user", "content": f"{image_placeholder}\n{text}"}
+    return {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": text}]}
 
 
 @dataclass(frozen=True)
@@ -48,7 +59,7 @@ class Generator(Protocol):
 def model_path(settings: GeneratorSettings) -> str:
     """A local directory for builtin tiny models (built on first use), else the id as given."""
     if settings.model in (BUILTIN_TINY_LLAMA, BUILTIN_TINY_LLAVA):
-        from asagi_dagster.synth.corpus import tokenizer_corpus
+        from asagi_dagster.models.corpus import tokenizer_corpus
 
         build = tiny_llama if settings.model == BUILTIN_TINY_LLAMA else tiny_llava
         return str(build(tokenizer_corpus()))
