@@ -1,9 +1,12 @@
 """The data plane: Parquet per asset and partition under one fsspec root.
 
-Layout (architecture guide, "Data plane"):
-    <root>/<asset>/<partition>/data.parquet          accepted rows
-    <root>/<asset>/<partition>/_manifest.json        the small manifest passed between assets
+Layout (unpartitioned assets use the partition name ``all``):
+    <root>/<asset>/<partition>/data.parquet              accepted rows
+    <root>/<asset>/<partition>/_manifest.json            the small manifest passed between assets
     <root>/rejections/<asset>/<partition>/data.parquet   record_id, reason, detail
+    <root>/_catalog/                                     every manifest, for steps that read them all (catalog.py)
+    <root>/_cache/downloads/                             download outcomes (web/pair_images.py)
+    <root>/_work/<asset>/<partition>/                    resumable work: synthesis chunks, training checkpoints
 
 Every file is committed atomically (a temporary name then a rename locally, a single
 upload on s3), so readers never see a partial file and a re-run replaces, never

@@ -80,7 +80,8 @@ def build_stage1_start(vision: ModelRef, llm: ModelRef, allow_hub: bool, seed: i
 
 
 def load_vlm(folder: str | Path):
-    """(model, processor) saved by ``save_vlm``: where stage 2 starts from stage 1."""
+    """(model, processor) from a folder ``checkpoint.export_model`` wrote: where stage 2
+    starts from stage 1."""
     from transformers import AutoProcessor, LlavaForConditionalGeneration
 
     return LlavaForConditionalGeneration.from_pretrained(folder), AutoProcessor.from_pretrained(folder)
