@@ -313,13 +313,12 @@ class EngineSettings(_Strict):
         return self.image_placeholder if self.backend != "openai" else None
 
 
-class GeneratorSettings(EngineSettings):
-    """A model that writes training text, with the licence facts the gate checks."""
+class GenerationSettings(EngineSettings):
+    """A model and how an engine runs it (asagi_dagster/engines.py): what synthesis,
+    predictions and the judge each generate with."""
 
     model: str = Field(description="Hub id, local directory, or builtin:tiny-llama-ja / builtin:tiny-llava-ja.")
     revision: str | None = Field(None, description="Pinned commit for hub models (required for them).")
-    licence: str
-    outputs_trainable: bool = Field(description="Does the licence let its outputs train other models? false: synthesis refuses it.")
     modality: Literal["text", "image"] = Field("text", description="image: a VLM that reads one image with the prompt.")
 
     @property
@@ -327,12 +326,19 @@ class GeneratorSettings(EngineSettings):
         return self.model.startswith("builtin:")
 
     @model_validator(mode="after")
-    def _backend_needs(self) -> GeneratorSettings:
+    def _backend_needs(self) -> GenerationSettings:
         if self.backend == "openai" and self.endpoint is None:
             raise ValueError("backend openai needs an endpoint")
         if self.allow_hub and not self.revision:
             raise ValueError(f"{self.model}: a hub model needs a pinned revision")
         return self
+
+
+class GeneratorSettings(GenerationSettings):
+    """A model that writes training text, with the licence facts the gate checks."""
+
+    licence: str
+    outputs_trainable: bool = Field(description="Does the licence let its outputs train other models? false: synthesis refuses it.")
 
 
 class SamplingSettings(_Strict):

@@ -21,8 +21,8 @@ from typing import Protocol
 
 from PIL import Image
 
-from asagi_dagster.config import ConfigError, GeneratorSettings, SamplingSettings
-from asagi_dagster.models.tiny import BUILTIN_TINY_LLAMA, BUILTIN_TINY_LLAVA, tiny_llama, tiny_llava
+from asagi_dagster.config import ConfigError, GenerationSettings, SamplingSettings
+from asagi_dagster.models.tiny import BUILTIN_TINY_LLAMA, BUILTIN_TINY_LLAVA, builtin_folder
 
 
 def user_message(text: str, image: bool = False, image_placeholder: str | None = None) -> dict:
@@ -56,15 +56,10 @@ class Generator(Protocol):
     def close(self) -> None: ...
 
 
-def model_path(settings: GeneratorSettings) -> str:
+def model_path(settings: GenerationSettings) -> str:
     """A local directory for builtin tiny models (built on first use), else the id as given."""
-    if settings.model in (BUILTIN_TINY_LLAMA, BUILTIN_TINY_LLAVA):
-        from asagi_dagster.models.corpus import tokenizer_corpus
-
-        build = tiny_llama if settings.model == BUILTIN_TINY_LLAMA else tiny_llava
-        return str(build(tokenizer_corpus()))
     if settings.builtin:
-        raise ConfigError(f"unknown builtin model {settings.model!r} (known: {BUILTIN_TINY_LLAMA}, {BUILTIN_TINY_LLAVA})")
+        return str(builtin_folder(settings.model, (BUILTIN_TINY_LLAMA, BUILTIN_TINY_LLAVA)))
     if not settings.allow_hub and not Path(settings.model).is_dir():
         raise ConfigError(f"generator model {settings.model!r} is not a local directory and allow_hub is false")
     return settings.model
@@ -76,7 +71,7 @@ def render_prompt(template_owner, messages: list[dict]) -> str:
     return template_owner.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 
 
-def load_template_owner(path: str, settings: GeneratorSettings):
+def load_template_owner(path: str, settings: GenerationSettings):
     from transformers import AutoProcessor, AutoTokenizer
 
     kwargs = {"revision": settings.revision, "trust_remote_code": settings.trust_remote_code, "local_files_only": not settings.allow_hub}
@@ -85,7 +80,7 @@ def load_template_owner(path: str, settings: GeneratorSettings):
     return AutoTokenizer.from_pretrained(path, **kwargs)
 
 
-def open_generator(settings: GeneratorSettings) -> Generator:
+def open_generator(settings: GenerationSettings) -> Generator:
     if settings.backend == "openai":
         return OpenAIGenerator(settings)
     path = model_path(settings)
@@ -101,7 +96,7 @@ class TransformersGenerator:
     its seed (``SeededSampler``), so a re-run or a resumed run writes the same text
     whatever batch the request lands in."""
 
-    def __init__(self, path: str, settings: GeneratorSettings):
+    def __init__(self, path: str, settings: GenerationSettings):
         import torch
         from transformers import AutoModelForCausalLM, AutoModelForImageTextToText
 
@@ -194,7 +189,7 @@ class VllmGenerator:
     """vLLM offline: all requests go to the engine at once (continuous batching); each
     request's seed fixes its sample independently of the batch."""
 
-    def __init__(self, path: str, settings: GeneratorSettings):
+    def __init__(self, path: str, settings: GenerationSettings):
         from vllm import LLM
 
         self.template_owner = load_template_owner(path, settings)
@@ -233,7 +228,7 @@ class OpenAIGenerator:
     flight) with timeouts and retries; a request that still fails is reported as an
     error for that item, never as text."""
 
-    def __init__(self, settings: GeneratorSettings):
+    def __init__(self, settings: GenerationSettings):
         self.settings = settings
         self.endpoint = settings.endpoint
         self.model = self.endpoint.served_model or settings.model

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from asagi_dagster.config import GeneratorSettings, JudgeSettings, SamplingSettings
+from asagi_dagster.config import GenerationSettings, JudgeSettings, SamplingSettings
 from asagi_dagster.eval.judge import heron_score, likert_score
 from asagi_dagster.engines import OpenAIGenerator, Request
 
@@ -75,7 +75,7 @@ class Judge:
     def __init__(self, settings: JudgeSettings):
         self.settings = settings
         self.client = OpenAIGenerator(
-            GeneratorSettings(model=settings.model, backend="openai", endpoint=settings.endpoint, licence="judge only", outputs_trainable=False)
+            GenerationSettings(model=settings.model, backend="openai", endpoint=settings.endpoint)
         )
 
     def record(self) -> dict:

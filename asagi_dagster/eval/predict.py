@@ -19,7 +19,7 @@ import pyarrow as pa
 from PIL import Image
 from pydantic import BaseModel
 
-from asagi_dagster.config import EngineSettings, GeneratorSettings, SamplingSettings, StorageSettings
+from asagi_dagster.config import EngineSettings, GenerationSettings, SamplingSettings, StorageSettings
 from asagi_dagster.progress import Progress
 from asagi_dagster.storage import Manifest, StageWriter, Storage
 from asagi_dagster.engines import Request, open_generator
@@ -70,10 +70,7 @@ def greedy(max_new_tokens: int) -> SamplingSettings:
 def predict(job: PredictionJob, log: Callable[[str], None] = print) -> Manifest:
     storage = Storage(job.storage)
     model = storage.local_folder(job.model_url) if job.on_storage else job.model_url
-    settings = GeneratorSettings(
-        **job.engine.model_dump(), model=model, revision=job.revision, modality="image",
-        licence="evaluated, not trained on", outputs_trainable=False,
-    )
+    settings = GenerationSettings(**job.engine.model_dump(), model=model, revision=job.revision, modality="image")
     generator = open_generator(settings)
     log(f"{job.partition}: generating with backend {settings.backend} from {job.model_url}")
     sampling = greedy(job.max_new_tokens)

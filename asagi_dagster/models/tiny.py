@@ -186,3 +186,21 @@ def build_tiny_llava(folder: Path, corpus: list[str], seed: int = 0) -> None:
         chat_template=CHAT_TEMPLATE, num_additional_image_tokens=0,
     )
     processor.save_pretrained(folder)
+
+
+def builtin_folder(model_id: str, usable: tuple[str, ...]) -> Path:
+    """The one place a ``builtin:`` id becomes a folder: the tiny model, built on first
+    use from the text it is trained on (models/corpus.py). ``usable``: the ids the
+    asking role can load; any other is a clear error naming them."""
+    from asagi_dagster.config import ConfigError
+    from asagi_dagster.models.corpus import page_texts, tokenizer_corpus
+
+    builders = {
+        BUILTIN_TINY_CLIP: lambda: tiny_clip(page_texts()),
+        BUILTIN_TINY_LLAMA: lambda: tiny_llama(tokenizer_corpus()),
+        BUILTIN_TINY_LLAVA: lambda: tiny_llava(tokenizer_corpus()),
+        BUILTIN_TINY_SIGLIP: tiny_siglip,
+    }
+    if model_id not in usable or model_id not in builders:
+        raise ConfigError(f"unknown builtin model {model_id!r} here (known: {', '.join(usable)})")
+    return builders[model_id]()

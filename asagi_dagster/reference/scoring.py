@@ -12,7 +12,7 @@ from asagi_dagster.config import AsagiConfig, ConfigError, ImageSafetySettings, 
 from asagi_dagster.filters import Rejected
 from asagi_dagster.filters.images import small_image
 from asagi_dagster.models.clip import DualEncoder
-from asagi_dagster.models.tiny import BUILTIN_TINY_CLIP, tiny_clip
+from asagi_dagster.models.tiny import BUILTIN_TINY_CLIP, builtin_folder
 from asagi_dagster.reference.extract import extraction_config, page_sentences
 from asagi_dagster.storage import StageWriter, Storage
 
@@ -22,10 +22,8 @@ def load_scorer(config: AsagiConfig) -> DualEncoder:
     model = config.models.get(settings.scorer_role)
     if model is None:
         raise ConfigError(f"models.{settings.scorer_role} is not set: reference_texts needs a CLIP-style model (or {BUILTIN_TINY_CLIP})")
-    if model.id == BUILTIN_TINY_CLIP:
-        from asagi_dagster.models.corpus import page_texts
-
-        model = ModelRef(id=str(tiny_clip(page_texts())))
+    if model.id.startswith("builtin:"):
+        model = ModelRef(id=str(builtin_folder(model.id, (BUILTIN_TINY_CLIP,))))
     return DualEncoder(model, allow_hub=settings.allow_hub, trust_remote_code=settings.trust_remote_code)
 
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from asagi_dagster.config import ConfigError, ModelRef
-from asagi_dagster.models.tiny import BUILTIN_TINY_LLAMA, BUILTIN_TINY_SIGLIP, tiny_llama, tiny_siglip
+from asagi_dagster.config import ModelRef
+from asagi_dagster.models.tiny import BUILTIN_TINY_LLAMA, BUILTIN_TINY_SIGLIP, builtin_folder
 from asagi_dagster.train.template import CHAT_TEMPLATE, IMAGE_TOKEN
 
 # Which parameters each stage trains (Asagi: the vision tower is always frozen).
@@ -25,12 +25,7 @@ TRAINED_MODULES = {
 def model_source(ref: ModelRef) -> tuple[str, str | None]:
     """(folder or hub id, revision) of a profile model, building a builtin tiny one here."""
     if ref.id.startswith("builtin:"):
-        from asagi_dagster.models.corpus import tokenizer_corpus
-
-        builders = {BUILTIN_TINY_SIGLIP: tiny_siglip, BUILTIN_TINY_LLAMA: lambda: tiny_llama(tokenizer_corpus())}
-        if ref.id not in builders:
-            raise ConfigError(f"unknown builtin model {ref.id!r} for training (known: {', '.join(builders)})")
-        return str(builders[ref.id]()), None
+        return str(builtin_folder(ref.id, (BUILTIN_TINY_SIGLIP, BUILTIN_TINY_LLAMA))), None
     return ref.id, ref.revision
 
 

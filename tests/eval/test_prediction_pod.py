@@ -10,7 +10,7 @@ import json
 
 import dagster as dg
 
-from asagi_dagster.config import GeneratorSettings, load_config
+from asagi_dagster.config import GenerationSettings, load_config
 from asagi_dagster.definitions import build_definitions
 from asagi_dagster.sample.benchmarks import write_benchmark_sample
 from asagi_dagster.storage import ModelManifest, Storage
@@ -38,7 +38,7 @@ def test_predictions_run_as_an_evaluation_pod_on_a_model_from_s3(tmp_path, s3_en
     storage = Storage(config.storage)
     # A trained model on the root: the tiny Llava folder, with vlm_stage2's manifest naming it.
     model_url = f"s3://{BUCKET}/data/vlm_stage2/all/model"
-    storage.fs.put(model_path(GeneratorSettings(model="builtin:tiny-llava-ja", licence="x", outputs_trainable=True)) + "/", model_url + "/", recursive=True)
+    storage.fs.put(model_path(GenerationSettings(model="builtin:tiny-llava-ja")) + "/", model_url + "/", recursive=True)
     storage.write_manifest(ModelManifest(asset="vlm_stage2", model_url=model_url, stage="stage2", steps=1, examples=4, mixture_url="s3://unused"))
     api = serve_pods(monkeypatch, SECRETS)
     defs = build_definitions(str(profile))
