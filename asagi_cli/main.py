@@ -138,7 +138,7 @@ def main(config_path: str | None, rerun: bool) -> None:
 def sample() -> None:
     """Write the bundled sample's WARC shards into the inbox, its served images, and the
     stand-in benchmark images the profile points at."""
-    from asagi_dagster.sample.site import write_dataset_sample, write_filter_sample, write_sample
+    from asagi_sample.site import write_dataset_sample, write_filter_sample, write_sample
 
     config = _config()
     inbox, site, base = _sample_paths(config)
@@ -150,7 +150,7 @@ def sample() -> None:
 @main.command("serve-sample")
 def serve_sample() -> None:
     """Serve the sample's external images on loopback until interrupted."""
-    from asagi_dagster.sample.server import start_image_server
+    from asagi_sample.server import start_image_server
 
     config = _config()
     _, site, base = _sample_paths(config)
@@ -375,7 +375,7 @@ def _write_job(config: AsagiConfig, stage: str, job_url: str | None) -> None:
 
 
 def _write_benchmark_sample(config: AsagiConfig) -> list[Path]:
-    from asagi_dagster.sample.benchmarks import write_benchmark_sample
+    from asagi_sample.benchmarks import write_benchmark_sample
 
     return write_benchmark_sample(config.evaluation.benchmarks) if config.evaluation else []
 
@@ -537,8 +537,8 @@ def _where_things_are(config: AsagiConfig, storage: Storage) -> str:
 def demo() -> None:
     """The embedded default end to end: sample, image server, sync, ingest, datasets, filter,
     synthesize, train and evaluate on the benchmarks (when the profile configures them), report."""
-    from asagi_dagster.sample.server import start_image_server
-    from asagi_dagster.sample.site import write_dataset_sample, write_filter_sample, write_sample
+    from asagi_sample.server import start_image_server
+    from asagi_sample.site import write_dataset_sample, write_filter_sample, write_sample
 
     config = _config()
     inbox, site, base = _sample_paths(config)

@@ -23,7 +23,7 @@ import trafilatura
 
 from asagi_dagster.config import ReferenceTextSettings
 from asagi_dagster.reference.extract import extraction_config, page_sentences
-from asagi_dagster.sample.site import PAGES, page_html
+from asagi_sample.site import PAGES, page_html
 from benchmarks.make_shard import page
 
 TARGET = 0.9

@@ -19,7 +19,7 @@ import statistics
 import time
 from pathlib import Path
 
-FIXTURE = Path(__file__).resolve().parents[1] / "asagi_dagster" / "sample" / "japanese_heron_bench"
+FIXTURE = Path(__file__).resolve().parents[1] / "asagi_sample" / "japanese_heron_bench"
 MODELS = ("claude3_0404_ja", "gemini_0404_ja", "gpt4v_0404_ja")
 
 

@@ -126,7 +126,7 @@ def main() -> None:
     parser.add_argument("--registered", type=int, nargs="+", default=[0, 90_000], help="other shards registered for the range-run timing")
     args = parser.parse_args()
     sys.path.insert(0, str(PROJECT))
-    from asagi_dagster.sample.site import write_sample
+    from asagi_sample.site import write_sample
 
     with tempfile.TemporaryDirectory(prefix="bench-batches-sample-") as folder:
         sample_inbox, served = Path(folder) / "inbox", Path(folder) / "served"

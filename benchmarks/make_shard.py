@@ -21,8 +21,8 @@ from pathlib import Path
 from lxml import etree
 from lxml import html as lxml_html
 
-from asagi_dagster.sample.site import PAGES, page_html, photo_jpeg
-from asagi_dagster.sample.warcs import ShardWriter
+from asagi_sample.site import PAGES, page_html, photo_jpeg
+from asagi_sample.warcs import ShardWriter
 
 PHOTOS = ("chelsea.png", "coffee.png", "horse.png", "rocket.jpg", "astronaut.png", "motorcycle_left.png")
 HOSTS = ("nonbiri-nikki.example.jp", "science-sokuho.example.jp", "motoya.example.jp", "zukan.example.jp", "sakura-shoten.example.jp")

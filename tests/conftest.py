@@ -19,7 +19,7 @@ import yaml
 from moto.server import ThreadedMotoServer
 
 from asagi_dagster.config import load_config
-from asagi_dagster.sample.server import start_image_server
+from asagi_sample.server import start_image_server
 from asagi_dagster.storage import Storage
 
 BUCKET = "asagi-test"

@@ -17,7 +17,7 @@ import dagster as dg
 import yaml
 
 from asagi_dagster.definitions import build_definitions
-from asagi_dagster.sample.site import write_sample
+from asagi_sample.site import write_sample
 from assets.cli_hold import HOLD_FRESH_S, HOLD_KEY, cli_holding, set_hold
 from tests.conftest import ASAGI, PROJECT, default_signals, write_profile
 from tests.test_cli import cli_env  # noqa: F401 - the fixture

@@ -15,7 +15,7 @@ from asagi_dagster.config import DatasetSource, load_config
 from asagi_dagster.datasets import DatasetSourceError, iter_dataset
 from asagi_dagster.definitions import build_definitions
 from asagi_dagster.filters import Rejected
-from asagi_dagster.sample.site import write_filter_sample
+from asagi_sample.site import write_filter_sample
 from tests.conftest import write_profile
 from tests.filters import images
 

@@ -10,7 +10,7 @@ import dagster as dg
 import pytest
 
 from asagi_dagster.definitions import build_definitions
-from asagi_dagster.sample.site import write_sample
+from asagi_sample.site import write_sample
 from tests.conftest import backfill_shards, resync_tick
 
 SHARD_INGEST = {"web_documents", "web_images", "image_text_pairs", "interleaved_documents", "pair_images", "screened_pairs"}

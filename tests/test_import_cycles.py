@@ -70,5 +70,13 @@ def test_no_import_cycle_between_the_librarys_packages():
     assert cycles(edges) == [], {k: sorted(v) for k, v in edges.items()}
 
 
+def test_the_library_never_imports_the_embedded_sample():
+    """asagi_sample (the demo's pages, datasets and benchmark stand-ins) builds on the
+    library; the library, its assets and resources never on it."""
+    for folder in (LIBRARY, LIBRARY.parent / "assets", LIBRARY.parent / "resources"):
+        for path in folder.rglob("*.py"):
+            assert "asagi_sample" not in path.read_text(encoding="utf-8"), path
+
+
 def test_the_cycle_finder_finds_one():
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]

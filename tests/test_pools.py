@@ -9,7 +9,7 @@ from pathlib import Path
 import dagster as dg
 
 from asagi_dagster.definitions import build_definitions
-from asagi_dagster.sample.site import write_sample
+from asagi_sample.site import write_sample
 from assets.filters import INDEX_POOL
 from assets.pools import pool_limit
 from assets.web import IMAGE_DOWNLOADS_POOL

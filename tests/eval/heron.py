@@ -1,10 +1,10 @@
-"""The real Japanese Heron-Bench text vendored in asagi_dagster/sample/japanese_heron_bench: references (gpt-4-0125-preview
+"""The real Japanese Heron-Bench text vendored in asagi_sample/japanese_heron_bench: references (gpt-4-0125-preview
 answers) and three models' answers, paired by question id."""
 
 import json
 from pathlib import Path
 
-FIXTURE = Path(__file__).resolve().parents[2] / "asagi_dagster" / "sample" / "japanese_heron_bench"
+FIXTURE = Path(__file__).resolve().parents[2] / "asagi_sample" / "japanese_heron_bench"
 MODELS = ("claude3_0404_ja", "gemini_0404_ja", "gpt4v_0404_ja")
 
 

@@ -12,7 +12,7 @@ from asagi_dagster.config import load_config
 from asagi_dagster.definitions import build_definitions
 from asagi_dagster.eval.benchmarks import BENCHMARKS
 from asagi_dagster.eval.scores import HISTORY
-from asagi_dagster.sample.benchmarks import write_benchmark_sample
+from asagi_sample.benchmarks import write_benchmark_sample
 from asagi_dagster.storage import Storage
 from tests.conftest import subprocess_env, write_profile
 from tests.eval.test_rougel import EVALMM_SCORES

@@ -10,7 +10,7 @@ import pytest
 
 from asagi_dagster.config import BenchmarkSource, ConfigError, EvaluationSettings
 from asagi_dagster.eval.benchmarks import BENCHMARKS, Rejected, dataset_folder, read_items, split_files
-from asagi_dagster.sample.benchmarks import IMAGE, placeholder, write_benchmark_sample
+from asagi_sample.benchmarks import IMAGE, placeholder, write_benchmark_sample
 from tests.eval.heron import FIXTURE
 
 

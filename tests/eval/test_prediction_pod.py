@@ -12,7 +12,7 @@ import dagster as dg
 
 from asagi_dagster.config import GenerationSettings, load_config
 from asagi_dagster.definitions import build_definitions
-from asagi_dagster.sample.benchmarks import write_benchmark_sample
+from asagi_sample.benchmarks import write_benchmark_sample
 from asagi_dagster.storage import ModelManifest, Storage
 from asagi_dagster.engines import model_path
 from tests.conftest import BUCKET, write_profile

@@ -18,7 +18,7 @@ from asagi_dagster.eval.judge import heron_score
 from asagi_dagster.eval.judging import HERON_SYSTEM, PROMPT_VERSION, Judge
 from asagi_dagster.eval.metrics import rougel_scores
 from asagi_dagster.eval.scores import NO_JUDGE, append_history, history_glob, score
-from asagi_dagster.sample.benchmarks import write_benchmark_sample
+from asagi_sample.benchmarks import write_benchmark_sample
 from asagi_dagster.storage import Storage
 from tests.eval.heron import reference_and_answers
 from tests.eval.judge_server import judge_server

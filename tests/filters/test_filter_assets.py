@@ -10,7 +10,7 @@ import dagster as dg
 
 from asagi_dagster.config import load_config
 from asagi_dagster.definitions import build_definitions
-from asagi_dagster.sample.site import write_filter_sample, write_sample
+from asagi_sample.site import write_filter_sample, write_sample
 from tests.conftest import write_profile
 
 SHARDS = ["sample-00000.warc.gz", "sample-00001.warc.gz", "sample-00002.warc"]

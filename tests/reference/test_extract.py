@@ -6,7 +6,7 @@ import pytest
 
 from asagi_dagster.config import ReferenceTextSettings
 from asagi_dagster.reference.extract import extraction_config, page_sentences, split_sentences
-from asagi_dagster.sample.site import page_html
+from asagi_sample.site import page_html
 
 SETTINGS = ReferenceTextSettings()
 CONFIG = extraction_config(SETTINGS)

@@ -17,7 +17,7 @@ from asagi_dagster.models.tiny import build_tiny_clip, tiny_clip
 from asagi_dagster.reference import REFERENCE_TEXTS, REFERENCE_TEXTS_VERSION
 from asagi_dagster.reference.extract import extraction_config, page_sentences
 from asagi_dagster.reference.scoring import write_reference_texts
-from asagi_dagster.sample.site import page_html, page_texts
+from asagi_sample.site import page_html, page_texts
 from asagi_dagster.storage import StageWriter, Storage
 from asagi_dagster.web import schemas as web_schemas
 from tests.filters import images

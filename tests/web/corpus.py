@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gzip
 
-from asagi_dagster.sample.warcs import ShardWriter
+from asagi_sample.warcs import ShardWriter
 
 GOOD_BEFORE = "https://good.example.jp/before.html"
 GOOD_AFTER = "https://good.example.jp/after.html"
@@ -28,7 +28,7 @@ def shard_around(name: str, add_bad, gzip_records: bool = True) -> bytes:
 
 def raw_response(url: str, http_block: bytes, record_key: str) -> bytes:
     """A response record written by hand, for HTTP blocks warcio refuses to write."""
-    from asagi_dagster.sample.warcs import CRAWL_DATE, record_id
+    from asagi_sample.warcs import CRAWL_DATE, record_id
 
     headers = (
         "WARC/1.1\r\nWARC-Type: response\r\n"

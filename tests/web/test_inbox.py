@@ -130,7 +130,7 @@ def test_resync_requests_a_shard_whose_ingest_was_killed(tmp_path, served_dir):
     import dagster as dg
 
     from asagi_dagster.definitions import build_definitions
-    from asagi_dagster.sample.site import write_sample
+    from asagi_sample.site import write_sample
 
     silent = socket.socket()  # accepts connections, never answers: the ingest waits there
     silent.bind(("127.0.0.1", 0))
@@ -270,7 +270,7 @@ def test_resync_asks_again_for_a_shard_whose_last_ingest_step_did_not_run(profil
     import dagster as dg
 
     from asagi_dagster.definitions import build_definitions
-    from asagi_dagster.sample.site import write_sample
+    from asagi_sample.site import write_sample
     from assets.web import INGEST_ASSETS
 
     write_sample(Path(config.sources.web.inbox), served_dir, image_server)

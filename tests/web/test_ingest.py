@@ -58,7 +58,7 @@ def reasons(storage, manifest) -> list[str]:
 def test_truncated_gzip_member_mid_file(storage, config, tmp_path):
     members = []
     for i, url in enumerate([GOOD_BEFORE, "https://x.example.jp/cut.html", GOOD_AFTER]):
-        from asagi_dagster.sample.warcs import ShardWriter
+        from asagi_sample.warcs import ShardWriter
 
         one = ShardWriter(f"m{i}")
         one.response(url, good_page(str(i)), "text/html; charset=utf-8")

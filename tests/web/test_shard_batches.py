@@ -15,7 +15,7 @@ from dagster._core.utils import make_new_run_id
 
 from asagi_dagster.config import load_config
 from asagi_dagster.definitions import build_definitions
-from asagi_dagster.sample.site import write_filter_sample, write_sample
+from asagi_sample.site import write_filter_sample, write_sample
 from assets.shards import shard_check
 from assets.web import INGEST_ASSETS
 from tests.conftest import resync_tick, write_profile

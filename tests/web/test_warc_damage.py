@@ -18,7 +18,7 @@ import pytest
 from fastwarc import Lz4Writer, ZstdWriter
 
 from asagi_dagster.query import connect, record_starts_check
-from asagi_dagster.sample.warcs import ShardWriter
+from asagi_sample.warcs import ShardWriter
 from asagi_dagster.web.warc import CorruptRegion, iter_warc
 from asagi_dagster.web.warc_starts import scan_record_starts
 from tests.web.corpus import GOOD_AFTER, GOOD_BEFORE, good_page, gz, raw_response, shard_around

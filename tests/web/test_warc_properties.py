@@ -7,7 +7,7 @@ from __future__ import annotations
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from asagi_dagster.sample.warcs import ShardWriter
+from asagi_sample.warcs import ShardWriter
 from tests.web.test_warc_damage import starts_check
 from tests.web.test_ingest import run_ingest
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from lxml import html as lxml_html
 
-from asagi_dagster.sample.site import page_html, served_images
+from asagi_sample.site import page_html, served_images
 from tests.web.test_ingest import rejections, rows, run_ingest
 from tests.web.test_warc_damage import starts_check
 

@@ -22,7 +22,7 @@ from PIL import Image, ImageDraw
 
 from asagi_dagster.config import BenchmarkSource
 from asagi_dagster.eval.benchmarks import BENCHMARKS, JapaneseHeronBench
-from asagi_dagster.sample.site import BENCHMARK_VG_IMAGE_IDS, _png, _write_if_changed, skimage_photo
+from asagi_sample.site import BENCHMARK_VG_IMAGE_IDS, _png, _write_if_changed, skimage_photo
 
 HERON_TEXT = Path(__file__).resolve().parent / "japanese_heron_bench"
 IMAGE = pa.struct([("bytes", pa.binary()), ("path", pa.string())])  # the datasets library's Image feature

@@ -16,10 +16,10 @@ from pathlib import Path
 from PIL import Image
 
 from asagi_dagster.config import BenchmarkImages, DatasetSource, FilterSettings
-from asagi_dagster.sample.documents import bar_chart, reference_documents
-from asagi_dagster.sample.warcs import ShardWriter
+from asagi_sample.documents import bar_chart, reference_documents
+from asagi_sample.warcs import ShardWriter
 
-PAGES = resources.files("asagi_dagster.sample") / "pages"
+PAGES = resources.files("asagi_sample") / "pages"
 
 # Served by the loopback image server: path -> scikit-image sample.
 SERVED_IMAGES = {
