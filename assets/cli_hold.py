@@ -6,7 +6,8 @@ steps from the CLI's fresh materializations, side by side with it. So the CLI ke
 hold in the instance's key-value store, renewed every few seconds while it runs and
 cleared when it ends; the automation conditions (``while_no_cli_runs``) and the sensors
 (``cli_holding``) do nothing while a hold is fresh. A CLI killed without clearing it
-holds for HOLD_FRESH_S at most. When the hold ends, what the CLI made counts as handled:
+holds for HOLD_FRESH_S at most, and not at all on its own machine, where its process is
+seen to be gone. When the hold ends, what the CLI made counts as handled:
 an eager condition does not fire again for it, and whatever the CLI left undone is
 picked up as before.
 """
@@ -16,6 +17,7 @@ from __future__ import annotations
 import atexit
 import json
 import os
+import socket
 import threading
 import time
 import warnings
@@ -28,7 +30,7 @@ HOLD_RENEW_S = 10.0
 
 
 def set_hold(instance: dg.DagsterInstance, what: str) -> None:
-    hold = {"pid": os.getpid(), "what": what, "renewed_at": time.time()}
+    hold = {"pid": os.getpid(), "host": socket.gethostname(), "what": what, "renewed_at": time.time()}
     instance.run_storage.set_cursor_values({HOLD_KEY: json.dumps(hold)})
 
 
@@ -44,7 +46,19 @@ def cli_holding(instance: dg.DagsterInstance, now: float | None = None) -> str |
     hold = json.loads(value)
     if (now or time.time()) - hold["renewed_at"] > HOLD_FRESH_S:
         return None
+    if hold.get("host") == socket.gethostname() and not _alive(hold["pid"]):  # killed (kill -9): no wait
+        return None
     return f"asagi CLI (pid {hold['pid']}) is running {hold['what']}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 class WhileNoCliRuns(dg.AutomationCondition):

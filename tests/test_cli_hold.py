@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -46,8 +47,16 @@ def test_automations_and_sensors_stand_aside_while_a_fresh_hold_lasts(tmp_path):
         assert "is running filter_indexes; the inbox waits" in skipped.skip_message
         assert instance.get_dynamic_partitions("warc_shards") == []  # nothing registered under the hold
 
-        # A command killed without clearing its hold: stale after HOLD_FRESH_S.
-        stale = {"pid": 1, "what": "web_ingest", "renewed_at": time.time() - HOLD_FRESH_S - 1}
+        # A command killed on this machine without clearing its hold: released at once.
+        gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True)
+        dead = {"pid": int(gone.stdout), "host": socket.gethostname(), "what": "web_ingest", "renewed_at": time.time()}
+        instance.run_storage.set_cursor_values({HOLD_KEY: json.dumps(dead)})
+        assert cli_holding(instance) is None
+        # One killed on another machine: stale after HOLD_FRESH_S.
+        elsewhere = {"pid": 1, "host": "another-host", "what": "web_ingest", "renewed_at": time.time() - 5}
+        instance.run_storage.set_cursor_values({HOLD_KEY: json.dumps(elsewhere)})
+        assert cli_holding(instance).endswith("is running web_ingest")
+        stale = {**elsewhere, "renewed_at": time.time() - HOLD_FRESH_S - 1}
         instance.run_storage.set_cursor_values({HOLD_KEY: json.dumps(stale)})
         assert cli_holding(instance) is None
         assert MISSING_INDEXES <= requested(defs, instance)
