@@ -6,8 +6,8 @@ import dagster as dg
 
 from asagi_dagster.config import TRAINED_MODELS, AsagiConfig
 from asagi_dagster.eval import leaderboard as board
-from asagi_dagster.eval.benchmarks import BENCHMARKS, ITEMS, Rejected, dataset_folder, read_items
-from asagi_dagster.eval.judging import Judge
+from asagi_dagster.eval.benchmarks import BENCHMARKS, ITEMS_SCHEMA, RejectedItem, dataset_folder, read_items
+from asagi_dagster.eval.judge_client import Judge
 from asagi_dagster.eval.predict import PredictionJob, prediction_file
 from asagi_dagster.eval.scores import ITEM_SCORES, NO_JUDGE, append_history, history_glob, score
 from asagi_dagster.eval.scores import VERSION as SCORES_VERSION
@@ -54,10 +54,10 @@ def build_evaluation_assets(config: AsagiConfig) -> tuple[list, list, list]:
         benchmark = BENCHMARKS[context.partition_key]
         source = settings.benchmarks[benchmark.name]
         folder = dataset_folder(benchmark, source, settings.allow_hub)
-        with StageWriter(storage.storage, "benchmark_items", benchmark.name, ITEMS, 1) as out:
+        with StageWriter(storage.storage, "benchmark_items", benchmark.name, ITEMS_SCHEMA, 1) as out:
             for item in read_items(benchmark, folder, source.limit):
                 out.count_in()
-                if isinstance(item, Rejected):
+                if isinstance(item, RejectedItem):
                     out.reject(item.question_id, item.reason, item.detail)
                 else:
                     out.write(item, size_hint=len(item["bytes"]))

@@ -27,7 +27,7 @@ from PIL import Image
 from asagi_dagster.config import BenchmarkSource, ConfigError
 
 VERSION = 1
-ITEMS = pa.schema(
+ITEMS_SCHEMA = pa.schema(
     [
         ("question_id", pa.string()),  # as eval-mm's prediction.jsonl writes it
         ("image_id", pa.string()),
@@ -41,7 +41,7 @@ ITEMS = pa.schema(
 
 
 @dataclass(frozen=True)
-class Rejected:
+class RejectedItem:
     question_id: str
     reason: str
     detail: str
@@ -54,7 +54,7 @@ class Benchmark(ABC):
     judge: str  # "heron" (pairwise 1-10 against the reference) or "likert" (1-5)
 
     @abstractmethod
-    def rows_to_items(self, row: dict, index: int) -> Iterator[dict | Rejected]:
+    def rows_to_items(self, row: dict, index: int) -> Iterator[dict | RejectedItem]:
         """The items (or rejections) of one dataset row; ``index`` is the row's position."""
 
 
@@ -62,7 +62,7 @@ class JapaneseHeronBench(Benchmark):
     name, hub_id, split, judge = "japanese-heron-bench", "Silviase/Japanese-Heron-Bench", "train", "heron"
     reference_model = "gpt-4-0125-preview"
 
-    def rows_to_items(self, row: dict, index: int) -> Iterator[dict | Rejected]:
+    def rows_to_items(self, row: dict, index: int) -> Iterator[dict | RejectedItem]:
         answers = row.get("answer") or {}
         yield _item(
             row["question_id"], row.get("image"), row.get("text"), answers.get(self.reference_model),
@@ -73,17 +73,17 @@ class JapaneseHeronBench(Benchmark):
 class JaVlmBenchInTheWild(Benchmark):
     name, hub_id, split, judge = "ja-vlm-bench-in-the-wild", "SakanaAI/JA-VLM-Bench-In-the-Wild", "test", "likert"
 
-    def rows_to_items(self, row: dict, index: int) -> Iterator[dict | Rejected]:
+    def rows_to_items(self, row: dict, index: int) -> Iterator[dict | RejectedItem]:
         yield _item(index, row.get("image"), row.get("question"), row.get("answer"))
 
 
 class JaVgVqa500(Benchmark):
     name, hub_id, split, judge = "ja-vg-vqa-500", "SakanaAI/JA-VG-VQA-500", "test", "likert"
 
-    def rows_to_items(self, row: dict, index: int) -> Iterator[dict | Rejected]:
+    def rows_to_items(self, row: dict, index: int) -> Iterator[dict | RejectedItem]:
         qas = row.get("qas") or []
         if not qas:
-            yield Rejected(f"image-{row.get('image_id', index)}", "no_questions", "the image has no QA pairs")
+            yield RejectedItem(f"image-{row.get('image_id', index)}", "no_questions", "the image has no QA pairs")
         for qa in qas:
             yield _item(qa.get("qa_id"), row.get("image"), qa.get("question"), qa.get("answer"), image_id=row.get("image_id"))
 
@@ -91,19 +91,19 @@ class JaVgVqa500(Benchmark):
 BENCHMARKS: dict[str, Benchmark] = {b.name: b for b in (JapaneseHeronBench(), JaVlmBenchInTheWild(), JaVgVqa500())}
 
 
-def _item(question_id, image: dict | None, question: str | None, reference: str | None, image_id=None, category: str = "", context: str = "") -> dict | Rejected:
+def _item(question_id, image: dict | None, question: str | None, reference: str | None, image_id=None, category: str = "", context: str = "") -> dict | RejectedItem:
     qid = str(question_id)
     data = (image or {}).get("bytes")
     if not data:
-        return Rejected(qid, "image_missing", "the row has no image bytes")
+        return RejectedItem(qid, "image_missing", "the row has no image bytes")
     if not (question or "").strip():
-        return Rejected(qid, "question_missing", "empty question")
+        return RejectedItem(qid, "question_missing", "empty question")
     if not (reference or "").strip():
-        return Rejected(qid, "reference_missing", "empty reference answer")
+        return RejectedItem(qid, "reference_missing", "empty reference answer")
     try:
         Image.open(io.BytesIO(data)).verify()
     except Exception as exc:
-        return Rejected(qid, "image_unreadable", f"{type(exc).__name__}: {exc}")
+        return RejectedItem(qid, "image_unreadable", f"{type(exc).__name__}: {exc}")
     name = (image or {}).get("path") or ""
     return {
         "question_id": qid, "image_id": str(image_id) if image_id is not None else name, "bytes": data,
@@ -136,7 +136,7 @@ def split_files(folder: Path, split: str) -> list[Path]:
     return chosen
 
 
-def read_items(benchmark: Benchmark, folder: Path, limit: int | None = None) -> Iterator[dict | Rejected]:
+def read_items(benchmark: Benchmark, folder: Path, limit: int | None = None) -> Iterator[dict | RejectedItem]:
     """Items and rejections in dataset order; ``limit`` stops after that many of them."""
     index = seen = 0
     for path in split_files(folder, benchmark.split):

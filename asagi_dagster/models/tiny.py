@@ -25,7 +25,7 @@ TINY_SIGLIP_VERSION = "1"
 # Roles as special tokens; content is either a string or a list of parts (an image part
 # becomes the image token). Written on one line because the template renderer trims
 # the newline after each block tag.
-CHAT_TEMPLATE = (
+TINY_CHAT_TEMPLATE = (
     "{% for message in messages %}{{ '<|' + message['role'] + '|>\n' }}"
     "{% if message['content'] is string %}{{ message['content'] }}"
     "{% else %}{% for part in message['content'] %}{% if part['type'] == 'image' %}{{ '<image>\n' }}"
@@ -133,7 +133,7 @@ def chat_tokenizer(corpus: list[str]):
     tokenizer.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=3000, special_tokens=specials, min_frequency=1, show_progress=False))
     return PreTrainedTokenizerFast(
         tokenizer_object=tokenizer, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>",
-        extra_special_tokens={"image_token": "<image>"}, chat_template=CHAT_TEMPLATE, model_max_length=4096,
+        extra_special_tokens={"image_token": "<image>"}, chat_template=TINY_CHAT_TEMPLATE, model_max_length=4096,
     )
 
 
@@ -183,7 +183,7 @@ def build_tiny_llava(folder: Path, corpus: list[str], seed: int = 0) -> None:
     images.crop_size = {"height": 32, "width": 32}  # LlavaProcessor counts image tokens from it
     processor = LlavaProcessor(
         image_processor=images, tokenizer=tokenizer, patch_size=8, vision_feature_select_strategy="full",
-        chat_template=CHAT_TEMPLATE, num_additional_image_tokens=0,
+        chat_template=TINY_CHAT_TEMPLATE, num_additional_image_tokens=0,
     )
     processor.save_pretrained(folder)
 

@@ -20,7 +20,7 @@ from asagi_dagster.progress import Progress
 from asagi_dagster.storage import Manifest, StageWriter, Storage
 from asagi_dagster.synth import schemas
 from asagi_dagster.core import fingerprint
-from asagi_dagster.synth.runner import Checkpoints, TaskPlan, run_chunks
+from asagi_dagster.synth.runner import CommittedChunks, TaskPlan, run_chunks
 from asagi_dagster.synth.tasks import Item
 
 
@@ -141,11 +141,11 @@ def _run_partition(
     if before is not None:  # an earlier attempt of this run's batch committed it
         log(f"{asset} {partition}: committed before from the same inputs and settings, not generated again")
         return before
-    checkpoints = Checkpoints(storage, asset, partition, key)
+    checkpoints = CommittedChunks(storage, asset, partition, key)
     log(f"{asset} {partition}")
     with StageWriter(storage, asset, partition, CORPUS_SCHEMAS[asset], schemas.VERSION) as out:
         out.source = {**{name: plan.generator_settings.model for name, plan in enabled.items()}, MADE_FROM: key}
-        items = ITEMS[asset](storage, inputs, enabled, out)
+        items = ITEM_SOURCES[asset](storage, inputs, enabled, out)
         progress = Progress(log, f"{asset} {partition}", None, "items", every_s=0)
         run_chunks(
             items, out, checkpoints, synthesis.chunk_rows, synthesis.seed,
@@ -232,7 +232,7 @@ def _translation_items(storage: Storage, inputs: dict[str, str], plans: dict[str
         yield plan, Item(row["pair_id"], row["pair_id"], {"english": english}, carry={"kind": kind, "source_text": english})
 
 
-ITEMS = {
+ITEM_SOURCES = {
     "english_captions": _english_caption_items,
     "ja_captions": _ja_caption_items,
     "synthetic_vqa": _vqa_items,

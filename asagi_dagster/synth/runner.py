@@ -68,7 +68,7 @@ def seed_for(base_seed: int, task: str, item_id: str, attempt: int) -> int:
     return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
 
 
-class Checkpoints:
+class CommittedChunks:
     """Committed chunks of one partition's run, under ``<root>/_work/<asset>/<partition>/<key>/``."""
 
     def __init__(self, storage: Storage, asset: str, partition: str, key: str):
@@ -98,7 +98,7 @@ class Checkpoints:
 def run_chunks(
     items: Iterable[tuple[TaskPlan, Item]],
     out: StageWriter,
-    checkpoints: Checkpoints,
+    checkpoints: CommittedChunks,
     chunk_rows: int,
     base_seed: int,
     on_chunk: Callable[[int, int, int, bool], None] = lambda index, rows, rejected, resumed: None,

@@ -34,7 +34,7 @@ class CheckpointError(RuntimeError):
     """A checkpoint that is refused: unsafe to load, or not in the form this version writes."""
 
 
-class Checkpoints:
+class TrainingCheckpoints:
     def __init__(self, storage: Storage, folder: str, rank: int, world: int):
         self.storage = storage
         self.folder = folder.rstrip("/")

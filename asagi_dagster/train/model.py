@@ -13,7 +13,7 @@ from pathlib import Path
 
 from asagi_dagster.config import ModelRef
 from asagi_dagster.models.tiny import BUILTIN_TINY_LLAMA, BUILTIN_TINY_SIGLIP, builtin_folder
-from asagi_dagster.train.template import CHAT_TEMPLATE, IMAGE_TOKEN
+from asagi_dagster.train.template import TRAINING_CHAT_TEMPLATE, IMAGE_TOKEN
 
 # Which parameters each stage trains (Asagi: the vision tower is always frozen).
 TRAINED_MODULES = {
@@ -48,7 +48,7 @@ def build_stage1_start(vision: ModelRef, llm: ModelRef, allow_hub: bool, seed: i
     tokenizer = AutoTokenizer.from_pretrained(llm_id, revision=llm_rev, **load)
     if IMAGE_TOKEN not in tokenizer.get_vocab():
         tokenizer.add_special_tokens({"additional_special_tokens": [IMAGE_TOKEN]})
-    tokenizer.chat_template = CHAT_TEMPLATE
+    tokenizer.chat_template = TRAINING_CHAT_TEMPLATE
     config = LlavaConfig(
         vision_config=tower.config,
         text_config=language.config,
@@ -89,7 +89,7 @@ def _processor(images, tokenizer, patch_size: int):
     images.crop_size = {"height": side, "width": side}  # LlavaProcessor counts image tokens from it
     return LlavaProcessor(
         image_processor=images, tokenizer=tokenizer, patch_size=patch_size, vision_feature_select_strategy="full",
-        num_additional_image_tokens=0, image_token=IMAGE_TOKEN, chat_template=CHAT_TEMPLATE,
+        num_additional_image_tokens=0, image_token=IMAGE_TOKEN, chat_template=TRAINING_CHAT_TEMPLATE,
     )
 
 

@@ -2,7 +2,7 @@
 at the head of the instruction, loss on the response only. The bytes are those of the
 Asagi model cards' usage example (and llm-jp-3-instruct's own template, plus the image).
 
-``training_text`` builds the strings the trainer tokenizes; ``CHAT_TEMPLATE`` is saved
+``training_text`` builds the strings the trainer tokenizes; ``TRAINING_CHAT_TEMPLATE`` is saved
 with the model so ``apply_chat_template`` at inference renders the same bytes (a test
 holds the two together, since Jinja templates can silently eat newlines).
 """
@@ -15,7 +15,7 @@ RESPONSE_HEADER = "\n\n### 応答:\n"
 # Rendered by transformers with trim_blocks and lstrip_blocks, so all newlines live in
 # string literals. A system message replaces the preamble; each assistant turn ends
 # with the EOS token, which is what teaches the model to stop.
-CHAT_TEMPLATE = (
+TRAINING_CHAT_TEMPLATE = (
     "{% if messages[0]['role'] == 'system' %}{{ messages[0]['content'] }}{% set turns = messages[1:] %}"
     "{% else %}{{ '" + PREAMBLE + "' }}{% set turns = messages %}{% endif %}"
     "{% for message in turns %}"

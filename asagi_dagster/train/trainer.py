@@ -83,7 +83,7 @@ def train(job: TrainJob, report: Callable[[dict], None], log: Callable[[str], No
     import torch.distributed as dist
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
-    from asagi_dagster.train.checkpoint import Checkpoints, export_model
+    from asagi_dagster.train.checkpoint import TrainingCheckpoints, export_model
     from asagi_dagster.train.flops import FlopModel, measured_peak_flops
     from asagi_dagster.train.model import build_stage1_start, image_token_count, load_vlm, model_source, set_trainable
 
@@ -139,7 +139,7 @@ def train(job: TrainJob, report: Callable[[dict], None], log: Callable[[str], No
     reader = data.MixtureReader(storage.fs, mixture_path)
     encoder = data.Encoder(processor, image_tokens, stage.max_text_tokens)
     steps = total_steps(stage, reader.rows)
-    checkpoints = Checkpoints(storage, job.checkpoint_dir, rank, world)
+    checkpoints = TrainingCheckpoints(storage, job.checkpoint_dir, rank, world)
     start = checkpoints.latest()
     if start is not None:
         extra = checkpoints.load(start, model, optimizer)

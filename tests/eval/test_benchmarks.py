@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from asagi_dagster.config import BenchmarkSource, ConfigError, EvaluationSettings
-from asagi_dagster.eval.benchmarks import BENCHMARKS, Rejected, dataset_folder, read_items, split_files
+from asagi_dagster.eval.benchmarks import BENCHMARKS, RejectedItem, dataset_folder, read_items, split_files
 from asagi_sample.benchmarks import IMAGE, placeholder, write_benchmark_sample
 from tests.eval.heron import FIXTURE
 
@@ -29,7 +29,7 @@ def _items(name: str, sources, limit=None) -> list:
 
 def test_heron_items_carry_the_real_questions_references_categories_and_contexts(stand_ins):
     items = _items("japanese-heron-bench", stand_ins)
-    assert len(items) == 103 and not any(isinstance(i, Rejected) for i in items)
+    assert len(items) == 103 and not any(isinstance(i, RejectedItem) for i in items)
     questions = {q["question_id"]: q for q in map(json.loads, (FIXTURE / "questions_ja.jsonl").read_text(encoding="utf-8").splitlines())}
     references = {a["question_id"]: a["text"] for a in map(json.loads, (FIXTURE / "answers_gpt4.jsonl").read_text(encoding="utf-8").splitlines())}
     for item in items:
@@ -62,8 +62,8 @@ def test_rows_that_cannot_make_an_item_become_rejections_with_reasons(tmp_path):
     folder.mkdir(parents=True)
     pq.write_table(pa.Table.from_pylist(rows, pa.schema([("image", IMAGE), ("question", pa.string()), ("answer", pa.string())])), folder / "test-00000-of-00001.parquet")
     items = _items("ja-vlm-bench-in-the-wild", {"ja-vlm-bench-in-the-wild": BenchmarkSource(path=str(tmp_path / "itw"))})
-    assert [i.reason if isinstance(i, Rejected) else "item" for i in items] == ["item", "image_missing", "image_unreadable", "question_missing", "reference_missing"]
-    assert [i.question_id if isinstance(i, Rejected) else i["question_id"] for i in items] == ["0", "1", "2", "3", "4"]
+    assert [i.reason if isinstance(i, RejectedItem) else "item" for i in items] == ["item", "image_missing", "image_unreadable", "question_missing", "reference_missing"]
+    assert [i.question_id if isinstance(i, RejectedItem) else i["question_id"] for i in items] == ["0", "1", "2", "3", "4"]
     vg_rows = [{"image_id": 7, "image": good, "qas": []}]
     vg = tmp_path / "vg" / "data"
     vg.mkdir(parents=True)

@@ -1,4 +1,4 @@
-"""Checkpoints on the storage root resume exactly and never run code found there: a
+"""TrainingCheckpoints on the storage root resume exactly and never run code found there: a
 pickle planted in the extras, in DCP's .metadata or in one of DCP's byte items is
 refused with a message, and the code in it never runs."""
 
@@ -14,7 +14,7 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from asagi_dagster.train.checkpoint import CheckpointError, Checkpoints, decode_extras, encode_extras
+from asagi_dagster.train.checkpoint import CheckpointError, TrainingCheckpoints, decode_extras, encode_extras
 from asagi_dagster.train.trainer import _get_rng, _set_rng
 
 
@@ -47,7 +47,7 @@ def trained_model(seed: int):
 @pytest.fixture
 def saved(storage, process_group):
     """A committed step-1 checkpoint, the extras the trainer stores, and what the RNGs give next."""
-    checkpoints = Checkpoints(storage, storage.path("_work", "ckpt"), rank=0, world=1)
+    checkpoints = TrainingCheckpoints(storage, storage.path("_work", "ckpt"), rank=0, world=1)
     model, optimizer = trained_model(seed=0)
     extras = {"rng": _get_rng(), "data_position": 12}
     checkpoints.save(1, model, optimizer, extras)
@@ -55,7 +55,7 @@ def saved(storage, process_group):
     return checkpoints, model, optimizer, extras, next_draws
 
 
-def step_folder(checkpoints: Checkpoints, step: int = 1) -> Path:
+def step_folder(checkpoints: TrainingCheckpoints, step: int = 1) -> Path:
     return Path(checkpoints.folder) / f"step-{step:08d}"
 
 

@@ -18,7 +18,7 @@ import json
 from dataclasses import dataclass
 
 from asagi_dagster.config import GenerationSettings, JudgeSettings, SamplingSettings
-from asagi_dagster.eval.judge import heron_score, likert_score
+from asagi_dagster.eval.verdicts import heron_score, likert_score
 from asagi_dagster.engines import OpenAIGenerator, Request
 
 PROMPT_VERSION = "asagi-judge-1 (eval-mm 0.4.1 semantics)"

@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from asagi_dagster.eval.judge import first_digit, heron_pair, heron_score, likert_score
+from asagi_dagster.eval.verdicts import first_digit, heron_pair, heron_score, likert_score
 from tests.eval.heron import FIXTURE
 
 EVALMM = """
