@@ -60,7 +60,7 @@ class Console:
                 meta = getattr(record, "dagster_meta", None)
                 message = meta["orig_message"] if meta else record.getMessage()
                 if isinstance(message, str) and is_progress(message):
-                    console.say("  " + message[len(MARK):])
+                    console.say("  " + message[len(MARK) :])
 
         @dg.logger(description="The CLI's console: progress lines only")
         def progress_console(_init_context) -> logging.Logger:

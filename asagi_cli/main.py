@@ -115,10 +115,14 @@ def _check_storage(config: AsagiConfig) -> None:
 @click.group(cls=_Commands)
 @click.version_option(package_name="asagi-dagster", prog_name="asagi")
 @click.option(
-    "--config", "config_path", type=click.Path(exists=True, dir_okay=False),
+    "--config",
+    "config_path",
+    type=click.Path(exists=True, dir_okay=False),
     help="The profile (YAML). Default: $ASAGI_CONFIG, else configs/local.yaml (the embedded default).",
 )
-@click.option("--rerun", is_flag=True, help="Run every step, also those whose inputs, settings and code are as in their last successful run (by default skipped).")
+@click.option(
+    "--rerun", is_flag=True, help="Run every step, also those whose inputs, settings and code are as in their last successful run (by default skipped)."
+)
 def main(config_path: str | None, rerun: bool) -> None:
     """asagi-dagster: web archives to Japanese VLM training data, run by Dagster.
 
@@ -144,7 +148,9 @@ def sample() -> None:
     inbox, site, base = _sample_paths(config)
     written = write_sample(inbox, site, base)
     benchmarks = write_filter_sample(config.filters) + write_dataset_sample(config.sources.datasets) + _write_benchmark_sample(config)
-    click.echo(f"sample in {inbox} ({len(written)} shard(s) written, images for {base} in {site}, {len(benchmarks)} benchmark, document-reference and dataset file(s))")
+    click.echo(
+        f"sample in {inbox} ({len(written)} shard(s) written, images for {base} in {site}, {len(benchmarks)} benchmark, document-reference and dataset file(s))"
+    )
 
 
 @main.command("serve-sample")
@@ -195,8 +201,7 @@ def _shards(config: AsagiConfig, partitions: tuple[str, ...], required: bool = F
     if unknown:
         examples = f" (e.g. {', '.join(registered[:3])})" if registered else ""
         raise click.ClickException(
-            f"not a registered shard: {', '.join(unknown[:3])}; {len(registered)} shards are registered{examples}, "
-            "`asagi sync` registers the inbox's files"
+            f"not a registered shard: {', '.join(unknown[:3])}; {len(registered)} shards are registered{examples}, `asagi sync` registers the inbox's files"
         )
     if required and not registered:
         raise click.ClickException("no registered shards: `asagi sync` registers the inbox's files (`asagi sample` writes the sample's)")
@@ -292,7 +297,9 @@ def datasets(names: tuple[str, ...]) -> None:
     config = _config()
     unknown = [name for name in names if name not in config.sources.datasets]
     if unknown:
-        raise click.ClickException(f"not a dataset of sources.datasets: {', '.join(unknown)}; choose from {', '.join(sorted(config.sources.datasets)) or 'none'}")
+        raise click.ClickException(
+            f"not a dataset of sources.datasets: {', '.join(unknown)}; choose from {', '.join(sorted(config.sources.datasets)) or 'none'}"
+        )
     if not _run_per_dataset(config, "dataset_ingest", list(names) or None):
         sys.exit(1)
 
@@ -334,7 +341,12 @@ def _train(config: AsagiConfig) -> bool:
 
 
 @main.command()
-@click.option("--write-job", "stage", type=click.Choice(["stage1", "stage2"]), help="Only write this stage's job (for a multi-node run, k8s/training/) instead of training.")
+@click.option(
+    "--write-job",
+    "stage",
+    type=click.Choice(["stage1", "stage2"]),
+    help="Only write this stage's job (for a multi-node run, k8s/training/) instead of training.",
+)
 @click.option("--to", "job_url", help="Where --write-job writes the job JSON (a path or s3:// URL).")
 def train(stage: str | None, job_url: str | None) -> None:
     """Build the stage mixtures and train stage 1 then stage 2 through the GPU-job runner;
@@ -391,7 +403,9 @@ def _evaluate(config: AsagiConfig, models: tuple[str, ...] = (), benchmarks: tup
         raise click.ClickException(f"not a model of evaluation.models: {', '.join(unknown)}; choose from {', '.join(config.evaluation.models)}")
     unknown = [name for name in benchmarks if name not in config.evaluation.benchmarks]
     if unknown:
-        raise click.ClickException(f"not a benchmark of evaluation.benchmarks: {', '.join(unknown)}; choose from {', '.join(sorted(config.evaluation.benchmarks))}")
+        raise click.ClickException(
+            f"not a benchmark of evaluation.benchmarks: {', '.join(unknown)}; choose from {', '.join(sorted(config.evaluation.benchmarks))}"
+        )
     names = sorted(benchmarks or config.evaluation.benchmarks)
     ok = _execute_each(config, "load_benchmarks", names)
     pairs = [dg.MultiPartitionKey({"benchmark": name, "model": model}) for model in models or config.evaluation.models for name in names]
@@ -431,7 +445,6 @@ def judge_manifest() -> None:
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(yaml.dump_all(documents, Dumper=_PlainDumper, sort_keys=False), nl=False)
-
 
 
 @main.command()
@@ -529,7 +542,10 @@ def _where_things_are(config: AsagiConfig, storage: Storage) -> str:
     if storage.exists(storage.manifest_path("leaderboard", None)):
         lines.append(f"  leaderboard      {storage.read_manifest('leaderboard', None).data_url}")
     home = os.environ.get("DAGSTER_HOME", config.dagster.home)
-    lines.append(f"  in the UI:       cd {Path(__file__).resolve().parent.parent} && DAGSTER_HOME={home} ASAGI_CONFIG={os.environ.get('ASAGI_CONFIG') or profile_path()} dagster dev")
+    lines.append(
+        f"  in the UI:       cd {Path(__file__).resolve().parent.parent} && DAGSTER_HOME={home} "
+        f"ASAGI_CONFIG={os.environ.get('ASAGI_CONFIG') or profile_path()} dagster dev"
+    )
     return "\n".join(lines)
 
 

@@ -27,8 +27,8 @@ import dagster as dg
 import fsspec.core
 
 from asagi_dagster.config import AsagiConfig
-from asagi_dagster.storage import Storage, fsspec_options
 from asagi_dagster.core import fingerprint
+from asagi_dagster.storage import Storage, fsspec_options
 
 INPUTS_TAG = "asagi/inputs"
 CODE_PACKAGES = ("asagi_dagster", "assets", "resources")

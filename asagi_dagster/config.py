@@ -50,7 +50,14 @@ class DownloaderSettings(_Strict):
     user_agent: str = "asagi-dagster/0.1 (+https://github.com/asagi-dagster)"
     connect_timeout_s: float = Field(5.0, gt=0)
     read_timeout_s: float = Field(15.0, gt=0, description="Longest wait for the next bytes.")
-    total_timeout_s: float = Field(60.0, gt=0, description="Longest one image fetch may take, all of it: name lookup, connecting, TLS, headers, body, robots.txt, redirects, retries and waiting for the host's turn.")
+    total_timeout_s: float = Field(
+        60.0,
+        gt=0,
+        description=(
+            "Longest one image fetch may take, all of it: name lookup, connecting, TLS, "
+            "headers, body, robots.txt, redirects, retries and waiting for the host's turn."
+        ),
+    )
     max_bytes: int = Field(20 * 1024 * 1024, gt=0)
     max_redirects: int = Field(5, ge=0)
     retries: int = Field(3, ge=0)
@@ -58,7 +65,8 @@ class DownloaderSettings(_Strict):
     per_host_interval_s: float = Field(1.0, ge=0, description="Minimum gap between two requests to one host, for all downloaders together (see downloaders).")
     per_host_connections: int = Field(4, ge=1, description="Most requests in flight to one host at once, for all downloaders together.")
     downloaders: int = Field(
-        1, ge=1,
+        1,
+        ge=1,
         description="How many pair_images steps may download at once in the deployment: the limit of the Dagster pool the pair_images asset runs in. "
         "The per-host budgets above are shared out among them: each waits per_host_interval_s x downloaders between requests to a host and keeps "
         "per_host_connections // downloaders in flight, so the host sees the budget whatever machines or pods the steps run on.",
@@ -101,7 +109,8 @@ class WebSourceSettings(_Strict):
     resync_cron: str = "0 * * * *"
     sensor_interval_s: int = Field(60, ge=5)
     shards_per_run: int = Field(
-        8, ge=1,
+        8,
+        ge=1,
         description=(
             "Shards one backfill run takes, one after another, through each per-shard step (ingest, screening, "
             "filtering, reference texts, synthesis): each run has a fixed cost (process start, code load, queue; a GPU "
@@ -191,9 +200,7 @@ class AsciiOnlyRule(_Strict):
 class HarmfulKeywordsRule(_Strict):
     enabled: bool = True
     categories: list[Literal["adult", "discrimination", "violence"]] = ["adult", "discrimination", "violence"]
-    max_matches: int = Field(
-        0, ge=0, description="0: HojiChar's rule, the first keyword rejects. N: rejected on more than N keyword matches."
-    )
+    max_matches: int = Field(0, ge=0, description="0: HojiChar's rule, the first keyword rejects. N: rejected on more than N keyword matches.")
     # HojiChar's own option: a katakana keyword counts only when not inside a longer
     # katakana word (else バイク, "bike", matches one of its adult keywords).
     ignore_confused: bool = True
@@ -301,7 +308,11 @@ class EngineSettings(_Strict):
     tensor_parallel_size: int = Field(1, ge=1)
     enforce_eager: bool = Field(False, description="vLLM: no CUDA graph capture (faster start; CPU runs need it).")
     enable_chunked_prefill: bool | None = Field(
-        None, description="vLLM: None keeps vLLM's default. False on CPU: there a seeded request whose prompt is split across steps fails ('CPU Generator does not use offset')."
+        None,
+        description=(
+            "vLLM: None keeps vLLM's default. False on CPU: there a seeded request whose "
+            "prompt is split across steps fails ('CPU Generator does not use offset')."
+        ),
     )
     trust_remote_code: bool = False
     allow_hub: bool = Field(False, description="Let the model download from the Hugging Face hub (cluster only).")
@@ -360,7 +371,8 @@ class TaskSettings(_Strict):
     min_language_ratio: float = Field(0.5, ge=0, le=1, description="Share of the letters in the task's language: kana/kanji for Japanese, Latin for English.")
     few_shot: list[dict[str, str]] = Field([], description="Worked examples in the prompt: the task's input fields plus 'output'.")
     source_length_ratio: tuple[float, float] = Field(
-        (0.15, 1.5), description="Translation only: output characters / source characters must fall in this range (Japanese runs about 0.3-0.7 per English character)."
+        (0.15, 1.5),
+        description="Translation only: output characters / source characters must fall in this range (Japanese runs about 0.3-0.7 per English character).",
     )
 
 
@@ -427,7 +439,9 @@ class PodSettings(_Strict):
     active_deadline_s: int = Field(24 * 3600, ge=60)
     pod_wait_timeout_s: int = Field(24 * 3600, ge=60, description="How long Dagster waits for the pod, scheduling included.")
     service_account: str | None = None
-    model_cache_claim: str | None = Field(None, description="A PersistentVolumeClaim mounted at /models as HF_HOME's parent (k8s/cluster/model-cache-pvc.yaml).")
+    model_cache_claim: str | None = Field(
+        None, description="A PersistentVolumeClaim mounted at /models as HF_HOME's parent (k8s/cluster/model-cache-pvc.yaml)."
+    )
 
     @field_validator("secret_env")
     @classmethod
@@ -451,7 +465,11 @@ class GpuJobSettings(_Strict):
 
     runner: Literal["subprocess", "k8s"] = "subprocess"
     python: str | None = Field(
-        None, description="Interpreter for the subprocess runner, e.g. ../.venv-vllm/bin/python (built by scripts/vllm_cpu_env.sh) for vLLM on CPU; default: the one running Dagster."
+        None,
+        description=(
+            "Interpreter for the subprocess runner, e.g. ../.venv-vllm/bin/python (built by "
+            "scripts/vllm_cpu_env.sh) for vLLM on CPU; default: the one running Dagster."
+        ),
     )
     namespace: str = "dagster"
     poll_interval_s: float = Field(10.0, gt=0, description="How often Dagster polls the Kubernetes API for a pod's state.")
@@ -479,9 +497,7 @@ MIXTURE_SOURCES = (
 class StageSettings(_Strict):
     """One training stage: its data mixture and its optimisation (Asagi's table by default)."""
 
-    mixture: dict[str, float] = Field(
-        description="Source corpus -> weight. An image with several texts keeps one, drawn with these weights."
-    )
+    mixture: dict[str, float] = Field(description="Source corpus -> weight. An image with several texts keeps one, drawn with these weights.")
     global_batch: int = Field(ge=1, description="Examples per optimizer step, over all processes.")
     micro_batch: int = Field(1, ge=1, description="Examples per process per forward pass; accumulation fills the rest.")
     lr: float = Field(gt=0)
@@ -522,14 +538,15 @@ class TrainingSettings(_Strict):
     peak_tflops: float | None = Field(None, gt=0, description="Per-device peak for MFU; default: measured at start (a matmul benchmark).")
     allow_hub: bool = Field(False, description="May load the vision tower and LLM from the Hugging Face hub (cluster).")
     compile: Literal["off", "inductor", "aot_eager"] = Field(
-        "off", description="torch.compile each vision and decoder layer before sharding (regional compilation): inductor on GPUs; aot_eager traces without generating code."
+        "off",
+        description=(
+            "torch.compile each vision and decoder layer before sharding (regional compilation): inductor on GPUs; aot_eager traces without generating code."
+        ),
     )
     data_workers: int = Field(
         2, ge=0, description="DataLoader worker processes per training process that build the next steps' batches beside the step (0: in the training process)."
     )
-    stage1: StageSettings = StageSettings(
-        mixture={"ja_captions": 1.0, "translated_pairs": 1.0, "dataset_pairs": 1.0}, global_batch=2048, lr=1e-4
-    )
+    stage1: StageSettings = StageSettings(mixture={"ja_captions": 1.0, "translated_pairs": 1.0, "dataset_pairs": 1.0}, global_batch=2048, lr=1e-4)
     stage2: StageSettings = StageSettings(
         mixture={"ja_captions": 1.0, "synthetic_vqa": 1.0, "synthetic_mcvqa": 1.0, "translated_pairs": 1.0, "dataset_pairs": 1.0},
         global_batch=144,
@@ -559,7 +576,9 @@ class JudgeSettings(_Strict):
     external API with its key from the environment). Its model id is recorded with every score."""
 
     model: str = Field(description="The model id as the endpoint serves it.")
-    revision: str | None = Field(None, description="The model's commit on the hub: the judge server loads it (asagi judge-manifest) and every score records it.")
+    revision: str | None = Field(
+        None, description="The model's commit on the hub: the judge server loads it (asagi judge-manifest) and every score records it."
+    )
     endpoint: EndpointSettings
     repeats: int = Field(1, ge=1, description="Each item is judged this many times (seeds seed, seed+1, ...) and the scores averaged.")
     seed: int = 0
@@ -571,7 +590,9 @@ class EvaluationSettings(_Strict):
 
     benchmarks: dict[BenchmarkName, BenchmarkSource]
     models: list[str] = Field(
-        ["vlm_stage2"], min_length=1, description="What is evaluated: vlm_stage1 / vlm_stage2 (this project's training), or a key of the profile's models (a hub id or folder)."
+        ["vlm_stage2"],
+        min_length=1,
+        description="What is evaluated: vlm_stage1 / vlm_stage2 (this project's training), or a key of the profile's models (a hub id or folder).",
     )
     engine: EngineSettings = Field(EngineSettings(), description="How predictions are generated: transformers locally, vllm in GPU pods.")
     max_new_tokens: int = Field(256, ge=1)
@@ -770,9 +791,7 @@ def _parse_yaml(text: str, path: Path):
         if node is None:
             return None
         if _expanded_nodes(node, MAX_PROFILE_NODES) > MAX_PROFILE_NODES:
-            raise ConfigError(
-                f"invalid profile {path}: its aliases expand it past {MAX_PROFILE_NODES} values (a profile has a few hundred)"
-            )
+            raise ConfigError(f"invalid profile {path}: its aliases expand it past {MAX_PROFILE_NODES} values (a profile has a few hundred)")
         return loader.construct_document(node)
     except yaml.YAMLError as exc:
         raise ConfigError(_yaml_problem(exc, path)) from None

@@ -8,8 +8,8 @@ import dagster as dg
 
 from asagi_dagster.config import load_config, profile_path
 from assets import filters, synthesis, training, web
-from assets.evaluation import build_evaluation_assets
 from assets.datasets import build_dataset_assets
+from assets.evaluation import build_evaluation_assets
 from assets.shards import shard_batches
 from resources import build_resources
 
@@ -42,7 +42,11 @@ def build_definitions(config_path: str | None = None) -> dg.Definitions:
             *evaluation_assets,
         ],
         jobs=[
-            web.web_ingest, filters.filter_indexes, filters.filtered_splits, *dataset_jobs, synthesis.synthesized_corpora,
+            web.web_ingest,
+            filters.filter_indexes,
+            filters.filtered_splits,
+            *dataset_jobs,
+            synthesis.synthesized_corpora,
             *([synthesis.translation_job] if translation else []),
             training_job,
             *evaluation_jobs,

@@ -106,9 +106,13 @@ class TransformersGenerator:
         model_class = AutoModelForImageTextToText if settings.modality == "image" else AutoModelForCausalLM
         dtype = {"auto": "auto", "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[settings.dtype]
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")  # a GPU pod's, or this machine's CPU
-        self.model = model_class.from_pretrained(
-            path, revision=settings.revision, dtype=dtype, trust_remote_code=settings.trust_remote_code, local_files_only=not settings.allow_hub
-        ).to(self.device).eval()
+        self.model = (
+            model_class.from_pretrained(
+                path, revision=settings.revision, dtype=dtype, trust_remote_code=settings.trust_remote_code, local_files_only=not settings.allow_hub
+            )
+            .to(self.device)
+            .eval()
+        )
         self.tokenizer = getattr(self.template_owner, "tokenizer", self.template_owner)
         self.tokenizer.padding_side = "left"  # new tokens follow every prompt directly
         if self.tokenizer.pad_token_id is None:  # Llama-style tokenizers: padding is masked out, any id will do
@@ -215,7 +219,9 @@ class VllmGenerator:
             text = render_prompt(self.template_owner, request.messages)
             prompts.append({"prompt": text, "multi_modal_data": {"image": request.image}} if request.image is not None else {"prompt": text})
             s = request.sampling
-            params.append(SamplingParams(temperature=s.temperature, top_p=s.top_p, max_tokens=s.max_tokens, repetition_penalty=s.repetition_penalty, seed=request.seed))
+            params.append(
+                SamplingParams(temperature=s.temperature, top_p=s.top_p, max_tokens=s.max_tokens, repetition_penalty=s.repetition_penalty, seed=request.seed)
+            )
         outputs = self.llm.generate(prompts, params, use_tqdm=False)
         return [Generated(out.outputs[0].text, tokens=len(out.outputs[0].token_ids)) for out in outputs]
 

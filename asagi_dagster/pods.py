@@ -52,7 +52,10 @@ def judge_manifests(config: AsagiConfig) -> list[dict]:
     namespace = config.gpu_jobs.namespace
     endpoint = urlsplit(judge.endpoint.base_url)
     if (endpoint.hostname or "").split(".")[0] != JUDGE_NAME or endpoint.port != JUDGE_PORT:
-        raise ValueError(f"evaluation.judge.endpoint.base_url must be http://{JUDGE_NAME}.{namespace}.svc:{JUDGE_PORT}/v1 to reach the judge server (got {judge.endpoint.base_url})")
+        raise ValueError(
+            f"evaluation.judge.endpoint.base_url must be http://{JUDGE_NAME}.{namespace}.svc:{JUDGE_PORT}/v1 "
+            f"to reach the judge server (got {judge.endpoint.base_url})"
+        )
     spec = pod_spec(pod)
     spec.pop("activeDeadlineSeconds")  # a server, not a job
     (container,) = spec["containers"]
@@ -61,9 +64,12 @@ def judge_manifests(config: AsagiConfig) -> list[dict]:
         image=pod.image,
         command=["vllm", "serve", judge.model],
         args=[
-            "--served-model-name", judge.endpoint.served_model or judge.model,
-            "--port", str(JUDGE_PORT),
-            "--tensor-parallel-size", str(max(1, pod.gpus)),
+            "--served-model-name",
+            judge.endpoint.served_model or judge.model,
+            "--port",
+            str(JUDGE_PORT),
+            "--tensor-parallel-size",
+            str(max(1, pod.gpus)),
             *(["--revision", judge.revision] if judge.revision else []),
         ],
         ports=[{"name": "http", "containerPort": JUDGE_PORT}],

@@ -43,9 +43,7 @@ def sample_rows(storage: Storage, data_url: str, n: int = 5, max_chars: int = 48
     return rows
 
 
-def thumbnails(
-    storage: Storage, data_url: str, n: int = 4, side: int = 96, safety: ImageSafetySettings | None = None
-) -> list[str]:
+def thumbnails(storage: Storage, data_url: str, n: int = 4, side: int = 96, safety: ImageSafetySettings | None = None) -> list[str]:
     """PNG data URIs of the first ``n`` images in a ``bytes`` column that pass screening's
     header limits (``safety``, the defaults when None) and decode; others are skipped.
 

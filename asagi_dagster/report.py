@@ -46,13 +46,9 @@ def summary_report(storage: Storage, database: str | None) -> dict:
         ).fetchall()
         models = _models(con)
     return {
-        "assets": [
-            {"asset": a, "partitions": n, "rows_in": int(i), "rows_out": int(o), "rows_rejected": int(r)} for a, n, i, o, r in assets
-        ],
+        "assets": [{"asset": a, "partitions": n, "rows_in": int(i), "rows_out": int(o), "rows_rejected": int(r)} for a, n, i, o, r in assets],
         "rejected_by_reason": [{"asset": a, "reason": reason, "rows": int(n)} for a, reason, n in reasons],
-        "rule_pass_rates": [
-            {"asset": a, "rule": rule, "checked": int(c), "rejected": int(r), "passed": int(p)} for a, rule, c, r, p in rules
-        ],
+        "rule_pass_rates": [{"asset": a, "rule": rule, "checked": int(c), "rejected": int(r), "passed": int(p)} for a, rule, c, r, p in rules],
         "models": models,
     }
 

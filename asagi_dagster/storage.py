@@ -258,9 +258,7 @@ class Storage:
         with self.fs.open(self.strip_protocol(url), "rb") as f:
             return pq.ParquetFile(f).schema_arrow.names
 
-    def iter_batches(
-        self, path: str, columns: list[str] | None = None, batch_rows: int = 256
-    ) -> Iterator[pa.RecordBatch]:
+    def iter_batches(self, path: str, columns: list[str] | None = None, batch_rows: int = 256) -> Iterator[pa.RecordBatch]:
         """Stream a Parquet file batch by batch; never the whole file in memory."""
         with self.fs.open(path, "rb") as f:
             parquet = pq.ParquetFile(f)

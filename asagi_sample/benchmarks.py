@@ -66,15 +66,28 @@ def heron_table() -> pa.Table:
     references = {row["question_id"]: row["text"] for row in _jsonl("answers_gpt4.jsonl")}
     rows = []
     for q in _jsonl("questions_ja.jsonl"):
-        rows.append({
-            "question_id": q["question_id"], "image": {"bytes": placeholder(q["image"]), "path": q["image"]},
-            "category": q["category"], "image_category": q["image_category"], "context": q["context"], "text": q["text"],
-            "answer": {JapaneseHeronBench.reference_model: references[q["question_id"]]},
-        })
-    schema = pa.schema([
-        ("question_id", pa.int64()), ("image", IMAGE), ("category", pa.string()), ("image_category", pa.string()),
-        ("context", pa.string()), ("text", pa.string()), ("answer", pa.struct([(JapaneseHeronBench.reference_model, pa.string())])),
-    ])
+        rows.append(
+            {
+                "question_id": q["question_id"],
+                "image": {"bytes": placeholder(q["image"]), "path": q["image"]},
+                "category": q["category"],
+                "image_category": q["image_category"],
+                "context": q["context"],
+                "text": q["text"],
+                "answer": {JapaneseHeronBench.reference_model: references[q["question_id"]]},
+            }
+        )
+    schema = pa.schema(
+        [
+            ("question_id", pa.int64()),
+            ("image", IMAGE),
+            ("category", pa.string()),
+            ("image_category", pa.string()),
+            ("context", pa.string()),
+            ("text", pa.string()),
+            ("answer", pa.struct([(JapaneseHeronBench.reference_model, pa.string())])),
+        ]
+    )
     return pa.Table.from_pylist(rows, schema)
 
 
@@ -87,10 +100,13 @@ def vg_table() -> pa.Table:
     qa = pa.struct([("qa_id", pa.int64()), ("question", pa.string()), ("answer", pa.string())])
     rows = []
     for image_id, (p, qas) in zip(BENCHMARK_VG_IMAGE_IDS["ja-vg-vqa-500"], VG_QAS):
-        rows.append({
-            "image_id": image_id, "image": {"bytes": photo(p), "path": None},
-            "qas": [{"qa_id": image_id * 10 + i, "question": q, "answer": a} for i, (q, a) in enumerate(qas)],
-        })
+        rows.append(
+            {
+                "image_id": image_id,
+                "image": {"bytes": photo(p), "path": None},
+                "qas": [{"qa_id": image_id * 10 + i, "question": q, "answer": a} for i, (q, a) in enumerate(qas)],
+            }
+        )
     return pa.Table.from_pylist(rows, pa.schema([("image_id", pa.int64()), ("image", IMAGE), ("qas", pa.list_(qa))]))
 
 

@@ -145,8 +145,7 @@ def build_shards(images_base: str) -> dict[str, bytes]:
     add_page(third, pages[4])
     add_images(third, [u for u in WARC_IMAGES if "sakura" in u])
     add_page(third, pages[5])
-    third.fetch("http://sakura-shoten.example.jp/old-page.html", b"<html><body>Not Found</body></html>",
-                "text/html", status="404 Not Found")
+    third.fetch("http://sakura-shoten.example.jp/old-page.html", b"<html><body>Not Found</body></html>", "text/html", status="404 Not Found")
     third.fetch("http://sakura-shoten.example.jp/flyer.pdf", b"%PDF-1.4\n% sample\n", "application/pdf")
     third.revisit("http://sakura-shoten.example.jp/news/closing.html")
     return {s.name: s.getvalue() for s in (first, second, third)}
@@ -207,7 +206,12 @@ SAMPLE_DATASETS = {
             {"file_name": "missing.png", "image_id": "img-4", "caption": "見つからない画像の説明"},
             {"file_name": "motorcycle.png", "image_id": "img-5", "caption": "赤いオートバイの側面写真"},
         ],
-        {"cat.png": ("chelsea.png", 360), "astronaut.png": ("astronaut.png", 400), "coffee.png": ("coffee.png", 400), "motorcycle.png": ("motorcycle_left.png", 420)},
+        {
+            "cat.png": ("chelsea.png", 360),
+            "astronaut.png": ("astronaut.png", 400),
+            "coffee.png": ("coffee.png", 400),
+            "motorcycle.png": ("motorcycle_left.png", 420),
+        },
     ),
     "sample-captions-en": (
         [

@@ -38,13 +38,24 @@ class ShardWriter:
         record = self.writer.create_warc_record(url, "request", http_headers=headers, warc_headers_dict=self._headers(url, "request"))
         self.writer.write_record(record)
 
-    def response(self, url: str, body: bytes, content_type: str | None, status: str = "200 OK",
-                 extra_headers: list[tuple[str, str]] = (), key: str = "response", warc_headers: dict | None = None) -> None:
+    def response(
+        self,
+        url: str,
+        body: bytes,
+        content_type: str | None,
+        status: str = "200 OK",
+        extra_headers: list[tuple[str, str]] = (),
+        key: str = "response",
+        warc_headers: dict | None = None,
+    ) -> None:
         headers = [("Content-Type", content_type)] if content_type else []
         headers += list(extra_headers)
         http = StatusAndHeaders(status, headers, protocol="HTTP/1.1")
         record = self.writer.create_warc_record(
-            url, "response", payload=io.BytesIO(body), http_headers=http,
+            url,
+            "response",
+            payload=io.BytesIO(body),
+            http_headers=http,
             warc_headers_dict={**self._headers(url, key), **(warc_headers or {})},
         )
         self.writer.write_record(record)
@@ -55,8 +66,7 @@ class ShardWriter:
         self.response(url, body, content_type, **kwargs)
 
     def revisit(self, url: str) -> None:
-        record = self.writer.create_revisit_record(url, digest="sha1:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", refers_to_uri=url,
-                                                   refers_to_date=CRAWL_DATE)
+        record = self.writer.create_revisit_record(url, digest="sha1:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", refers_to_uri=url, refers_to_date=CRAWL_DATE)
         for name, value in self._headers(url, "revisit").items():
             record.rec_headers.replace_header(name, value)
         self.writer.write_record(record)

@@ -25,7 +25,10 @@ def build_dataset_assets(config: AsagiConfig) -> tuple[list, list]:
         group_name=GROUP,
         partitions_def=datasets,
         check_specs=[accounted("dataset_pairs")],
-        description="An open image-text dataset (local Parquet/JSONL/imagefolder, or a hub id where reachable) in the common pair schema: image bytes, caption or question/answer, language, licence.",
+        description=(
+            "An open image-text dataset (local Parquet/JSONL/imagefolder, or a hub id where reachable) "
+            "in the common pair schema: image bytes, caption or question/answer, language, licence."
+        ),
     )
     def dataset_pairs(context: dg.AssetExecutionContext, profile: ProfileResource, storage: StorageResource, duckdb: DuckDBResource):
         name = context.partition_key
@@ -70,9 +73,7 @@ def build_dataset_assets(config: AsagiConfig) -> tuple[list, list]:
         benchmark_image_index: Manifest,
         document_image_reference: Manifest,
     ):
-        yield from filter_outputs(
-            context, profile, storage, duckdb, screened_dataset_pairs, dataset_pairs, benchmark_image_index, document_image_reference
-        )
+        yield from filter_outputs(context, profile, storage, duckdb, screened_dataset_pairs, dataset_pairs, benchmark_image_index, document_image_reference)
 
     ingest = dg.define_asset_job(
         "dataset_ingest",

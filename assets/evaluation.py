@@ -12,8 +12,8 @@ from asagi_dagster.eval.predict import PredictionJob, prediction_file
 from asagi_dagster.eval.scores import ITEM_SCORES, NO_JUDGE, append_history, history_glob, score
 from asagi_dagster.eval.scores import VERSION as SCORES_VERSION
 from asagi_dagster.storage import Manifest, StageWriter
-from assets.filters import output
 from assets.cli_hold import automation_sensor, while_no_cli_runs
+from assets.filters import output
 from assets.metadata import accounted, accounting_check
 from resources.gpu_jobs import GpuJobsResource, gpu_run_tags
 from resources.storage import DuckDBResource, ProfileResource, StorageResource
@@ -79,20 +79,42 @@ def build_evaluation_assets(config: AsagiConfig) -> tuple[list, list, list]:
             "benchmark's instruction; through the GPU-job runner (transformers locally, vLLM in a pod). Also eval-mm's prediction.jsonl."
         ),
     )
-    def benchmark_predictions(context: dg.AssetExecutionContext, profile: ProfileResource, storage: StorageResource, duckdb: DuckDBResource, gpu_jobs: GpuJobsResource, benchmark_items: Manifest):
+    def benchmark_predictions(
+        context: dg.AssetExecutionContext,
+        profile: ProfileResource,
+        storage: StorageResource,
+        duckdb: DuckDBResource,
+        gpu_jobs: GpuJobsResource,
+        benchmark_items: Manifest,
+    ):
         settings = _evaluation(profile)
         keys = context.partition_key.keys_by_dimension
         model_url, on_storage, revision = _model(profile, storage, keys["model"])
         job = PredictionJob(
-            storage=profile.settings.storage, asset="benchmark_predictions", partition=context.partition_key, benchmark=keys["benchmark"],
-            model=keys["model"], model_url=model_url, on_storage=on_storage, revision=revision, items_url=benchmark_items.data_url, items=benchmark_items.rows_out,
-            instruction=settings.benchmarks[keys["benchmark"]].instruction, engine=settings.engine, max_new_tokens=settings.max_new_tokens,
+            storage=profile.settings.storage,
+            asset="benchmark_predictions",
+            partition=context.partition_key,
+            benchmark=keys["benchmark"],
+            model=keys["model"],
+            model_url=model_url,
+            on_storage=on_storage,
+            revision=revision,
+            items_url=benchmark_items.data_url,
+            items=benchmark_items.rows_out,
+            instruction=settings.benchmarks[keys["benchmark"]].instruction,
+            engine=settings.engine,
+            max_new_tokens=settings.max_new_tokens,
         )
         messages = gpu_jobs.run(context, "evaluation", EVAL_MODULE, job.model_dump(mode="json"))
         if not messages:
             raise dg.Failure("the prediction program ended without reporting its manifest")
         manifest = Manifest.model_validate(messages[-1])
-        yield output(storage, manifest, model=dg.MetadataValue.path(model_url), prediction_jsonl=dg.MetadataValue.path(storage.storage.url(prediction_file(storage.storage, manifest))))
+        yield output(
+            storage,
+            manifest,
+            model=dg.MetadataValue.path(model_url),
+            prediction_jsonl=dg.MetadataValue.path(storage.storage.url(prediction_file(storage.storage, manifest))),
+        )
         yield accounting_check(duckdb, manifest)
 
     @dg.asset(
@@ -105,7 +127,14 @@ def build_evaluation_assets(config: AsagiConfig) -> tuple[list, list, list]:
             "1-5), with the judge's model, prompt version, seed and repeats; appended to benchmark_score_history."
         ),
     )
-    def benchmark_scores(context: dg.AssetExecutionContext, profile: ProfileResource, storage: StorageResource, duckdb: DuckDBResource, benchmark_items: Manifest, benchmark_predictions: Manifest):
+    def benchmark_scores(
+        context: dg.AssetExecutionContext,
+        profile: ProfileResource,
+        storage: StorageResource,
+        duckdb: DuckDBResource,
+        benchmark_items: Manifest,
+        benchmark_predictions: Manifest,
+    ):
         settings = _evaluation(profile)
         keys = context.partition_key.keys_by_dimension
         st = storage.storage
@@ -121,7 +150,8 @@ def build_evaluation_assets(config: AsagiConfig) -> tuple[list, list, list]:
         metrics = {m["metric"]: m for m in result.metrics}
         llm = metrics["llm"]
         yield output(
-            storage, out.manifest,
+            storage,
+            out.manifest,
             rougel=metrics["rougel"]["value"],
             llm=llm["value"] if llm["value"] is not None else NO_JUDGE,
             judge_model=llm["judge_model"] or "none",
@@ -158,15 +188,22 @@ def build_evaluation_assets(config: AsagiConfig) -> tuple[list, list, list]:
         table = board.markdown(rows, board.our_notes(profile.settings))
         return dg.Output(
             out.manifest,
-            metadata={"table": dg.MetadataValue.md(table), "chart": dg.MetadataValue.md(f"![leaderboard]({board.bar_chart_png(rows)})"), "models": len({r['model'] for r in rows})},
+            metadata={
+                "table": dg.MetadataValue.md(table),
+                "chart": dg.MetadataValue.md(f"![leaderboard]({board.bar_chart_png(rows)})"),
+                "models": len({r["model"] for r in rows}),
+            },
         )
 
     assets = [benchmark_items, benchmark_predictions, benchmark_scores, leaderboard]
     jobs = [
         dg.define_asset_job("load_benchmarks", selection=[benchmark_items], partitions_def=per_benchmark, description="Read one benchmark's items."),
         dg.define_asset_job(
-            "evaluate_model", selection=[benchmark_predictions, benchmark_scores], partitions_def=per_model_and_benchmark,
-            description="One model's predictions and scores on one benchmark.", tags=gpu_run_tags("evaluation"),
+            "evaluate_model",
+            selection=[benchmark_predictions, benchmark_scores],
+            partitions_def=per_model_and_benchmark,
+            description="One model's predictions and scores on one benchmark.",
+            tags=gpu_run_tags("evaluation"),
         ),
         dg.define_asset_job("update_leaderboard", selection=[leaderboard], description="The leaderboard from the latest scores."),
     ]

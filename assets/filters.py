@@ -9,12 +9,20 @@ import numpy as np
 from dagster._core.definitions.assets.graph.asset_graph_subset import AssetGraphSubset
 
 from asagi_dagster.filters import schemas, write_outcomes
-from asagi_dagster.filters.documents import REFERENCE_SCHEMA, REFERENCE_VERSION, DocumentCheck, DocumentScorer, document_encoder, reference_rows
 from asagi_dagster.filters.decontam import BENCHMARK_INDEX, BENCHMARK_INDEX_VERSION, write_benchmark_index
 from asagi_dagster.filters.dedup import screened_versions
+from asagi_dagster.filters.documents import REFERENCE_SCHEMA, REFERENCE_VERSION, DocumentCheck, DocumentScorer, document_encoder, reference_rows
 from asagi_dagster.filters.hash_index import (
-    SHARD_ROWS_SCHEMA, SHARD_ROWS_VERSION, SyncResult, changes_path, open_on_root, rewritten_rows, shard_key, shard_rows_path,
-    sync_shards, write_changes,
+    SHARD_ROWS_SCHEMA,
+    SHARD_ROWS_VERSION,
+    SyncResult,
+    changes_path,
+    open_on_root,
+    rewritten_rows,
+    shard_key,
+    shard_rows_path,
+    sync_shards,
+    write_changes,
 )
 from asagi_dagster.filters.screen import screen_web_pairs
 from asagi_dagster.filters.split import filter_partition
@@ -46,7 +54,9 @@ class IndexDoesNotCoverPartition(RuntimeError):
 def no_overlap_check(asset: str, blocking: bool = False) -> dg.AssetCheckSpec:
     """``blocking``: a failed audit stops what depends on the asset in the same run."""
     return dg.AssetCheckSpec(
-        "no_benchmark_overlap", asset=asset, blocking=blocking,
+        "no_benchmark_overlap",
+        asset=asset,
+        blocking=blocking,
         description="No kept image is within the decontamination distance of a benchmark image or uses a benchmark's Visual Genome id.",
     )
 
@@ -127,8 +137,10 @@ def _check_index_pool(context: dg.AssetExecutionContext) -> None:
     if limit is None:
         context.log.warning(f"the Dagster pool {INDEX_POOL!r} has no limit: set it to 1 (dagster instance concurrency set {INDEX_POOL} 1)")
     elif limit > 1:
-        raise ValueError(f"the Dagster pool {INDEX_POOL!r} lets {limit} index updates run at once; they must run one at a time: "
-                         f"dagster instance concurrency set {INDEX_POOL} 1")
+        raise ValueError(
+            f"the Dagster pool {INDEX_POOL!r} lets {limit} index updates run at once; they must run one at a time: "
+            f"dagster instance concurrency set {INDEX_POOL} 1"
+        )
 
 
 def _sync_metadata(result: SyncResult, images: int, changes_url: str | None) -> dict:
@@ -218,8 +230,14 @@ def index_rows_url(storage: StorageResource, screened: Manifest) -> str:
 
 
 def filter_outputs(
-    context: dg.AssetExecutionContext, profile, storage, duckdb,
-    screened: dict[str, Manifest], images: dict[str, Manifest], benchmarks: Manifest, documents_reference: Manifest,
+    context: dg.AssetExecutionContext,
+    profile,
+    storage,
+    duckdb,
+    screened: dict[str, Manifest],
+    images: dict[str, Manifest],
+    benchmarks: Manifest,
+    documents_reference: Manifest,
 ):
     """The filtered asset of any source family, for each partition of the run: its
     outputs, accounting and decontamination audit."""
@@ -235,8 +253,15 @@ def filter_outputs(
             duckdb.connect() as con,
         ):
             filter_partition(
-                con, screened[partition].data_url, index_url, benchmarks.data_url, out, max_hamming,
-                documents=documents, storage=storage.storage, images_url=images[partition].data_url,
+                con,
+                screened[partition].data_url,
+                index_url,
+                benchmarks.data_url,
+                out,
+                max_hamming,
+                documents=documents,
+                storage=storage.storage,
+                images_url=images[partition].data_url,
             )
         made[partition] = committed(storage, out.manifest)
         overlaps[partition] = overlap_audit(duckdb, out.manifest, benchmarks, max_hamming)
@@ -289,8 +314,14 @@ def reference_texts(
     for shard in each_shard(context):
         with StageWriter(storage.storage, "reference_texts", shard, REFERENCE_TEXTS, REFERENCE_TEXTS_VERSION) as out:
             write_reference_texts(
-                storage.storage, filtered_pairs[shard].data_url, web_documents[shard].data_url, pair_images[shard].data_url, out,
-                config.reference_texts, scorer, config.filters.image_safety,
+                storage.storage,
+                filtered_pairs[shard].data_url,
+                web_documents[shard].data_url,
+                pair_images[shard].data_url,
+                out,
+                config.reference_texts,
+                scorer,
+                config.filters.image_safety,
             )
         made[shard] = committed(storage, out.manifest)
     yield from shard_outputs(context, storage, duckdb, made, extra={shard: {"scorer": scorer.name} for shard in made})
@@ -310,7 +341,10 @@ def _document_check(profile: ProfileResource, storage: StorageResource, referenc
 filter_indexes = dg.define_asset_job(
     "filter_indexes",
     selection=dg.AssetSelection.assets("image_hash_index", "benchmark_image_index", "document_image_reference"),
-    description="Bring the global image-hash index (dedup) up to date with what was screened, and build the benchmark image index (decontamination) and the document reference.",
+    description=(
+        "Bring the global image-hash index (dedup) up to date with what was screened, and "
+        "build the benchmark image index (decontamination) and the document reference."
+    ),
 )
 
 filtered_splits = dg.define_asset_job(

@@ -20,7 +20,12 @@ SYNTH_MODULE = "asagi_dagster.synth"
 
 
 def synthesize(
-    context, asset: str, profile: ProfileResource, storage: StorageResource, duckdb: DuckDBResource, gpu_jobs: GpuJobsResource,
+    context,
+    asset: str,
+    profile: ProfileResource,
+    storage: StorageResource,
+    duckdb: DuckDBResource,
+    gpu_jobs: GpuJobsResource,
     inputs: dict[str, dict[str, Manifest]],
 ):
     """One GPU program for every partition of the run (``inputs``: per input, its
@@ -54,7 +59,9 @@ def _corpus_asset(name: str, description: str, ins: list[str], partitions_def, p
         kinds={"python", "vllm"},
         description=description,
     )
-    def corpus(context: dg.AssetExecutionContext, profile: ProfileResource, storage: StorageResource, duckdb: DuckDBResource, gpu_jobs: GpuJobsResource, **inputs):
+    def corpus(
+        context: dg.AssetExecutionContext, profile: ProfileResource, storage: StorageResource, duckdb: DuckDBResource, gpu_jobs: GpuJobsResource, **inputs
+    ):
         yield from synthesize(context, name, profile, storage, duckdb, gpu_jobs, inputs)
 
     return corpus

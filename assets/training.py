@@ -19,8 +19,14 @@ from resources.storage import DuckDBResource, ProfileResource, StorageResource
 GROUP = "training"
 TRAIN_MODULE = "asagi_dagster.train"
 MIXTURE_DEPS = [
-    "filtered_pairs", "pair_images", "reference_texts", "ja_captions", "synthetic_vqa", "synthetic_mcvqa",
-    "filtered_dataset_pairs", "dataset_pairs",
+    "filtered_pairs",
+    "pair_images",
+    "reference_texts",
+    "ja_captions",
+    "synthetic_vqa",
+    "synthetic_mcvqa",
+    "filtered_dataset_pairs",
+    "dataset_pairs",
 ]
 
 
@@ -47,7 +53,9 @@ def _mixture_asset(stage: str, deps: list[str]):
             "against the benchmark images."
         ),
     )
-    def stage_mixture(context: dg.AssetExecutionContext, profile: ProfileResource, storage: StorageResource, duckdb: DuckDBResource, benchmark_image_index: Manifest):
+    def stage_mixture(
+        context: dg.AssetExecutionContext, profile: ProfileResource, storage: StorageResource, duckdb: DuckDBResource, benchmark_image_index: Manifest
+    ):
         config = profile.settings
         settings = getattr(_training(profile), stage)
         translated = config.synthesis.translate_datasets if config.synthesis else []
@@ -61,7 +69,8 @@ def _mixture_asset(stage: str, deps: list[str]):
         if out.manifest.rows_out == 0:
             raise dg.Failure(f"{name} is empty: no source of training.{stage}.mixture has examples yet ({', '.join(missing) or 'all inputs empty'})")
         yield output(
-            storage, out.manifest,
+            storage,
+            out.manifest,
             examples_per_source=dg.MetadataValue.json({s: per_source.get(s, 0) for s in settings.mixture}),
             weights=dg.MetadataValue.json(settings.mixture),
             missing_inputs=dg.MetadataValue.json(missing),
@@ -83,8 +92,14 @@ def _train_stage(context, stage: str, profile, storage, gpu_jobs, mixture_manife
         raise dg.Failure(f"{asset}: the training program ended without reporting its result")
     result = results[-1]
     manifest = ModelManifest(
-        asset=asset, model_url=job.output_url, stage=stage, steps=result["steps"], examples=result["examples"],
-        mixture_url=mixture_manifest.data_url, final_loss=history[-1]["loss"] if history else None, resumed_from=result["resumed_from"],
+        asset=asset,
+        model_url=job.output_url,
+        stage=stage,
+        steps=result["steps"],
+        examples=result["examples"],
+        mixture_url=mixture_manifest.data_url,
+        final_loss=history[-1]["loss"] if history else None,
+        resumed_from=result["resumed_from"],
     )
     last = history[-1] if history else {}
     metadata = {
@@ -155,9 +170,19 @@ def vlm_stage1(context: dg.AssetExecutionContext, profile: ProfileResource, stor
     group_name=GROUP,
     retry_policy=TRAINING_RETRIES,
     kinds={"pytorch", "huggingface"},
-    description="Stage 2: from stage 1's model, the projector and LLM trained on stage2_mixture, SigLIP frozen. A Hugging Face folder that loads in transformers and vLLM.",
+    description=(
+        "Stage 2: from stage 1's model, the projector and LLM trained on stage2_mixture, "
+        "SigLIP frozen. A Hugging Face folder that loads in transformers and vLLM."
+    ),
 )
-def vlm_stage2(context: dg.AssetExecutionContext, profile: ProfileResource, storage: StorageResource, gpu_jobs: GpuJobsResource, stage2_mixture: Manifest, vlm_stage1: ModelManifest):
+def vlm_stage2(
+    context: dg.AssetExecutionContext,
+    profile: ProfileResource,
+    storage: StorageResource,
+    gpu_jobs: GpuJobsResource,
+    stage2_mixture: Manifest,
+    vlm_stage1: ModelManifest,
+):
     return _train_stage(context, "stage2", profile, storage, gpu_jobs, stage2_mixture, vlm_stage1)
 
 

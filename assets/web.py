@@ -66,7 +66,10 @@ def warc_records(context: dg.AssetExecutionContext, profile: ProfileResource, st
 
 @dg.multi_asset(
     outs={
-        "image_text_pairs": dg.AssetOut(description="One row per `<img>` or `<picture>`: absolute URL, alt, title, figcaption, nearest text before/after, page title and url.", group_name=GROUP),
+        "image_text_pairs": dg.AssetOut(
+            description="One row per `<img>` or `<picture>`: absolute URL, alt, title, figcaption, nearest text before/after, page title and url.",
+            group_name=GROUP,
+        ),
         "interleaved_documents": dg.AssetOut(description="Per page, its ordered text blocks and image references (MMC4 style).", group_name=GROUP),
     },
     ins={"web_documents": by_shard()},

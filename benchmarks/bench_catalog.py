@@ -93,11 +93,17 @@ def manifest_for(storage: Storage, asset: str, i: int) -> Manifest:
             rule_stats.append({"rule": rule, "checked": checked, "rejected": by_reason[rule], "passed": checked - by_reason[rule]})
             checked -= by_reason[rule]
     return Manifest.model_construct(
-        asset=asset, partition=key, schema_version=1,
+        asset=asset,
+        partition=key,
+        schema_version=1,
         data_url=storage.url(f"{storage.asset_dir(asset, key)}/data.parquet"),
         rejections_url=storage.url(f"{storage.rejections_dir(asset, key)}/data.parquet"),
-        rows_in=rows_out + sum(by_reason.values()), rows_out=rows_out, rows_rejected=sum(by_reason.values()),
-        rejected_by_reason=by_reason, source=source, rule_stats=rule_stats,
+        rows_in=rows_out + sum(by_reason.values()),
+        rows_out=rows_out,
+        rows_rejected=sum(by_reason.values()),
+        rejected_by_reason=by_reason,
+        source=source,
+        rule_stats=rule_stats,
     )
 
 
@@ -105,8 +111,15 @@ def all_manifests(storage: Storage, shards: int):
     for i in range(shards):
         for asset in SHARD_ASSETS:
             yield manifest_for(storage, asset, i)
-    yield ModelManifest(asset="vlm_stage1", model_url=storage.url(storage.path("vlm_stage1", "all", "model")), stage="stage1",
-                        steps=1000, examples=shards * 400, mixture_url=storage.url(storage.path("stage1_mixture", "all", "data.parquet")), final_loss=1.25)
+    yield ModelManifest(
+        asset="vlm_stage1",
+        model_url=storage.url(storage.path("vlm_stage1", "all", "model")),
+        stage="stage1",
+        steps=1000,
+        examples=shards * 400,
+        mixture_url=storage.url(storage.path("stage1_mixture", "all", "data.parquet")),
+        final_loss=1.25,
+    )
 
 
 # --- catalog layouts ------------------------------------------------------------------
@@ -122,8 +135,11 @@ def write_catalog(storage: Storage, shards: int, compacted_files: int = catalog.
         table = pa.Table.from_pylist(rows, schema=catalog.ENTRY_SCHEMA)
         catalog._write_entries(storage, f"{catalog.compacted_dir(storage)}/{now:020d}-{start:032x}.parquet", table)
     for n, manifest in enumerate(manifests[-log_entries:] if log_entries else []):
-        catalog._write_entries(storage, f"{catalog.log_dir(storage)}/{now + n + 1:020d}-{n:032x}.parquet",
-                               pa.Table.from_pylist([catalog.entry_row(manifest, now + n + 1, f"{n:032x}")], schema=catalog.ENTRY_SCHEMA))
+        catalog._write_entries(
+            storage,
+            f"{catalog.log_dir(storage)}/{now + n + 1:020d}-{n:032x}.parquet",
+            pa.Table.from_pylist([catalog.entry_row(manifest, now + n + 1, f"{n:032x}")], schema=catalog.ENTRY_SCHEMA),
+        )
     catalog.mark_built(storage, len(manifests))
     return len(manifests)
 
@@ -134,7 +150,9 @@ def write_manifest_files(storage: Storage, shards: int) -> int:
     templates = {}
     for asset, reasons in SHARD_ASSETS.items():
         sink = io.BytesIO()
-        pq.write_table(pa.Table.from_pylist([{"record_id": f"r{n}", "reason": r, "detail": None} for n, r in enumerate(reasons)], schema=REJECTION_SCHEMA), sink)
+        pq.write_table(
+            pa.Table.from_pylist([{"record_id": f"r{n}", "reason": r, "detail": None} for n, r in enumerate(reasons)], schema=REJECTION_SCHEMA), sink
+        )
         templates[asset] = sink.getvalue()
     files, written = {}, 0
     for manifest in all_manifests(storage, shards):
@@ -193,6 +211,7 @@ def steps(storage: Storage, shards: int, old: types.SimpleNamespace | None) -> d
     keys = [shard_key(i) for i in range(shards)]
     files = [inbox.ShardFile(k, f"s3://commoncrawl/{k}", fingerprint(i)) for i, k in enumerate(keys)]
     if old is None:
+
         def resync():
             ingested = inbox._ingested(storage, SOURCE_ASSET, FINAL_ASSET)
             return [f.key for f in files if inbox._out_of_sync(ingested, f)]
@@ -371,8 +390,13 @@ def write_path(directory: Path, shards: int) -> dict:
         storage.write_json(storage.manifest_path(manifest.asset, manifest.partition), manifest.model_dump())
     json_only = time.perf_counter() - start
     left = catalog._list(storage, catalog.log_dir(storage)), catalog._list(storage, catalog.compacted_dir(storage))
-    return {"commits": len(manifests), "ms_per_commit_with_catalog": round(1000 * with_catalog / len(manifests), 2),
-            "ms_per_commit_json_only": round(1000 * json_only / len(manifests), 2), "log_entries_left": len(left[0]), "compacted_files_left": len(left[1])}
+    return {
+        "commits": len(manifests),
+        "ms_per_commit_with_catalog": round(1000 * with_catalog / len(manifests), 2),
+        "ms_per_commit_json_only": round(1000 * json_only / len(manifests), 2),
+        "log_entries_left": len(left[0]),
+        "compacted_files_left": len(left[1]),
+    }
 
 
 def main() -> int:
@@ -403,8 +427,10 @@ def main() -> int:
             root = str(directory / f"new-{args.shards}" / "data")
             start = time.perf_counter()
             entries = write_catalog(Storage(StorageSettings(root=root)), args.shards)
-            print(f"\n== asagi report, {args.shards} shards: {entries} catalog entries in {catalog.MERGE_AT - 1} compacted files + "
-                  f"{catalog.COMPACT_AT - 1} log entries (written in {time.perf_counter() - start:.0f} s) ==")
+            print(
+                f"\n== asagi report, {args.shards} shards: {entries} catalog entries in {catalog.MERGE_AT - 1} compacted files + "
+                f"{catalog.COMPACT_AT - 1} log entries (written in {time.perf_counter() - start:.0f} s) =="
+            )
             figures = report_figures(directory, root, with_old=False)
             for name, figure in figures.items():
                 print(f"{name:<24} {figure['seconds']:>8} s {figure['peak_rss_mib']:>7} MiB peak RSS")
@@ -431,8 +457,10 @@ def main() -> int:
             for row in rows:
                 met = row["new_per_shard"] <= TARGET_REQUESTS
                 ok &= met
-                print(f"{row['step']:<26} {row.get('old_per_shard', float('nan')):>8.2f} {row['new_per_shard']:>8.3f}   {row['new_by_method']}"
-                      f"{'' if met else '  NOT MET'}  {row.get('note', '')}")
+                print(
+                    f"{row['step']:<26} {row.get('old_per_shard', float('nan')):>8.2f} {row['new_per_shard']:>8.3f}   {row['new_by_method']}"
+                    f"{'' if met else '  NOT MET'}  {row.get('note', '')}"
+                )
     return 0 if ok else 1
 
 

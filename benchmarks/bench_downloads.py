@@ -55,6 +55,7 @@ ROBOTS = b"User-agent: *\nDisallow: /private/\n"
 
 # --- the loopback image server (runs in its own process: --serve) -------------------------
 
+
 def make_images(count: int, seed: int = 18) -> list[tuple[bytes, str]]:
     """``count`` small real images, alternately JPEG and PNG, each different."""
     from PIL import Image
@@ -153,7 +154,9 @@ async def _serve(urls: int, hosts: int, latency: float) -> None:
 def start_server(urls: int, hosts: int, latency: float) -> tuple[subprocess.Popen, int]:
     process = subprocess.Popen(
         [sys.executable, "-m", "benchmarks.bench_downloads", "--serve", "--urls", str(urls), "--hosts", str(hosts), "--latency", str(latency)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     return process, int(process.stdout.readline())
 
@@ -173,6 +176,7 @@ def image_urls(count: int, hosts: int, port: int, clustered: bool = False) -> li
 
 # --- ours ------------------------------------------------------------------------------
 
+
 def run_ours(urls: list[str], root: Path, concurrency: int, interval: float, connections: int) -> tuple[int, float, float]:
     """Images stored, wall seconds and CPU seconds (every thread) of ``gather_pair_images``
     over ``urls``."""
@@ -187,11 +191,22 @@ def run_ours(urls: list[str], root: Path, concurrency: int, interval: float, con
     with StageWriter(storage, "image_text_pairs", shard, schemas.IMAGE_TEXT_PAIRS, schemas.IMAGE_TEXT_PAIRS_VERSION) as pairs:
         for index, url in enumerate(urls):
             pairs.count_in()
-            pairs.write({
-                "pair_id": f"p{index}", "doc_id": f"d{index // 5}", "shard": shard, "page_url": f"http://127.0.0.1/page{index // 5}.html",
-                "page_title": "page", "image_index": index % 5, "image_url": url, "alt": f"alt {index}", "title": None,
-                "figcaption": None, "text_before": "before", "text_after": "after",
-            })
+            pairs.write(
+                {
+                    "pair_id": f"p{index}",
+                    "doc_id": f"d{index // 5}",
+                    "shard": shard,
+                    "page_url": f"http://127.0.0.1/page{index // 5}.html",
+                    "page_title": "page",
+                    "image_index": index % 5,
+                    "image_url": url,
+                    "alt": f"alt {index}",
+                    "title": None,
+                    "figcaption": None,
+                    "text_before": "before",
+                    "text_after": "after",
+                }
+            )
     settings = DownloaderSettings(
         allow_networks=["127.0.0.0/8"],  # the address check still runs on every hop; loopback is allowed, as in the tests
         per_host_interval_s=interval,
@@ -254,8 +269,7 @@ def run_img2dataset(python: Path, urls: list[str], work: Path, concurrency: int)
     env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "WANDB_MODE": "disabled"}
     driver = work / "driver.py"
     driver.write_text(_DRIVER)
-    done = subprocess.run([str(python), str(driver), str(url_list), str(work / "out"), str(concurrency)],
-                          env=env, capture_output=True, text=True, cwd=work)
+    done = subprocess.run([str(python), str(driver), str(url_list), str(work / "out"), str(concurrency)], env=env, capture_output=True, text=True, cwd=work)
     if done.returncode != 0:
         raise RuntimeError(f"img2dataset failed:\n{done.stderr[-3000:]}")
     result = json.loads(done.stdout.strip().splitlines()[-1])
@@ -263,6 +277,7 @@ def run_img2dataset(python: Path, urls: list[str], work: Path, concurrency: int)
 
 
 # --- main ----------------------------------------------------------------------------------
+
 
 def main() -> int:
     parser = argparse.ArgumentParser(description="images/s of pair_images' downloads versus img2dataset 1.47.0")
@@ -285,8 +300,11 @@ def main() -> int:
     server, port = start_server(args.urls, args.hosts, args.latency)
     urls = image_urls(args.urls, args.hosts, port, args.clustered)
     expected = args.urls - len(range(0, args.urls, NOAI_EVERY))
-    print(f"{args.urls} URLs over {args.hosts} hosts{' (clustered)' if args.clustered else ''}, {args.latency * 1000:.0f} ms per response, concurrency {args.concurrency},"
-          f" our per_host_interval_s {args.interval} and per_host_connections {connections}; {expected} images should be stored by each side")
+    print(
+        f"{args.urls} URLs over {args.hosts} hosts{' (clustered)' if args.clustered else ''}, "
+        f"{args.latency * 1000:.0f} ms per response, concurrency {args.concurrency},"
+        f" our per_host_interval_s {args.interval} and per_host_connections {connections}; {expected} images should be stored by each side"
+    )
     ratios, ours_rates, theirs_rates = [], [], []
     try:
         with tempfile.TemporaryDirectory(prefix="bench-downloads-") as tmp:
@@ -305,9 +323,11 @@ def main() -> int:
                 for side, (stored, *_) in results.items():
                     assert stored == expected, f"{side} stored {stored} images, expected {expected}"
                 for side, (_, seconds, cpu, seen) in results.items():
-                    print(f"round {round_ + 1}, {side:>11}: {expected / seconds:,.0f} images/s ({seconds:.2f} s);"
-                          f" {cpu / expected * 1000:.2f} ms CPU per image; while requests arrived: {expected / seen['span_s']:,.0f} images/s"
-                          f" ({seen['requests']} requests, {seen['robots']} of them robots.txt, at most {seen['peak_in_flight']} at once)")
+                    print(
+                        f"round {round_ + 1}, {side:>11}: {expected / seconds:,.0f} images/s ({seconds:.2f} s);"
+                        f" {cpu / expected * 1000:.2f} ms CPU per image; while requests arrived: {expected / seen['span_s']:,.0f} images/s"
+                        f" ({seen['requests']} requests, {seen['robots']} of them robots.txt, at most {seen['peak_in_flight']} at once)"
+                    )
                 ours_rates.append(expected / results["ours"][1])
                 theirs_rates.append(expected / results["img2dataset"][1])
                 ratios.append(ours_rates[-1] / theirs_rates[-1])

@@ -24,12 +24,21 @@ import importlib.util
 import time
 
 from asagi_dagster.config import GeneratorSettings, SamplingSettings
-from asagi_dagster.models.tiny import BUILTIN_TINY_LLAMA
 from asagi_dagster.engines import Request, open_generator
+from asagi_dagster.models.tiny import BUILTIN_TINY_LLAMA
 from asagi_dagster.synth.prompts import JA_CAPTION_SHORT
 
 BATCHED_TARGET = 4.0  # batched transformers over one request at a time
-SUBJECTS = ["a cat on a windowsill", "a red motorcycle", "a rocket launch", "a bowl of ramen", "a temple gate in snow", "a crowded station platform", "a bicycle by a canal", "a plate of sushi"]
+SUBJECTS = [
+    "a cat on a windowsill",
+    "a red motorcycle",
+    "a rocket launch",
+    "a bowl of ramen",
+    "a temple gate in snow",
+    "a crowded station platform",
+    "a bicycle by a canal",
+    "a plate of sushi",
+]
 # CPU settings for vLLM: no CUDA graphs, a small KV-cache share, no chunked prefill (a
 # seeded request split across steps fails on CPU).
 VLLM_CPU = {"dtype": "float32", "enforce_eager": True, "gpu_memory_utilization": 0.2, "max_model_len": 2048, "enable_chunked_prefill": False}

@@ -66,27 +66,38 @@ def make_data(size: int, folder: Path, seed: int = 18) -> None:
     repeats = rng.integers(0, size, size=size // 50)  # the same bytes from another page
     con = duckdb.connect()
     con.execute("SET preserve_insertion_order = false")
-    base = pa.table({
-        "image": np.concatenate([images, repeats]),
-        "image_phash": np.concatenate([hashes[order], hashes[repeats]]),
-        "source": pa.array(["web"] * (size + len(repeats))),
-        "origin_id": np.concatenate([images // 3, repeats + size]).astype(str),
-        "shard": np.concatenate([np.arange(size) // SHARD_IMAGES, rng.integers(0, max(1, size // SHARD_IMAGES), size=len(repeats))]),
-    })
+    base = pa.table(
+        {
+            "image": np.concatenate([images, repeats]),
+            "image_phash": np.concatenate([hashes[order], hashes[repeats]]),
+            "source": pa.array(["web"] * (size + len(repeats))),
+            "origin_id": np.concatenate([images // 3, repeats + size]).astype(str),
+            "shard": np.concatenate([np.arange(size) // SHARD_IMAGES, rng.integers(0, max(1, size // SHARD_IMAGES), size=len(repeats))]),
+        }
+    )
     write_pairs(con, base, folder / "base")
     del base
     near, same = SHARD_IMAGES * 9 // 100, SHARD_IMAGES // 100
     fresh_new = SHARD_IMAGES - near - same
     near_of, same_of = rng.integers(0, size, size=near), rng.integers(0, size, size=same)
     new_images = np.concatenate([size + np.arange(fresh_new), size * 2 + np.arange(near), same_of])
-    new_hashes = np.concatenate([
-        rng.integers(-(2**63), 2**63 - 1, size=fresh_new, dtype=np.int64),
-        flipped(rng, hashes[near_of], MAX_HAMMING),
-        hashes[same_of],
-    ])
+    new_hashes = np.concatenate(
+        [
+            rng.integers(-(2**63), 2**63 - 1, size=fresh_new, dtype=np.int64),
+            flipped(rng, hashes[near_of], MAX_HAMMING),
+            hashes[same_of],
+        ]
+    )
     sources = ["web"] * (SHARD_IMAGES - same) + ["stair"] * same
-    new = pa.table({"image": new_images, "image_phash": new_hashes, "source": sources,
-                    "origin_id": [f"new-{n}" for n in range(SHARD_IMAGES)], "shard": [-1] * SHARD_IMAGES})
+    new = pa.table(
+        {
+            "image": new_images,
+            "image_phash": new_hashes,
+            "source": sources,
+            "origin_id": [f"new-{n}" for n in range(SHARD_IMAGES)],
+            "shard": [-1] * SHARD_IMAGES,
+        }
+    )
     write_pairs(con, new, folder / "new")
 
 
@@ -109,8 +120,15 @@ def child_build(data: Path, database: Path) -> dict:
     seconds = time.perf_counter() - start
     images = index.image_count()
     index.close()
-    return {"seconds": seconds, "peak_gib": peak_gib(), "images": images, "shards": len(shards),
-            "edges": result.edges_added, "database_mib": database.stat().st_size / (1 << 20), "phases": result.seconds}
+    return {
+        "seconds": seconds,
+        "peak_gib": peak_gib(),
+        "images": images,
+        "shards": len(shards),
+        "edges": result.edges_added,
+        "database_mib": database.stat().st_size / (1 << 20),
+        "phases": result.seconds,
+    }
 
 
 def child_add(data: Path, database: Path) -> dict:
@@ -124,9 +142,17 @@ def child_add(data: Path, database: Path) -> dict:
     rows = index.shard_table("new").num_rows  # what filtered_pairs of the new shard reads
     shard_rows_seconds = time.perf_counter() - start - seconds
     index.close()
-    return {"seconds": seconds, "open_seconds": opened, "peak_gib": peak_gib(), "images_added": result.images_added,
-            "edges": result.edges_added, "changed_shards": len(result.changed_shards), "shard_rows": rows,
-            "shard_rows_seconds": shard_rows_seconds, "phases": result.seconds}
+    return {
+        "seconds": seconds,
+        "open_seconds": opened,
+        "peak_gib": peak_gib(),
+        "images_added": result.images_added,
+        "edges": result.edges_added,
+        "changed_shards": len(result.changed_shards),
+        "shard_rows": rows,
+        "shard_rows_seconds": shard_rows_seconds,
+        "phases": result.seconds,
+    }
 
 
 def child_baseline(data: Path) -> dict:
@@ -175,8 +201,11 @@ def main() -> None:
     args = parser.parse_args()
     if args.child:
         step, data, database = args.child
-        figures = {"build": lambda: child_build(Path(data), Path(database)), "add": lambda: child_add(Path(data), Path(database)),
-                   "baseline": lambda: child_baseline(Path(data))}[step]()
+        figures = {
+            "build": lambda: child_build(Path(data), Path(database)),
+            "add": lambda: child_add(Path(data), Path(database)),
+            "baseline": lambda: child_baseline(Path(data)),
+        }[step]()
         print(json.dumps(figures))
         return
     results: dict[int, dict] = {}

@@ -135,8 +135,10 @@ def main() -> int:
                 run()
                 times[label] = time.perf_counter() - start
             ratios.append(times["baseline"] / times["ours"])  # rate ratio: ours/baseline in images per second
-            print(f"{name}, round {round_ + 1}: ours {len(files) / times['ours']:,.0f} images/s, "
-                  f"baseline {len(files) / times['baseline']:,.0f} images/s, ratio {ratios[-1]:.2f}x")
+            print(
+                f"{name}, round {round_ + 1}: ours {len(files) / times['ours']:,.0f} images/s, "
+                f"baseline {len(files) / times['baseline']:,.0f} images/s, ratio {ratios[-1]:.2f}x"
+            )
         ratio = statistics.median(ratios)
         verdict = "PASS" if ratio >= target else "FAIL"
         failed |= ratio < target

@@ -36,8 +36,7 @@ def child(path: Path) -> None:
 
 
 def measure(path: Path) -> dict:
-    out = subprocess.run([sys.executable, "-m", "benchmarks.bench_ingest_memory", "--child", str(path)],
-                         check=True, capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-m", "benchmarks.bench_ingest_memory", "--child", str(path)], check=True, capture_output=True, text=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -63,8 +62,10 @@ def main() -> int:
             result = measure(path)
             results[label] = result
             rows = ", ".join(f"{k} {v}" for k, v in result["rows_in"].items())
-            print(f"{label}: {made['bytes'] / 2**20:.0f} MiB WARC, {made['records']} records; "
-                  f"peak RSS {result['peak_kib'] / 1024:.0f} MiB in {result['seconds']:.0f}s; rows in: {rows}")
+            print(
+                f"{label}: {made['bytes'] / 2**20:.0f} MiB WARC, {made['records']} records; "
+                f"peak RSS {result['peak_kib'] / 1024:.0f} MiB in {result['seconds']:.0f}s; rows in: {rows}"
+            )
             path.unlink()  # never hold both shards on disk
 
     small, big = (r["peak_kib"] for r in results.values())

@@ -50,8 +50,9 @@ def main() -> None:
         open_shard = lambda: open(path, "rb")  # noqa: E731
         storage = Storage(StorageSettings(root=str(Path(tmp) / "storage")))
         web = WebSourceSettings(inbox=tmp)
-        pages = [r for r in iter_warc(open_shard, path.name, 10 << 20)
-                 if isinstance(r, WarcRecord) and r.payload and (r.content_type or "").startswith("text/html")]
+        pages = [
+            r for r in iter_warc(open_shard, path.name, 10 << 20) if isinstance(r, WarcRecord) and r.payload and (r.content_type or "").startswith("text/html")
+        ]
         htmls = [decode_html(r.payload, r.content_type).text.encode() for r in pages]
 
         def ingest():

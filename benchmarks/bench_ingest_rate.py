@@ -20,9 +20,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from lxml import html as lxml_html
 from fastwarc import ArchiveIterator as FastArchiveIterator
 from fastwarc import WarcRecordType
+from lxml import html as lxml_html
 from warcio.archiveiterator import ArchiveIterator
 
 from asagi_dagster.config import StorageSettings, WebSourceSettings

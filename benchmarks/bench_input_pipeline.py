@@ -20,7 +20,6 @@ import argparse
 import io
 import tempfile
 import time
-from pathlib import Path
 
 H100_BF16_FLOPS = 989e12
 MFU = 0.5
@@ -44,8 +43,11 @@ def flop_model(llm_trained: bool):
     per_vision_layer = 4 * VISION["hidden"] ** 2 + 2 * VISION["hidden"] * VISION["mlp"]
     return FlopModel(
         llm_params=LLM["layers"] * per_llm_layer + LLM["vocab"] * LLM["hidden"],
-        llm_layers=LLM["layers"], llm_hidden=LLM["hidden"],
-        vision_params=VISION["layers"] * per_vision_layer, vision_layers=VISION["layers"], vision_hidden=VISION["hidden"],
+        llm_layers=LLM["layers"],
+        llm_hidden=LLM["hidden"],
+        vision_params=VISION["layers"] * per_vision_layer,
+        vision_layers=VISION["layers"],
+        vision_hidden=VISION["hidden"],
         patches=(VISION["image"] // VISION["patch"]) ** 2,
         projector_params=VISION["hidden"] * LLM["hidden"] + LLM["hidden"] ** 2,
         llm_trained=llm_trained,
@@ -77,8 +79,20 @@ def write_mixture(storage, images: list[bytes], examples: int, text_tokens: int)
         for i in range(examples):
             out.count_in()
             response = sentence * max(1, text_tokens // 12)
-            out.write({"example_id": f"x{i}", "instruction": "この画像を詳しく説明してください。", "response": response, "bytes": images[i % len(images)],
-                       "source": "ja_captions", "pair_id": f"p{i}", "image_sha256": str(i), "image_phash": i, "vg_image_id": None, "candidates": 1})
+            out.write(
+                {
+                    "example_id": f"x{i}",
+                    "instruction": "この画像を詳しく説明してください。",
+                    "response": response,
+                    "bytes": images[i % len(images)],
+                    "source": "ja_captions",
+                    "pair_id": f"p{i}",
+                    "image_sha256": str(i),
+                    "image_phash": i,
+                    "vg_image_id": None,
+                    "candidates": 1,
+                }
+            )
     storage.write_manifest(out.manifest)
     return storage.strip_protocol(out.manifest.data_url)
 
@@ -122,8 +136,10 @@ def main() -> None:
     processor.image_processor = SiglipImageProcessor(size={"height": VISION["image"], "width": VISION["image"]})
     image_tokens = (VISION["image"] // VISION["patch"]) ** 2
     images = photos()
-    print(f"{len(images)} photos as {PHOTO_SIZE[0]}x{PHOTO_SIZE[1]} JPEGs, {sum(map(len, images)) / len(images) / 1e6:.2f} MB on average; "
-          f"{args.workers} workers; step modelled at {MFU:.0%} MFU of {H100_BF16_FLOPS / 1e12:.0f} TFLOP/s")
+    print(
+        f"{len(images)} photos as {PHOTO_SIZE[0]}x{PHOTO_SIZE[1]} JPEGs, {sum(map(len, images)) / len(images) / 1e6:.2f} MB on average; "
+        f"{args.workers} workers; step modelled at {MFU:.0%} MFU of {H100_BF16_FLOPS / 1e12:.0f} TFLOP/s"
+    )
     failures = []
     with tempfile.TemporaryDirectory(prefix="bench-input-") as folder:
         settings = StorageSettings(root=folder)
@@ -138,8 +154,10 @@ def main() -> None:
                 result = measure(storage, settings, mixture, encoder, processor.tokenizer.pad_token_id, shape, packing, args.workers, args.steps, args.warmup)
                 met = result["wait"] <= TARGET
                 failures += [] if met else [f"{stage} {'packed' if packing else 'padded'}"]
-                print(f"{stage} {'packed' if packing else 'padded'}: {result['tokens']:.0f} tokens per example, modelled step {result['step_s'] * 1e3:.0f} ms, "
-                      f"waiting for data {result['wait']:.1%} of the loop (target <= {TARGET:.0%}): {'met' if met else 'NOT met'}")
+                print(
+                    f"{stage} {'packed' if packing else 'padded'}: {result['tokens']:.0f} tokens per example, modelled step {result['step_s'] * 1e3:.0f} ms, "
+                    f"waiting for data {result['wait']:.1%} of the loop (target <= {TARGET:.0%}): {'met' if met else 'NOT met'}"
+                )
     print("all met" if not failures else f"NOT met: {', '.join(failures)}")
 
 

@@ -24,24 +24,34 @@ TARGET = 1.3
 
 def build_model(hidden: int, layers: int):
     import torch
-    from transformers import LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
+    from transformers import AutoTokenizer, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration, SiglipImageProcessor, SiglipVisionConfig
 
-    from asagi_dagster.models.tiny import tiny_llama, tiny_siglip
     from asagi_dagster.models.corpus import tokenizer_corpus
+    from asagi_dagster.models.tiny import tiny_llama, tiny_siglip
     from asagi_dagster.train.model import _processor, image_token_count
-    from transformers import AutoTokenizer, SiglipImageProcessor, SiglipVisionConfig
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_llama(tokenizer_corpus()))
     vision = SiglipVisionConfig.from_pretrained(tiny_siglip())
     vision.vision_use_head = False
     text = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=4 * hidden, num_hidden_layers=layers,
-        num_attention_heads=hidden // 64, num_key_value_heads=hidden // 64, max_position_embeddings=4096,
-        pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        vocab_size=len(tokenizer),
+        hidden_size=hidden,
+        intermediate_size=4 * hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=hidden // 64,
+        num_key_value_heads=hidden // 64,
+        max_position_embeddings=4096,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
     )
     config = LlavaConfig(
-        vision_config=vision, text_config=text, image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
-        vision_feature_select_strategy="full", vision_feature_layer=-2, projector_hidden_act="gelu",
+        vision_config=vision,
+        text_config=text,
+        image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
+        vision_feature_select_strategy="full",
+        vision_feature_layer=-2,
+        projector_hidden_act="gelu",
     )
     torch.manual_seed(0)
     model = LlavaForConditionalGeneration(config)
@@ -95,8 +105,10 @@ def main() -> None:
     lengths = [len(e.input_ids) for e in examples]
     real = sum(lengths)
     batches = {"padding": padded_batch(examples, encoder, processor.tokenizer.pad_token_id), "packing": packed_batch(examples, encoder)}
-    print(f"{args.examples} examples, lengths {min(lengths)}..{max(lengths)} (image {image_tokens} + text), {real} real tokens; "
-          f"padded rows hold {len(examples) * max(lengths)} positions")
+    print(
+        f"{args.examples} examples, lengths {min(lengths)}..{max(lengths)} (image {image_tokens} + text), {real} real tokens; "
+        f"padded rows hold {len(examples) * max(lengths)} positions"
+    )
     for batch in batches.values():  # warm-up
         step_seconds(model, batch)
     times: dict[str, list[float]] = {name: [] for name in batches}

@@ -63,8 +63,10 @@ def main() -> int:
             if name == "ours":
                 sentences = result
         ratios.append(times["bare"] / times["ours"])
-        print(f"round {round_ + 1}: ours {len(pages) / times['ours']:,.0f} pages/s ({sentences} sentences), "
-              f"bare {len(pages) / times['bare']:,.0f} pages/s, ratio {ratios[-1]:.2f}x")
+        print(
+            f"round {round_ + 1}: ours {len(pages) / times['ours']:,.0f} pages/s ({sentences} sentences), "
+            f"bare {len(pages) / times['bare']:,.0f} pages/s, ratio {ratios[-1]:.2f}x"
+        )
     ratio = statistics.median(ratios)
     print(f"ratio ours/bare, median of {args.rounds} rounds: {ratio:.2f}x  target: at least {TARGET}x  -> {'PASS' if ratio >= TARGET else 'FAIL'}")
     return 0 if ratio >= TARGET else 1

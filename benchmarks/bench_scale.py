@@ -108,7 +108,9 @@ def resync_tick(profile: Path, instance, hour: int) -> float:
 
     defs = build_definitions(str(profile))
     when = datetime(2026, 11, 1, hour, tzinfo=timezone.utc)
-    with dg.build_schedule_context(instance=instance, resources=defs.resources, scheduled_execution_time=when, repository_def=defs.get_repository_def()) as context:
+    with dg.build_schedule_context(
+        instance=instance, resources=defs.resources, scheduled_execution_time=when, repository_def=defs.get_repository_def()
+    ) as context:
         return timed(lambda: defs.resolve_schedule_def("warc_inbox_resync").evaluate_tick(context))
 
 

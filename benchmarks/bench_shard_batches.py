@@ -62,8 +62,12 @@ def measure(shards: int, per_run: int, warc: Path, timeout_s: float) -> dict:
         subprocess.run([sys.executable, "-c", _STATUS], env=env, cwd=PROJECT, capture_output=True, check=True)
         log = (base / "daemon.log").open("w")
         daemon = subprocess.Popen(
-            ["dagster-daemon", "run", "-w", "workspace.yaml"], cwd=PROJECT, env=env,
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            ["dagster-daemon", "run", "-w", "workspace.yaml"],
+            cwd=PROJECT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         try:
             deadline = time.monotonic() + timeout_s
@@ -88,8 +92,13 @@ def measure(shards: int, per_run: int, warc: Path, timeout_s: float) -> dict:
     [backfill] = status
     wall = backfill["ended"] - backfill["created"]
     return {
-        "per_run": per_run, "status": backfill["status"], "runs": backfill["runs"], "ok": backfill["ok"],
-        "wall_s": wall, "s_per_shard": wall / shards, "run_s_per_shard": backfill["run_s"] / shards,
+        "per_run": per_run,
+        "status": backfill["status"],
+        "runs": backfill["runs"],
+        "ok": backfill["ok"],
+        "wall_s": wall,
+        "s_per_shard": wall / shards,
+        "run_s_per_shard": backfill["run_s"] / shards,
     }
 
 
@@ -112,7 +121,9 @@ def range_run_seconds(inbox: Path, registered: int) -> float:
                 instance.add_dynamic_partitions("warc_shards", [f"other-{i:06d}.warc.gz" for i in range(first, min(registered, first + 10_000))])
             tags = {"dagster/asset_partition_range_start": shards[0], "dagster/asset_partition_range_end": shards[-1]}
             started = time.perf_counter()
-            result = defs.resolve_job_def("web_ingest").execute_in_process(instance=instance, tags=tags, run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}})
+            result = defs.resolve_job_def("web_ingest").execute_in_process(
+                instance=instance, tags=tags, run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+            )
             elapsed = time.perf_counter() - started
             assert result.success
     return elapsed
@@ -137,10 +148,7 @@ def main() -> None:
     print(f"{args.shards} shards, load average {os.getloadavg()[0]:.1f}")
     print(f"{'per run':>8} {'runs':>5} {'ok':>4} {'status':>18} {'wall s':>8} {'wall s/shard':>13} {'run s/shard':>12}")
     for r in results:
-        print(
-            f"{r['per_run']:>8} {r['runs']:>5} {r['ok']:>4} {r['status']:>18} {r['wall_s']:>8.1f} "
-            f"{r['s_per_shard']:>13.2f} {r['run_s_per_shard']:>12.2f}"
-        )
+        print(f"{r['per_run']:>8} {r['runs']:>5} {r['ok']:>4} {r['status']:>18} {r['wall_s']:>8.1f} {r['s_per_shard']:>13.2f} {r['run_s_per_shard']:>12.2f}")
     base = results[0]
     for r in results[1:]:
         print(

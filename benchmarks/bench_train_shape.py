@@ -32,7 +32,14 @@ SHAPES = {
     # SigLIP-so400m-patch14-384 and llm-jp-3-1.8b (field notes).
     "asagi-2b": {
         "vision": {"hidden_size": 1152, "intermediate_size": 4304, "num_hidden_layers": 27, "num_attention_heads": 16, "image_size": 384, "patch_size": 14},
-        "llm": {"hidden_size": 2048, "intermediate_size": 7168, "num_hidden_layers": 24, "num_attention_heads": 16, "num_key_value_heads": 16, "vocab_size": 99584},
+        "llm": {
+            "hidden_size": 2048,
+            "intermediate_size": 7168,
+            "num_hidden_layers": 24,
+            "num_attention_heads": 16,
+            "num_key_value_heads": 16,
+            "vocab_size": 99584,
+        },
     },
     "tiny": {
         "vision": {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4, "image_size": 32, "patch_size": 8},
@@ -46,8 +53,8 @@ def build_towers(folder: Path, shape: dict) -> tuple[Path, Path]:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM, SiglipImageProcessor, SiglipVisionConfig, SiglipVisionModel
 
-    from asagi_dagster.models.tiny import chat_tokenizer
     from asagi_dagster.models.corpus import tokenizer_corpus
+    from asagi_dagster.models.tiny import chat_tokenizer
 
     torch.manual_seed(0)
     vision_dir, llm_dir = folder / "vision", folder / "llm"
@@ -56,8 +63,13 @@ def build_towers(folder: Path, shape: dict) -> tuple[Path, Path]:
     SiglipImageProcessor(size={"height": side, "width": side}).save_pretrained(vision_dir)
     tokenizer = chat_tokenizer(tokenizer_corpus())
     config = LlamaConfig(
-        **shape["llm"], max_position_embeddings=4096, rope_theta=10000.0, tie_word_embeddings=False,
-        pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        **shape["llm"],
+        max_position_embeddings=4096,
+        rope_theta=10000.0,
+        tie_word_embeddings=False,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
     )
     LlamaForCausalLM(config).save_pretrained(llm_dir)
     tokenizer.save_pretrained(llm_dir)
@@ -92,14 +104,36 @@ def write_mixture(storage, examples: int, text_tokens: int) -> str:
             buffer = io.BytesIO()
             Image.fromarray(np.random.default_rng(i).integers(0, 255, (384, 384, 3), dtype=np.uint8)).save(buffer, "JPEG")
             out.count_in()
-            out.write({"example_id": f"x{i}", "source": "ja_captions", "pair_id": f"p{i}", "image_sha256": str(i), "image_phash": i,
-                       "vg_image_id": None, "instruction": "この画像を説明してください。", "response": answer, "candidates": 1, "bytes": buffer.getvalue()})
+            out.write(
+                {
+                    "example_id": f"x{i}",
+                    "source": "ja_captions",
+                    "pair_id": f"p{i}",
+                    "image_sha256": str(i),
+                    "image_phash": i,
+                    "vg_image_id": None,
+                    "instruction": "この画像を説明してください。",
+                    "response": answer,
+                    "candidates": 1,
+                    "bytes": buffer.getvalue(),
+                }
+            )
     storage.write_manifest(out.manifest)
     return out.manifest.data_url
 
 
-def run_shape(scale: str, gpus: int | None = None, micro_batch: int = 4, accumulation: int = 2, steps: int = 12, warmup_steps: int = 2,
-              text_tokens: int = 1024, checkpointing: bool = False, packing: bool = True, log=print) -> dict:
+def run_shape(
+    scale: str,
+    gpus: int | None = None,
+    micro_batch: int = 4,
+    accumulation: int = 2,
+    steps: int = 12,
+    warmup_steps: int = 2,
+    text_tokens: int = 1024,
+    checkpointing: bool = False,
+    packing: bool = True,
+    log=print,
+) -> dict:
     """One stage 2 run of the trainer at ``scale``; the median figures after the warm-up."""
     import torch
 
@@ -112,24 +146,49 @@ def run_shape(scale: str, gpus: int | None = None, micro_batch: int = 4, accumul
     vision_dir, llm_dir = build_towers(work, SHAPES[scale])
     start = write_stage1_model(work, vision_dir, llm_dir)
     global_batch = micro_batch * workers * accumulation
-    stage = {"mixture": {"ja_captions": 1.0}, "global_batch": global_batch, "micro_batch": micro_batch, "lr": 2e-5,
-             "steps": steps, "checkpoint_every": steps, "log_every": 1, "max_text_tokens": text_tokens,
-             "packing": packing, "gradient_checkpointing": checkpointing}
-    config = AsagiConfig.model_validate({
-        "profile": "bench", "storage": {"root": str(work / "data")}, "sources": {"web": {"inbox": str(work / "inbox")}},
-        "dagster": {"home": str(work / "dagster")},
-        "models": {"vision_encoder": {"id": str(vision_dir)}, "llm": {"id": str(llm_dir)}},
-        "training": {"processes_per_node": workers, "stage1": stage, "stage2": stage},
-    })
+    stage = {
+        "mixture": {"ja_captions": 1.0},
+        "global_batch": global_batch,
+        "micro_batch": micro_batch,
+        "lr": 2e-5,
+        "steps": steps,
+        "checkpoint_every": steps,
+        "log_every": 1,
+        "max_text_tokens": text_tokens,
+        "packing": packing,
+        "gradient_checkpointing": checkpointing,
+    }
+    config = AsagiConfig.model_validate(
+        {
+            "profile": "bench",
+            "storage": {"root": str(work / "data")},
+            "sources": {"web": {"inbox": str(work / "inbox")}},
+            "dagster": {"home": str(work / "dagster")},
+            "models": {"vision_encoder": {"id": str(vision_dir)}, "llm": {"id": str(llm_dir)}},
+            "training": {"processes_per_node": workers, "stage1": stage, "stage2": stage},
+        }
+    )
     storage = Storage(config.storage)
     mixture_url = write_mixture(storage, global_batch * steps, text_tokens)
     start_manifest = ModelManifest(asset="vlm_stage1", model_url=str(start), stage="stage1", steps=0, examples=0, mixture_url=mixture_url)
     job = stage_job(config, storage, "stage2", storage.read_manifest("stage2_mixture", None), start_manifest)
     job_path = work / "job.json"
     job_path.write_text(job.model_dump_json())
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={workers}", "-m", "asagi_dagster.train", "--job", str(job_path)]
-    log(f"{scale}: {workers} worker(s), micro batch {micro_batch} x accumulation {accumulation} = global {global_batch}, "
-        f"{steps} steps, sequences of image + {text_tokens} text tokens, {'packed' if packing else 'padded'}, checkpointing {checkpointing}")
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc-per-node={workers}",
+        "-m",
+        "asagi_dagster.train",
+        "--job",
+        str(job_path),
+    ]
+    log(
+        f"{scale}: {workers} worker(s), micro batch {micro_batch} x accumulation {accumulation} = global {global_batch}, "
+        f"{steps} steps, sequences of image + {text_tokens} text tokens, {'packed' if packing else 'padded'}, checkpointing {checkpointing}"
+    )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(PROJECT), os.environ.get("PYTHONPATH", "")])}
     run = subprocess.run(command, capture_output=True, text=True, env=env, cwd=PROJECT)
     lines = run.stdout.splitlines()
@@ -141,14 +200,20 @@ def run_shape(scale: str, gpus: int | None = None, micro_batch: int = 4, accumul
     metrics = [json.loads(line)["metrics"] for line in lines if line.startswith('{"metrics"')]
     timed = [m for m in metrics if m["step"] > warmup_steps] or metrics
     result = {
-        "scale": scale, "workers": workers, "packing": packing, "global_batch": global_batch, "text_tokens": text_tokens,
+        "scale": scale,
+        "workers": workers,
+        "packing": packing,
+        "global_batch": global_batch,
+        "text_tokens": text_tokens,
         "tokens_per_s": statistics.median(m["tokens_per_s"] for m in timed),
         "mfu": statistics.median(m["mfu"] for m in timed),
         "step_s": statistics.median(m["step_s"] for m in timed),
         "peak_memory_gib": max((m.get("peak_memory_gib", 0.0) for m in metrics), default=0.0),
     }
-    log(f"median over steps {timed[0]['step']}..{timed[-1]['step']}: {result['tokens_per_s']:,.0f} tokens/s, "
-        f"{result['tokens_per_s'] / workers:,.0f} per worker, MFU {result['mfu']:.1%}, peak memory {result['peak_memory_gib']:.1f} GiB")
+    log(
+        f"median over steps {timed[0]['step']}..{timed[-1]['step']}: {result['tokens_per_s']:,.0f} tokens/s, "
+        f"{result['tokens_per_s'] / workers:,.0f} per worker, MFU {result['mfu']:.1%}, peak memory {result['peak_memory_gib']:.1f} GiB"
+    )
     return result
 
 
@@ -165,8 +230,17 @@ def main() -> None:
     parser.add_argument("--padded", action="store_true", help="pad micro batches instead of packing them")
     args = parser.parse_args()
     try:
-        result = run_shape(args.scale, args.gpus, args.micro_batch, args.accumulation, args.steps, args.warmup_steps,
-                           args.text_tokens, args.checkpointing, packing=not args.padded)
+        result = run_shape(
+            args.scale,
+            args.gpus,
+            args.micro_batch,
+            args.accumulation,
+            args.steps,
+            args.warmup_steps,
+            args.text_tokens,
+            args.checkpointing,
+            packing=not args.padded,
+        )
     except RuntimeError as failed:
         sys.exit(str(failed))
     if args.scale == "asagi-2b":

@@ -51,8 +51,11 @@ def environment() -> dict:
 def shape(dry: bool, log) -> list[dict]:
     from benchmarks.bench_train_shape import run_shape
 
-    settings = {"scale": "tiny", "steps": 4, "warmup_steps": 1, "text_tokens": 128, "micro_batch": 2} if dry else \
-        {"scale": "asagi-2b", "steps": 8, "warmup_steps": 2, "text_tokens": 1024, "micro_batch": 4}
+    settings = (
+        {"scale": "tiny", "steps": 4, "warmup_steps": 1, "text_tokens": 128, "micro_batch": 2}
+        if dry
+        else {"scale": "asagi-2b", "steps": 8, "warmup_steps": 2, "text_tokens": 1024, "micro_batch": 4}
+    )
     return [run_shape(gpus=1, packing=packing, log=log, **settings) for packing in (True, False)]
 
 
@@ -64,14 +67,26 @@ def resume(dry: bool, log) -> dict:
     from tests.train.helpers import write_mixture
 
     work = Path(tempfile.mkdtemp(prefix="asagi-gpu-check-"))
-    stage = {"mixture": {"ja_captions": 1.0}, "global_batch": 4, "micro_batch": 2, "lr": 1e-3, "steps": 10,
-             "checkpoint_every": 4, "log_every": 1, "max_text_tokens": 96}
-    config = AsagiConfig.model_validate({
-        "profile": "gpu-check", "storage": {"root": str(work / "data")}, "sources": {"web": {"inbox": str(work / "inbox")}},
-        "dagster": {"home": str(work / "dagster")},
-        "models": {"vision_encoder": {"id": "builtin:tiny-siglip"}, "llm": {"id": "builtin:tiny-llama-ja"}},
-        "training": {"processes_per_node": 1, "export_dtype": "float32", "stage1": stage},
-    })
+    stage = {
+        "mixture": {"ja_captions": 1.0},
+        "global_batch": 4,
+        "micro_batch": 2,
+        "lr": 1e-3,
+        "steps": 10,
+        "checkpoint_every": 4,
+        "log_every": 1,
+        "max_text_tokens": 96,
+    }
+    config = AsagiConfig.model_validate(
+        {
+            "profile": "gpu-check",
+            "storage": {"root": str(work / "data")},
+            "sources": {"web": {"inbox": str(work / "inbox")}},
+            "dagster": {"home": str(work / "dagster")},
+            "models": {"vision_encoder": {"id": "builtin:tiny-siglip"}, "llm": {"id": "builtin:tiny-llama-ja"}},
+            "training": {"processes_per_node": 1, "export_dtype": "float32", "stage1": stage},
+        }
+    )
     storage = Storage(config.storage)
     write_mixture(storage, "stage1_mixture", 24)
     job = stage_job(config, storage, "stage1", storage.read_manifest("stage1_mixture", None), None)
@@ -89,11 +104,18 @@ def resume(dry: bool, log) -> dict:
     resumed = _losses(resumed_out)
     resumed_from = min(resumed) - 1 if resumed else None
     differences = [abs(resumed[step] - whole[step]) for step in resumed if step in whole]
-    result = {"steps": len(whole), "killed_at_step": 6, "resumed_from": resumed_from, "steps_compared": len(differences),
-              "max_loss_difference": max(differences, default=None)}
+    result = {
+        "steps": len(whole),
+        "killed_at_step": 6,
+        "resumed_from": resumed_from,
+        "steps_compared": len(differences),
+        "max_loss_difference": max(differences, default=None),
+    }
     result["exact"] = bool(differences) and max(differences) <= 1e-6 * max(1.0, max(whole.values()))
-    log(f"resume: whole {len(whole)} steps; killed at step 6, resumed from {resumed_from}; "
-        f"{len(differences)} steps compared, max loss difference {result['max_loss_difference']}")
+    log(
+        f"resume: whole {len(whole)} steps; killed at step 6, resumed from {resumed_from}; "
+        f"{len(differences)} steps compared, max loss difference {result['max_loss_difference']}"
+    )
     return result
 
 
@@ -125,8 +147,8 @@ def _losses(output: str) -> dict[int, float]:
 
 def generation(dry: bool, log) -> dict:
     from asagi_dagster.config import GeneratorSettings, SamplingSettings
-    from asagi_dagster.models.tiny import BUILTIN_TINY_LLAMA
     from asagi_dagster.engines import Request, open_generator
+    from asagi_dagster.models.tiny import BUILTIN_TINY_LLAMA
     from benchmarks.bench_generation import measure, requests
 
     model = {"model": BUILTIN_TINY_LLAMA, "licence": "Apache-2.0", "outputs_trainable": True}
@@ -138,10 +160,17 @@ def generation(dry: bool, log) -> dict:
     greedy = [Request(p.messages, SamplingSettings(temperature=0, max_tokens=16, repetition_penalty=1.0), seed=0) for p in prompts[:8]]
     batched = open_generator(GeneratorSettings(**model, batch_size=8)).generate(greedy)
     alone = open_generator(GeneratorSettings(**model, batch_size=1)).generate(greedy)
-    result = {"prompts": len(prompts), "one_at_a_time_tokens_per_s": rates[1], "batched_tokens_per_s": rates[64],
-              "ratio": rates[64] / rates[1], "greedy_batched_equals_alone": batched == alone}
-    log(f"generation: one at a time {rates[1]:,.0f} tokens/s, batches of 64 {rates[64]:,.0f} tokens/s "
-        f"({result['ratio']:.1f}x); greedy batched = alone: {result['greedy_batched_equals_alone']}")
+    result = {
+        "prompts": len(prompts),
+        "one_at_a_time_tokens_per_s": rates[1],
+        "batched_tokens_per_s": rates[64],
+        "ratio": rates[64] / rates[1],
+        "greedy_batched_equals_alone": batched == alone,
+    }
+    log(
+        f"generation: one at a time {rates[1]:,.0f} tokens/s, batches of 64 {rates[64]:,.0f} tokens/s "
+        f"({result['ratio']:.1f}x); greedy batched = alone: {result['greedy_batched_equals_alone']}"
+    )
     return result
 
 

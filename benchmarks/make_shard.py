@@ -79,13 +79,13 @@ def page(rng: random.Random, index: int) -> tuple[str, str, list[str]]:
     url = f"https://{host}/{rng.choice(('posts', 'news', 'item', 'zukan'))}/{index:07d}.html"
     images = [f"https://{host}/images/{index:07d}/{k}.jpg" for k in range(rng.randint(3, 8))]
     title = html.escape(f"{rng.choice(titles)}（{index}）")
-    body = [f"<header><nav><a href=\"/\">ホーム</a> | <a href=\"/about\">について</a></nav></header><article><h1>{title}</h1>"]
+    body = [f'<header><nav><a href="/">ホーム</a> | <a href="/about">について</a></nav></header><article><h1>{title}</h1>']
     for k, src in enumerate(images):
         body += [_paragraph(rng, sentences, rng.randint(2, 4), index) for _ in range(rng.randint(1, 2))]
         relative = src.split(host, 1)[1] if k % 2 else src  # mix of absolute and relative src
         body.append(_image(rng, relative, rng.choice(alts)))
     body.append(_paragraph(rng, sentences, 3, index) + f"</article><footer>© {host}</footer>")
-    doc = f"<!DOCTYPE html>\n<html lang=\"ja\">\n<head>{{meta}}<title>{title}</title></head>\n<body>\n{''.join(body)}\n</body>\n</html>\n"
+    doc = f'<!DOCTYPE html>\n<html lang="ja">\n<head>{{meta}}<title>{title}</title></head>\n<body>\n{"".join(body)}\n</body>\n</html>\n'
     return url, doc, images
 
 

@@ -12,7 +12,6 @@ import dagster as dg
 from asagi_dagster.config import GpuJobSettings
 from asagi_dagster.pods import pod_spec
 
-
 # Runs of the jobs that start GPU pods carry this tag (value: the kind of GPU work); the
 # cluster's QueuedRunCoordinator limits how many such runs hold GPUs at once
 # (tagConcurrencyLimits in k8s/helm/values.yaml).

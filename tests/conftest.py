@@ -19,8 +19,8 @@ import yaml
 from moto.server import ThreadedMotoServer
 
 from asagi_dagster.config import load_config
-from asagi_sample.server import start_image_server
 from asagi_dagster.storage import Storage
+from asagi_sample.server import start_image_server
 
 BUCKET = "asagi-test"
 PROJECT = Path(__file__).resolve().parent.parent
@@ -117,6 +117,18 @@ def s3_endpoint(monkeypatch):
 
 
 @pytest.fixture
+def cli_env(tmp_path):
+    """A test profile for the CLI, with its own Dagster instance and image-server port."""
+    benchmarks = {
+        "japanese-heron-bench": {"images": str(tmp_path / "benchmarks" / "heron")},
+        "ja-vg-vqa-500": {"vg_image_ids": str(tmp_path / "benchmarks" / "vg_ids.txt")},
+    }
+    profile = write_profile(tmp_path, sample={"image_server_port": free_port()}, filters={"decontamination": {"benchmarks": benchmarks}})
+    (tmp_path / "dagster_home").mkdir()
+    return {**os.environ, "ASAGI_CONFIG": str(profile), "DAGSTER_HOME": str(tmp_path / "dagster_home")}
+
+
+@pytest.fixture
 def local_env(tmp_path):
     """The shipped embedded default (configs/local.yaml), its .asagi folder moved under tmp_path."""
     return shipped_profile_env(tmp_path)
@@ -163,8 +175,9 @@ def finished_demo(tmp_path_factory) -> FinishedDemo:
     does it: with the sample's image server already running."""
     env = shipped_profile_env(tmp_path_factory.mktemp("demo"))
     subprocess.run([*ASAGI, "sample"], env=env, cwd=PROJECT, check=True, capture_output=True, timeout=300)
-    server = subprocess.Popen([*ASAGI, "serve-sample"], env=env, cwd=PROJECT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                              preexec_fn=default_signals)
+    server = subprocess.Popen(
+        [*ASAGI, "serve-sample"], env=env, cwd=PROJECT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, preexec_fn=default_signals
+    )
     try:
         assert server.stdout.readline().startswith("serving ")
         output, silence, _ = asagi_timed(env, "demo")
@@ -244,9 +257,24 @@ def vllm_server(vllm_python, tmp_path_factory):
     port = free_port()
     log = tmp_path_factory.mktemp("vllm-serve") / "server.log"
     command = [
-        vllm_python, "-m", "vllm.entrypoints.openai.api_server", "--model", path, "--host", "127.0.0.1", "--port", str(port),
-        "--served-model-name", "tiny-llama-ja", "--dtype", "float32", "--enforce-eager",
-        "--gpu-memory-utilization", "0.2", "--max-model-len", "2048",
+        vllm_python,
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        "--model",
+        path,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--served-model-name",
+        "tiny-llama-ja",
+        "--dtype",
+        "float32",
+        "--enforce-eager",
+        "--gpu-memory-utilization",
+        "0.2",
+        "--max-model-len",
+        "2048",
     ]
     with open(log, "w") as sink:
         # 1 GB of CPU KV cache (vLLM's default is 4): idle, the server then holds 3.2 GB, not 6.5.

@@ -99,7 +99,9 @@ class FakeCoreV1Api:
         self.calls.add(("list", "pods"))
         name = field_selector.removeprefix("metadata.name=")
         pod = self.pods.get(name)
-        items = [] if pod is None or pod.deleted or pod.namespace != namespace else [k8s.V1Pod(metadata=pod.body.metadata, spec=pod.body.spec, status=pod.status())]
+        items = (
+            [] if pod is None or pod.deleted or pod.namespace != namespace else [k8s.V1Pod(metadata=pod.body.metadata, spec=pod.body.spec, status=pod.status())]
+        )
         return k8s.V1PodList(items=items)
 
     def read_namespaced_pod_log(self, name: str, namespace: str, follow: bool = False, tail_lines: int | None = None, **_):
@@ -142,7 +144,8 @@ def serve_pods(monkeypatch, secrets: dict[tuple[str, str], str]) -> FakeCoreV1Ap
     api = FakeCoreV1Api(secrets)
     monkeypatch.setattr(kubernetes.config, "load_incluster_config", lambda: None)
     monkeypatch.setattr(
-        DagsterKubernetesClient, "production_client",
+        DagsterKubernetesClient,
+        "production_client",
         staticmethod(lambda *a, **k: DagsterKubernetesClient(batch_api=None, core_api=api, logger=lambda m: None, sleeper=time.sleep, timer=time.time)),
     )
     return api

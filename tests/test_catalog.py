@@ -216,8 +216,17 @@ def test_the_writer_that_finds_a_long_log_folds_it(storage):
 
 
 def numbers(partition: str, rows: int) -> Manifest:
-    return Manifest(asset="numbers", partition=partition, schema_version=1, data_url="d", rejections_url="r",
-                    rows_in=rows, rows_out=rows, rows_rejected=0, rejected_by_reason={})
+    return Manifest(
+        asset="numbers",
+        partition=partition,
+        schema_version=1,
+        data_url="d",
+        rejections_url="r",
+        rows_in=rows,
+        rows_out=rows,
+        rows_rejected=0,
+        rejected_by_reason={},
+    )
 
 
 # --- a kill between the manifest and its catalog entry -----------------------------------
@@ -267,7 +276,9 @@ def test_asagi_catalog_check_fails_on_a_difference_and_rebuild_mends_it(tmp_path
     env = {**subprocess_env(), "ASAGI_CONFIG": str(profile)}
     storage = built(Storage(StorageSettings(root=str(tmp_path / "data"))))
     commit(storage, "numbers", "p1", kept=2)
-    storage.write_json(storage.manifest_path("numbers", "p2"), json.loads(json.dumps(storage.read_manifest("numbers", "p1").model_dump())) | {"partition": "p2"})
+    storage.write_json(
+        storage.manifest_path("numbers", "p2"), json.loads(json.dumps(storage.read_manifest("numbers", "p1").model_dump())) | {"partition": "p2"}
+    )
 
     def asagi(*args):
         return subprocess.run([sys.executable, "-m", "asagi_cli", "catalog", *args], env=env, cwd=PROJECT, capture_output=True, text=True, timeout=120)
@@ -293,6 +304,7 @@ def test_a_root_from_before_the_catalog_is_cataloged_on_its_first_read(tmp_path)
 
 
 # --- readers ----------------------------------------------------------------------------------
+
 
 def _commit_a_crawl(storage: Storage) -> None:
     commit(storage, "web_documents", "s1", 3, {"http_status": 2}, {"fingerprint": "old"})
@@ -323,8 +335,13 @@ def test_report_summary_and_shards_equal_what_the_manifests_say(any_storage):
         assert line == {"asset": line["asset"], "partitions": len(mine), **{k: sum(m[k] for m in mine) for k in ("rows_in", "rows_out", "rows_rejected")}}
     assert [a["asset"] for a in summary["assets"]] == ["pair_images", "screened_pairs", "web_documents"]
     reasons = {(r["asset"], r["reason"]): r["rows"] for r in summary["rejected_by_reason"]}
-    assert reasons == {("pair_images", "robots_disallowed"): 1, ("screened_pairs", "monochrome"): 1, ("screened_pairs", "text_length"): 1,
-                       ("web_documents", "http_status"): 1, ("web_documents", "non_html"): 3}
+    assert reasons == {
+        ("pair_images", "robots_disallowed"): 1,
+        ("screened_pairs", "monochrome"): 1,
+        ("screened_pairs", "text_length"): 1,
+        ("web_documents", "http_status"): 1,
+        ("web_documents", "non_html"): 3,
+    }
     assert [(r["rule"], r["passed"], r["checked"]) for r in summary["rule_pass_rates"]] == [("text_length", 2, 3), ("monochrome", 1, 2)]
     assert [(m["asset"], m["steps"]) for m in summary["models"]] == [("vlm_stage1", 1000)]
     text = format_summary(summary)
@@ -338,7 +355,9 @@ def test_asagi_report_prints_the_summary_and_the_shards_on_request(tmp_path):
     _commit_a_crawl(storage)
 
     def report(*args):
-        return subprocess.run([sys.executable, "-m", "asagi_cli", "report", *args], env=env, cwd=PROJECT, capture_output=True, text=True, check=True, timeout=120).stdout
+        return subprocess.run(
+            [sys.executable, "-m", "asagi_cli", "report", *args], env=env, cwd=PROJECT, capture_output=True, text=True, check=True, timeout=120
+        ).stdout
 
     assert json.loads(report("--json")) == summary_report(storage, None)
     assert json.loads(report("--shards", "--json")) == shard_report(storage, None)
@@ -420,7 +439,9 @@ def test_global_steps_make_at_most_two_requests_per_shard_on_s3(counted_s3, tmp_
     counts = {name: counted_s3.count(step)[0] for name, step in steps.items()}
     assert all(n <= 2 * SHARDS for n in counts.values()), counts
     # The counter sees a reader that goes back to files per shard, as the re-sync did.
-    per_shard, _ = counted_s3.count(lambda: [storage.exists(storage.manifest_path("pair_images", k)) and storage.read_manifest("web_documents", k) for k in keys])
+    per_shard, _ = counted_s3.count(
+        lambda: [storage.exists(storage.manifest_path("pair_images", k)) and storage.read_manifest("web_documents", k) for k in keys]
+    )
     assert per_shard > 2 * SHARDS
     # Requests do not grow with the shards: twice the shards, the catalog in the same shape,
     # about the same requests (DuckDB's probes of a file vary by a few), not 50 x more.

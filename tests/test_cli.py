@@ -14,7 +14,6 @@ import time
 from collections import Counter
 from pathlib import Path
 
-import pytest
 import yaml
 
 from assets.web import INGEST_ASSETS
@@ -22,17 +21,6 @@ from tests.conftest import ASAGI, asagi_timed, default_signals, free_port, write
 from tests.dagster_ui import graphql, wait_until_served
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture
-def cli_env(tmp_path):
-    benchmarks = {
-        "japanese-heron-bench": {"images": str(tmp_path / "benchmarks" / "heron")},
-        "ja-vg-vqa-500": {"vg_image_ids": str(tmp_path / "benchmarks" / "vg_ids.txt")},
-    }
-    profile = write_profile(tmp_path, sample={"image_server_port": free_port()}, filters={"decontamination": {"benchmarks": benchmarks}})
-    (tmp_path / "dagster_home").mkdir()
-    return {**os.environ, "ASAGI_CONFIG": str(profile), "DAGSTER_HOME": str(tmp_path / "dagster_home")}
 
 
 def asagi(env, *args, check=True, timeout=300) -> subprocess.CompletedProcess:
@@ -43,12 +31,20 @@ def test_demo_on_the_shipped_profile_then_sync_and_report(finished_demo):
     # As the README's "Using it" does: the sample's image server is already running (the fixture).
     local_env, demo, silence = finished_demo.env, finished_demo.output, finished_demo.longest_silence_s
     assert "are already served at http://127.0.0.1:" in demo  # its server, not a port clash
-    for line in ("web_ingest sample-00002.warc: success", "filtered_splits sample-00002.warc: success",
-                 "dataset_ingest sample-vqa-en: success", "synthesized_corpora sample-00002.warc: success",
-                 "translated_datasets sample-captions-en: success", "translated_datasets sample-vqa-en: success",
-                 "vlm_training: success", "load_benchmarks japanese-heron-bench: success",
-                 "evaluate_model japanese-heron-bench|vlm_stage2: success", "evaluate_model ja-vg-vqa-500|vlm_stage2: success",
-                 "evaluate_model ja-vlm-bench-in-the-wild|vlm_stage2: success", "update_leaderboard: success"):
+    for line in (
+        "web_ingest sample-00002.warc: success",
+        "filtered_splits sample-00002.warc: success",
+        "dataset_ingest sample-vqa-en: success",
+        "synthesized_corpora sample-00002.warc: success",
+        "translated_datasets sample-captions-en: success",
+        "translated_datasets sample-vqa-en: success",
+        "vlm_training: success",
+        "load_benchmarks japanese-heron-bench: success",
+        "evaluate_model japanese-heron-bench|vlm_stage2: success",
+        "evaluate_model ja-vg-vqa-500|vlm_stage2: success",
+        "evaluate_model ja-vlm-bench-in-the-wild|vlm_stage2: success",
+        "update_leaderboard: success",
+    ):
         assert line in demo, demo[-3000:]
     # It talks while it works: progress lines from inside the runs (training steps with
     # their loss, benchmark items answered), and never 15 s without a line.
@@ -62,7 +58,7 @@ def test_demo_on_the_shipped_profile_then_sync_and_report(finished_demo):
     # It ends with the time of each phase and where everything is.
     [times] = [line for line in demo.splitlines() if line.startswith("phase times: ")]
     assert all(f"{phase} " in times for phase in ("ingest", "datasets", "filter", "synthesize", "train", "evaluate"))
-    where = demo[demo.index("where everything is:"):]
+    where = demo[demo.index("where everything is:") :]
     for expected in ("storage root", "DuckDB file", "vlm_stage1", "vlm_stage2", "leaderboard", "dagster dev"):
         assert expected in where, where
     query = next(line for line in where.splitlines() if "try: python -c" in line).split("try: ", 1)[1]
@@ -86,7 +82,12 @@ def test_demo_on_the_shipped_profile_then_sync_and_report(finished_demo):
     screened = by_key[("screened_pairs", "sample-00000.warc.gz")]
     assert screened["rejected_by_reason"] == {"ascii_only": 1, "aspect_ratio": 1, "image_size": 1, "monochrome": 1}
     assert {r["rule"]: r["passed"] for r in screened["rule_stats"]} == {
-        "text_length": 9, "ascii_only": 8, "harmful_keywords": 8, "image_size": 7, "aspect_ratio": 6, "monochrome": 5
+        "text_length": 9,
+        "ascii_only": 8,
+        "harmful_keywords": 8,
+        "image_size": 7,
+        "aspect_ratio": 6,
+        "monochrome": 5,
     }
     assert asagi(local_env, "sync").stdout.strip() == "no new shards"
     # A benchmark photo, an exact duplicate across shards, a chart; the sample dataset
@@ -104,7 +105,18 @@ def test_demo_on_the_shipped_profile_then_sync_and_report(finished_demo):
     assert sum(r["rows_in"] for r in english) == sum(by_key[("filtered_pairs", r["partition"])]["rows_out"] for r in english) > 0
     translated = [by_key[("translated_pairs", name)] for name in ("sample-captions-en", "sample-vqa-en")]
     assert [r["rows_in"] for r in translated] == [3, 3]
-    reasons = {"not_english", "not_japanese", "too_short", "too_long", "prompt_echo", "bad_format", "length_mismatch", "mentions_image_text", "empty", "duplicate_output"}
+    reasons = {
+        "not_english",
+        "not_japanese",
+        "too_short",
+        "too_long",
+        "prompt_echo",
+        "bad_format",
+        "length_mismatch",
+        "mentions_image_text",
+        "empty",
+        "duplicate_output",
+    }
     for row in english + translated:
         assert set(row["rejected_by_reason"]) <= reasons, row
     text = asagi(local_env, "report", "--shards").stdout
@@ -193,8 +205,13 @@ def test_cli_backfill_of_all_shards_through_the_daemon(cli_env, tmp_path):
     try:
         assert f"{SHARDS} shards in runs of up to 8" in asagi(cli_env, "backfill").stdout
         daemon = subprocess.Popen(
-            ["dagster-daemon", "run", "-w", "workspace.yaml"], env=cli_env, cwd=REPO,
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, preexec_fn=default_signals,
+            ["dagster-daemon", "run", "-w", "workspace.yaml"],
+            env=cli_env,
+            cwd=REPO,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+            preexec_fn=default_signals,
         )
         statuses = _wait_for_filtered(cli_env, tmp_path / "data", SHARDS, deadline_s=900)
     finally:
@@ -240,8 +257,13 @@ def test_files_dropped_in_the_inbox_are_ingested_by_the_sensors_backfill(cli_env
     subprocess.run([sys.executable, "-c", "import dagster as dg; dg.DagsterInstance.get()"], env=cli_env, check=True, capture_output=True)
     server = subprocess.Popen([*ASAGI, "serve-sample"], env=cli_env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=default_signals)
     daemon = subprocess.Popen(
-        ["dagster-daemon", "run", "-w", "workspace.yaml"], env=cli_env, cwd=REPO,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, preexec_fn=default_signals,
+        ["dagster-daemon", "run", "-w", "workspace.yaml"],
+        env=cli_env,
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        preexec_fn=default_signals,
     )
     try:
         backfills = _wait_for_backfills(cli_env, deadline_s=600)
@@ -320,8 +342,15 @@ def test_dagster_validate_and_dev_find_the_project_with_no_flags(cli_env):
     validate = subprocess.run(["dagster", "definitions", "validate"], env=cli_env, cwd=REPO, capture_output=True, text=True, timeout=120)
     assert validate.returncode == 0, validate.stderr[-2000:]
     port = free_port()
-    dev = subprocess.Popen(["dagster", "dev", "--port", str(port)], env=cli_env, cwd=REPO,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, preexec_fn=default_signals)
+    dev = subprocess.Popen(
+        ["dagster", "dev", "--port", str(port)],
+        env=cli_env,
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        preexec_fn=default_signals,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until_served(url, dev)
@@ -347,8 +376,9 @@ def test_a_wrong_or_missing_shard_is_one_line_before_any_work(cli_env):
         assert wrong.returncode == 1 and len(lines) == 1, (command, wrong.stderr[-2000:])
         assert lines[0].startswith("Error: not a registered shard: does-not-exist.warc.gz; 3 shards are registered (e.g. sample-00000.warc.gz")
         assert "`asagi sync`" in lines[0]
-    runs = subprocess.run([sys.executable, "-c", "import dagster as dg; print(len(dg.DagsterInstance.get().get_runs()))"],
-                          env=cli_env, capture_output=True, text=True, check=True)
+    runs = subprocess.run(
+        [sys.executable, "-c", "import dagster as dg; print(len(dg.DagsterInstance.get().get_runs()))"], env=cli_env, capture_output=True, text=True, check=True
+    )
     assert runs.stdout.strip() == "0"  # no index was rebuilt, nothing ran
 
 
@@ -359,8 +389,9 @@ def test_a_rerun_skips_what_is_unchanged_and_runs_what_changed(cli_env):
     inbox, root = Path(profile["sources"]["web"]["inbox"]), Path(profile["storage"]["root"])
     asagi(cli_env, "sample")
     asagi(cli_env, "sync")
-    server = subprocess.Popen([*ASAGI, "serve-sample"], env=cli_env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                              preexec_fn=default_signals)
+    server = subprocess.Popen(
+        [*ASAGI, "serve-sample"], env=cli_env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, preexec_fn=default_signals
+    )
     try:
         assert server.stdout.readline().startswith("serving ")
         first = asagi(cli_env, "ingest").stdout
@@ -382,10 +413,16 @@ def test_a_rerun_skips_what_is_unchanged_and_runs_what_changed(cli_env):
 def test_s3_without_credentials_or_endpoint_is_one_line_before_any_work(tmp_path):
     profile = tmp_path / "s3.yaml"
     port = free_port()  # nothing listens there
-    profile.write_text(yaml.safe_dump({
-        "profile": "s3", "storage": {"root": "s3://asagi/root", "s3": {"endpoint_url": f"http://127.0.0.1:{port}"}},
-        "sources": {"web": {"inbox": str(tmp_path / "inbox")}}, "dagster": {"home": str(tmp_path / "home")},
-    }))
+    profile.write_text(
+        yaml.safe_dump(
+            {
+                "profile": "s3",
+                "storage": {"root": "s3://asagi/root", "s3": {"endpoint_url": f"http://127.0.0.1:{port}"}},
+                "sources": {"web": {"inbox": str(tmp_path / "inbox")}},
+                "dagster": {"home": str(tmp_path / "home")},
+            }
+        )
+    )
     (tmp_path / "inbox").mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     env.update(AWS_EC2_METADATA_DISABLED="true", AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "none"), AWS_CONFIG_FILE=str(tmp_path / "none"))
@@ -397,7 +434,7 @@ def test_s3_without_credentials_or_endpoint_is_one_line_before_any_work(tmp_path
     env.update(AWS_ACCESS_KEY_ID="key", AWS_SECRET_ACCESS_KEY="secret")
     result = subprocess.run([*ASAGI, "--config", str(profile), "sync"], env=env, capture_output=True, text=True, timeout=300)
     [line] = result.stderr.strip().splitlines()
-    assert result.returncode == 1 and line.startswith(f"Error: cannot reach S3: Could not connect to the endpoint URL: \"http://127.0.0.1:{port}/"), line
+    assert result.returncode == 1 and line.startswith(f'Error: cannot reach S3: Could not connect to the endpoint URL: "http://127.0.0.1:{port}/'), line
     assert not (tmp_path / "home").exists()  # failed before the instance was made
 
 

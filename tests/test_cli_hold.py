@@ -21,7 +21,6 @@ from asagi_dagster.definitions import build_definitions
 from asagi_sample.site import write_sample
 from assets.cli_hold import HOLD_FRESH_S, HOLD_KEY, cli_holding, set_hold
 from tests.conftest import ASAGI, PROJECT, default_signals, write_profile
-from tests.test_cli import cli_env  # noqa: F401 - the fixture
 
 MISSING_INDEXES = {"benchmark_image_index", "document_image_reference"}  # built when missing (filters_automation)
 
@@ -109,9 +108,18 @@ def test_beside_a_running_daemon_the_clis_runs_are_not_done_again_by_the_automat
 
     subprocess.run([*ASAGI, "sample"], env=cli_env, cwd=PROJECT, check=True, capture_output=True)
     subprocess.run([*ASAGI, "sync"], env=cli_env, cwd=PROJECT, check=True, capture_output=True)  # before the daemon: its first tick comes at once
-    server = subprocess.Popen([*ASAGI, "serve-sample"], env=cli_env, cwd=PROJECT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=default_signals)
-    daemon = subprocess.Popen(["dagster-daemon", "run", "-w", "workspace.yaml"], env=cli_env, cwd=PROJECT,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, preexec_fn=default_signals)
+    server = subprocess.Popen(
+        [*ASAGI, "serve-sample"], env=cli_env, cwd=PROJECT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=default_signals
+    )
+    daemon = subprocess.Popen(
+        ["dagster-daemon", "run", "-w", "workspace.yaml"],
+        env=cli_env,
+        cwd=PROJECT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        preexec_fn=default_signals,
+    )
     try:
         for command in ("ingest", "filter"):
             subprocess.run([*ASAGI, command], env=cli_env, cwd=PROJECT, check=True, capture_output=True, timeout=600)

@@ -209,6 +209,4 @@ def test_no_secret_keys_in_shipped_profiles():
     for path in (REPO / "configs").glob("*.yaml"):
         for key in _keys(yaml.safe_load(path.read_text())):
             # A key that *is* a secret (hf_token, api_key); naming one (api_key_env) or counting tokens is fine.
-            assert not re.search(r"(^|_)(secret|password|token|api_key|access_key)$", key), (
-                f"{path.name} has key {key}: secrets come from the environment"
-            )
+            assert not re.search(r"(^|_)(secret|password|token|api_key|access_key)$", key), f"{path.name} has key {key}: secrets come from the environment"

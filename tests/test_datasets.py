@@ -36,8 +36,16 @@ def test_parquet_with_inline_bytes_structs_and_vqa_columns(tmp_path):
         }
     )
     pq.write_table(table, tmp_path / "gqa.parquet")
-    rows = read("gqa", format="parquet", path=str(tmp_path / "gqa.parquet"), question_column="question", answer_column="answer",
-                id_column="qid", vg_image_id_column="vg", language="en")
+    rows = read(
+        "gqa",
+        format="parquet",
+        path=str(tmp_path / "gqa.parquet"),
+        question_column="question",
+        answer_column="answer",
+        id_column="qid",
+        vg_image_id_column="vg",
+        language="en",
+    )
     assert rows["gqa/q1"]["question"] == "What animal is this?" and rows["gqa/q1"]["vg_image_id"] == 2317
     assert rows["gqa/q1"]["image_name"] == "a.jpg" and rows["gqa/q1"]["bytes"] == images.photo("chelsea")
     assert rows["gqa/q2"]["language"] == "en" and rows["gqa/q2"]["text"] is None
@@ -59,13 +67,26 @@ def test_jsonl_with_an_image_folder_rejects_each_bad_row(tmp_path):
         json.dumps({"id": 8, "file": "cat.jpg", "caption": "猫", "vg": "abc"}, ensure_ascii=False),
     ]
     (tmp_path / "stair.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    rows = read("stair", format="jsonl", path=str(tmp_path / "stair.jsonl"), image_dir=str(tmp_path / "images"), image_column="file",
-                text_column="caption", id_column="id", image_id_column="image_id", vg_image_id_column="vg")
+    rows = read(
+        "stair",
+        format="jsonl",
+        path=str(tmp_path / "stair.jsonl"),
+        image_dir=str(tmp_path / "images"),
+        image_column="file",
+        text_column="caption",
+        id_column="id",
+        image_id_column="image_id",
+        vg_image_id_column="vg",
+    )
     assert rows["stair/1"]["origin_id"] == rows["stair/2"]["origin_id"] == "7"  # two captions, one photo
     reasons = {pair_id: row.reason for pair_id, row in rows.items() if isinstance(row, Rejected)}
     assert reasons == {
-        "stair/3": "missing_image", "stair/4": "missing_image", "stair/5": "empty_text",
-        "stair/row5": "unreadable_row", "stair/row6": "unreadable_row", "stair/8": "invalid_vg_image_id",
+        "stair/3": "missing_image",
+        "stair/4": "missing_image",
+        "stair/5": "empty_text",
+        "stair/row5": "unreadable_row",
+        "stair/row6": "unreadable_row",
+        "stair/8": "invalid_vg_image_id",
     }
     assert "outside" in rows["stair/4"].detail
 
@@ -100,9 +121,20 @@ def test_dataset_assets_screen_filter_and_audit(tmp_path):
     (folder / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     profile = write_profile(
         tmp_path,
-        sources={"datasets": {"vg-en": {"format": "imagefolder", "path": str(folder), "image_column": "file_name", "text_column": "text",
-                                         "vg_image_id_column": "vg", "language": "en", "licence": "CC BY 4.0",
-                                         "rules": {"ascii_only": {"enabled": False}}}}},
+        sources={
+            "datasets": {
+                "vg-en": {
+                    "format": "imagefolder",
+                    "path": str(folder),
+                    "image_column": "file_name",
+                    "text_column": "text",
+                    "vg_image_id_column": "vg",
+                    "language": "en",
+                    "licence": "CC BY 4.0",
+                    "rules": {"ascii_only": {"enabled": False}},
+                }
+            }
+        },
         filters={"decontamination": {"benchmarks": {"ja-vg-vqa-500": {"vg_image_ids": str(tmp_path / "bench" / "vg.txt")}}}},
     )
     config = load_config(profile)

@@ -14,9 +14,13 @@ from asagi_sample.site import write_sample
 from tests.conftest import backfill_shards, resync_tick
 
 SHARD_INGEST = {"web_documents", "web_images", "image_text_pairs", "interleaved_documents", "pair_images", "screened_pairs"}
-ASSETS = SHARD_INGEST | {"image_hash_index", "benchmark_image_index", "document_image_reference", "filtered_pairs", "reference_texts"} | {
-    "dataset_pairs", "screened_dataset_pairs", "filtered_dataset_pairs"
-} | {"english_captions", "ja_captions", "synthetic_vqa", "synthetic_mcvqa"} | {"stage1_mixture", "stage2_mixture"}
+ASSETS = (
+    SHARD_INGEST
+    | {"image_hash_index", "benchmark_image_index", "document_image_reference", "filtered_pairs", "reference_texts"}
+    | {"dataset_pairs", "screened_dataset_pairs", "filtered_dataset_pairs"}
+    | {"english_captions", "ja_captions", "synthetic_vqa", "synthetic_mcvqa"}
+    | {"stage1_mixture", "stage2_mixture"}
+)
 MODELS = {"vlm_stage1", "vlm_stage2"}  # a model folder, not rows: no row accounting
 
 
@@ -102,6 +106,7 @@ def test_schedule_resyncs_changed_and_never_ingested_shards(defs, sample_inbox):
     job = defs.resolve_job_def("web_ingest")
     ticks = iter(datetime(2026, 11, 1, hour, tzinfo=timezone.utc) for hour in range(24))
     with dg.instance_for_test() as instance:
+
         def tick(finish: bool = True) -> list[str]:
             return resync_tick(defs, instance, next(ticks), finish)
 

@@ -14,8 +14,8 @@ import zlib
 from pathlib import Path
 
 import pyarrow as pa
-import pytest
 import pyarrow.parquet as pq
+import pytest
 from PIL import Image
 
 from asagi_dagster.config import ImageSafetySettings, StorageSettings
@@ -123,10 +123,17 @@ def test_the_profile_limits_apply_when_given(tmp_path):
 
 def test_sample_rows_lead_with_what_people_read_and_end_with_ids(tmp_path):
     storage = Storage(StorageSettings(root=str(tmp_path)))
-    table = pa.table({
-        "pair_id": ["p1"], "page_url": ["http://例え.jp/"], "image_url": ["http://例え.jp/a.png"],
-        "caption": ["窓辺の猫"], "alt": ["猫の写真"], "record_id": ["r1"], "bytes": [grey_png(40, 30)],
-    })
+    table = pa.table(
+        {
+            "pair_id": ["p1"],
+            "page_url": ["http://例え.jp/"],
+            "image_url": ["http://例え.jp/a.png"],
+            "caption": ["窓辺の猫"],
+            "alt": ["猫の写真"],
+            "record_id": ["r1"],
+            "bytes": [grey_png(40, 30)],
+        }
+    )
     pq.write_table(table, tmp_path / "pairs.parquet")
     [row] = sample_rows(storage, str(tmp_path / "pairs.parquet"))
     assert list(row) == ["thumbnail", "alt", "caption", "page_url", "image_url", "pair_id", "record_id"]

@@ -11,8 +11,8 @@ import dagster as dg
 from asagi_dagster.config import load_config
 from asagi_dagster.definitions import build_definitions
 from asagi_dagster.report import shard_report
-from asagi_sample.site import build_shards, write_sample
 from asagi_dagster.storage import Storage
+from asagi_sample.site import build_shards, write_sample
 from tests.conftest import BUCKET, write_profile
 
 

@@ -13,9 +13,9 @@ from asagi_dagster.models.corpus import TEXTS_FILE, page_texts, tokenizer_corpus
 
 
 def current_texts() -> dict[str, list[str]]:
-    from asagi_sample.site import page_texts as sample_pages
     from asagi_dagster.synth.prompts import PROMPTS
     from asagi_dagster.train import template
+    from asagi_sample.site import page_texts as sample_pages
 
     pages = sample_pages()
     texts = list(pages)

@@ -26,7 +26,15 @@ from tests.test_cli import REPO, asagi
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 # Flags for a headless run as root on a machine with no display and a closed network.
-CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--disable-quic"]
+CHROMIUM_FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-quic",
+]
 
 
 @pytest.fixture
@@ -35,8 +43,7 @@ def webserver(local_env, tmp_path):
     it launches start at once (DefaultRunCoordinator: no daemon in this test)."""
     home = Path(local_env["DAGSTER_HOME"])
     (home / "dagster.yaml").write_text(  # nux: no "join the community" dialog over the page
-        "telemetry:\n  enabled: false\nnux:\n  enabled: false\n"
-        "run_coordinator:\n  module: dagster.core.run_coordinator\n  class: DefaultRunCoordinator\n"
+        "telemetry:\n  enabled: false\nnux:\n  enabled: false\nrun_coordinator:\n  module: dagster.core.run_coordinator\n  class: DefaultRunCoordinator\n"
     )
     asagi(local_env, "sample")
     with served_ui(local_env, tmp_path / "webserver.log") as url:
@@ -48,8 +55,13 @@ def served_ui(env: dict, log_path: Path) -> Iterator[str]:
     port = free_port()
     with open(log_path, "w") as log:
         server = subprocess.Popen(
-            ["dagster-webserver", "-h", "127.0.0.1", "-p", str(port), "-w", "workspace.yaml"], env=env, cwd=REPO,
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=default_signals,
+            ["dagster-webserver", "-h", "127.0.0.1", "-p", str(port), "-w", "workspace.yaml"],
+            env=env,
+            cwd=REPO,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=default_signals,
         )
         url = f"http://127.0.0.1:{port}"
         try:
@@ -99,8 +111,12 @@ def test_ui_serves_every_definition_launches_a_materialization_and_renders_the_a
 
     # A materialization launched through GraphQL, as the UI's Materialize button does.
     params = {
-        "selector": {"repositoryLocationName": repo["location"]["name"], "repositoryName": repo["name"], "jobName": "__ASSET_JOB",
-                     "assetSelection": [{"path": ["benchmark_items"]}]},
+        "selector": {
+            "repositoryLocationName": repo["location"]["name"],
+            "repositoryName": repo["name"],
+            "jobName": "__ASSET_JOB",
+            "assetSelection": [{"path": ["benchmark_items"]}],
+        },
         "executionMetadata": {"tags": [{"key": "dagster/partition", "value": "japanese-heron-bench"}]},
     }
     launched = graphql(webserver, LAUNCH, params=params)["launchRun"]
@@ -196,7 +212,9 @@ def test_the_ui_shows_the_demos_data(finished_demo, tmp_path):
                 assert "rule_pass_rates" in text and "rows_accounted" in text and "ascii_only" in text
                 rows = metadata_page(page, f"{url}/assets/image_text_pairs?{partition}sample-00000.warc.gz", folder / "sample-rows.png", "sample_rows")
                 assert page.get_by_role("dialog").locator("th").first.inner_text() == "alt" and "猫" in rows, rows[:500]
-                rejected = metadata_page(page, f"{url}/assets/english_captions?{partition}sample-00002.warc", folder / "corpus-rejections.png", "sample_rejections")
+                rejected = metadata_page(
+                    page, f"{url}/assets/english_captions?{partition}sample-00002.warc", folder / "corpus-rejections.png", "sample_rejections"
+                )
                 assert "not_english" in rejected and "output:" in rejected, rejected[:500]
                 board = metadata_page(page, f"{url}/assets/leaderboard", folder / "leaderboard.png", "table")
                 assert "vlm_stage2 (ours)" in board and "tiny demo model" in board and "Asagi-14B" in board

@@ -65,8 +65,12 @@ class JapaneseHeronBench(Benchmark):
     def rows_to_items(self, row: dict, index: int) -> Iterator[dict | RejectedItem]:
         answers = row.get("answer") or {}
         yield _item(
-            row["question_id"], row.get("image"), row.get("text"), answers.get(self.reference_model),
-            category=row.get("category") or "", context=row.get("context") or "",
+            row["question_id"],
+            row.get("image"),
+            row.get("text"),
+            answers.get(self.reference_model),
+            category=row.get("category") or "",
+            context=row.get("context") or "",
         )
 
 
@@ -91,7 +95,9 @@ class JaVgVqa500(Benchmark):
 BENCHMARKS: dict[str, Benchmark] = {b.name: b for b in (JapaneseHeronBench(), JaVlmBenchInTheWild(), JaVgVqa500())}
 
 
-def _item(question_id, image: dict | None, question: str | None, reference: str | None, image_id=None, category: str = "", context: str = "") -> dict | RejectedItem:
+def _item(
+    question_id, image: dict | None, question: str | None, reference: str | None, image_id=None, category: str = "", context: str = ""
+) -> dict | RejectedItem:
     qid = str(question_id)
     data = (image or {}).get("bytes")
     if not data:
@@ -106,8 +112,13 @@ def _item(question_id, image: dict | None, question: str | None, reference: str 
         return RejectedItem(qid, "image_unreadable", f"{type(exc).__name__}: {exc}")
     name = (image or {}).get("path") or ""
     return {
-        "question_id": qid, "image_id": str(image_id) if image_id is not None else name, "bytes": data,
-        "question": question, "reference": reference, "category": category, "context": context,
+        "question_id": qid,
+        "image_id": str(image_id) if image_id is not None else name,
+        "bytes": data,
+        "question": question,
+        "reference": reference,
+        "category": category,
+        "context": context,
     }
 
 

@@ -18,8 +18,8 @@ import json
 from dataclasses import dataclass
 
 from asagi_dagster.config import GenerationSettings, JudgeSettings, SamplingSettings
-from asagi_dagster.eval.verdicts import heron_score, likert_score
 from asagi_dagster.engines import OpenAIGenerator, Request
+from asagi_dagster.eval.verdicts import heron_score, likert_score
 
 PROMPT_VERSION = "asagi-judge-1 (eval-mm 0.4.1 semantics)"
 
@@ -74,9 +74,7 @@ class Judged:
 class Judge:
     def __init__(self, settings: JudgeSettings):
         self.settings = settings
-        self.client = OpenAIGenerator(
-            GenerationSettings(model=settings.model, backend="openai", endpoint=settings.endpoint)
-        )
+        self.client = OpenAIGenerator(GenerationSettings(model=settings.model, backend="openai", endpoint=settings.endpoint))
 
     def record(self) -> dict:
         """What identifies these judge scores; stored with every one."""
@@ -94,8 +92,12 @@ class Judge:
         scores = [heron_score(categories, repeat) for repeat in outputs]
         relative = {c: sum(s.relative[c] for s in scores) / len(scores) for c in scores[0].relative}
         return Judged(
-            score=sum(s.score for s in scores) / len(scores), per_repeat=[s.score for s in scores],
-            parse_failures=sum(s.parse_failures for s in scores), errors=errors, outputs=outputs, details={"relative": relative},
+            score=sum(s.score for s in scores) / len(scores),
+            per_repeat=[s.score for s in scores],
+            parse_failures=sum(s.parse_failures for s in scores),
+            errors=errors,
+            outputs=outputs,
+            details={"relative": relative},
         )
 
     def likert(self, items: list[dict], predictions: list[str]) -> Judged:
@@ -103,15 +105,22 @@ class Judge:
         outputs, errors = self._ask(LIKERT_SYSTEM, prompts)
         scores = [likert_score(repeat) for repeat in outputs]
         return Judged(
-            score=sum(s.score for s in scores) / len(scores), per_repeat=[s.score for s in scores],
-            parse_failures=sum(s.parse_failures for s in scores), errors=errors, outputs=outputs, details={},
+            score=sum(s.score for s in scores) / len(scores),
+            per_repeat=[s.score for s in scores],
+            parse_failures=sum(s.parse_failures for s in scores),
+            errors=errors,
+            outputs=outputs,
+            details={},
         )
 
     def _ask(self, system: str, prompts: list[str]) -> tuple[list[list[str]], int]:
         sampling = SamplingSettings(temperature=0.0, top_p=1.0, max_tokens=self.settings.max_tokens, repetition_penalty=1.0)
         outputs, errors = [], 0
         for repeat in range(self.settings.repeats):
-            requests = [Request(messages=[{"role": "system", "content": system}, {"role": "user", "content": p}], sampling=sampling, seed=self.settings.seed + repeat) for p in prompts]
+            requests = [
+                Request(messages=[{"role": "system", "content": system}, {"role": "user", "content": p}], sampling=sampling, seed=self.settings.seed + repeat)
+                for p in prompts
+            ]
             answers = self.client.generate(requests)
             errors += sum(a.text is None for a in answers)
             outputs.append([a.text or "" for a in answers])

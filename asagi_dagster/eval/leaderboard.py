@@ -39,8 +39,14 @@ SCALE = {"LLM %": 100.0, "ROUGE-L": 100.0, "LLM /5": 5.0}  # each metric's whole
 
 SCHEMA = pa.schema(
     [
-        ("model", pa.string()), ("source", pa.string()), ("column", pa.string()), ("benchmark", pa.string()),
-        ("metric", pa.string()), ("judge", pa.string()), ("value", pa.float64()), ("status", pa.string()),
+        ("model", pa.string()),
+        ("source", pa.string()),
+        ("column", pa.string()),
+        ("benchmark", pa.string()),
+        ("metric", pa.string()),
+        ("judge", pa.string()),
+        ("value", pa.float64()),
+        ("status", pa.string()),
     ]
 )
 
@@ -73,14 +79,31 @@ def entries(ours: list[dict]) -> list[dict]:
         judge = None
         if row["metric"] == "llm":
             judge = row["judge_model"] if row["status"] == "computed" else "not computed"
-        rows.append({"model": row["model"], "source": "this project", "column": Column(row["benchmark"], row["metric"], judge), "value": row["value"], "status": row["status"]})
+        rows.append(
+            {
+                "model": row["model"],
+                "source": "this project",
+                "column": Column(row["benchmark"], row["metric"], judge),
+                "value": row["value"],
+                "status": row["status"],
+            }
+        )
     return rows
 
 
 def stored(row: dict) -> dict:
     """An entry as a row of the leaderboard's Parquet file."""
     c = row["column"]
-    return {"model": row["model"], "source": row["source"], "column": c.header, "benchmark": c.benchmark, "metric": c.metric, "judge": c.judge, "value": row["value"], "status": row["status"]}
+    return {
+        "model": row["model"],
+        "source": row["source"],
+        "column": c.header,
+        "benchmark": c.benchmark,
+        "metric": c.metric,
+        "judge": c.judge,
+        "value": row["value"],
+        "status": row["status"],
+    }
 
 
 def columns_of(rows: list[dict]) -> list[Column]:
@@ -144,7 +167,7 @@ def bar_chart_png(rows: list[dict]) -> str:
     per_row = 3
     lines = -(-len(columns) // per_row)
     figure, axes = plt.subplots(lines, per_row, figsize=(4.2 * per_row, 2.6 * lines), dpi=80, squeeze=False)
-    for axis in axes.flat[len(columns):]:
+    for axis in axes.flat[len(columns) :]:
         axis.set_visible(False)
     for axis, column in zip(axes.flat, columns):
         cells = [r for r in rows if r["column"] == column and r["value"] is not None]

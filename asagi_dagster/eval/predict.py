@@ -20,11 +20,10 @@ from PIL import Image
 from pydantic import BaseModel
 
 from asagi_dagster.config import EngineSettings, GenerationSettings, SamplingSettings, StorageSettings
+from asagi_dagster.core import batches
+from asagi_dagster.engines import Request, open_generator, user_message
 from asagi_dagster.progress import Progress
 from asagi_dagster.storage import Manifest, StageWriter, Storage
-from asagi_dagster.engines import Request, open_generator
-from asagi_dagster.engines import user_message
-from asagi_dagster.core import batches
 
 VERSION = 1
 PREDICTIONS = pa.schema(
@@ -86,7 +85,16 @@ def predict(job: PredictionJob, log: Callable[[str], None] = print) -> Manifest:
                     if generated.text is None:
                         out.reject(question_id, "generation_error", generated.error)
                         continue
-                    out.write({"question_id": question_id, "text": generated.text, "tokens": generated.tokens, "prompt": prompt, "model": job.model, "benchmark": job.benchmark})
+                    out.write(
+                        {
+                            "question_id": question_id,
+                            "text": generated.text,
+                            "tokens": generated.tokens,
+                            "prompt": prompt,
+                            "model": job.model,
+                            "benchmark": job.benchmark,
+                        }
+                    )
                     predictions.append({"question_id": question_id, "text": generated.text})
                 progress.add(len(chunk))
     finally:
@@ -97,7 +105,9 @@ def predict(job: PredictionJob, log: Callable[[str], None] = print) -> Manifest:
     return out.manifest
 
 
-def _requests(chunk: list[dict], out: StageWriter, instruction: str | None, placeholder: str | None, sampling: SamplingSettings) -> tuple[list[Request], list[tuple[str, str]]]:
+def _requests(
+    chunk: list[dict], out: StageWriter, instruction: str | None, placeholder: str | None, sampling: SamplingSettings
+) -> tuple[list[Request], list[tuple[str, str]]]:
     """One generation request per item, and (question id, prompt) beside each; an image
     that does not decode is rejected here."""
     requests, kept = [], []

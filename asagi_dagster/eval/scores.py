@@ -19,9 +19,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from asagi_dagster.eval.benchmarks import BENCHMARKS
-from asagi_dagster.eval.verdicts import first_digit, heron_pair
 from asagi_dagster.eval.judge_client import Judge, Judged
 from asagi_dagster.eval.metrics import rougel_scores
+from asagi_dagster.eval.verdicts import first_digit, heron_pair
 from asagi_dagster.storage import Storage
 
 VERSION = 1
@@ -76,9 +76,15 @@ def score(benchmark: str, items: list[dict], predictions: dict[str, str], judge:
     rouge = rougel_scores([i["reference"] for i in items], texts)
     rows = [
         {
-            "question_id": i["question_id"], "category": i["category"], "reference": i["reference"], "prediction": t,
-            "prediction_missing": i["question_id"] not in predictions, "rougel": r,
-            "judge_score": None, "judge_reference_score": None, "judge_outputs": [],
+            "question_id": i["question_id"],
+            "category": i["category"],
+            "reference": i["reference"],
+            "prediction": t,
+            "prediction_missing": i["question_id"] not in predictions,
+            "rougel": r,
+            "judge_score": None,
+            "judge_reference_score": None,
+            "judge_outputs": [],
         }
         for i, t, r in zip(items, texts, rouge)
     ]
@@ -109,8 +115,16 @@ def _attach_item_scores(rows: list[dict], judged: Judged, heron: bool) -> None:
 
 def _metric(metric: str, value: float | None, items: int, status: str = "computed", details: dict | None = None, parse_failures: int | None = None) -> dict:
     return {
-        "metric": metric, "value": value, "status": status, "items": items, "parse_failures": parse_failures,
-        "judge_model": None, "judge_prompt_version": None, "judge_temperature": None, "judge_seed": None, "judge_repeats": None,
+        "metric": metric,
+        "value": value,
+        "status": status,
+        "items": items,
+        "parse_failures": parse_failures,
+        "judge_model": None,
+        "judge_prompt_version": None,
+        "judge_temperature": None,
+        "judge_seed": None,
+        "judge_repeats": None,
         "details": json.dumps(details or {}, ensure_ascii=False, sort_keys=True),
     }
 

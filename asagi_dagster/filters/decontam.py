@@ -90,7 +90,6 @@ def _vg_ids(path: Path) -> Iterator[tuple[int, int]]:
                 raise BenchmarkSourceError(f"{path}:{line_no}: not an integer image id: {line.strip()!r}") from None
 
 
-
 def write_benchmark_index(settings: DecontaminationSettings, safety: ImageSafetySettings, out: StageWriter) -> None:
     for name, paths in sorted(settings.benchmarks.items()):
         write_outcomes(out, benchmark_rows(name, paths, safety))

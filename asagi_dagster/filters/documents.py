@@ -27,8 +27,7 @@ def document_encoder(config: AsagiConfig) -> ImageEncoder:
     model = config.models.get(settings.encoder_role)
     if model is None:
         raise ConfigError(
-            f"models.{settings.encoder_role} is not set: filters.document_filter needs an image encoder "
-            "(a CLIP/SigLIP id, or builtin:pixel-stats)"
+            f"models.{settings.encoder_role} is not set: filters.document_filter needs an image encoder (a CLIP/SigLIP id, or builtin:pixel-stats)"
         )
     return load_image_encoder(model, allow_hub=settings.allow_hub)
 

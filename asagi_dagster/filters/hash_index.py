@@ -200,9 +200,7 @@ class HashIndex:
     def decisions(self) -> dict[tuple[str, str, str], str]:
         """(shard, image_sha256, origin) -> what filtering does with that image from that origin."""
         status = STATUS_SQL.format(first="i.first_origin", keeper="i.keeper", id="i.id")
-        rows = self.con.execute(
-            f"SELECT o.shard, i.image_sha256, o.origin, {status} FROM origins o JOIN images i ON i.id = o.image_id"
-        ).fetchall()
+        rows = self.con.execute(f"SELECT o.shard, i.image_sha256, o.origin, {status} FROM origins o JOIN images i ON i.id = o.image_id").fetchall()
         return {(shard, sha, origin): decision for shard, sha, origin, decision in rows}
 
     # --- adding -------------------------------------------------------------------
@@ -352,17 +350,15 @@ class HashIndex:
     def _insert_edges(self, first_new: int) -> int:
         """Near-duplicate pairs between the new images and every image (new ones included)."""
         con = self.con
-        con.execute(
-            """CREATE OR REPLACE TEMP TABLE queries AS SELECT id, image_phash FROM incoming_ids WHERE is_new AND image_phash IS NOT NULL"""
-        )
+        con.execute("""CREATE OR REPLACE TEMP TABLE queries AS SELECT id, image_phash FROM incoming_ids WHERE is_new AND image_phash IS NOT NULL""")
         probes = []
         for band in self.bands:
             flips = ", ".join(str(mask) for mask in band.flips(self.radius))
             probes.append(
                 f"""SELECT least(q.id, i.id) AS a, greatest(q.id, i.id) AS b, bit_count(xor(q.image_phash, i.image_phash)) AS distance
-                    FROM (SELECT id, image_phash, xor({band.key_sql('image_phash')}, f.flip) AS probe
+                    FROM (SELECT id, image_phash, xor({band.key_sql("image_phash")}, f.flip) AS probe
                           FROM queries, unnest([{flips}]::BIGINT[]) AS f(flip)) q
-                    JOIN images i ON {band.key_sql('i.image_phash')} = q.probe
+                    JOIN images i ON {band.key_sql("i.image_phash")} = q.probe
                     WHERE (q.id < i.id OR i.id < {first_new})  -- a pair of two new images once, not from both ends
                       AND bit_count(xor(q.image_phash, i.image_phash)) <= {self.max_hamming}"""
             )
@@ -402,9 +398,7 @@ class HashIndex:
         ).fetchnumpy()
         # A new image with no edge stays alone and keeps itself: only known images whose
         # first origin changed join the graph without an edge.
-        touched_labels = con.execute(
-            "SELECT i.keeper FROM touched t JOIN images i ON i.id = t.id WHERE t.old_first IS NOT NULL"
-        ).fetchnumpy()["keeper"]
+        touched_labels = con.execute("SELECT i.keeper FROM touched t JOIN images i ON i.id = t.id WHERE t.old_first IS NOT NULL").fetchnumpy()["keeper"]
         left, right = pairs["left_label"], pairs["right_label"]
         nodes, inverse = np.unique(np.concatenate([left, right, touched_labels]), return_inverse=True)
         component = nodes[connected_components(len(nodes), inverse[: len(left)], inverse[len(left) : 2 * len(left)])]
@@ -459,9 +453,7 @@ class HashIndex:
         """Components and keepers of the images in ``members`` from the edges among them."""
         con = self.con
         ids = np.sort(con.execute("SELECT id FROM members").fetchnumpy()["id"])
-        edges = con.execute(
-            "SELECT a, b FROM edges WHERE a IN (SELECT id FROM members) AND b IN (SELECT id FROM members)"
-        ).fetchnumpy()
+        edges = con.execute("SELECT a, b FROM edges WHERE a IN (SELECT id FROM members) AND b IN (SELECT id FROM members)").fetchnumpy()
         component = ids[connected_components(len(ids), np.searchsorted(ids, edges["a"]), np.searchsorted(ids, edges["b"]))]
         con.register("member_components", pa.table({"id": ids, "component": component}))
         try:
@@ -628,10 +620,16 @@ def write_changes(storage: Storage, result: SyncResult) -> str:
     """The sync's shard lists as a file on the root (at scale too long for run metadata);
     one per generation, never rewritten. Returns its url."""
     path = changes_path(storage, result.generation)
-    storage.write_json(path, {
-        "generation": result.generation, "refilter": result.refilter,
-        "added": result.plan.add, "replaced": result.plan.replace, "removed": result.plan.remove,
-    })
+    storage.write_json(
+        path,
+        {
+            "generation": result.generation,
+            "refilter": result.refilter,
+            "added": result.plan.add,
+            "replaced": result.plan.replace,
+            "removed": result.plan.remove,
+        },
+    )
     return storage.url(path)
 
 

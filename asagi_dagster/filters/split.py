@@ -112,9 +112,7 @@ def _drop_documents(survivors: dict[str, dict], documents: DocumentCheck, storag
 
 def _first_problem(row: dict, stats: RuleStats) -> tuple[str, str] | None:
     if row["keeper_sha256"] is None:
-        raise StaleIndexError(
-            f"image_hash_index has no entry for {row['pair_id']}'s image: materialize image_hash_index after screening this partition"
-        )
+        raise StaleIndexError(f"image_hash_index has no entry for {row['pair_id']}'s image: materialize image_hash_index after screening this partition")
     for step, problem in _findings(row):
         stats.checked[step] += 1
         if problem:

@@ -87,13 +87,17 @@ def build_tiny_clip(folder: Path, corpus: list[str], seed: int = 0) -> None:
     bos, eos = tokenizer.token_to_id("<s>"), tokenizer.token_to_id("</s>")
     # CLIP's text tower pools at the end-of-text token, so every sequence must end with one.
     tokenizer.post_processor = processors.TemplateProcessing(single="<s> $A </s>", special_tokens=[("<s>", bos), ("</s>", eos)])
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>", model_max_length=64
-    )
+    fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>", model_max_length=64)
     tiny = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4}
     config = CLIPConfig(
-        text_config={**tiny, "vocab_size": len(fast), "max_position_embeddings": 64, "pad_token_id": fast.pad_token_id,
-                     "bos_token_id": bos, "eos_token_id": eos},
+        text_config={
+            **tiny,
+            "vocab_size": len(fast),
+            "max_position_embeddings": 64,
+            "pad_token_id": fast.pad_token_id,
+            "bos_token_id": bos,
+            "eos_token_id": eos,
+        },
         vision_config={**tiny, "image_size": 64, "patch_size": 16},
         projection_dim=32,
     )
@@ -132,8 +136,14 @@ def chat_tokenizer(corpus: list[str]):
     specials = ["<pad>", "<unk>", "<s>", "</s>", "<|system|>", "<|user|>", "<|assistant|>", "<image>"]
     tokenizer.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=3000, special_tokens=specials, min_frequency=1, show_progress=False))
     return PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>",
-        extra_special_tokens={"image_token": "<image>"}, chat_template=TINY_CHAT_TEMPLATE, model_max_length=4096,
+        tokenizer_object=tokenizer,
+        bos_token="<s>",
+        eos_token="</s>",
+        pad_token="<pad>",
+        unk_token="<unk>",
+        extra_special_tokens={"image_token": "<image>"},
+        chat_template=TINY_CHAT_TEMPLATE,
+        model_max_length=4096,
     )
 
 
@@ -142,9 +152,17 @@ def _tiny_llama_config(tokenizer):
 
     # head_dim 64: the smallest vLLM's CPU attention accepts.
     return LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=2,
-        num_key_value_heads=2, max_position_embeddings=4096, pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, tie_word_embeddings=False,
+        vocab_size=len(tokenizer),
+        hidden_size=128,
+        intermediate_size=256,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=4096,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        tie_word_embeddings=False,
     )
 
 
@@ -155,9 +173,7 @@ def build_tiny_llama(folder: Path, corpus: list[str], seed: int = 0) -> None:
     tokenizer = chat_tokenizer(corpus)
     torch.manual_seed(seed)
     model = LlamaForCausalLM(_tiny_llama_config(tokenizer))
-    model.generation_config = GenerationConfig(
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id
-    )
+    model.generation_config = GenerationConfig(bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
 
@@ -169,21 +185,26 @@ def build_tiny_llava(folder: Path, corpus: list[str], seed: int = 0) -> None:
 
     tokenizer = chat_tokenizer(corpus)
     config = LlavaConfig(
-        vision_config=_tiny_siglip_config(), text_config=_tiny_llama_config(tokenizer),
+        vision_config=_tiny_siglip_config(),
+        text_config=_tiny_llama_config(tokenizer),
         image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
-        vision_feature_select_strategy="full", vision_feature_layer=-2, projector_hidden_act="gelu",
+        vision_feature_select_strategy="full",
+        vision_feature_layer=-2,
+        projector_hidden_act="gelu",
     )
     torch.manual_seed(seed)
     model = LlavaForConditionalGeneration(config)
-    model.generation_config = GenerationConfig(
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id
-    )
+    model.generation_config = GenerationConfig(bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
     model.save_pretrained(folder)
     images = SiglipImageProcessor(size={"height": 32, "width": 32})
     images.crop_size = {"height": 32, "width": 32}  # LlavaProcessor counts image tokens from it
     processor = LlavaProcessor(
-        image_processor=images, tokenizer=tokenizer, patch_size=8, vision_feature_select_strategy="full",
-        chat_template=TINY_CHAT_TEMPLATE, num_additional_image_tokens=0,
+        image_processor=images,
+        tokenizer=tokenizer,
+        patch_size=8,
+        vision_feature_select_strategy="full",
+        chat_template=TINY_CHAT_TEMPLATE,
+        num_additional_image_tokens=0,
     )
     processor.save_pretrained(folder)
 

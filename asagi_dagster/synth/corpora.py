@@ -14,12 +14,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
-
 from asagi_dagster.config import AsagiConfig, ConfigError, GeneratorSettings, SynthesisSettings, TaskSettings
+from asagi_dagster.core import fingerprint
 from asagi_dagster.progress import Progress
 from asagi_dagster.storage import Manifest, StageWriter, Storage
 from asagi_dagster.synth import schemas
-from asagi_dagster.core import fingerprint
 from asagi_dagster.synth.runner import CommittedChunks, TaskPlan, run_chunks
 from asagi_dagster.synth.tasks import Item
 
@@ -148,7 +147,11 @@ def _run_partition(
         items = ITEM_SOURCES[asset](storage, inputs, enabled, out)
         progress = Progress(log, f"{asset} {partition}", None, "items", every_s=0)
         run_chunks(
-            items, out, checkpoints, synthesis.chunk_rows, synthesis.seed,
+            items,
+            out,
+            checkpoints,
+            synthesis.chunk_rows,
+            synthesis.seed,
             on_chunk=lambda index, rows, rejected, resumed: progress.add(
                 rows + rejected, f"chunk {index}: {rows} written, {rejected} rejected" + (" (committed before, not generated again)" if resumed else "")
             ),

@@ -54,7 +54,6 @@ class TrainingCheckpoints:
         return int(state["step"])
 
     def save(self, step: int, model, optimizer, extra: dict) -> None:
-        import torch
         import torch.distributed as dist
         import torch.distributed.checkpoint as dcp
         from torch.distributed.checkpoint._fsspec_filesystem import FsspecWriter
@@ -115,7 +114,8 @@ class TrainingCheckpoints:
 
     def _prune(self, newest: int) -> None:
         steps = sorted(
-            int(name.rsplit("-", 1)[1]) for name in (p.rstrip("/").rsplit("/", 1)[-1] for p in self.storage.fs.ls(self.folder, detail=False))
+            int(name.rsplit("-", 1)[1])
+            for name in (p.rstrip("/").rsplit("/", 1)[-1] for p in self.storage.fs.ls(self.folder, detail=False))
             if name.startswith("step-")
         )
         for step in steps:
@@ -200,8 +200,14 @@ def decode_extras(data: bytes, where: str) -> dict:
 _METADATA_CLASSES = {
     ("torch.distributed.checkpoint.metadata", name)
     for name in (
-        "Metadata", "MetadataIndex", "StorageMeta", "TensorStorageMetadata", "BytesStorageMetadata",
-        "ChunkStorageMetadata", "TensorProperties", "_MEM_FORMAT_ENCODING",
+        "Metadata",
+        "MetadataIndex",
+        "StorageMeta",
+        "TensorStorageMetadata",
+        "BytesStorageMetadata",
+        "ChunkStorageMetadata",
+        "TensorProperties",
+        "_MEM_FORMAT_ENCODING",
     )
 } | {
     ("torch.distributed.checkpoint.filesystem", "_StorageInfo"),
@@ -310,7 +316,7 @@ def vllm_vision_names(folder: Path) -> None:
 
     def rename(key: str) -> str:
         if key.startswith("vision_tower.") and not key.startswith("vision_tower.vision_model."):
-            return "vision_tower.vision_model." + key[len("vision_tower."):]
+            return "vision_tower.vision_model." + key[len("vision_tower.") :]
         return key
 
     for file in sorted(folder.glob("*.safetensors")):

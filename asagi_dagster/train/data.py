@@ -76,10 +76,7 @@ def micro_batch_positions(step_start: int, global_batch: int, micro_batch: int, 
     used exactly once, whatever the world size."""
     per_block = micro_batch
     blocks = global_batch // per_block
-    return [
-        list(range(step_start + b * per_block, step_start + (b + 1) * per_block))
-        for b in range(rank, blocks, world)
-    ]
+    return [list(range(step_start + b * per_block, step_start + (b + 1) * per_block)) for b in range(rank, blocks, world)]
 
 
 @dataclass
@@ -136,8 +133,21 @@ class StepBatches:
     Each item: ``batches`` (the micro batches), ``lengths`` (tokens per example) and
     ``trained_tokens`` (this process's, counted on the host)."""
 
-    def __init__(self, storage: StorageSettings, mixture_path: str, seed: int, encoder: Encoder, pad_id: int, packing: bool,
-                 global_batch: int, micro_batch: int, world: int, rank: int, first_position: int, steps: int):
+    def __init__(
+        self,
+        storage: StorageSettings,
+        mixture_path: str,
+        seed: int,
+        encoder: Encoder,
+        pad_id: int,
+        packing: bool,
+        global_batch: int,
+        micro_batch: int,
+        world: int,
+        rank: int,
+        first_position: int,
+        steps: int,
+    ):
         self.storage, self.mixture_path, self.seed = storage, mixture_path, seed
         self.encoder, self.pad_id, self.packing = encoder, pad_id, packing
         self.global_batch, self.micro_batch, self.world, self.rank = global_batch, micro_batch, world, rank
@@ -176,8 +186,13 @@ def step_loader(dataset: StepBatches, workers: int, pin_memory: bool):
     from torch.utils.data import DataLoader
 
     return DataLoader(
-        dataset, batch_size=None, shuffle=False, num_workers=workers, pin_memory=pin_memory,
-        prefetch_factor=4 if workers else None, persistent_workers=False,
+        dataset,
+        batch_size=None,
+        shuffle=False,
+        num_workers=workers,
+        pin_memory=pin_memory,
+        prefetch_factor=4 if workers else None,
+        persistent_workers=False,
     )
 
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 
 from asagi_dagster import catalog
-from asagi_dagster.storage import Storage, StageWriter
+from asagi_dagster.storage import StageWriter, Storage
 from asagi_dagster.train.template import CAPTION_INSTRUCTIONS, mcvqa_instruction
 
 VERSION = 1
@@ -93,7 +93,9 @@ def web_candidates(storage: Storage, shard: WebShard, weights: dict[str, float])
     if "reference_texts" in weights and shard.reference_texts:
         for row in read(shard.reference_texts, ["pair_id", "reference_text", "reference_source"]):
             if row["reference_source"] == "sentence":  # else it is the alt text again
-                yield Candidate(f"reference_texts:{row['pair_id']}", "reference_texts", row["pair_id"], caption_instruction(row["pair_id"]), row["reference_text"])
+                yield Candidate(
+                    f"reference_texts:{row['pair_id']}", "reference_texts", row["pair_id"], caption_instruction(row["pair_id"]), row["reference_text"]
+                )
     if "ja_captions" in weights and shard.ja_captions:
         for row in read(shard.ja_captions, ["item_id", "pair_id", "text", "length"]):
             yield Candidate(f"ja_captions:{row['item_id']}", "ja_captions", row["pair_id"], caption_instruction(row["item_id"], row["length"]), row["text"])
@@ -126,10 +128,7 @@ def draw_one_per_image(candidates: list[Candidate], images: dict[str, dict], wei
     for candidate in candidates:
         by_image[images[candidate.pair_id]["image_sha256"]].append(candidate)
     # Exponential race: the minimum of -ln(u)/w is candidate i with probability w_i / sum(w).
-    drawn = [
-        min(group, key=lambda c, sha=sha: -math.log(_uniform(f"{seed}|{sha}|{c.example_id}")) / weights[c.source])
-        for sha, group in by_image.items()
-    ]
+    drawn = [min(group, key=lambda c, sha=sha: -math.log(_uniform(f"{seed}|{sha}|{c.example_id}")) / weights[c.source]) for sha, group in by_image.items()]
     return drawn, Counter({sha: len(group) for sha, group in by_image.items()})
 
 
@@ -216,12 +215,21 @@ def _uniform(key: str) -> float:
 
 # The assets a mixture draws from.
 MIXTURE_INPUTS = (
-    "filtered_pairs", "pair_images", "reference_texts", "ja_captions", "synthetic_vqa", "synthetic_mcvqa",
-    "filtered_dataset_pairs", "dataset_pairs", "translated_pairs",
+    "filtered_pairs",
+    "pair_images",
+    "reference_texts",
+    "ja_captions",
+    "synthetic_vqa",
+    "synthetic_mcvqa",
+    "filtered_dataset_pairs",
+    "dataset_pairs",
+    "translated_pairs",
 )
 
 
-def mixture_inputs(storage: Storage, shards: list[str], datasets: dict, translated: list[str], weights: dict[str, float]) -> tuple[list[WebShard], list[Dataset], list[str]]:
+def mixture_inputs(
+    storage: Storage, shards: list[str], datasets: dict, translated: list[str], weights: dict[str, float]
+) -> tuple[list[WebShard], list[Dataset], list[str]]:
     """(web shards, datasets, missing inputs) from what is committed under the root.
 
     ``datasets`` is the profile's sources.datasets; ``translated`` the datasets with a
@@ -252,7 +260,9 @@ def mixture_inputs(storage: Storage, shards: list[str], datasets: dict, translat
             continue
         web.append(
             WebShard(
-                shard, filtered, images,
+                shard,
+                filtered,
+                images,
                 reference_texts=wanted("reference_texts", "reference_texts", shard),
                 ja_captions=wanted("ja_captions", "ja_captions", shard),
                 synthetic_vqa=wanted("synthetic_vqa", "synthetic_vqa", shard),

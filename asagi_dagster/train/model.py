@@ -13,7 +13,7 @@ from pathlib import Path
 
 from asagi_dagster.config import ModelRef
 from asagi_dagster.models.tiny import BUILTIN_TINY_LLAMA, BUILTIN_TINY_SIGLIP, builtin_folder
-from asagi_dagster.train.template import TRAINING_CHAT_TEMPLATE, IMAGE_TOKEN
+from asagi_dagster.train.template import IMAGE_TOKEN, TRAINING_CHAT_TEMPLATE
 
 # Which parameters each stage trains (Asagi: the vision tower is always frozen).
 TRAINED_MODULES = {
@@ -35,7 +35,15 @@ def build_stage1_start(vision: ModelRef, llm: ModelRef, allow_hub: bool, seed: i
     The Llava shell is built on the meta device and given the loaded towers as its
     modules, so a 13B LLM is never initialised randomly first."""
     import torch
-    from transformers import AutoTokenizer, LlamaForCausalLM, LlavaConfig, LlavaForConditionalGeneration, SiglipImageProcessor, SiglipVisionConfig, SiglipVisionModel
+    from transformers import (
+        AutoTokenizer,
+        LlamaForCausalLM,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+        SiglipImageProcessor,
+        SiglipVisionConfig,
+        SiglipVisionModel,
+    )
 
     vision_id, vision_rev = model_source(vision)
     llm_id, llm_rev = model_source(llm)
@@ -88,8 +96,13 @@ def _processor(images, tokenizer, patch_size: int):
     side = images.size["height"]
     images.crop_size = {"height": side, "width": side}  # LlavaProcessor counts image tokens from it
     return LlavaProcessor(
-        image_processor=images, tokenizer=tokenizer, patch_size=patch_size, vision_feature_select_strategy="full",
-        num_additional_image_tokens=0, image_token=IMAGE_TOKEN, chat_template=TRAINING_CHAT_TEMPLATE,
+        image_processor=images,
+        tokenizer=tokenizer,
+        patch_size=patch_size,
+        vision_feature_select_strategy="full",
+        num_additional_image_tokens=0,
+        image_token=IMAGE_TOKEN,
+        chat_template=TRAINING_CHAT_TEMPLATE,
     )
 
 

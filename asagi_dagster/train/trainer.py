@@ -23,9 +23,9 @@ from collections.abc import Callable
 from pydantic import BaseModel
 
 from asagi_dagster.config import AsagiConfig, StageSettings
+from asagi_dagster.core import fingerprint
 from asagi_dagster.progress import progress_line, rate
 from asagi_dagster.storage import Manifest, ModelManifest, Storage
-from asagi_dagster.core import fingerprint
 from asagi_dagster.train import data
 
 
@@ -93,9 +93,7 @@ def train(job: TrainJob, report: Callable[[dict], None], log: Callable[[str], No
     storage = Storage(config.storage)
     micro_per_step = stage.global_batch // (stage.micro_batch * world)
     if micro_per_step * stage.micro_batch * world != stage.global_batch:
-        raise ValueError(
-            f"training.{job.stage}.global_batch {stage.global_batch} is not a multiple of micro_batch {stage.micro_batch} x {world} processes"
-        )
+        raise ValueError(f"training.{job.stage}.global_batch {stage.global_batch} is not a multiple of micro_batch {stage.micro_batch} x {world} processes")
     bf16 = training.precision == "bf16" or (training.precision == "auto" and device.type == "cuda")
 
     # --- the model -------------------------------------------------------------
@@ -131,7 +129,10 @@ def train(job: TrainJob, report: Callable[[dict], None], log: Callable[[str], No
     no_decay = [p for p in trained if p.dim() < 2]
     optimizer = torch.optim.AdamW(
         [{"params": decay, "weight_decay": stage.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=stage.lr, betas=(0.9, 0.95), eps=1e-8, fused=device.type == "cuda",
+        lr=stage.lr,
+        betas=(0.9, 0.95),
+        eps=1e-8,
+        fused=device.type == "cuda",
     )
 
     # --- data and where we are ---------------------------------------------------
@@ -159,8 +160,18 @@ def train(job: TrainJob, report: Callable[[dict], None], log: Callable[[str], No
     history = []
     model.train()
     batches_of_steps = data.StepBatches(
-        config.storage, mixture_path, training.seed, encoder, processor.tokenizer.pad_token_id, stage.packing,
-        stage.global_batch, stage.micro_batch, world, rank, position, steps - start,
+        config.storage,
+        mixture_path,
+        training.seed,
+        encoder,
+        processor.tokenizer.pad_token_id,
+        stage.packing,
+        stage.global_batch,
+        stage.micro_batch,
+        world,
+        rank,
+        position,
+        steps - start,
     )
     loader = data.step_loader(batches_of_steps, training.data_workers, pin_memory=device.type == "cuda")
     began = time.perf_counter()

@@ -201,6 +201,7 @@ class AddressPolicy:
 
 # --- one fetch's deadline and cancel flag --------------------------------------------------
 
+
 @dataclass
 class _Budget:
     deadline: float  # time.monotonic() by which the whole fetch ends
@@ -274,6 +275,7 @@ def _is_ip_literal(host: str) -> bool:
 
 # --- sockets: every blocking call sliced ---------------------------------------------------
 
+
 class _GuardedBackend(httpcore.NetworkBackend):
     """Connects to the addresses the policy checked for this request (resolving and
     checking itself if none were pinned), with the fetch's deadline and cancel flag."""
@@ -281,8 +283,7 @@ class _GuardedBackend(httpcore.NetworkBackend):
     def __init__(self, policy: AddressPolicy):
         self.policy = policy
 
-    def connect_tcp(self, host: str, port: int, timeout: float | None = None, local_address: str | None = None,
-                    socket_options=None) -> httpcore.NetworkStream:
+    def connect_tcp(self, host: str, port: int, timeout: float | None = None, local_address: str | None = None, socket_options=None) -> httpcore.NetworkStream:
         budget = _current_budget.get()
         started = time.monotonic()
         addresses = budget.pinned.get((host, port)) or _resolve_within(self.policy, host, port, budget)
@@ -306,8 +307,7 @@ class _GuardedBackend(httpcore.NetworkBackend):
         time.sleep(seconds)
 
 
-def _connect(family: int, sockaddr: tuple, local_address: str | None, budget: _Budget,
-             timeout: float | None, started: float) -> socket.socket:
+def _connect(family: int, sockaddr: tuple, local_address: str | None, budget: _Budget, timeout: float | None, started: float) -> socket.socket:
     """A non-blocking connect, waited for in slices."""
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
@@ -356,7 +356,7 @@ class _GuardedStream(httpcore.NetworkStream):
             wait = budget.slice(timeout, started, httpcore.WriteTimeout, "sending the request")
             try:
                 self._sock.settimeout(wait)
-                view = view[self._sock.send(view):]
+                view = view[self._sock.send(view) :]
             except TimeoutError:  # nothing sent; TLS retries the same bytes, as it must
                 continue
             except OSError as exc:
@@ -365,8 +365,7 @@ class _GuardedStream(httpcore.NetworkStream):
     def close(self) -> None:
         self._sock.close()
 
-    def start_tls(self, ssl_context: ssl.SSLContext, server_hostname: str | None = None,
-                  timeout: float | None = None) -> httpcore.NetworkStream:
+    def start_tls(self, ssl_context: ssl.SSLContext, server_hostname: str | None = None, timeout: float | None = None) -> httpcore.NetworkStream:
         budget, started = _current_budget.get(), time.monotonic()
         try:
             tls = ssl_context.wrap_socket(self._sock, server_hostname=server_hostname, do_handshake_on_connect=False)
@@ -433,7 +432,9 @@ class _GuardedTransport(httpx.HTTPTransport):
         self._pool.close()
         self._pool = httpcore.ConnectionPool(
             ssl_context=ssl_context or httpx.create_ssl_context(trust_env=False),
-            max_connections=100, max_keepalive_connections=20, keepalive_expiry=5.0,
+            max_connections=100,
+            max_keepalive_connections=20,
+            keepalive_expiry=5.0,
             network_backend=_GuardedBackend(policy),
         )
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import os
 import re
-from stat import S_ISREG
 from dataclasses import dataclass
+from stat import S_ISREG
 
 from fsspec.implementations.local import LocalFileSystem
 

@@ -70,8 +70,7 @@ def ingest_warc(
     }
 
 
-def _ingest_records(items, shard: str, documents: StageWriter, images: StageWriter, settings: WebSourceSettings,
-                    spans: list[CorruptRegion]) -> None:
+def _ingest_records(items, shard: str, documents: StageWriter, images: StageWriter, settings: WebSourceSettings, spans: list[CorruptRegion]) -> None:
     # 64-bit hashes, not the strings, keep memory small on big shards; a false duplicate
     # needs a hash collision (odds about n^2 / 2^65, ~1e-8 for a million records).
     seen: set[int] = set()
@@ -267,11 +266,7 @@ def _write_interleaved(doc: dict, page, kept: dict[int, str], interleaved: Stage
     if not kept:
         interleaved.reject(doc["record_id"], "no_images", f"{len(page.images)} image elements, none usable")
         return
-    images = [
-        {"pair_id": kept[image.index], "image_url": image.url, "before_text_block": image.text_block}
-        for image in page.images
-        if image.index in kept
-    ]
+    images = [{"pair_id": kept[image.index], "image_url": image.url, "before_text_block": image.text_block} for image in page.images if image.index in kept]
     interleaved.write(
         {
             "doc_id": doc["record_id"],

@@ -13,8 +13,8 @@ import json
 import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from queue import Empty, SimpleQueue
 from dataclasses import dataclass
+from queue import Empty, SimpleQueue
 
 import pyarrow.parquet as pq
 
@@ -53,8 +53,7 @@ class DownloadCache:
         if meta["ok"]:
             with self.storage.fs.open(body_path, "rb") as f:
                 body = f.read()
-        return FetchResult(url=url, ok=meta["ok"], content_type=meta["content_type"], body=body,
-                           reason=meta["reason"], detail=meta["detail"])
+        return FetchResult(url=url, ok=meta["ok"], content_type=meta["content_type"], body=body, reason=meta["reason"], detail=meta["detail"])
 
     def put(self, result: FetchResult) -> None:
         if result.transient:
@@ -63,8 +62,7 @@ class DownloadCache:
         if result.ok:
             self.storage.write_bytes(body_path, result.body)
         # The JSON is written last: it is what makes the entry exist.
-        self.storage.write_json(meta_path, {"ok": result.ok, "content_type": result.content_type,
-                                            "reason": result.reason, "detail": result.detail})
+        self.storage.write_json(meta_path, {"ok": result.ok, "content_type": result.content_type, "reason": result.reason, "detail": result.detail})
 
 
 def download_policy(settings: DownloaderSettings) -> str:

@@ -240,8 +240,7 @@ def _read_record(raw, fallback_id: str, max_payload_bytes: int) -> WarcRecord:
         return _parse_record(raw, fallback_id, max_payload_bytes)
     except Exception as exc:
         problem = ("unreadable_record", f"{type(exc).__name__}: {exc}")
-        return WarcRecord(raw.record_id or fallback_id, raw.stream_pos, "response", None, None, None, None, None, None, None,
-                          None, None, None, problem=problem)
+        return WarcRecord(raw.record_id or fallback_id, raw.stream_pos, "response", None, None, None, None, None, None, None, None, None, None, problem=problem)
 
 
 def _parse_record(raw, fallback_id: str, max_payload_bytes: int) -> WarcRecord:
@@ -257,8 +256,9 @@ def _parse_record(raw, fallback_id: str, max_payload_bytes: int) -> WarcRecord:
     if not raw.is_http:
         warc_content_type = headers.get("Content-Type")
         if warc_content_type:  # a DNS lookup (text/dns), a screenshot...: content, but no HTTP response
-            return WarcRecord(record_id, offset, warc_type, target_uri, None, None, None, None, None, None, None, None, None,
-                              problem=("non_http_response", warc_content_type))
+            return WarcRecord(
+                record_id, offset, warc_type, target_uri, None, None, None, None, None, None, None, None, None, problem=("non_http_response", warc_content_type)
+            )
         raw.is_http = True  # no Content-Type to say so: read it as HTTP, as warcio did
     raw.parse_http()  # headers only; the body is decoded here, so a bad body cannot derail the iterator
     http = raw.http_headers
@@ -277,9 +277,7 @@ def _parse_record(raw, fallback_id: str, max_payload_bytes: int) -> WarcRecord:
     if payload is not None:
         digest = declared or "sha1:" + hashlib.sha1(payload).hexdigest()
         # Writers hash the body as sent or as decoded, in base32 or hex: either matches.
-        if not sound and not payload_error and not _digest_matches(declared, body) and not (
-            payload is not body and _digest_matches(declared, payload)
-        ):
+        if not sound and not payload_error and not _digest_matches(declared, body) and not (payload is not body and _digest_matches(declared, payload)):
             mismatch = declared
     robots = http.get_multiple("X-Robots-Tag")
     return WarcRecord(

@@ -12,8 +12,8 @@ from asagi_dagster.config import load_config
 from asagi_dagster.definitions import build_definitions
 from asagi_dagster.eval.benchmarks import BENCHMARKS
 from asagi_dagster.eval.scores import HISTORY
-from asagi_sample.benchmarks import write_benchmark_sample
 from asagi_dagster.storage import Storage
+from asagi_sample.benchmarks import write_benchmark_sample
 from tests.conftest import subprocess_env, write_profile
 from tests.eval.test_rougel import EVALMM_SCORES
 
@@ -40,8 +40,10 @@ def _run(defs, instance, job: str, partition=None) -> dg.ExecuteInProcessResult:
 
 
 def _metadata(instance, asset: str, partition: str | None = None) -> dict:
-    event = instance.get_latest_materialization_event(dg.AssetKey(asset)) if partition is None else next(
-        e for e in instance.fetch_materializations(dg.AssetKey(asset), limit=50).records if e.partition_key == partition
+    event = (
+        instance.get_latest_materialization_event(dg.AssetKey(asset))
+        if partition is None
+        else next(e for e in instance.fetch_materializations(dg.AssetKey(asset), limit=50).records if e.partition_key == partition)
     )
     return {k: v.value for k, v in event.asset_materialization.metadata.items()}
 
@@ -68,7 +70,9 @@ def test_three_benchmarks_scored_end_to_end_with_a_vllm_judge_and_checked_by_eva
     assert 0 <= scores["ja-vg-vqa-500"]["llm"] <= 9 and scores["japanese-heron-bench"]["llm"] >= 0
     lines = board["table"].splitlines()
     assert lines[0].endswith("| GPT-4o | tiny_llava (ours) |")
-    assert any(line.startswith("| Heron | LLM % | tiny-llama-ja |") for line in lines) and any(line.startswith("| VG-VQA | LLM /5 | as published |") for line in lines)
+    assert any(line.startswith("| Heron | LLM % | tiny-llama-ja |") for line in lines) and any(
+        line.startswith("| VG-VQA | LLM /5 | as published |") for line in lines
+    )
     assert "Ours: tiny_llava, this project: the tiny demo model" in board["table"] and board["chart"].startswith("![leaderboard](data:image/png;base64,")
     history = pq.read_table(storage.path(HISTORY)).to_pylist()
     assert sorted((r["benchmark"], r["metric"]) for r in history) == sorted((n, m) for n in BENCHMARKS for m in ("llm", "rougel"))
@@ -76,7 +80,9 @@ def test_three_benchmarks_scored_end_to_end_with_a_vllm_judge_and_checked_by_eva
     # eval-mm's own RougeLScorer on our prediction.jsonl gives the score we recorded.
     for name in BENCHMARKS:
         partition = f"{name}|tiny_llava"
-        predictions = [json.loads(line) for line in (tmp_path / "data" / "benchmark_predictions" / partition / "prediction.jsonl").read_text(encoding="utf-8").splitlines()]
+        predictions = [
+            json.loads(line) for line in (tmp_path / "data" / "benchmark_predictions" / partition / "prediction.jsonl").read_text(encoding="utf-8").splitlines()
+        ]
         references = {r["question_id"]: r["reference"] for r in pq.read_table(tmp_path / "data" / "benchmark_items" / name / "data.parquet").to_pylist()}
         assert len(predictions) == 4 and all(p["text"] for p in predictions)
         pairs = [(references[p["question_id"]], p["text"]) for p in predictions]

@@ -42,7 +42,14 @@ def test_heron_items_carry_the_real_questions_references_categories_and_contexts
 
 def test_vg_vqa_is_flattened_per_qa_and_itw_ids_are_row_indexes(stand_ins):
     vg = _items("ja-vg-vqa-500", stand_ins)
-    assert [(i["image_id"], i["question_id"]) for i in vg] == [("2317", "23170"), ("2317", "23171"), ("2386", "23860"), ("2386", "23861"), ("107899", "1078990"), ("107899", "1078991")]
+    assert [(i["image_id"], i["question_id"]) for i in vg] == [
+        ("2317", "23170"),
+        ("2317", "23171"),
+        ("2386", "23860"),
+        ("2386", "23861"),
+        ("107899", "1078990"),
+        ("107899", "1078991"),
+    ]
     assert vg[0]["bytes"] == vg[1]["bytes"] and vg[0]["reference"] == "赤"
     itw = _items("ja-vlm-bench-in-the-wild", stand_ins)
     assert [i["question_id"] for i in itw] == [str(n) for n in range(6)]
@@ -60,15 +67,25 @@ def test_rows_that_cannot_make_an_item_become_rejections_with_reasons(tmp_path):
     ]
     folder = tmp_path / "itw" / "data"
     folder.mkdir(parents=True)
-    pq.write_table(pa.Table.from_pylist(rows, pa.schema([("image", IMAGE), ("question", pa.string()), ("answer", pa.string())])), folder / "test-00000-of-00001.parquet")
+    pq.write_table(
+        pa.Table.from_pylist(rows, pa.schema([("image", IMAGE), ("question", pa.string()), ("answer", pa.string())])), folder / "test-00000-of-00001.parquet"
+    )
     items = _items("ja-vlm-bench-in-the-wild", {"ja-vlm-bench-in-the-wild": BenchmarkSource(path=str(tmp_path / "itw"))})
-    assert [i.reason if isinstance(i, RejectedItem) else "item" for i in items] == ["item", "image_missing", "image_unreadable", "question_missing", "reference_missing"]
+    assert [i.reason if isinstance(i, RejectedItem) else "item" for i in items] == [
+        "item",
+        "image_missing",
+        "image_unreadable",
+        "question_missing",
+        "reference_missing",
+    ]
     assert [i.question_id if isinstance(i, RejectedItem) else i["question_id"] for i in items] == ["0", "1", "2", "3", "4"]
     vg_rows = [{"image_id": 7, "image": good, "qas": []}]
     vg = tmp_path / "vg" / "data"
     vg.mkdir(parents=True)
     qa = pa.struct([("qa_id", pa.int64()), ("question", pa.string()), ("answer", pa.string())])
-    pq.write_table(pa.Table.from_pylist(vg_rows, pa.schema([("image_id", pa.int64()), ("image", IMAGE), ("qas", pa.list_(qa))])), vg / "test-00000-of-00001.parquet")
+    pq.write_table(
+        pa.Table.from_pylist(vg_rows, pa.schema([("image_id", pa.int64()), ("image", IMAGE), ("qas", pa.list_(qa))])), vg / "test-00000-of-00001.parquet"
+    )
     [rejected] = _items("ja-vg-vqa-500", {"ja-vg-vqa-500": BenchmarkSource(path=str(tmp_path / "vg"))})
     assert (rejected.question_id, rejected.reason) == ("image-7", "no_questions")
 

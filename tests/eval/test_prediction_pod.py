@@ -12,9 +12,9 @@ import dagster as dg
 
 from asagi_dagster.config import GenerationSettings, load_config
 from asagi_dagster.definitions import build_definitions
-from asagi_sample.benchmarks import write_benchmark_sample
-from asagi_dagster.storage import ModelManifest, Storage
 from asagi_dagster.engines import model_path
+from asagi_dagster.storage import ModelManifest, Storage
+from asagi_sample.benchmarks import write_benchmark_sample
 from tests.conftest import BUCKET, write_profile
 from tests.fake_kubelet import serve_pods
 from tests.synth.test_pods import SECRETS, SYNTHESIS_POD

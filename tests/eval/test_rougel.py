@@ -54,7 +54,7 @@ def test_scores_equal_evalmm_on_heron_answers_and_edge_cases(evalmm_python, tmp_
     # Not a vacuous match: the answer sets score differently and the edge cases span 0..100.
     by_model = [rougel_task_score(*reference_and_answers(model)) for model in MODELS]
     assert len({round(s, 6) for s in by_model}) == 3 and all(10 < s < 60 for s in by_model)
-    edge = ours[-len(EDGE_CASES):]
+    edge = ours[-len(EDGE_CASES) :]
     assert edge[0] == 100.0 and edge[4] == edge[5] == edge[6] == 0.0 and edge[-1] == pytest.approx(66.67, abs=0.01)
 
 

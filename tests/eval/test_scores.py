@@ -14,12 +14,12 @@ from PIL import Image
 from asagi_dagster.config import BenchmarkSource, EndpointSettings, JudgeSettings, StorageSettings
 from asagi_dagster.eval import leaderboard as board
 from asagi_dagster.eval.benchmarks import BENCHMARKS, dataset_folder, read_items
-from asagi_dagster.eval.verdicts import heron_score
 from asagi_dagster.eval.judge_client import HERON_SYSTEM, PROMPT_VERSION, Judge
 from asagi_dagster.eval.metrics import rougel_scores
 from asagi_dagster.eval.scores import NO_JUDGE, append_history, history_glob, score
-from asagi_sample.benchmarks import write_benchmark_sample
+from asagi_dagster.eval.verdicts import heron_score
 from asagi_dagster.storage import Storage
+from asagi_sample.benchmarks import write_benchmark_sample
 from tests.eval.heron import reference_and_answers
 from tests.eval.judge_server import judge_server
 
@@ -50,7 +50,9 @@ _HERON_QUESTIONS: dict[tuple[str, str], int] = {}  # (context, question) as JSON
 
 def test_heron_judge_over_http_aggregates_as_eval_mm_with_repeats_and_parse_failures(tmp_path):
     items = _items(tmp_path, "japanese-heron-bench")
-    _HERON_QUESTIONS.update({(json.dumps(i["context"], ensure_ascii=False), json.dumps(i["question"], ensure_ascii=False)): int(i["question_id"]) for i in items})
+    _HERON_QUESTIONS.update(
+        {(json.dumps(i["context"], ensure_ascii=False), json.dumps(i["question"], ensure_ascii=False)): int(i["question_id"]) for i in items}
+    )
     assert len(_HERON_QUESTIONS) == 103
     _, predictions = reference_and_answers("gpt4v_0404_ja")  # question ids 0..102 in order
     with judge_server(_heron_output) as (url, bodies):
@@ -63,7 +65,11 @@ def test_heron_judge_over_http_aggregates_as_eval_mm_with_repeats_and_parse_fail
     assert expected[0].score != expected[1].score  # the repeats really differ, and are averaged
     assert llm["parse_failures"] == 2 * sum(int(i["question_id"]) % 17 == 0 for i in items) == 14
     assert {k: llm[k] for k in ("judge_model", "judge_prompt_version", "judge_temperature", "judge_seed", "judge_repeats")} == {
-        "judge_model": "judge-x", "judge_prompt_version": PROMPT_VERSION, "judge_temperature": 0.0, "judge_seed": 5, "judge_repeats": 2
+        "judge_model": "judge-x",
+        "judge_prompt_version": PROMPT_VERSION,
+        "judge_temperature": 0.0,
+        "judge_seed": 5,
+        "judge_repeats": 2,
     }
     details = json.loads(llm["details"])
     assert details["per_repeat"] == [expected[0].score, expected[1].score] and details["judge_errors"] == 0

@@ -31,7 +31,8 @@ if __name__ == "__main__":
     docs = [{"category": c} for c in case["categories"]]
     heron = HeronBenchScorer(ScorerConfig(docs=docs)).aggregate(parsed)
     likert_outputs = case["likert_outputs"]
-    scorer = LlmAsaJudgeScorer(ScorerConfig(docs={"input_text": ["q"] * len(likert_outputs)}, client=FixedOutputs(likert_outputs), judge_model="fixed", batch_size=7))
+    config = ScorerConfig(docs={"input_text": ["q"] * len(likert_outputs)}, client=FixedOutputs(likert_outputs), judge_model="fixed", batch_size=7)
+    scorer = LlmAsaJudgeScorer(config)
     likert = scorer.score(["a"] * len(likert_outputs), ["p"] * len(likert_outputs))
     print("RESULT " + json.dumps({"parsed": parsed, "heron": heron.overall_score, "details": dict(heron.details),
                                    "likert": likert, "likert_mean": LlmAsaJudgeScorer.aggregate(likert).overall_score}))
@@ -68,7 +69,7 @@ def evalmm(python: str, case: dict, tmp_path) -> dict:
     run = subprocess.run([python, str(script)], input=json.dumps(case), capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
     line = next(line for line in run.stdout.splitlines() if line.startswith("RESULT "))
-    return json.loads(line[len("RESULT "):])
+    return json.loads(line[len("RESULT ") :])
 
 
 @pytest.mark.parametrize("seed", [0, 1])

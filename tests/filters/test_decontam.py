@@ -7,12 +7,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from asagi_dagster.config import BenchmarkImages, ImageSafetySettings
+from asagi_dagster.config import BenchmarkImages, FilterSettings, ImageSafetySettings
 from asagi_dagster.filters import Rejected
 from asagi_dagster.filters.decontam import BenchmarkSourceError, benchmark_rows
 from asagi_dagster.filters.images import hamming
 from asagi_dagster.filters.rules import PairScreen
-from asagi_dagster.config import FilterSettings
 from tests.filters import images
 
 SAFETY = ImageSafetySettings()
@@ -69,8 +68,8 @@ def test_missing_paths_are_clear_errors(tmp_path):
 
 
 def test_profile_paths_resolve_relative_to_the_profile(tmp_path):
-    from tests.conftest import write_profile
     from asagi_dagster.config import load_config
+    from tests.conftest import write_profile
 
     profile = write_profile(tmp_path, filters={"decontamination": {"benchmarks": {"b": {"images": "bench/b", "vg_image_ids": "bench/ids.txt"}}}})
     benchmarks = load_config(profile).filters.decontamination.benchmarks

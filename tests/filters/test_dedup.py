@@ -30,9 +30,23 @@ def flip(value: int, bits: int) -> int:
 
 def pair(pair_id: str, origin: str, sha: str, phash: int, caption: str = "縁側の猫", source: str = "web", vg: int | None = None) -> dict:
     row = {name: None for name in schemas.SCREENED_PAIRS.names}
-    row.update(pair_id=pair_id, source=source, shard="s", origin_id=origin, caption=caption, caption_field="alt",
-               image_sha256=sha, image_phash=phash, image_format="JPEG", width=400, height=300, image_mode="RGB",
-               animated=False, colour_spread=40.0, vg_image_id=vg)
+    row.update(
+        pair_id=pair_id,
+        source=source,
+        shard="s",
+        origin_id=origin,
+        caption=caption,
+        caption_field="alt",
+        image_sha256=sha,
+        image_phash=phash,
+        image_format="JPEG",
+        width=400,
+        height=300,
+        image_mode="RGB",
+        animated=False,
+        colour_spread=40.0,
+        vg_image_id=vg,
+    )
     return row
 
 
@@ -132,7 +146,10 @@ def test_benchmark_images_and_visual_genome_ids_are_removed(storage, tmp_path):
         {"record_id": "japanese-heron-bench/cat.png", "benchmark": "japanese-heron-bench", "image_phash": flip(BASE, 6), "vg_image_id": None},
         {"record_id": "ja-vg-vqa-500/vg:1", "benchmark": "ja-vg-vqa-500", "image_phash": None, "vg_image_id": 2317},
     ]
-    SHARDS["d"] = [pair("d1", "vg/1", "sha-vg", flip(BASE, 50), source="ja-visual-genome", vg=2317), pair("d2", "vg/2", "sha-vg2", 777, source="ja-visual-genome", vg=9)]
+    SHARDS["d"] = [
+        pair("d1", "vg/1", "sha-vg", flip(BASE, 50), source="ja-visual-genome", vg=2317),
+        pair("d2", "vg/2", "sha-vg2", 777, source="ja-visual-genome", vg=9),
+    ]
     try:
         out = run_filter(storage, tmp_path, "a", bench)
         assert rejections(storage, out) == {"a1": "benchmark_overlap"}

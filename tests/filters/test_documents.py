@@ -14,8 +14,8 @@ from skimage import data as skimage_data
 from asagi_dagster.config import DocumentFilterSettings, ImageSafetySettings, ModelRef
 from asagi_dagster.filters import Rejected
 from asagi_dagster.filters.documents import DocumentScorer, reference_rows
-from asagi_dagster.filters.images import small_image
 from asagi_dagster.filters.encoders import BUILTIN_PIXEL_STATS, PixelStatsEncoder, load_image_encoder
+from asagi_dagster.filters.images import small_image
 from asagi_sample.documents import bar_chart, flow_diagram, reference_documents, text_page
 
 SETTINGS = DocumentFilterSettings()

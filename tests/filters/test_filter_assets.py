@@ -33,7 +33,11 @@ def test_sample_through_the_filters_with_every_check_passing(tmp_path, served_di
         for shard in SHARDS:
             result = defs.resolve_job_def("filtered_splits").execute_in_process(instance=instance, partition_key=shard)
             checks = {(c.asset_key.to_user_string(), c.check_name): c.passed for c in result.get_asset_check_evaluations()}
-            assert checks == {("filtered_pairs", "rows_accounted"): True, ("filtered_pairs", "no_benchmark_overlap"): True, ("reference_texts", "rows_accounted"): True}
+            assert checks == {
+                ("filtered_pairs", "rows_accounted"): True,
+                ("filtered_pairs", "no_benchmark_overlap"): True,
+                ("reference_texts", "rows_accounted"): True,
+            }
             filtered[shard] = result.asset_materializations_for_node("filtered_pairs")[0].metadata
         # Which copy of a duplicate is kept follows the origins' ids, which follow the
         # pages' bytes (they hold the image server's port): count over all shards.

@@ -375,7 +375,7 @@ def test_shards_removed_and_replaced_give_build_hash_index_of_what_is_left(tmp_p
         after = reference_decisions(held, 4)
         expected = build_hash_index(duckdb.connect(), list(held.values()), 4) if held else None
         assert index.shards() == sorted(held), step
-        assert (index.to_table().equals(expected) if held else index.image_count() == 0), (step, action, key)
+        assert index.to_table().equals(expected) if held else index.image_count() == 0, (step, action, key)
         assert changed == shards_that_differ({k: v for k, v in before.items() if k[0] != key}, after), (step, action, key)
         reports.append(changed)
     assert any(reports)

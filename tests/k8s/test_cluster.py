@@ -12,12 +12,12 @@ from pathlib import Path
 import kubernetes_validate
 import pytest
 import yaml
-from packaging.requirements import Requirement
-from packaging.utils import canonicalize_name
 from dagster._config import process_config
 from dagster._core.instance.config import dagster_instance_config_schema
 from dagster._core.run_coordinator import QueuedRunCoordinator
 from dagster_k8s import K8sRunLauncher
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 from asagi_dagster.config import PodSettings, load_config
 from asagi_dagster.pods import JUDGE_NAME, JUDGE_PORT, judge_manifests, pod_spec
@@ -251,6 +251,8 @@ def test_the_stand_in_api_refuses_a_pod_the_schema_refuses():
 
     from tests.fake_kubelet import FakeCoreV1Api
 
-    pod = k8s.V1Pod(metadata=k8s.V1ObjectMeta(name="bad"), spec=k8s.V1PodSpec(containers=[k8s.V1Container(name="main", image="x")], active_deadline_seconds="a day"))
+    pod = k8s.V1Pod(
+        metadata=k8s.V1ObjectMeta(name="bad"), spec=k8s.V1PodSpec(containers=[k8s.V1Container(name="main", image="x")], active_deadline_seconds="a day")
+    )
     with pytest.raises(k8s.ApiException, match="Pod is invalid"):
         FakeCoreV1Api().create_namespaced_pod("asagi", pod)

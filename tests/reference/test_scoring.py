@@ -17,9 +17,9 @@ from asagi_dagster.models.tiny import build_tiny_clip, tiny_clip
 from asagi_dagster.reference import REFERENCE_TEXTS, REFERENCE_TEXTS_VERSION
 from asagi_dagster.reference.extract import extraction_config, page_sentences
 from asagi_dagster.reference.scoring import write_reference_texts
-from asagi_sample.site import page_html, page_texts
 from asagi_dagster.storage import StageWriter, Storage
 from asagi_dagster.web import schemas as web_schemas
+from asagi_sample.site import page_html, page_texts
 from tests.filters import images
 
 SETTINGS = ReferenceTextSettings()
@@ -64,17 +64,31 @@ def test_each_pair_gets_its_best_sentence_or_a_reason(tmp_path, scorer):
         {"record_id": "doc-news", "url": "https://example.jp/news.html", "html": news},
         {"record_id": "doc-empty", "url": "https://example.jp/empty.html", "html": "<html><body><img src=a.jpg alt='写真'></body></html>"},
     ]
-    pair = lambda pair_id, doc, caption: {**{n: None for n in schemas.FILTERED_PAIRS.names}, "pair_id": pair_id, "origin_id": doc, "caption": caption, "source": "web"}  # noqa: E731
-    pairs = [pair("p1", "doc-news", "発射台から打ち上げられるロケット"), pair("p2", "doc-news", "宇宙服を着た宇宙飛行士"),
-             pair("p3", "doc-empty", "写真"), pair("p4", "doc-news", "画像ファイルがない")]
-    image_rows = [{"pair_id": p, "image_url": None, "origin": "warc", "content_type": "image/jpeg", "sha256": None, "size": 1, "bytes": images.photo(name)}
-                  for p, name in (("p1", "rocket"), ("p2", "astronaut"), ("p3", "coffee"))]
+
+    def pair(pair_id, doc, caption):
+        return {**{n: None for n in schemas.FILTERED_PAIRS.names}, "pair_id": pair_id, "origin_id": doc, "caption": caption, "source": "web"}
+
+    pairs = [
+        pair("p1", "doc-news", "発射台から打ち上げられるロケット"),
+        pair("p2", "doc-news", "宇宙服を着た宇宙飛行士"),
+        pair("p3", "doc-empty", "写真"),
+        pair("p4", "doc-news", "画像ファイルがない"),
+    ]
+    image_rows = [
+        {"pair_id": p, "image_url": None, "origin": "warc", "content_type": "image/jpeg", "sha256": None, "size": 1, "bytes": images.photo(name)}
+        for p, name in (("p1", "rocket"), ("p2", "astronaut"), ("p3", "coffee"))
+    ]
     doc_rows = [{**{n: None for n in web_schemas.WEB_DOCUMENTS.names}, **d} for d in documents]
     with StageWriter(storage, "reference_texts", "s", REFERENCE_TEXTS, REFERENCE_TEXTS_VERSION) as out:
         write_reference_texts(
-            storage, _write(tmp_path / "pairs.parquet", pairs, schemas.FILTERED_PAIRS),
+            storage,
+            _write(tmp_path / "pairs.parquet", pairs, schemas.FILTERED_PAIRS),
             _write(tmp_path / "docs.parquet", doc_rows, web_schemas.WEB_DOCUMENTS),
-            _write(tmp_path / "images.parquet", image_rows, web_schemas.PAIR_IMAGES), out, SETTINGS, scorer, SAFETY,
+            _write(tmp_path / "images.parquet", image_rows, web_schemas.PAIR_IMAGES),
+            out,
+            SETTINGS,
+            scorer,
+            SAFETY,
         )
     manifest = out.manifest
     assert (manifest.rows_in, manifest.rows_out) == (4, 2)

@@ -9,15 +9,21 @@ import dagster as dg
 from asagi_dagster.definitions import build_definitions
 from asagi_dagster.filters import schemas as filter_schemas
 from asagi_dagster.reference import REFERENCE_TEXTS, REFERENCE_TEXTS_VERSION
-from asagi_dagster.storage import Storage, StageWriter
+from asagi_dagster.storage import StageWriter, Storage
 from asagi_dagster.synth import schemas
 
 GENERATORS = {
     "caption_vlm": {"model": "builtin:tiny-llava-ja", "licence": "Apache-2.0", "outputs_trainable": True, "modality": "image"},
     "japanese_llm": {"model": "builtin:tiny-llama-ja", "licence": "Apache-2.0", "outputs_trainable": True},
 }
-TASK_GENERATORS = {"english_caption": "caption_vlm", "ja_caption_long": "japanese_llm", "ja_caption_short": "japanese_llm",
-                   "vqa": "japanese_llm", "mcvqa": "japanese_llm", "translation": "japanese_llm"}
+TASK_GENERATORS = {
+    "english_caption": "caption_vlm",
+    "ja_caption_long": "japanese_llm",
+    "ja_caption_short": "japanese_llm",
+    "vqa": "japanese_llm",
+    "mcvqa": "japanese_llm",
+    "translation": "japanese_llm",
+}
 
 ENGLISH = [
     "A white cup of coffee on a wooden table, with a small spoon beside it and a window behind.",
@@ -28,8 +34,9 @@ ENGLISH = [
 
 
 def synthesis_section(chunk_rows: int = 2, max_tokens: int = 24, **task_overrides) -> dict:
-    tasks = {name: {"generator": generator, "sampling": {"max_tokens": max_tokens}, **task_overrides.get(name, {})}
-             for name, generator in TASK_GENERATORS.items()}
+    tasks = {
+        name: {"generator": generator, "sampling": {"max_tokens": max_tokens}, **task_overrides.get(name, {})} for name, generator in TASK_GENERATORS.items()
+    }
     return {"generators": copy.deepcopy(GENERATORS), "tasks": tasks, "chunk_rows": chunk_rows}
 
 

@@ -6,16 +6,20 @@ import pyarrow.parquet as pq
 import pytest
 
 from asagi_dagster.config import load_config
+from asagi_dagster.definitions import build_definitions
 from asagi_dagster.storage import Storage
 from asagi_dagster.synth.corpora import LicenceRefused
-from asagi_dagster.definitions import build_definitions
 from tests.conftest import write_profile
 from tests.synth.helpers import GENERATORS, failures, materialize, synthesis_section, write_caption_inputs
 
 
 def test_licence_gate_refuses_a_restricted_generator_before_anything_runs(tmp_path):
     section = synthesis_section()
-    section["generators"]["japanese_llm"] = {**GENERATORS["japanese_llm"], "licence": "proprietary API terms (no training of competing models)", "outputs_trainable": False}
+    section["generators"]["japanese_llm"] = {
+        **GENERATORS["japanese_llm"],
+        "licence": "proprietary API terms (no training of competing models)",
+        "outputs_trainable": False,
+    }
     profile = write_profile(tmp_path, synthesis=section)
     storage = Storage(load_config(profile).storage)
     write_caption_inputs(storage, "s1", pairs=2)
@@ -75,7 +79,9 @@ def test_a_run_over_several_shards_is_one_program_that_loads_each_model_once(tmp
         instance.add_dynamic_partitions("warc_shards", list(shards))
         job = build_definitions(str(profile)).resolve_implicit_global_asset_job_def()
         result = job.execute_in_process(
-            instance=instance, asset_selection=[dg.AssetKey("ja_captions")], raise_on_error=False,
+            instance=instance,
+            asset_selection=[dg.AssetKey("ja_captions")],
+            raise_on_error=False,
             tags={"dagster/asset_partition_range_start": "s1", "dagster/asset_partition_range_end": "s2"},
         )
         assert result.success, failures(result)

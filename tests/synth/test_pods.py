@@ -4,7 +4,6 @@ run here, so the Kubernetes API is a stand-in (tests/fake_kubelet.py) that runs 
 command locally; everything on Dagster's side (pod body, pod waiting, log streaming,
 Pipes messages) is dagster-k8s's own code."""
 
-
 import dagster as dg
 import pyarrow.parquet as pq
 

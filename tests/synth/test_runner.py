@@ -13,9 +13,9 @@ import pyarrow.parquet as pq
 from PIL import Image
 
 from asagi_dagster.config import GeneratorSettings, SamplingSettings, load_config
+from asagi_dagster.engines import Request, open_generator
 from asagi_dagster.storage import Storage
 from asagi_dagster.synth.corpora import run_corpus
-from asagi_dagster.engines import Request, open_generator
 from asagi_dagster.synth.prompts import ENGLISH_CAPTION, JA_CAPTION_SHORT
 from tests.conftest import write_profile
 from tests.synth.helpers import GENERATORS, synthesis_section, write_caption_inputs
@@ -48,10 +48,14 @@ def test_a_request_batched_gives_what_it_gives_alone_greedy_and_sampled():
     greedy = SamplingSettings(temperature=0, max_tokens=12, repetition_penalty=1.0)
     text = [
         Request(JA_CAPTION_SHORT.messages({"english_caption": subject, "reference_text": "タマ" * (i + 1)}), sampling, seed=i)
-        for sampling in (greedy, SAMPLING) for i, subject in enumerate(subjects)
+        for sampling in (greedy, SAMPLING)
+        for i, subject in enumerate(subjects)
     ]
-    image = [Request(ENGLISH_CAPTION.messages({}, image=True), sampling, seed=i, image=Image.new("RGB", (40 + 16 * i, 48), colour))
-             for sampling in (greedy, SAMPLING) for i, colour in enumerate(("red", "blue", "green"))]
+    image = [
+        Request(ENGLISH_CAPTION.messages({}, image=True), sampling, seed=i, image=Image.new("RGB", (40 + 16 * i, 48), colour))
+        for sampling in (greedy, SAMPLING)
+        for i, colour in enumerate(("red", "blue", "green"))
+    ]
     for name, requests in (("japanese_llm", text), ("caption_vlm", image)):
         batched = open_generator(GeneratorSettings(**GENERATORS[name], batch_size=8)).generate(requests)
         alone = open_generator(GeneratorSettings(**GENERATORS[name], batch_size=1)).generate(requests)
@@ -68,7 +72,9 @@ def test_invalid_outputs_are_retried_then_rejected_with_reason_and_provenance_ke
     config = _config(tmp_path, max_tokens=24)
     storage = Storage(config.storage)
     urls = write_caption_inputs(storage, "s1", pairs=3)
-    captions = run_corpus(config, storage, "ja_captions", "s1", {k: urls[k] for k in ("english_captions", "reference_texts", "filtered_pairs")}, log=lambda m: None)
+    captions = run_corpus(
+        config, storage, "ja_captions", "s1", {k: urls[k] for k in ("english_captions", "reference_texts", "filtered_pairs")}, log=lambda m: None
+    )
     assert captions.rows_in == 6 and captions.rows_out + captions.rows_rejected == 6
     rows = pq.read_table(storage.strip_protocol(captions.data_url)).to_pylist()
     for row in rows:  # random weights, but kana/kanji noise of the right length can pass: then it carries its provenance
@@ -160,5 +166,7 @@ def test_nothing_to_generate_loads_no_model(tmp_path):
     storage = Storage(config.storage)
     urls = write_caption_inputs(storage, "s1", pairs=0)  # an upstream partition that kept nothing
     logs = []
-    manifest = run_corpus(config, storage, "ja_captions", "s1", {k: urls[k] for k in ("english_captions", "reference_texts", "filtered_pairs")}, log=logs.append)
+    manifest = run_corpus(
+        config, storage, "ja_captions", "s1", {k: urls[k] for k in ("english_captions", "reference_texts", "filtered_pairs")}, log=logs.append
+    )
     assert manifest.rows_in == 0 and not any("loading generator" in line for line in logs)

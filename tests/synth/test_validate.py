@@ -81,7 +81,7 @@ def test_distractors_must_differ_from_the_answer_and_each_other():
 def test_multiple_choice_places_the_answer_by_seed_uniformly_and_reproducibly():
     question, options, letter = multiple_choice("何が入っていますか？", "コーヒー", ["紅茶", "牛乳", "水"], seed=3)
     assert options["ABCD".index(letter)] == "コーヒー" and sorted(options) == sorted(["コーヒー", "紅茶", "牛乳", "水"])
-    assert question.splitlines()[1:] == [f"{l}. {o}" for l, o in zip("ABCD", options)]
+    assert question.splitlines()[1:] == [f"{letter}. {option}" for letter, option in zip("ABCD", options)]
     assert multiple_choice("q", "a", ["b", "c", "d"], seed=3)[2] == multiple_choice("q", "a", ["b", "c", "d"], seed=3)[2]
     counts = Counter(multiple_choice("q", "a", ["b", "c", "d"], seed=s)[2] for s in range(400))
     assert set(counts) == set("ABCD") and min(counts.values()) > 70
@@ -101,7 +101,9 @@ def test_prompts_fill_their_slots_and_put_few_shot_turns_first():
     assert "赤い車" in messages[1]["content"] and "白い猫" in messages[3]["content"]
     image = JA_CAPTION_LONG.messages({"english_caption": "a cat", "reference_text": "タマ"}, image=True)[-1]["content"]
     assert image[0] == {"type": "image"} and "タマ" in image[1]["text"]
-    assert JA_CAPTION_LONG.messages({"english_caption": "a", "reference_text": "b"}, image=True, image_placeholder="<|image_1|>")[-1]["content"].startswith("<|image_1|>\n")
+    assert JA_CAPTION_LONG.messages({"english_caption": "a", "reference_text": "b"}, image=True, image_placeholder="<|image_1|>")[-1]["content"].startswith(
+        "<|image_1|>\n"
+    )
 
 
 def test_translations_keep_their_source_length_and_qa_keeps_its_labels():
@@ -114,5 +116,8 @@ def test_translations_keep_their_source_length_and_qa_keeps_its_labels():
     assert reason("translation", "コーヒーです。", caption, TaskSettings(generator="g", min_chars=2)) == "length_mismatch"
     source = "質問: What colour is the cup?\n回答: It is white."
     qa = Item("d/row1", "d/row1", {"english": source}, carry={"kind": "qa", "source_text": source})
-    assert TASKS["translation"].check("質問: カップは何色ですか？\n回答: 白です。", qa, 1, TaskSettings(generator="g", min_chars=2)) == {"question": "カップは何色ですか？", "text": "白です。"}
+    assert TASKS["translation"].check("質問: カップは何色ですか？\n回答: 白です。", qa, 1, TaskSettings(generator="g", min_chars=2)) == {
+        "question": "カップは何色ですか？",
+        "text": "白です。",
+    }
     assert reason("translation", "カップは何色ですか？白です。", qa, TaskSettings(generator="g", min_chars=2)) == "bad_format"

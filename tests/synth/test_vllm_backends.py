@@ -13,8 +13,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from asagi_dagster.config import ConfigError, EndpointSettings, GeneratorSettings, load_config
-from asagi_dagster.storage import Storage
 from asagi_dagster.engines import open_generator
+from asagi_dagster.storage import Storage
 from tests.conftest import free_port, subprocess_env, write_profile
 from tests.synth.helpers import GENERATORS, failures, materialize, synthesis_section, write_caption_inputs
 from tests.synth.vllm_requests import requests
@@ -82,7 +82,8 @@ def test_a_partition_runs_on_vllm_through_dagster_pipes(tmp_path, vllm_python, m
 
 def _http_settings(base_url: str, **endpoint) -> GeneratorSettings:
     return GeneratorSettings(
-        **GENERATORS["japanese_llm"], backend="openai",
+        **GENERATORS["japanese_llm"],
+        backend="openai",
         endpoint=EndpointSettings(base_url=base_url, served_model="tiny-llama-ja", concurrency=3, timeout_s=60, **endpoint),
     )
 

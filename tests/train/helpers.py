@@ -8,7 +8,7 @@ import numpy as np
 from PIL import Image
 
 from asagi_dagster.config import ModelRef
-from asagi_dagster.storage import Storage, StageWriter
+from asagi_dagster.storage import StageWriter, Storage
 from asagi_dagster.train.mixture import MIXTURE, VERSION
 
 TINY_VISION = ModelRef(id="builtin:tiny-siglip")

@@ -57,10 +57,21 @@ print("COUNTS " + json.dumps({"counts": counts, "reported": [m["step"] for m in 
 def _counts(tmp_path: Path, steps: int, name: str) -> dict:
     folder = tmp_path / name
     folder.mkdir()
-    stage = {"mixture": {"ja_captions": 1.0}, "global_batch": 4, "micro_batch": 2, "lr": 1e-3, "steps": steps,
-             "checkpoint_every": 1000, "log_every": 1000, "max_text_tokens": 96}
-    profile = write_profile(folder, models={"vision_encoder": {"id": "builtin:tiny-siglip"}, "llm": {"id": "builtin:tiny-llama-ja"}},
-                            training={"processes_per_node": 1, "export_dtype": "float32", "stage1": stage})
+    stage = {
+        "mixture": {"ja_captions": 1.0},
+        "global_batch": 4,
+        "micro_batch": 2,
+        "lr": 1e-3,
+        "steps": steps,
+        "checkpoint_every": 1000,
+        "log_every": 1000,
+        "max_text_tokens": 96,
+    }
+    profile = write_profile(
+        folder,
+        models={"vision_encoder": {"id": "builtin:tiny-siglip"}, "llm": {"id": "builtin:tiny-llama-ja"}},
+        training={"processes_per_node": 1, "export_dtype": "float32", "stage1": stage},
+    )
     config = load_config(profile)
     storage = Storage(config.storage)
     write_mixture(storage, "stage1_mixture", 16)

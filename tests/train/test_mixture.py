@@ -26,38 +26,90 @@ def _commit(storage, asset, partition, schema, version, rows):
 
 def _web_shard(storage, images: int, synthesized: bool = True, missing_bytes: set[int] = frozenset()):
     pairs = [f"doc#img{i}" for i in range(images)]
-    _commit(storage, "filtered_pairs", SHARD, filter_schemas.FILTERED_PAIRS, filter_schemas.FILTERED_PAIRS_VERSION,
-            [{"pair_id": p, "caption": f"代替テキスト{i}", "image_sha256": f"sha{i}", "image_phash": i * SPREAD, "vg_image_id": None} for i, p in enumerate(pairs)])
-    _commit(storage, "pair_images", SHARD, PAIR_IMAGES, PAIR_IMAGES_VERSION,
-            [{"pair_id": p, "bytes": png(i)} for i, p in enumerate(pairs) if i not in missing_bytes])
-    _commit(storage, "reference_texts", SHARD, REFERENCE_TEXTS, REFERENCE_TEXTS_VERSION,
-            [{"pair_id": p, "reference_text": f"本文の一文{i}", "reference_source": "sentence" if i % 2 else "caption"} for i, p in enumerate(pairs)])
+    _commit(
+        storage,
+        "filtered_pairs",
+        SHARD,
+        filter_schemas.FILTERED_PAIRS,
+        filter_schemas.FILTERED_PAIRS_VERSION,
+        [{"pair_id": p, "caption": f"代替テキスト{i}", "image_sha256": f"sha{i}", "image_phash": i * SPREAD, "vg_image_id": None} for i, p in enumerate(pairs)],
+    )
+    _commit(
+        storage,
+        "pair_images",
+        SHARD,
+        PAIR_IMAGES,
+        PAIR_IMAGES_VERSION,
+        [{"pair_id": p, "bytes": png(i)} for i, p in enumerate(pairs) if i not in missing_bytes],
+    )
+    _commit(
+        storage,
+        "reference_texts",
+        SHARD,
+        REFERENCE_TEXTS,
+        REFERENCE_TEXTS_VERSION,
+        [{"pair_id": p, "reference_text": f"本文の一文{i}", "reference_source": "sentence" if i % 2 else "caption"} for i, p in enumerate(pairs)],
+    )
     if synthesized:
-        captions = [{"item_id": f"{p}/{length}", "pair_id": p, "text": f"{length}の説明{i}", "length": length}
-                    for i, p in enumerate(pairs) for length in ("long", "short")]
+        captions = [
+            {"item_id": f"{p}/{length}", "pair_id": p, "text": f"{length}の説明{i}", "length": length}
+            for i, p in enumerate(pairs)
+            for length in ("long", "short")
+        ]
         captions.append({"item_id": "gone/long", "pair_id": "gone#img9", "text": "消えたペア", "length": "long"})
         _commit(storage, "ja_captions", SHARD, synth_schemas.JA_CAPTIONS, synth_schemas.VERSION, captions)
-        _commit(storage, "synthetic_vqa", SHARD, synth_schemas.SYNTHETIC_VQA, synth_schemas.VERSION,
-                [{"item_id": f"{p}/vqa", "pair_id": p, "question": "何色?", "text": "" if i == 0 else "赤"} for i, p in enumerate(pairs)])
+        _commit(
+            storage,
+            "synthetic_vqa",
+            SHARD,
+            synth_schemas.SYNTHETIC_VQA,
+            synth_schemas.VERSION,
+            [{"item_id": f"{p}/vqa", "pair_id": p, "question": "何色?", "text": "" if i == 0 else "赤"} for i, p in enumerate(pairs)],
+        )
     return pairs
 
 
 def _dataset(storage, name: str, language: str, rows: int, translated: bool = False):
     pairs = [f"{name}/row{i}" for i in range(rows)]
-    _commit(storage, "filtered_dataset_pairs", name, filter_schemas.FILTERED_PAIRS, filter_schemas.FILTERED_PAIRS_VERSION,
-            [{"pair_id": p, "image_sha256": f"{name}-sha{i // 2}", "image_phash": 1000 + i, "vg_image_id": None} for i, p in enumerate(pairs)])
-    _commit(storage, "dataset_pairs", name, DATASET_PAIRS, DATASET_PAIRS_VERSION,
-            [{"pair_id": p, "text": None, "question": f"question {i}", "answer": f"answer {i}", "language": language, "bytes": png(100 + i // 2)} for i, p in enumerate(pairs)])
+    _commit(
+        storage,
+        "filtered_dataset_pairs",
+        name,
+        filter_schemas.FILTERED_PAIRS,
+        filter_schemas.FILTERED_PAIRS_VERSION,
+        [{"pair_id": p, "image_sha256": f"{name}-sha{i // 2}", "image_phash": 1000 + i, "vg_image_id": None} for i, p in enumerate(pairs)],
+    )
+    _commit(
+        storage,
+        "dataset_pairs",
+        name,
+        DATASET_PAIRS,
+        DATASET_PAIRS_VERSION,
+        [
+            {"pair_id": p, "text": None, "question": f"question {i}", "answer": f"answer {i}", "language": language, "bytes": png(100 + i // 2)}
+            for i, p in enumerate(pairs)
+        ],
+    )
     if translated:
-        _commit(storage, "translated_pairs", name, synth_schemas.TRANSLATED_PAIRS, synth_schemas.VERSION,
-                [{"item_id": p, "pair_id": p, "kind": "qa", "question": f"質問{i}", "text": f"答え{i}"} for i, p in enumerate(pairs)])
+        _commit(
+            storage,
+            "translated_pairs",
+            name,
+            synth_schemas.TRANSLATED_PAIRS,
+            synth_schemas.VERSION,
+            [{"item_id": p, "pair_id": p, "kind": "qa", "question": f"質問{i}", "text": f"答え{i}"} for i, p in enumerate(pairs)],
+        )
 
 
 def _build(storage, weights, seed=0, shards=(SHARD,), datasets=None, translated=()):
     web, sets, missing = mixture.mixture_inputs(storage, list(shards), datasets or {}, list(translated), weights)
     with StageWriter(storage, "stage1_mixture", None, mixture.MIXTURE, mixture.VERSION) as out:
         per_source = mixture.build_mixture(storage, out, web, sets, weights, seed)
-    rows = list(storage.iter_rows(storage.strip_protocol(out.manifest.data_url), ["example_id", "source", "pair_id", "image_sha256", "instruction", "response", "candidates", "bytes"]))
+    rows = list(
+        storage.iter_rows(
+            storage.strip_protocol(out.manifest.data_url), ["example_id", "source", "pair_id", "image_sha256", "instruction", "response", "candidates", "bytes"]
+        )
+    )
     return out.manifest, rows, per_source, missing
 
 
@@ -105,9 +157,7 @@ def test_datasets_japanese_directly_english_only_through_translation(storage):
     _dataset(storage, "ja-vqa", "ja", rows=4)
     _dataset(storage, "en-vqa", "en", rows=4, translated=True)
     datasets = {"ja-vqa": _Source("ja"), "en-vqa": _Source("en")}
-    manifest, rows, per_source, missing = _build(
-        storage, {"dataset_pairs": 1.0, "translated_pairs": 1.0}, shards=(), datasets=datasets, translated=["en-vqa"]
-    )
+    manifest, rows, per_source, missing = _build(storage, {"dataset_pairs": 1.0, "translated_pairs": 1.0}, shards=(), datasets=datasets, translated=["en-vqa"])
     assert not missing
     # Two questions share each image (image ids): one kept per image.
     assert len(rows) == 4 and manifest.rejected_by_reason == {"other_text_drawn": 4}
@@ -138,8 +188,14 @@ def test_the_mixture_asset_audits_itself_against_the_benchmarks(tmp_path):
     storage = Storage(load_config(profile).storage)
     _web_shard(storage, images=4, synthesized=False)
     # Image 2's perceptual hash is a benchmark image's, one bit apart.
-    _commit(storage, "benchmark_image_index", None, BENCHMARK_INDEX, BENCHMARK_INDEX_VERSION,
-            [{"record_id": "japanese-heron-bench/001.jpg", "benchmark": "japanese-heron-bench", "image_phash": (2 * SPREAD) ^ 1, "vg_image_id": None}])
+    _commit(
+        storage,
+        "benchmark_image_index",
+        None,
+        BENCHMARK_INDEX,
+        BENCHMARK_INDEX_VERSION,
+        [{"record_id": "japanese-heron-bench/001.jpg", "benchmark": "japanese-heron-bench", "image_phash": (2 * SPREAD) ^ 1, "vg_image_id": None}],
+    )
     defs = build_definitions(str(profile))
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("warc_shards", [SHARD])

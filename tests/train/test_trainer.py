@@ -25,8 +25,16 @@ PROJECT = Path(__file__).resolve().parents[2]
 
 
 def training_profile(directory: Path, steps: int, checkpoint_every: int, root: str | None = None, **stage) -> Path:
-    base = {"mixture": {"ja_captions": 1.0}, "global_batch": 4, "lr": 1e-3, "steps": steps, "checkpoint_every": checkpoint_every,
-            "log_every": 1, "max_text_tokens": 96, **stage}
+    base = {
+        "mixture": {"ja_captions": 1.0},
+        "global_batch": 4,
+        "lr": 1e-3,
+        "steps": steps,
+        "checkpoint_every": checkpoint_every,
+        "log_every": 1,
+        "max_text_tokens": 96,
+        **stage,
+    }
     overrides = {
         "models": {"vision_encoder": {"id": "builtin:tiny-siglip"}, "llm": {"id": "builtin:tiny-llama-ja"}},
         "training": {"processes_per_node": 2, "export_dtype": "float32", "stage1": base, "stage2": {**base, "lr": 1e-4}},
@@ -187,8 +195,10 @@ def test_stage1_then_stage2_on_s3_freeze_what_asagi_freezes_and_load_in_transfor
     assert model.config.projector_hidden_act == "gelu"
     from PIL import Image
 
-    text = processor.apply_chat_template([{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "説明して"}]}], tokenize=False, add_generation_prompt=True)
+    text = processor.apply_chat_template(
+        [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "説明して"}]}], tokenize=False, add_generation_prompt=True
+    )
     inputs = processor(text=text, images=[Image.new("RGB", (64, 48), (10, 120, 200))], return_tensors="pt")
     output = model.generate(**inputs, max_new_tokens=6, do_sample=False, min_new_tokens=6)
     assert output.shape[1] == inputs["input_ids"].shape[1] + 6
-    assert isinstance(processor.tokenizer.decode(output[0, inputs["input_ids"].shape[1]:]), str)
+    assert isinstance(processor.tokenizer.decode(output[0, inputs["input_ids"].shape[1] :]), str)

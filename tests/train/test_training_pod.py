@@ -6,7 +6,6 @@ No cluster can run here: the Kubernetes API is tests/fake_kubelet.py, which runs
 pod's command locally with only the pod's env (so two CPU workers on gloo stand in for
 the two GPUs). Everything on Dagster's side is dagster-k8s's own PipesK8sClient."""
 
-
 import dagster as dg
 
 from asagi_dagster.config import load_config

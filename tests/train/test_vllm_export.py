@@ -30,12 +30,14 @@ def test_vllm_loads_the_export_and_matches_transformers_greedy_tokens(tmp_path, 
     job = stage_job(config, storage, "stage1", storage.read_manifest("stage1_mixture", None), None)
     (tmp_path / "job.json").write_text(job.model_dump_json())
     # Without torchrun: the program runs as a world of one.
-    run = subprocess.run([sys.executable, "-m", "asagi_dagster.train", "--job", str(tmp_path / "job.json")], capture_output=True, text=True, cwd=PROJECT, timeout=300)
+    run = subprocess.run(
+        [sys.executable, "-m", "asagi_dagster.train", "--job", str(tmp_path / "job.json")], capture_output=True, text=True, cwd=PROJECT, timeout=300
+    )
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
 
     checked = _vllm(vllm_python, Path(job.output_url))
     assert checked.returncode == 0, checked.stdout[-2000:] + checked.stderr[-4000:]
-    result = json.loads(next(line for line in checked.stdout.splitlines() if line.startswith("RESULT "))[len("RESULT "):])
+    result = json.loads(next(line for line in checked.stdout.splitlines() if line.startswith("RESULT "))[len("RESULT ") :])
     assert result["prompt_ids_equal"]
     assert result["vllm"] == result["transformers"] and len(result["vllm"]) == 8
 

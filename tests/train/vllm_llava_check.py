@@ -18,9 +18,15 @@ if __name__ == "__main__":  # vLLM starts worker processes that import the main 
     out = llm.generate([{"prompt": prompt, "multi_modal_data": {"image": image}}], SamplingParams(max_tokens=8, temperature=0, ignore_eos=True))[0]
     inputs = processor(text=prompt, images=[image], return_tensors="pt")
     model = LlavaForConditionalGeneration.from_pretrained(folder).eval()
-    reference = model.generate(**inputs, max_new_tokens=8, min_new_tokens=8, do_sample=False)[0, inputs["input_ids"].shape[1]:].tolist()
-    print("RESULT " + json.dumps({
-        "prompt_ids_equal": list(out.prompt_token_ids) == inputs["input_ids"][0].tolist(),
-        "vllm": list(out.outputs[0].token_ids),
-        "transformers": reference,
-    }), flush=True)
+    reference = model.generate(**inputs, max_new_tokens=8, min_new_tokens=8, do_sample=False)[0, inputs["input_ids"].shape[1] :].tolist()
+    print(
+        "RESULT "
+        + json.dumps(
+            {
+                "prompt_ids_equal": list(out.prompt_token_ids) == inputs["input_ids"][0].tolist(),
+                "vllm": list(out.outputs[0].token_ids),
+                "transformers": reference,
+            }
+        ),
+        flush=True,
+    )

@@ -134,11 +134,17 @@ def download_at_once(storage, profile_path, host: RecordingHost, downloader: dic
         for child in range(CHILDREN):
             shard = f"shard-{child}"
             pairs_url = write_shard(storage, shard, [f"{host.base}/{shard}/{n}.jpg" for n in range(URLS_PER_CHILD)])
-            children.append(subprocess.Popen(
-                [sys.executable, "-c", CHILD, str(profile_path), shard, pairs_url, json.dumps(downloader)],
-                cwd=PROJECT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                env={**os.environ, "PYTHONPATH": str(PROJECT)},
-            ))
+            children.append(
+                subprocess.Popen(
+                    [sys.executable, "-c", CHILD, str(profile_path), shard, pairs_url, json.dumps(downloader)],
+                    cwd=PROJECT,
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                    env={**os.environ, "PYTHONPATH": str(PROJECT)},
+                )
+            )
         for process in children:
             assert process.stdout.readline().strip() == "ready", process.communicate()
         for process in children:

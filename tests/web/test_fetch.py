@@ -75,10 +75,7 @@ class LoopbackServer:
 
     def times(self, path: str | None = None, prefix: str | None = None) -> list[float]:
         with self._lock:
-            return [
-                t for p, t, _ in self.requests
-                if (path is None or p == path) and (prefix is None or p.startswith(prefix))
-            ]
+            return [t for p, t, _ in self.requests if (path is None or p == path) and (prefix is None or p.startswith(prefix))]
 
     def close(self) -> None:
         self.httpd.shutdown()
@@ -106,8 +103,9 @@ class _Handler(BaseHTTPRequestHandler):
             route(self, nth)
 
 
-def send(handler: BaseHTTPRequestHandler, status: int, body: bytes = b"", content_type: str | None = None,
-         headers: list[tuple[str, str]] | None = None) -> None:
+def send(
+    handler: BaseHTTPRequestHandler, status: int, body: bytes = b"", content_type: str | None = None, headers: list[tuple[str, str]] | None = None
+) -> None:
     handler.send_response(status)
     if content_type is not None:
         handler.send_header("Content-Type", content_type)
@@ -119,6 +117,7 @@ def send(handler: BaseHTTPRequestHandler, status: int, body: bytes = b"", conten
 
 
 # --- behaviours ------------------------------------------------------------------------
+
 
 def image(body: bytes = JPEG, content_type: str | None = "image/jpeg", headers: list[tuple[str, str]] | None = None) -> Route:
     return lambda h, n: send(h, 200, body, content_type, headers)
@@ -140,6 +139,7 @@ def slow(delay: float, then: Route) -> Route:
     def route(h, n):
         time.sleep(delay)  # bounded: the test picks it
         then(h, n)
+
     return route
 
 
@@ -150,6 +150,7 @@ def sequence(*routes: Route) -> Route:
 
 def chunked(total: int, chunk: int = 512, content_type: str = "image/jpeg") -> Route:
     """A body streamed with Transfer-Encoding: chunked, so without a Content-Length."""
+
     def route(h, n):
         h.send_response(200)
         h.send_header("Content-Type", content_type)
@@ -164,11 +165,13 @@ def chunked(total: int, chunk: int = 512, content_type: str = "image/jpeg") -> R
             h.wfile.write(b"0\r\n\r\n")
         except OSError:
             h.close_connection = True  # the client hung up, as it should on a too-large body
+
     return route
 
 
 def declared_length(declared: int, actual: bytes, content_type: str = "image/jpeg") -> Route:
     """Declares ``declared`` bytes in Content-Length but sends only ``actual`` then closes."""
+
     def route(h, n):
         h.send_response(200)
         h.send_header("Content-Type", content_type)
@@ -179,10 +182,12 @@ def declared_length(declared: int, actual: bytes, content_type: str = "image/jpe
         except OSError:
             pass
         h.close_connection = True
+
     return route
 
 
 # --- fixtures --------------------------------------------------------------------------
+
 
 @pytest.fixture
 def server():
@@ -226,6 +231,7 @@ def image_paths(srv: LoopbackServer) -> list[str]:
 # Success
 # --------------------------------------------------------------------------------------
 
+
 def test_success_returns_the_body_byte_for_byte(server):
     server.routes["/img/cat.jpg"] = image(JPEG, "image/jpeg; charset=binary")
     result = fetch(server.url("/img/cat.jpg"))
@@ -258,6 +264,7 @@ def test_a_body_of_exactly_max_bytes_is_accepted(server):
 # robots.txt
 # --------------------------------------------------------------------------------------
 
+
 def test_robots_disallow_refuses_only_the_disallowed_path(server):
     server.routes["/robots.txt"] = text("User-agent: *\nDisallow: /private/\n")
     server.routes["/private/x.jpg"] = image()
@@ -276,9 +283,7 @@ def test_robots_disallow_refuses_only_the_disallowed_path(server):
 
 
 def test_robots_group_for_our_user_agent_applies(server):
-    server.routes["/robots.txt"] = text(
-        "User-agent: asagi-test-bot\nDisallow: /\n\nUser-agent: *\nAllow: /\n"
-    )
+    server.routes["/robots.txt"] = text("User-agent: asagi-test-bot\nDisallow: /\n\nUser-agent: *\nAllow: /\n")
     server.routes["/x.jpg"] = image()
     result = fetch(server.url("/x.jpg"))
     assert (result.ok, result.reason) == (False, "robots_disallowed")
@@ -382,6 +387,7 @@ def test_robots_is_honoured_for_a_redirect_target_on_another_origin(server, seco
 # X-Robots-Tag
 # --------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("value", ["noai", "googlebot: noimageai", "noindex, NoAI"])
 def test_x_robots_tag_noai_refuses(server, value):
     server.routes["/x.jpg"] = image(headers=[("X-Robots-Tag", value)])
@@ -434,6 +440,7 @@ def test_has_noai(value, expected):
 # Per-host rate limit
 # --------------------------------------------------------------------------------------
 
+
 def test_per_host_interval_spaces_requests_across_threads(server):
     for i in range(4):
         server.routes[f"/img/{i}.jpg"] = image()
@@ -481,6 +488,7 @@ def test_host_throttle_unit():
 # --------------------------------------------------------------------------------------
 # Timeouts, size caps, content types
 # --------------------------------------------------------------------------------------
+
 
 def test_slow_response_times_out(server):
     server.routes["/slow.jpg"] = slow(1.5, image())
@@ -546,6 +554,7 @@ def test_empty_image_body_is_refused(server):
 # HTTP status and retries
 # --------------------------------------------------------------------------------------
 
+
 def test_503_twice_then_200_succeeds_with_retries(server):
     server.routes["/flaky.jpg"] = sequence(status(503), status(503), image())
     result = fetch(server.url("/flaky.jpg"), retries=3, backoff_s=0.05)
@@ -589,6 +598,7 @@ def test_404_is_permanent_and_not_retried(server):
 # --------------------------------------------------------------------------------------
 # Redirects
 # --------------------------------------------------------------------------------------
+
 
 def test_redirect_to_an_allowed_path_is_followed(server):
     server.routes["/old.jpg"] = redirect("/new.jpg")
@@ -665,8 +675,9 @@ def test_redirect_to_a_non_http_scheme_is_invalid_url(server):
     assert (result.ok, result.reason, result.transient) == (False, "invalid_url", False)
 
 
-@pytest.mark.parametrize("location", ["http://127.0.0.1:99999/x.jpg", "http://127.0.0.1:0/x.jpg", "http://[::1/x.jpg",
-                                      "http://a..b/x.jpg", "http://127.0.0.1:x/x.jpg"])
+@pytest.mark.parametrize(
+    "location", ["http://127.0.0.1:99999/x.jpg", "http://127.0.0.1:0/x.jpg", "http://[::1/x.jpg", "http://a..b/x.jpg", "http://127.0.0.1:x/x.jpg"]
+)
 def test_redirect_to_a_malformed_url_is_refused_not_raised(server, location):
     server.routes["/hop.jpg"] = redirect(location)
     result = fetch(server.url("/hop.jpg"), retries=2)
@@ -677,6 +688,7 @@ def test_redirect_to_a_malformed_url_is_refused_not_raised(server, location):
 # --------------------------------------------------------------------------------------
 # Address policy
 # --------------------------------------------------------------------------------------
+
 
 def test_loopback_is_blocked_unless_allow_listed(server):
     server.routes["/x.jpg"] = image()
@@ -749,6 +761,7 @@ def test_address_policy_unresolvable():
 # DNS and URL errors
 # --------------------------------------------------------------------------------------
 
+
 def test_unresolvable_host_is_transient_dns_error():
     result = fetch("http://no-such-host.invalid/x.jpg", respect_robots_txt=False, retries=1)
     assert result.ok is False
@@ -782,9 +795,7 @@ def test_non_http_url_is_invalid_url_with_robots_on(url):
     assert result.transient is False
 
 
-@pytest.mark.parametrize(
-    "url", ["http://a..b/x.jpg", f"http://{'a' * 64}.invalid/x.jpg", "http://127.0.0.1:99999/x.jpg"]
-)
+@pytest.mark.parametrize("url", ["http://a..b/x.jpg", f"http://{'a' * 64}.invalid/x.jpg", "http://127.0.0.1:99999/x.jpg"])
 @pytest.mark.parametrize("robots", [True, False])
 def test_malformed_host_or_port_is_invalid_url(url, robots):
     result = fetch(url, respect_robots_txt=robots, retries=2)
@@ -799,10 +810,26 @@ def test_address_policy_malformed_host_is_invalid_url_not_unicode_error():
 
 # Strings that once raised somewhere between parsing and connecting; none may reach the network.
 ODD_URLS = [
-    "", " ", "x.jpg", "/x.jpg", "//no-such-host.invalid/x.jpg", "http:", "http://", "http://:80/x",
-    "http://[::1/x", "http://[zz]/x", "http://h.invalid:abc/x", "http://h.invalid:-1/x",
-    "http://h.invalid:65536/x", "http://h\x00.invalid/x", "http://.invalid/x", "http://a.b../x",
-    "javascript:alert(1)", "data:image/png;base64,AAAA", "mailto:a@b.invalid", "http://\u2603..invalid/x",
+    "",
+    " ",
+    "x.jpg",
+    "/x.jpg",
+    "//no-such-host.invalid/x.jpg",
+    "http:",
+    "http://",
+    "http://:80/x",
+    "http://[::1/x",
+    "http://[zz]/x",
+    "http://h.invalid:abc/x",
+    "http://h.invalid:-1/x",
+    "http://h.invalid:65536/x",
+    "http://h\x00.invalid/x",
+    "http://.invalid/x",
+    "http://a.b../x",
+    "javascript:alert(1)",
+    "data:image/png;base64,AAAA",
+    "mailto:a@b.invalid",
+    "http://\u2603..invalid/x",
 ]
 
 
@@ -819,8 +846,10 @@ def test_odd_url_strings_are_refused_never_raised(url, robots):
 def test_an_unexpected_exception_becomes_a_transient_refusal(server, monkeypatch):
     server.routes["/x.jpg"] = image()
     with Fetcher(settings()) as fetcher:
+
         def boom(*args, **kwargs):
             raise RuntimeError("kaboom")
+
         monkeypatch.setattr(fetcher.transport, "handle_request", boom)
         result = fetcher.fetch_image(server.url("/x.jpg"))
     assert (result.ok, result.reason, result.transient) == (False, "unexpected_error", True)
@@ -836,6 +865,7 @@ def test_an_unusable_retry_after_falls_back_to_backoff(server, value):
 
 
 # --- robots.txt edge cases and slow bodies ------------------------------------------
+
 
 def test_robots_txt_over_the_cap_is_cut_and_parsed(server):
     from asagi_dagster.web.fetch import ROBOTS_MAX_BYTES
@@ -883,6 +913,7 @@ def test_a_body_that_drips_hits_the_total_deadline(server):
 # --------------------------------------------------------------------------------------
 # Credentials in URLs
 # --------------------------------------------------------------------------------------
+
 
 def test_credentials_in_an_image_url_are_never_sent(server):
     server.routes["/x.jpg"] = image()
@@ -969,8 +1000,16 @@ def test_address_policy_refuses_them_when_dns_returns_them(monkeypatch, address)
     assert (result.ok, result.reason, result.transient) == (False, "blocked_address", False)
 
 
-@pytest.mark.parametrize("url", ["http://[64:ff9b::7f00:1]:1/x.jpg", "http://[2002:7f00:1::]:1/x.jpg", "http://[::127.0.0.1]:1/x.jpg",
-                                 "http://224.0.0.1:1/x.jpg", "http://[ff02::1]:1/x.jpg"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://[64:ff9b::7f00:1]:1/x.jpg",
+        "http://[2002:7f00:1::]:1/x.jpg",
+        "http://[::127.0.0.1]:1/x.jpg",
+        "http://224.0.0.1:1/x.jpg",
+        "http://[ff02::1]:1/x.jpg",
+    ],
+)
 def test_fetch_refuses_them_before_connecting(url):
     result = fetch(url, allow_networks=["127.0.0.1/32"], respect_robots_txt=False)
     assert (result.ok, result.reason, result.transient) == (False, "blocked_address", False)
@@ -980,6 +1019,7 @@ def test_fetch_refuses_them_before_connecting(url):
 # --------------------------------------------------------------------------------------
 # The connection goes to the checked address (DNS rebinding)
 # --------------------------------------------------------------------------------------
+
 
 def test_connection_goes_to_the_address_that_was_checked(monkeypatch, server):
     """The name answers 127.0.0.1 (allowed) the first time and 127.0.0.2 (refused) after,

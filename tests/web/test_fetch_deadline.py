@@ -41,6 +41,7 @@ def timed_fetch(url: str, **overrides):
 
 def drip(raw: bytes, interval: float, for_at_most: float):
     """A route that sends ``raw`` (status line, headers, body) one byte per ``interval``."""
+
     def route(h, n):
         end = time.monotonic() + for_at_most  # bounded: the server gives up on its own
         try:
@@ -53,6 +54,7 @@ def drip(raw: bytes, interval: float, for_at_most: float):
         except OSError:
             pass  # the client hung up, as it should
         h.close_connection = True
+
     return route
 
 
@@ -187,8 +189,7 @@ def silent_tcp():
 
 
 def test_a_tls_handshake_that_stalls_ends_at_the_deadline(silent_tcp):
-    result, elapsed = timed_fetch(f"https://127.0.0.1:{silent_tcp}/x.jpg", total_timeout_s=1.0, connect_timeout_s=5.0,
-                                  respect_robots_txt=False)
+    result, elapsed = timed_fetch(f"https://127.0.0.1:{silent_tcp}/x.jpg", total_timeout_s=1.0, connect_timeout_s=5.0, respect_robots_txt=False)
     assert (result.reason, result.transient) == ("timeout", True)
     assert "TLS handshake" in result.detail
     assert elapsed < 1.0 + SLACK_S, elapsed
@@ -213,12 +214,12 @@ def test_a_name_lookup_that_hangs_ends_at_the_deadline(monkeypatch):
 # Cancel
 # --------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("stall", ["headers", "silence", "connect"])
 def test_cancel_stops_fetches_in_flight_at_once(server, backlog_full, stall):
     server.routes["/drip.jpg"] = drip(RESPONSE, interval=0.5, for_at_most=20.0)
     server.routes["/silent.jpg"] = lambda h, n: time.sleep(20.0)
-    url = {"headers": server.url("/drip.jpg"), "silence": server.url("/silent.jpg"),
-           "connect": f"http://127.0.0.1:{backlog_full}/x.jpg"}[stall]
+    url = {"headers": server.url("/drip.jpg"), "silence": server.url("/silent.jpg"), "connect": f"http://127.0.0.1:{backlog_full}/x.jpg"}[stall]
     fetcher = Fetcher(settings(total_timeout_s=60.0, read_timeout_s=30.0, connect_timeout_s=30.0, respect_robots_txt=False))
     results = []
     workers = [threading.Thread(target=lambda: results.append(fetcher.fetch_image(url))) for _ in range(3)]
@@ -274,13 +275,18 @@ def test_cancel_stops_fetches_waiting_for_the_host_or_the_resolver(server, monke
 # TLS to the pinned address: the name still goes into SNI and the certificate check
 # --------------------------------------------------------------------------------------
 
+
 def _certificate(name: str, directory):
     key = ec.generate_private_key(ec.SECP256R1())
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
     now = datetime.datetime.now(datetime.timezone.utc)
     cert = (
-        x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
-        .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(hours=1))
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
         .not_valid_after(now + datetime.timedelta(hours=1))
         .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
@@ -288,8 +294,7 @@ def _certificate(name: str, directory):
     )
     cert_path, key_path = directory / "cert.pem", directory / "key.pem"
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
     return cert_path, key_path
 
 
@@ -329,8 +334,7 @@ def test_tls_to_the_pinned_address_sends_the_name_as_sni_and_checks_it(monkeypat
     assert result.ok is True, result
     assert result.body == JPEG
     assert "img.test" in tls_server.seen_sni
-    assert [(p, h["Host"]) for p, _, h in tls_server.requests] == [
-        ("/robots.txt", f"img.test:{tls_server.port}"), ("/x.jpg", f"img.test:{tls_server.port}")]
+    assert [(p, h["Host"]) for p, _, h in tls_server.requests] == [("/robots.txt", f"img.test:{tls_server.port}"), ("/x.jpg", f"img.test:{tls_server.port}")]
     assert lookups == ["img.test", "img.test"]  # one lookup per request, none by the connection
 
 

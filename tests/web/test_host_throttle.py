@@ -82,6 +82,7 @@ def test_every_downloader_needs_a_connection_per_host():
 
 # --- a connection closed under a request -------------------------------------------------
 
+
 def test_a_socket_closed_by_this_process_makes_the_pool_use_another_connection():
     """httpcore's pool can close a connection it has just handed to a request; the stream
     reports that as ConnectionNotAvailable, which the pool answers by resending the

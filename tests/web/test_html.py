@@ -55,9 +55,7 @@ def test_context_is_capped():
 def test_broken_markup_still_yields_images():
     broken = "<html><body><div><p>未閉じ<b>太字<i>斜体</b></i><table><tr><td><img src=/a.jpg alt=店内 ><td>説明"
     page = parse_page(broken, "http://shop.example.jp/x/", 100)
-    assert [(i.url, i.alt, i.text_before, i.text_after) for i in images(page)] == [
-        ("http://shop.example.jp/a.jpg", "店内", "未閉じ太字斜体", "説明")
-    ]
+    assert [(i.url, i.alt, i.text_before, i.text_after) for i in images(page)] == [("http://shop.example.jp/a.jpg", "店内", "未閉じ太字斜体", "説明")]
 
 
 def test_unusable_sources_get_reasons():
@@ -163,9 +161,7 @@ def urls_and_alts(html: str) -> list[tuple]:
 def test_picture_whose_only_img_is_in_noscript_gives_the_real_url_and_alt():
     html = f"<p>前</p><picture><source data-srcset='r.webp'><noscript>{LAZY_NOTE}<img src='real.jpg' alt='本物'></noscript></picture><p>後</p>"
     page = parse_page(html, "https://x.jp/a/", 200)
-    assert [(i.url, i.alt, i.text_before, i.text_after, i.text_block) for i in images(page)] == [
-        ("https://x.jp/a/real.jpg", "本物", "前", "後", 1)
-    ]
+    assert [(i.url, i.alt, i.text_before, i.text_after, i.text_block) for i in images(page)] == [("https://x.jp/a/real.jpg", "本物", "前", "後", 1)]
     assert page.text_blocks == ["前", "後"]  # the noscript's own text is still not page text
 
 

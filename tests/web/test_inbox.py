@@ -39,7 +39,7 @@ def test_a_key_too_long_for_a_folder_name_is_skipped_with_the_reason(tmp_path):
     (fits / ("b" * (MAX_KEY_CHARS - 100 - len("__") - len(".warc")) + ".warc")).write_bytes(WARC)
     shards, skipped = scan(inbox)
     assert [len(k) for k in shards] == [MAX_KEY_CHARS]
-    (path, why), = skipped.items()
+    ((path, why),) = skipped.items()
     assert path.endswith("/CC-MAIN-00001.warc.gz")
     assert f"partition key would be {len(path.replace('/', '__'))} characters" in why and f"over the {MAX_KEY_CHARS}" in why
 

@@ -62,7 +62,7 @@ def test_truncated_gzip_member_mid_file(storage, config, tmp_path):
 
         one = ShardWriter(f"m{i}")
         one.response(url, good_page(str(i)), "text/html; charset=utf-8")
-        members.append(one.getvalue()[len(ShardWriter(f"m{i}").getvalue()):])  # drop each warcinfo
+        members.append(one.getvalue()[len(ShardWriter(f"m{i}").getvalue()) :])  # drop each warcinfo
     cut = members[1][: len(members[1]) // 2]
     manifests = run_ingest(storage, config, tmp_path, "cut.warc.gz", members[0] + cut + members[2])
     assert reasons(storage, manifests["web_documents"]) == ["corrupt_warc"]
@@ -134,7 +134,10 @@ def test_non_html_content_types(storage, config, tmp_path):
     [("cp932", "cp932"), ("euc_jp", "euc_jis_2004"), ("iso2022_jp", "iso2022_jp_ext")],
 )
 def test_undeclared_japanese_encodings_decode(storage, config, tmp_path, codec, expected):
-    text = "<html><head><title>宣言のないページ</title></head><body><p>吾輩は猫である。名前はまだ無い。どこで生れたかとんと見当がつかぬ。</p><img src='/a.jpg' alt='猫の写真'></body></html>"
+    text = (
+        "<html><head><title>宣言のないページ</title></head><body><p>吾輩は猫である。名前はまだ無い。どこで生れたかとんと見当がつかぬ。</p><img "
+        "src='/a.jpg' alt='猫の写真'></body></html>"
+    )
     data = shard_around("j.warc.gz", lambda s: s.fetch("https://x.example.jp/j.html", text.encode(codec), "text/html"))
     manifests = run_ingest(storage, config, tmp_path, "j.warc.gz", data)
     doc = next(r for r in rows(storage, manifests["web_documents"]) if r["url"].endswith("/j.html"))

@@ -179,8 +179,7 @@ def test_gather_pair_images_end_to_end_and_resume(storage, server, shard):
     assert warc["size"] == len(WARC_BYTES)
     assert warc["content_type"] == "image/jpeg"
     assert warc["image_url"] == server.url("/warc/cat.jpg")
-    for pair_id, body, ctype in [("p-a", SERVED_A, "image/jpeg"), ("p-shared-1", SERVED_SHARED, "image/png"),
-                                 ("p-shared-2", SERVED_SHARED, "image/png")]:
+    for pair_id, body, ctype in [("p-a", SERVED_A, "image/jpeg"), ("p-shared-1", SERVED_SHARED, "image/png"), ("p-shared-2", SERVED_SHARED, "image/png")]:
         row = rows[pair_id]
         assert row["origin"] == "download", pair_id
         assert row["bytes"] == body
@@ -362,6 +361,7 @@ def test_one_malformed_host_does_not_abort_the_partition(storage, server):
 # --------------------------------------------------------------------------------------
 # DownloadCache
 # --------------------------------------------------------------------------------------
+
 
 def test_download_cache_round_trip(storage):
     cache = DownloadCache(storage)

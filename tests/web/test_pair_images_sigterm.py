@@ -18,12 +18,13 @@ import time
 import pytest
 
 from asagi_dagster.web.pair_images import CACHE_DIR
+from tests.conftest import PROJECT as PROJECT_ROOT
 from tests.web.test_fetch import LoopbackServer, image, settings, status
 from tests.web.test_fetch_deadline import drip
-from tests.conftest import PROJECT as PROJECT_ROOT
 from tests.web.test_pair_images import SHARD, pair_row, run_gather, write_pairs
 
-CHILD = textwrap.dedent("""
+CHILD = textwrap.dedent(
+    """
     import json, signal, sys
     from asagi_dagster.config import DownloaderSettings, load_config
     from asagi_dagster.storage import StageWriter, Storage
@@ -48,7 +49,9 @@ CHILD = textwrap.dedent("""
         print("running", flush=True)
         gather_pair_images(storage, pairs_url, None, out, fetcher, workers=4)
     print("finished", flush=True)
-""" % SHARD)
+"""
+    % SHARD
+)
 
 STUCK = 12  # more stalled URLs than workers: some are still queued when SIGTERM comes
 
@@ -77,7 +80,10 @@ def test_sigterm_stops_a_run_stuck_in_slow_downloads(storage, profile_path, mode
         downloader = settings(total_timeout_s=600.0, read_timeout_s=30.0, per_host_interval_s=0.0).model_dump()
         child = subprocess.Popen(
             [sys.executable, "-c", CHILD, str(profile_path), pairs.data_url, mode, json.dumps(downloader)],
-            cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            cwd=PROJECT_ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
             env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)},
         )
         deadline = time.monotonic() + 60

@@ -63,6 +63,8 @@ _IMAGE_COUNT_KNOWN: dict = {}
 
 def _with_known(paths: list[Path], known: dict) -> list:
     return [pytest.param(p, id=i, marks=known.get(i, ())) for p, i in zip(paths, _ids(paths))]
+
+
 # Elements whose contents a browser never renders as elements of the page.
 _NOT_RENDERED = {"script", "template", "noscript", "style"}
 # Elements whose own text is running body text.
@@ -138,6 +140,7 @@ _NOT_BODY_TEXT = _NOT_RENDERED | {"head", "title", "rt", "rp"}
 
 def _body_text_nodes(root) -> list[str]:
     """Every text node a reader sees in the body, whitespace collapsed."""
+
     def shown(el) -> bool:
         return isinstance(el.tag, str) and el.tag not in _NOT_BODY_TEXT and not any(a.tag in _NOT_BODY_TEXT for a in el.iterancestors())
 
@@ -245,8 +248,7 @@ def test_lazy_and_noscript_images_get_their_real_url(path):
     root, page = _parsed(path)
     if len(page.images) != len(_image_elements(root)):
         pytest.skip("images are not one to one with the elements (noscript copies counted apart)")
-    wrong = [(element, url, page.images[i].url, page.images[i].problem)
-             for i, element, url in _real_urls(root, page.base_url) if page.images[i].url != url]
+    wrong = [(element, url, page.images[i].url, page.images[i].problem) for i, element, url in _real_urls(root, page.base_url) if page.images[i].url != url]
     assert not wrong, f"{len(wrong)} images without their real URL, e.g. {wrong[:3]}"
 
 
@@ -313,8 +315,7 @@ def test_hostile_images_are_screened_or_rejected_in_bounded_memory():
     size rules so every decoder runs) on each image, in a fresh process so its peak memory
     is the corpus's alone."""
     assert len(IMAGES) >= 15
-    run = subprocess.run([sys.executable, "-c", _SCREEN_ALL, *map(str, IMAGES)], capture_output=True, text=True,
-                         timeout=300, cwd=PROJECT)
+    run = subprocess.run([sys.executable, "-c", _SCREEN_ALL, *map(str, IMAGES)], capture_output=True, text=True, timeout=300, cwd=PROJECT)
     assert run.returncode == 0, run.stderr[-3000:]
     report = json.loads(run.stdout.strip().splitlines()[-1])
     outcomes = {Path(path).name: outcome for path, outcome in report["results"].items()}
@@ -374,7 +375,7 @@ def _warc_header_blocks(stream: bytes) -> int:
     count = 0
     for line in _WARC_LINE.finditer(stream):
         ends = [e for e in (stream.find(b"\r\n\r\n", line.end()), stream.find(b"\n\n", line.end())) if e >= 0]
-        block = stream[line.end(): min(ends) if ends else len(stream)]
+        block = stream[line.end() : min(ends) if ends else len(stream)]
         if re.search(rb"(?im)^WARC-Record-ID:", block) and re.search(rb"(?im)^WARC-Type:", block):
             count += 1
     return count

@@ -96,7 +96,10 @@ def test_the_resync_leaves_every_shard_of_a_range_run_in_flight_alone(tmp_path, 
         when = iter(datetime(2026, 12, 1, hour, tzinfo=timezone.utc) for hour in range(24))
         tags = {"dagster/asset_partition_range_start": SHARDS[0], "dagster/asset_partition_range_end": SHARDS[1]}
         run = dg.DagsterRun(
-            job_name="__ASSET_JOB", run_id=make_new_run_id(), status=dg.DagsterRunStatus.NOT_STARTED, tags=tags,
+            job_name="__ASSET_JOB",
+            run_id=make_new_run_id(),
+            status=dg.DagsterRunStatus.NOT_STARTED,
+            tags=tags,
             asset_selection=frozenset(dg.AssetKey(a) for a in INGEST_ASSETS),
         )
         instance.run_storage.add_run(run)

@@ -18,9 +18,9 @@ import pytest
 from fastwarc import Lz4Writer, ZstdWriter
 
 from asagi_dagster.query import connect, record_starts_check
-from asagi_sample.warcs import ShardWriter
 from asagi_dagster.web.warc import CorruptRegion, iter_warc
 from asagi_dagster.web.warc_starts import scan_record_starts
+from asagi_sample.warcs import ShardWriter
 from tests.web.corpus import GOOD_AFTER, GOOD_BEFORE, good_page, gz, raw_response, shard_around
 from tests.web.test_ingest import doc_urls, reasons, rejections, rows, run_ingest
 
@@ -94,9 +94,11 @@ def test_damaged_member_mid_crawl_is_one_span_and_the_rest_is_read(storage, conf
     data, urls = crawl()
     spans_by_zlib = members(data)
     # A response member in the middle of the shard: a page (deflated) or a photo (stored).
-    index = next(i for i in range(len(spans_by_zlib) // 2, len(spans_by_zlib))
-                 if member_url(data, spans_by_zlib[i])[0] == "response"
-                 and member_url(data, spans_by_zlib[i])[1].endswith(".jpg" if which == "photo" else ".html"))
+    index = next(
+        i
+        for i in range(len(spans_by_zlib) // 2, len(spans_by_zlib))
+        if member_url(data, spans_by_zlib[i])[0] == "response" and member_url(data, spans_by_zlib[i])[1].endswith(".jpg" if which == "photo" else ".html")
+    )
     start, end = spans_by_zlib[index]
     hit = {"flip": start + (end - start) // 2, "zero64": start + (end - start) // 2, "header": start + 3}[damage]
     damaged = bytearray(data)
@@ -126,8 +128,9 @@ def test_damage_in_many_members_is_one_span_each(storage, config, tmp_path):
     found = spans(storage, manifests)
     # A flipped bit in stored (not deflated) bytes is not a gzip error: the payload digest
     # catches it instead, as a rejection of that record.
-    digest_rejected = [r for r in rejections(storage, manifests["web_documents"]) + rejections(storage, manifests["web_images"])
-                       if r["reason"] == "payload_digest_mismatch"]
+    digest_rejected = [
+        r for r in rejections(storage, manifests["web_documents"]) + rejections(storage, manifests["web_images"]) if r["reason"] == "payload_digest_mismatch"
+    ]
     assert len(found) + len(digest_rejected) >= 1
     assert set(found) <= {spans_by_zlib[i] for i in chosen}
     assert check["records_in_files"] == len(spans_by_zlib) - len(found)
@@ -174,7 +177,7 @@ def test_wrong_content_length_is_rejected_and_the_next_record_recovered(storage,
             return
         one = ShardWriter("one", gzip=False)
         one.response(mid, good_page("中"), "text/html; charset=utf-8")
-        plain = one.getvalue()[len(ShardWriter("one", gzip=False).getvalue()):]
+        plain = one.getvalue()[len(ShardWriter("one", gzip=False).getvalue()) :]
         shard.raw(gz(_with_content_length(plain, mid, delta)))
 
     data = shard_around("cl.warc", add, gzip_records)
@@ -258,10 +261,18 @@ def test_damaged_single_stream_is_one_span_to_the_end(storage, config, tmp_path)
 
 def test_repeated_x_robots_tag_headers_all_count(storage, config, tmp_path):
     def add(shard):
-        shard.fetch("https://optout.example.jp/page.html", good_page("拒否"), "text/html; charset=utf-8",
-                    extra_headers=[("X-Robots-Tag", "noai"), ("X-Robots-Tag", "noarchive")])
-        shard.fetch("https://optout.example.jp/photo.jpg", b"\xff\xd8\xff\xd9", "image/jpeg",
-                    extra_headers=[("X-Robots-Tag", "noimageai"), ("X-Robots-Tag", "nosnippet")])
+        shard.fetch(
+            "https://optout.example.jp/page.html",
+            good_page("拒否"),
+            "text/html; charset=utf-8",
+            extra_headers=[("X-Robots-Tag", "noai"), ("X-Robots-Tag", "noarchive")],
+        )
+        shard.fetch(
+            "https://optout.example.jp/photo.jpg",
+            b"\xff\xd8\xff\xd9",
+            "image/jpeg",
+            extra_headers=[("X-Robots-Tag", "noimageai"), ("X-Robots-Tag", "nosnippet")],
+        )
 
     manifests, _ = ingest(storage, config, tmp_path, "xr.warc.gz", shard_around("xr.warc.gz", add))
     page = next(r for r in rows(storage, manifests["web_documents"]) if r["url"].endswith("page.html"))

@@ -16,13 +16,27 @@ from tests.web.test_ingest import reasons, rows
 from tests.web.test_warc_damage import ingest
 
 
-def record(i: int, body: bytes = b"", version: bytes = b"1.0", warc_type: bytes = b"response",
-           content_type: bytes = b"application/http; msgtype=response", http: bool = True) -> bytes:
+def record(
+    i: int,
+    body: bytes = b"",
+    version: bytes = b"1.0",
+    warc_type: bytes = b"response",
+    content_type: bytes = b"application/http; msgtype=response",
+    http: bool = True,
+) -> bytes:
     block = (b"HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=utf-8\r\n\r\n" if http else b"") + (
-        body or f"<html><body><p>ページ{i}</p></body></html>".encode())
-    header = (b"WARC/" + version + b"\r\nWARC-Type: " + warc_type + b"\r\nWARC-Record-ID: <urn:uuid:rec-%d>\r\n" % i
-              + b"WARC-Target-URI: https://edge.example.jp/%d.html\r\nContent-Type: " % i + content_type
-              + b"\r\nContent-Length: %d\r\n\r\n" % len(block))
+        body or f"<html><body><p>ページ{i}</p></body></html>".encode()
+    )
+    header = (
+        b"WARC/"
+        + version
+        + b"\r\nWARC-Type: "
+        + warc_type
+        + b"\r\nWARC-Record-ID: <urn:uuid:rec-%d>\r\n" % i
+        + b"WARC-Target-URI: https://edge.example.jp/%d.html\r\nContent-Type: " % i
+        + content_type
+        + b"\r\nContent-Length: %d\r\n\r\n" % len(block)
+    )
     return header + block + b"\r\n\r\n"
 
 
@@ -49,8 +63,11 @@ def spans(items) -> list[CorruptRegion]:
 def test_a_dns_record_is_rejected_alone_in_every_layout(storage, config, tmp_path):
     dns = record(1, b"edge.example.jp. 300 IN A 192.0.2.1\r\n", content_type=b"text/dns", http=False)
     parts = [record(0), dns, record(2), record(3)]
-    for name, data in [("plain.warc", b"".join(parts)), ("members.warc.gz", b"".join(gzip.compress(p) for p in parts)),
-                       ("stream.warc.gz", gzip.compress(b"".join(parts)))]:
+    for name, data in [
+        ("plain.warc", b"".join(parts)),
+        ("members.warc.gz", b"".join(gzip.compress(p) for p in parts)),
+        ("stream.warc.gz", gzip.compress(b"".join(parts))),
+    ]:
         manifests, _ = ingest(storage, config, tmp_path, name, data)
         assert reasons(storage, manifests["web_documents"]) == ["non_http_response"], name
         assert len(rows(storage, manifests["web_documents"])) == 3, name
@@ -66,8 +83,7 @@ def test_an_overstated_content_length_does_not_swallow_the_records_after_it(tmp_
     """A writer crashed inside record 9 and appended more records: record 9 is a span,
     and the records after it are read."""
     cut = record(9, b"x" * 100_000)[:400]
-    for data in (record(0) + cut + record(2) + record(3),
-                 gzip.compress(record(0)) + gzip.compress(cut) + gzip.compress(record(2)) + gzip.compress(record(3))):
+    for data in (record(0) + cut + record(2) + record(3), gzip.compress(record(0)) + gzip.compress(cut) + gzip.compress(record(2)) + gzip.compress(record(3))):
         items, _, _ = read(tmp_path, data)
         assert ids(items) == ["<urn:uuid:rec-0>", "<urn:uuid:rec-2>", "<urn:uuid:rec-3>"]
         assert len(spans(items)) == 1

@@ -8,8 +8,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from asagi_sample.warcs import ShardWriter
-from tests.web.test_warc_damage import starts_check
 from tests.web.test_ingest import run_ingest
+from tests.web.test_warc_damage import starts_check
 
 _text = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=200)
 

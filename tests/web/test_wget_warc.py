@@ -45,17 +45,32 @@ def test_a_wget_crawl_is_read_whole(storage, config, tmp_path, served_dir, image
     warc = tmp_path / "wget-crawl"
     # -p fetches each page's images, as a crawler that captures requisites does.
     subprocess.run(
-        ["wget", "-q", "-r", "-l", "1", "-p", "-e", "robots=off", "--no-host-directories", "-P", str(tmp_path / "mirror"),
-         f"--warc-file={warc}", f"{image_server}/index.html"],
-        check=False, timeout=120,  # exit code 8 when an image the pages name is missing: real crawls have those
+        [
+            "wget",
+            "-q",
+            "-r",
+            "-l",
+            "1",
+            "-p",
+            "-e",
+            "robots=off",
+            "--no-host-directories",
+            "-P",
+            str(tmp_path / "mirror"),
+            f"--warc-file={warc}",
+            f"{image_server}/index.html",
+        ],
+        check=False,
+        timeout=120,  # exit code 8 when an image the pages name is missing: real crawls have those
     )
     data = Path(f"{warc}.warc.gz").read_bytes()
     manifests = run_ingest(storage, config, tmp_path, "wget-crawl.warc.gz", data)
     check = starts_check(storage, manifests)
     assert check["passed"] and check["record_starts"] == gzip_members(data), check
     assert "corrupt_warc" not in {r["reason"] for r in rejections(storage, manifests["web_documents"])}
-    titles = {r["url"]: lxml_html.document_fromstring(r["html"]).findtext(".//title").strip()
-              for r in rows(storage, manifests["web_documents"]) if r["url"] in texts}
+    titles = {
+        r["url"]: lxml_html.document_fromstring(r["html"]).findtext(".//title").strip() for r in rows(storage, manifests["web_documents"]) if r["url"] in texts
+    }
     assert titles == texts  # every page, in every charset, decoded exactly
     captured = {r["url"] for r in rows(storage, manifests["web_images"])}
     assert len(captured) >= 5 and all(url.startswith(image_server) for url in captured)
