@@ -9,6 +9,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -161,6 +163,37 @@ def asagi_timed(env: dict, *args: str) -> tuple[str, float, float]:
     return "".join(lines), max(longest, time.monotonic() - last), time.monotonic() - began
 
 
+@contextmanager
+def serving_sample(env: dict) -> Iterator[None]:
+    """`asagi serve-sample` for the block, as the README's "Using it" starts it."""
+    server = subprocess.Popen(
+        [*ASAGI, "serve-sample"], env=env, cwd=PROJECT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, preexec_fn=default_signals
+    )
+    try:
+        assert server.stdout.readline().startswith("serving ")
+        yield
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+
+
+@contextmanager
+def running_daemon(env: dict) -> Iterator[None]:
+    """`dagster-daemon run` (what `dagster dev` starts) on the env's instance for the
+    block; stopped with the run processes it launched. The instance's tables are made
+    first: the daemon and a test's first look creating them at once race."""
+    subprocess.run([sys.executable, "-c", "import dagster as dg; dg.DagsterInstance.get()"], env=env, check=True, capture_output=True)
+    daemon = subprocess.Popen(
+        ["dagster-daemon", "run", "-w", "workspace.yaml"], env=env, cwd=PROJECT,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, preexec_fn=default_signals,
+    )  # fmt: skip
+    try:
+        yield
+    finally:
+        os.killpg(daemon.pid, signal.SIGTERM)
+        daemon.wait(timeout=60)
+
+
 @dataclass
 class FinishedDemo:
     env: dict
@@ -175,15 +208,8 @@ def finished_demo(tmp_path_factory) -> FinishedDemo:
     does it: with the sample's image server already running."""
     env = shipped_profile_env(tmp_path_factory.mktemp("demo"))
     subprocess.run([*ASAGI, "sample"], env=env, cwd=PROJECT, check=True, capture_output=True, timeout=300)
-    server = subprocess.Popen(
-        [*ASAGI, "serve-sample"], env=env, cwd=PROJECT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, preexec_fn=default_signals
-    )
-    try:
-        assert server.stdout.readline().startswith("serving ")
+    with serving_sample(env):
         output, silence, _ = asagi_timed(env, "demo")
-    finally:
-        server.terminate()
-        server.wait(timeout=60)
     return FinishedDemo(env, output, silence)
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import yaml
 
 from assets.web import INGEST_ASSETS
-from tests.conftest import ASAGI, asagi_timed, default_signals, free_port, write_profile
+from tests.conftest import ASAGI, asagi_timed, default_signals, free_port, running_daemon, serving_sample, write_profile
 from tests.dagster_ui import graphql, wait_until_served
 
 REPO = Path(__file__).resolve().parent.parent
@@ -200,26 +200,10 @@ def test_cli_backfill_of_all_shards_through_the_daemon(cli_env, tmp_path):
         source = originals[n % len(originals)]
         (inbox / source.name.replace("sample-", f"copy{n:02d}-")).write_bytes(source.read_bytes())
     assert asagi(cli_env, "sync").stdout.count("added ") == SHARDS
-    server = subprocess.Popen([*ASAGI, "serve-sample"], env=cli_env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=default_signals)
-    daemon = None
-    try:
+    with serving_sample(cli_env):
         assert f"{SHARDS} shards in runs of up to 8" in asagi(cli_env, "backfill").stdout
-        daemon = subprocess.Popen(
-            ["dagster-daemon", "run", "-w", "workspace.yaml"],
-            env=cli_env,
-            cwd=REPO,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-            preexec_fn=default_signals,
-        )
-        statuses = _wait_for_filtered(cli_env, tmp_path / "data", SHARDS, deadline_s=900)
-    finally:
-        if daemon is not None:
-            os.killpg(daemon.pid, signal.SIGTERM)  # the daemon and the run processes it launched
-            daemon.wait(timeout=60)
-        server.terminate()
-        server.wait(timeout=60)
+        with running_daemon(cli_env):
+            statuses = _wait_for_filtered(cli_env, tmp_path / "data", SHARDS, deadline_s=900)
     assert statuses and set(statuses) == {"SUCCESS"}, statuses
     ingest_runs = json.loads(subprocess.run([sys.executable, "-c", _INGEST_RUNS], env=cli_env, capture_output=True, text=True, check=True).stdout)
     assert sorted(ingest_runs) == [4, 8, 8], ingest_runs  # shards per ingest run: 20 shards in 3 runs, not 20
@@ -253,25 +237,8 @@ def test_files_dropped_in_the_inbox_are_ingested_by_the_sensors_backfill(cli_env
     asagi(cli_env, "sample")
     shards = sorted(p.name for p in (tmp_path / "inbox").iterdir())
     assert len(shards) == 3
-    # The instance's tables first: the daemon and this test's first look creating them at once race.
-    subprocess.run([sys.executable, "-c", "import dagster as dg; dg.DagsterInstance.get()"], env=cli_env, check=True, capture_output=True)
-    server = subprocess.Popen([*ASAGI, "serve-sample"], env=cli_env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=default_signals)
-    daemon = subprocess.Popen(
-        ["dagster-daemon", "run", "-w", "workspace.yaml"],
-        env=cli_env,
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-        preexec_fn=default_signals,
-    )
-    try:
+    with serving_sample(cli_env), running_daemon(cli_env):
         backfills = _wait_for_backfills(cli_env, deadline_s=600)
-    finally:
-        os.killpg(daemon.pid, signal.SIGTERM)
-        daemon.wait(timeout=60)
-        server.terminate()
-        server.wait(timeout=60)
     [(status, requested_by, targeted, runs, materialized)] = backfills
     assert (status, requested_by, targeted) == ("COMPLETED_SUCCESS", "warc_inbox_sensor", shards)
     assert sorted(tuple(run_shards) for run_shards, _, _ in runs) == [tuple(shards[:2]), tuple(shards[2:])]  # 2 runs, not 3
@@ -389,11 +356,7 @@ def test_a_rerun_skips_what_is_unchanged_and_runs_what_changed(cli_env):
     inbox, root = Path(profile["sources"]["web"]["inbox"]), Path(profile["storage"]["root"])
     asagi(cli_env, "sample")
     asagi(cli_env, "sync")
-    server = subprocess.Popen(
-        [*ASAGI, "serve-sample"], env=cli_env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, preexec_fn=default_signals
-    )
-    try:
-        assert server.stdout.readline().startswith("serving ")
+    with serving_sample(cli_env):
         first = asagi(cli_env, "ingest").stdout
         assert first.count(": success (") == 3, first
         [run_of_0] = re.findall(r"web_ingest sample-00000.warc.gz: success \(1/3, [0-9.]+ s, run ([0-9a-f-]+)\)", first)
@@ -405,9 +368,6 @@ def test_a_rerun_skips_what_is_unchanged_and_runs_what_changed(cli_env):
         assert "web_ingest sample-00001.warc.gz: success" in second and "web_ingest sample-00002.warc: success" in second
         third = asagi(cli_env, "--rerun", "ingest", "--partition", "sample-00000.warc.gz").stdout
         assert "web_ingest sample-00000.warc.gz: success" in third
-    finally:
-        server.terminate()
-        server.wait(timeout=60)
 
 
 def test_s3_without_credentials_or_endpoint_is_one_line_before_any_work(tmp_path):

@@ -6,8 +6,6 @@ hold when it ends."""
 from __future__ import annotations
 
 import json
-import os
-import signal
 import socket
 import subprocess
 import sys
@@ -20,7 +18,7 @@ import yaml
 from asagi_dagster.definitions import build_definitions
 from asagi_sample.site import write_sample
 from assets.cli_hold import HOLD_FRESH_S, HOLD_KEY, cli_holding, set_hold
-from tests.conftest import ASAGI, PROJECT, default_signals, write_profile
+from tests.conftest import ASAGI, PROJECT, running_daemon, serving_sample, write_profile
 
 MISSING_INDEXES = {"benchmark_image_index", "document_image_reference"}  # built when missing (filters_automation)
 
@@ -108,19 +106,7 @@ def test_beside_a_running_daemon_the_clis_runs_are_not_done_again_by_the_automat
 
     subprocess.run([*ASAGI, "sample"], env=cli_env, cwd=PROJECT, check=True, capture_output=True)
     subprocess.run([*ASAGI, "sync"], env=cli_env, cwd=PROJECT, check=True, capture_output=True)  # before the daemon: its first tick comes at once
-    server = subprocess.Popen(
-        [*ASAGI, "serve-sample"], env=cli_env, cwd=PROJECT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=default_signals
-    )
-    daemon = subprocess.Popen(
-        ["dagster-daemon", "run", "-w", "workspace.yaml"],
-        env=cli_env,
-        cwd=PROJECT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-        preexec_fn=default_signals,
-    )
-    try:
+    with serving_sample(cli_env), running_daemon(cli_env):
         for command in ("ingest", "filter"):
             subprocess.run([*ASAGI, command], env=cli_env, cwd=PROJECT, check=True, capture_output=True, timeout=600)
         time.sleep(70)  # two ticks of the automations (every 30 s) after the hold ended
@@ -135,8 +121,3 @@ def test_beside_a_running_daemon_the_clis_runs_are_not_done_again_by_the_automat
             time.sleep(5)
         later = runs()
         assert later["index_by_automation"] >= 1 and "warc_inbox_sensor" in later["backfills"], later
-    finally:
-        os.killpg(daemon.pid, signal.SIGTERM)
-        daemon.wait(timeout=60)
-        server.terminate()
-        server.wait(timeout=60)
