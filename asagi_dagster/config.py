@@ -297,7 +297,9 @@ class EndpointSettings(_Strict):
 class EngineSettings(_Strict):
     """How a model is run for generation: the backend and its knobs (synthesis and evaluation)."""
 
-    backend: Literal["transformers", "vllm", "openai"] = "transformers"
+    backend: Literal["transformers", "vllm", "openai", "scripted"] = Field(
+        "transformers", description="scripted: answers from a JSON script (model: its path), for dry runs and tests of what follows generation."
+    )
     endpoint: EndpointSettings | None = None
     image_placeholder: str | None = Field(
         None, description="For chat templates that take plain-string content (Phi-3.5-vision: '<|image_1|>'); default: an image content part."

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,6 +84,8 @@ def load_template_owner(path: str, settings: GenerationSettings):
 def open_generator(settings: GenerationSettings) -> Generator:
     if settings.backend == "openai":
         return OpenAIGenerator(settings)
+    if settings.backend == "scripted":
+        return ScriptedGenerator(settings)
     path = model_path(settings)
     if settings.backend == "vllm":
         return VllmGenerator(path, settings)
@@ -227,6 +230,38 @@ class VllmGenerator:
 
     def close(self) -> None:
         self.llm = None
+
+
+class ScriptedGenerator:
+    """Answers from a script instead of a model, for dry runs of what follows generation
+    (validation, parsing, mixtures) with text known in advance, and for the tests.
+
+    ``model`` is a JSON file ``{"rules": [{"when": "...", "outputs": ["...", ...]}]}``. A
+    request is answered by the first rule whose ``when`` occurs in its prompt text, with
+    the output its seed picks: the same item and attempt get the same answer on every run,
+    a retry (a new seed) may get another. A prompt no rule matches is a generation error."""
+
+    def __init__(self, settings: GenerationSettings):
+        script = json.loads(Path(settings.model).read_text(encoding="utf-8"))
+        self.rules = [(rule["when"], list(rule["outputs"])) for rule in script["rules"]]
+
+    def generate(self, requests: list[Request]) -> list[Generated]:
+        return [self._answer(request) for request in requests]
+
+    def _answer(self, request: Request) -> Generated:
+        text = "\n".join(_message_text(message["content"]) for message in request.messages)
+        for when, outputs in self.rules:
+            if when in text:
+                output = outputs[request.seed % len(outputs)]
+                return Generated(output, tokens=len(output.split()))
+        return Generated(None, error="no rule of the script matches the prompt")
+
+    def close(self) -> None:
+        pass
+
+
+def _message_text(content) -> str:
+    return content if isinstance(content, str) else "\n".join(part.get("text", "") for part in content)
 
 
 class OpenAIGenerator:

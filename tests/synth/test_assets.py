@@ -50,8 +50,10 @@ def test_a_partition_runs_as_a_pipes_subprocess_and_its_manifest_is_the_output(t
         assert [c.passed for c in checks] == [True]
         materialization = result.asset_materializations_for_node("ja_captions")[0]
         assert materialization.metadata["rows_in"].value == 6
-        rows = pq.read_table(storage.strip_protocol(manifest.data_url)).to_pylist()
-        assert {r["generator"] for r in rows} <= {"japanese_llm"}
+        # The tiny random model's text rarely passes validation: accepted rows and their
+        # provenance are tested with scripted answers (test_scripted.py).
+        rejected = pq.read_table(storage.strip_protocol(manifest.rejections_url)).to_pylist()
+        assert len(rejected) == manifest.rows_rejected and all(r["reason"] for r in rejected)
 
 
 def test_licence_gate_looks_only_at_the_tasks_that_will_run(tmp_path):
