@@ -180,6 +180,9 @@ class _Reader:
         later = self.starts.after(held.offset)
         if end is None:
             if later is None:
+                if not self.starts.seen(held.offset):  # a header cut inside its first line: FastWARC reads one, the scan none
+                    yield CorruptRegion(held.offset, self.size, "a record header cut short at the end of the file")
+                    return self.size
                 yield held  # the last record, cut short: its payload error says so
                 return self.size
             yield CorruptRegion(held.offset, later, _overrun(held, later))

@@ -90,6 +90,10 @@ class RecordStarts:
         """How many starts lie in [start, end)."""
         return bisect_left(self.offsets, end) - bisect_left(self.offsets, start)
 
+    def seen(self, offset: int) -> bool:
+        """Whether a record starts at ``offset``."""
+        return self.within(offset, offset + 1) == 1
+
     def after(self, offset: int) -> int | None:
         """The first start after ``offset``, if any."""
         index = bisect_right(self.offsets, offset)

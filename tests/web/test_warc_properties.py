@@ -4,7 +4,7 @@ record starts the independent scan saw outside rejected spans."""
 
 from __future__ import annotations
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from asagi_sample.warcs import ShardWriter
@@ -63,6 +63,13 @@ def damage(data: bytes, damages) -> bytes:
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(records=st.lists(_record, max_size=8), gzip_records=st.booleans(), damages=st.lists(_damage, max_size=3))
+# Found by this test: a plain file cut inside the next record's first line ("WARC/1.1"
+# and no line end), which FastWARC read as a record and the scan did not count.
+@example(
+    records=[("page", "", "200 OK", "text/html; charset=utf-8")] + [("revisit", "", "200 OK", "text/html; charset=utf-8")] * 2,
+    gzip_records=False,
+    damages=[("cut", 0.150390625, 0)],
+)
 def test_any_shard_is_accounted_for(storage, config, tmp_path, records, gzip_records, damages):
     data = damage(build(records, gzip_records), damages)
     manifests = run_ingest(storage, config, tmp_path, "prop.warc", data)  # asserts rows in = out + rejected
