@@ -221,10 +221,38 @@ HELPER_ENVS = {
 _background_builds: dict[str, subprocess.Popen] = {}
 
 
+# The slow tier: modules whose tests start servers, vLLM, Chromium, torchrun, the daemon,
+# a pipeline run or a program per case. `python3 -m pytest -q -m "not slow"` leaves them
+# out (a developer's answer in under two minutes); .ci/run runs everything. A single slow
+# test in a fast module carries @pytest.mark.slow itself.
+SLOW_MODULES = {
+    "test_cli.py", "test_cli_hold.py", "test_ui.py", "test_postgres.py", "test_gpu_check.py", "test_lineage.py", "test_s3.py",
+    "train/test_checkpoint.py", "train/test_host_sync.py", "train/test_trainer.py", "train/test_training_pod.py", "train/test_vllm_export.py",
+    "synth/test_vllm_backends.py", "synth/test_pods.py", "synth/test_assets.py", "synth/test_scripted.py",
+    "eval/test_assets.py", "eval/test_prediction_pod.py", "eval/test_verdicts.py", "eval/test_rougel.py",
+    "web/test_real_inputs.py", "web/test_download_politeness.py", "web/test_shard_batches.py", "web/test_pair_images_sigterm.py", "web/test_wget_warc.py",
+    "filters/test_incremental_refilter.py", "filters/test_filter_assets.py",
+    "test_catalog.py", "synth/test_runner.py", "web/test_inbox.py", "web/test_warc_properties.py", "web/test_html_properties.py",
+}  # fmt: skip
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: starts servers, vLLM, Chromium, torchrun, the daemon or a pipeline run (left out by -m 'not slow')")
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects by marker
 def pytest_collection_modifyitems(session, config, items):
+    for item in items:
+        if Path(item.fspath).relative_to(PROJECT / "tests").as_posix() in SLOW_MODULES:
+            item.add_marker(pytest.mark.slow)
+
+
+@pytest.hookimpl(trylast=True)  # after deselection: only what will run
+def pytest_collection_finish(session):
     """The helper environments the selected tests need start building at once, in the
     background (mostly downloads: several minutes on a fresh clone), and those tests run
     last, so the builds overlap the rest of the suite. The order within each group stays."""
+    config, items = session.config, session.items
     needs = {item: {name for name in HELPER_ENVS if name in getattr(item, "fixturenames", ())} for item in items}
     for name in set() if config.option.collectonly else set().union(*needs.values()):
         script, _ = HELPER_ENVS[name]
