@@ -233,6 +233,7 @@ SLOW_MODULES = {
     "web/test_real_inputs.py", "web/test_download_politeness.py", "web/test_shard_batches.py", "web/test_pair_images_sigterm.py", "web/test_wget_warc.py",
     "filters/test_incremental_refilter.py", "filters/test_filter_assets.py",
     "test_catalog.py", "synth/test_runner.py", "web/test_inbox.py", "web/test_warc_properties.py", "web/test_html_properties.py",
+    "filters/test_hash_index.py",
 }  # fmt: skip
 
 
