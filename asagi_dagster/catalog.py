@@ -278,7 +278,7 @@ def read_latest(storage: Storage, columns: Iterable[str] = ENTRY_SCHEMA.names, a
     """The latest entry of every (asset, partition), as an Arrow table sorted by key."""
     with _connect(storage) as con:
         load_latest(storage, con, "catalog", columns, assets)
-        return con.execute("SELECT * FROM catalog ORDER BY asset, partition").fetch_arrow_table()
+        return con.execute("SELECT * FROM catalog ORDER BY asset, partition").to_arrow_table()
 
 
 def latest_manifests(storage: Storage, assets: Iterable[str] | None = None) -> dict[tuple[str, str], Manifest | ModelManifest]:

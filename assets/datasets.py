@@ -78,13 +78,11 @@ def build_dataset_assets(config: AsagiConfig) -> tuple[list, list]:
     ingest = dg.define_asset_job(
         "dataset_ingest",
         selection=dg.AssetSelection.assets("dataset_pairs", "screened_dataset_pairs"),
-        partitions_def=datasets,
         description="Read one open dataset and screen its pairs.",
     )
     filtered = dg.define_asset_job(
         "filtered_dataset_splits",
         selection=dg.AssetSelection.assets("filtered_dataset_pairs"),
-        partitions_def=datasets,
         description="Filter one dataset's screened pairs against the indexes (run after filter_indexes).",
     )
     return [dataset_pairs, screened_dataset_pairs, filtered_dataset_pairs], [ingest, filtered]

@@ -197,11 +197,10 @@ def build_evaluation_assets(config: AsagiConfig) -> tuple[list, list, list]:
 
     assets = [benchmark_items, benchmark_predictions, benchmark_scores, leaderboard]
     jobs = [
-        dg.define_asset_job("load_benchmarks", selection=[benchmark_items], partitions_def=per_benchmark, description="Read one benchmark's items."),
+        dg.define_asset_job("load_benchmarks", selection=[benchmark_items], description="Read one benchmark's items."),
         dg.define_asset_job(
             "evaluate_model",
             selection=[benchmark_predictions, benchmark_scores],
-            partitions_def=per_model_and_benchmark,
             description="One model's predictions and scores on one benchmark.",
             tags=gpu_run_tags("evaluation"),
         ),

@@ -350,7 +350,6 @@ filter_indexes = dg.define_asset_job(
 filtered_splits = dg.define_asset_job(
     "filtered_splits",
     selection=dg.AssetSelection.assets("filtered_pairs", "reference_texts"),
-    partitions_def=warc_shards,
     description="Filter one shard's screened pairs against the indexes (run after filter_indexes), then find their reference texts.",
 )
 

@@ -114,7 +114,6 @@ SYNTHESIS_ASSETS = [english_captions, ja_captions, synthetic_vqa, synthetic_mcvq
 synthesized_corpora = dg.define_asset_job(
     "synthesized_corpora",
     selection=dg.AssetSelection.assets(*SYNTHESIS_ASSETS),
-    partitions_def=warc_shards,
     description="Per WARC shard: English captions, Japanese captions, VQA and multiple-choice VQA (GPU work, via Pipes).",
     tags=gpu_run_tags("synthesis"),
     executor_def=dg.multiprocess_executor,  # VQA and MCVQA pods run side by side

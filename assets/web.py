@@ -157,7 +157,6 @@ INGEST_ASSETS = ("web_documents", "web_images", "image_text_pairs", "interleaved
 web_ingest = dg.define_asset_job(
     "web_ingest",
     selection=dg.AssetSelection.assets(*INGEST_ASSETS),
-    partitions_def=warc_shards,
     description="Ingest one WARC shard end to end: records, pages, pairs, their images, and the per-pair rules.",
 )
 

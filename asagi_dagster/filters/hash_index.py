@@ -489,7 +489,7 @@ class HashIndex:
                 FROM chosen i JOIN images k ON k.id = i.keeper JOIN sizes s ON s.keeper = i.keeper
                 ORDER BY i.image_sha256""",
             params or {},
-        ).fetch_arrow_table()
+        ).to_arrow_table()
         return table.cast(INDEX_SCHEMA)
 
     def _meta(self, key: str) -> str | None:
