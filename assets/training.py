@@ -18,16 +18,8 @@ from resources.storage import DuckDBResource, ProfileResource, StorageResource
 
 GROUP = "training"
 TRAIN_MODULE = "asagi_dagster.train"
-MIXTURE_DEPS = [
-    "filtered_pairs",
-    "pair_images",
-    "reference_texts",
-    "ja_captions",
-    "synthetic_vqa",
-    "synthetic_mcvqa",
-    "filtered_dataset_pairs",
-    "dataset_pairs",
-]
+# What a mixture reads, but translated_pairs only where the profile translates (below).
+MIXTURE_DEPS = [asset for asset in mixture.MIXTURE_INPUTS if asset != "translated_pairs"]
 
 
 def _training(profile: ProfileResource):
