@@ -146,7 +146,7 @@ def build_evaluation_assets(config: AsagiConfig) -> tuple[list, list, list]:
             out.count_in(len(result.item_rows))
             for row in result.item_rows:
                 out.write(row)
-        append_history(st, context.run_id, keys["model"], benchmark_predictions.source["model_url"], keys["benchmark"], result.metrics)
+        append_history(st, context.run.run_id, keys["model"], benchmark_predictions.source["model_url"], keys["benchmark"], result.metrics)
         metrics = {m["metric"]: m for m in result.metrics}
         llm = metrics["llm"]
         yield output(
