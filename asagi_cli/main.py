@@ -57,16 +57,23 @@ concurrency:
 _EARLIER_SETTINGS = "telemetry:\n  enabled: false\n"  # what earlier versions wrote: upgraded
 
 
+_INSTANCES: dict = {}  # DAGSTER_HOME -> the command's instance
+
+
 def _instance(config: AsagiConfig):
+    """The command's one Dagster instance: DagsterInstance.get() makes a new one per call,
+    and with it the storage check and the hold's renewer thread would come once per run."""
     import dagster as dg
 
-    _check_storage(config)
     home = Path(os.environ.setdefault("DAGSTER_HOME", config.dagster.home))
-    home.mkdir(parents=True, exist_ok=True)
-    settings = home / "dagster.yaml"
-    if not settings.exists() or settings.read_text() == _EARLIER_SETTINGS:  # never someone's own settings
-        settings.write_text(INSTANCE_SETTINGS)
-    return dg.DagsterInstance.get()
+    if home not in _INSTANCES:
+        _check_storage(config)
+        home.mkdir(parents=True, exist_ok=True)
+        settings = home / "dagster.yaml"
+        if not settings.exists() or settings.read_text() == _EARLIER_SETTINGS:  # never someone's own settings
+            settings.write_text(INSTANCE_SETTINGS)
+        _INSTANCES[home] = dg.DagsterInstance.get()
+    return _INSTANCES[home]
 
 
 def _sample_paths(config: AsagiConfig) -> tuple[Path, Path, str]:

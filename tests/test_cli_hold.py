@@ -15,6 +15,7 @@ from pathlib import Path
 import dagster as dg
 import yaml
 
+from asagi_dagster.config import load_config
 from asagi_dagster.definitions import build_definitions
 from asagi_sample.site import write_sample
 from assets.cli_hold import HOLD_FRESH_S, HOLD_KEY, cli_holding, set_hold
@@ -121,3 +122,14 @@ def test_beside_a_running_daemon_the_clis_runs_are_not_done_again_by_the_automat
             time.sleep(5)
         later = runs()
         assert later["index_by_automation"] >= 1 and "warc_inbox_sensor" in later["backfills"], later
+
+
+def test_a_command_keeps_one_instance_so_one_hold_and_one_renewer(cli_env, monkeypatch):
+    """DagsterInstance.get() makes a new instance per call: a command running 90,000 shard
+    runs must not start a renewer thread (and an S3 check) per run."""
+    from asagi_cli import main
+
+    monkeypatch.setenv("DAGSTER_HOME", cli_env["DAGSTER_HOME"])
+    config = load_config(cli_env["ASAGI_CONFIG"])
+    first = main._instance(config)
+    assert main._instance(config) is first and main._hold(main._instance(config)) is main._hold(first)
