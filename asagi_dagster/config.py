@@ -12,10 +12,12 @@ import ipaddress
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Literal, get_args
+from typing import Annotated, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from asagi_dagster.benchmarks import BENCHMARKS
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 DEFAULT_PROFILE = PROJECT_DIR / "configs" / "local.yaml"
@@ -556,8 +558,6 @@ class TrainingSettings(_Strict):
     )
 
 
-BenchmarkName = Literal["japanese-heron-bench", "ja-vlm-bench-in-the-wild", "ja-vg-vqa-500"]
-BENCHMARK_NAMES = get_args(BenchmarkName)
 TRAINED_MODELS = ("vlm_stage1", "vlm_stage2")  # the training assets evaluation can name
 
 
@@ -590,7 +590,7 @@ class JudgeSettings(_Strict):
 class EvaluationSettings(_Strict):
     """Benchmark scores with llm-jp-eval-mm 0.4.1's semantics."""
 
-    benchmarks: dict[BenchmarkName, BenchmarkSource]
+    benchmarks: dict[str, BenchmarkSource] = Field(description="By name, each a key of asagi_dagster.benchmarks.BENCHMARKS.")
     models: list[str] = Field(
         ["vlm_stage2"],
         min_length=1,
@@ -600,6 +600,14 @@ class EvaluationSettings(_Strict):
     max_new_tokens: int = Field(256, ge=1)
     judge: JudgeSettings | None = Field(None, description="None: judge scores are recorded as not computed.")
     allow_hub: bool = Field(False, description="May read benchmark datasets from the Hugging Face hub (cluster).")
+
+    @field_validator("benchmarks")
+    @classmethod
+    def _known_benchmarks(cls, benchmarks: dict[str, BenchmarkSource]) -> dict[str, BenchmarkSource]:
+        unknown = sorted(set(benchmarks) - set(BENCHMARKS))
+        if unknown:
+            raise ValueError(f"{', '.join(unknown)}: not a benchmark (known: {', '.join(BENCHMARKS)})")
+        return benchmarks
 
     @model_validator(mode="after")
     def _sources_reachable(self) -> EvaluationSettings:

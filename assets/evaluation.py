@@ -4,9 +4,10 @@ leaderboard beside the published models."""
 
 import dagster as dg
 
+from asagi_dagster.benchmarks import BENCHMARKS, ITEMS_SCHEMA, ITEMS_VERSION, RejectedItem
 from asagi_dagster.config import TRAINED_MODELS, AsagiConfig
 from asagi_dagster.eval import leaderboard as board
-from asagi_dagster.eval.benchmarks import BENCHMARKS, ITEMS_SCHEMA, RejectedItem, dataset_folder, read_items
+from asagi_dagster.eval.items import dataset_folder, read_items
 from asagi_dagster.eval.judge_client import Judge
 from asagi_dagster.eval.predict import PredictionJob, prediction_file
 from asagi_dagster.eval.scores import ITEM_SCORES, NO_JUDGE, append_history, history_glob, score
@@ -54,7 +55,7 @@ def build_evaluation_assets(config: AsagiConfig) -> tuple[list, list, list]:
         benchmark = BENCHMARKS[context.partition_key]
         source = settings.benchmarks[benchmark.name]
         folder = dataset_folder(benchmark, source, settings.allow_hub)
-        with StageWriter(storage.storage, "benchmark_items", benchmark.name, ITEMS_SCHEMA, 1) as out:
+        with StageWriter(storage.storage, "benchmark_items", benchmark.name, ITEMS_SCHEMA, ITEMS_VERSION) as out:
             for item in read_items(benchmark, folder, source.limit):
                 out.count_in()
                 if isinstance(item, RejectedItem):

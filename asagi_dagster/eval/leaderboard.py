@@ -12,28 +12,11 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
+from asagi_dagster.benchmarks import BENCHMARKS
 from asagi_dagster.previews import figure_data_uri
 
-# The Asagi model card's table (llm-jp-eval-mm): Heron-Bench LLM (%), JA-VLM-Bench-In-the-Wild
-# ROUGE-L and LLM (/5), JA-VG-VQA-500 ROUGE-L and LLM (/5).
-PUBLISHED_SOURCE = "Asagi model card (llm-jp-eval-mm)"
-PUBLISHED_JUDGE = "as published"  # the card's judge, not named in our sources
-PUBLISHED = {
-    "Asagi-2B": (44.7, 48.8, 3.26, 53.7, 3.69),
-    "Asagi-4B": (49.3, 49.6, 3.38, 55.6, 3.78),
-    "Asagi-14B": (55.8, 50.8, 3.44, 56.8, 3.84),
-    "llm-jp-3-vila-14b": (57.2, 52.3, 3.69, 16.2, 3.62),
-    "GPT-4o": (87.6, 37.6, 3.85, 12.1, 3.58),
-}
-PUBLISHED_COLUMNS = (
-    ("japanese-heron-bench", "llm"),
-    ("ja-vlm-bench-in-the-wild", "rougel"),
-    ("ja-vlm-bench-in-the-wild", "llm"),
-    ("ja-vg-vqa-500", "rougel"),
-    ("ja-vg-vqa-500", "llm"),
-)
-SHORT = {"japanese-heron-bench": "Heron", "ja-vlm-bench-in-the-wild": "JVB-ItW", "ja-vg-vqa-500": "VG-VQA"}
-UNIT = {("japanese-heron-bench", "llm"): "LLM %", "rougel": "ROUGE-L", "llm": "LLM /5"}
+PUBLISHED_JUDGE = "as published"  # the judge of a published score, not named in our sources
+ROUGE_L = "ROUGE-L"
 SCALE = {"LLM %": 100.0, "ROUGE-L": 100.0, "LLM /5": 5.0}  # each metric's whole range
 
 
@@ -59,22 +42,24 @@ class Column:
 
     @property
     def unit(self) -> str:
-        return UNIT.get((self.benchmark, self.metric)) or UNIT[self.metric]
+        return BENCHMARKS[self.benchmark].judge_unit if self.metric == "llm" else ROUGE_L
 
     @property
     def header(self) -> str:
         judge = f" (judge: {self.judge})" if self.judge else ""
-        return f"{SHORT[self.benchmark]} {self.unit}{judge}"
+        return f"{BENCHMARKS[self.benchmark].label} {self.unit}{judge}"
 
 
 def entries(ours: list[dict]) -> list[dict]:
     """Published and our scores as (model, source, column, value) rows. ``ours``: the
     latest history row per model, benchmark and metric."""
     rows = []
-    for model, values in PUBLISHED.items():
-        for (benchmark, metric), value in zip(PUBLISHED_COLUMNS, values):
-            judge = PUBLISHED_JUDGE if metric == "llm" else None
-            rows.append({"model": model, "source": PUBLISHED_SOURCE, "column": Column(benchmark, metric, judge), "value": value, "status": "published"})
+    for model in published_models():
+        for benchmark in BENCHMARKS.values():
+            for metric, value in sorted(benchmark.published.get(model, {}).items(), key=lambda item: item[0] != "rougel"):
+                judge = PUBLISHED_JUDGE if metric == "llm" else None
+                column = Column(benchmark.name, metric, judge)
+                rows.append({"model": model, "source": benchmark.published_source, "column": column, "value": value, "status": "published"})
     for row in ours:
         judge = None
         if row["metric"] == "llm":
@@ -89,6 +74,11 @@ def entries(ours: list[dict]) -> list[dict]:
             }
         )
     return rows
+
+
+def published_models() -> list[str]:
+    """Every model with a published score, in the benchmarks' order."""
+    return list(dict.fromkeys(model for benchmark in BENCHMARKS.values() for model in benchmark.published))
 
 
 def stored(row: dict) -> dict:
@@ -107,7 +97,7 @@ def stored(row: dict) -> dict:
 
 
 def columns_of(rows: list[dict]) -> list[Column]:
-    order = {b: i for i, b in enumerate(SHORT)}
+    order = {b: i for i, b in enumerate(BENCHMARKS)}
     return sorted({r["column"] for r in rows}, key=lambda c: (order[c.benchmark], c.metric != "rougel", c.judge or ""))
 
 
@@ -122,10 +112,11 @@ def markdown(rows: list[dict], notes: dict[str, str] | None = None) -> str:
     lines = ["| benchmark | metric | judge | " + " | ".join(names) + " |", "|---|---|---|" + "---:|" * len(models)]
     for column in columns_of(rows):
         values = [_cell(column, cells.get((model, column))) for model in models]
-        lines.append(f"| {SHORT[column.benchmark]} | {column.unit} | {column.judge or '-'} | " + " | ".join(values) + " |")
+        lines.append(f"| {BENCHMARKS[column.benchmark].label} | {column.unit} | {column.judge or '-'} | " + " | ".join(values) + " |")
     published = [m for m in models if m not in ours]
+    sources = list(dict.fromkeys(r["source"] for r in rows if r["status"] == "published"))
     if published:
-        lines += ["", f"Published: {', '.join(published)}, from the {PUBLISHED_SOURCE}."]
+        lines += ["", f"Published: {', '.join(published)}, from the {' and '.join(sources)}."]
     for model in ours:
         lines.append(f"Ours: {model}, this project{': ' + notes[model] if notes and notes.get(model) else ''}.")
     return "\n".join(lines)
@@ -150,7 +141,7 @@ def _cell(column: Column, entry: dict | None) -> str:
         return ""
     if entry["value"] is None:
         return "not computed"
-    five_point = column.metric == "llm" and column.benchmark != "japanese-heron-bench"
+    five_point = column.unit == "LLM /5"
     return f"{entry['value']:.2f}" if five_point else f"{entry['value']:.1f}"
 
 
@@ -176,7 +167,7 @@ def bar_chart_png(rows: list[dict]) -> str:
         axis.set_xlim(0, SCALE[column.unit])  # the metric's whole scale: a lone bar is not a full-width bar
         for y, cell in enumerate(cells):
             axis.text(cell["value"] + SCALE[column.unit] * 0.01, y, _cell(column, cell), va="center", fontsize=7)
-        axis.set_ylim(max(len(cells), len(PUBLISHED) + 1) - 0.5, -0.5)  # top down; a lone bar stays one bar high
+        axis.set_ylim(max(len(cells), len(published_models()) + 1) - 0.5, -0.5)  # top down; a lone bar stays one bar high
         axis.set_title(column.header, fontsize=8)
         axis.tick_params(labelsize=7)
     axes.flat[0].legend(handles=[Patch(color="#4c72b0", label="published"), Patch(color="#dd8452", label="this project")], loc="lower right", fontsize=6)

@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from asagi_dagster.eval.benchmarks import BENCHMARKS
+from asagi_dagster.benchmarks import BENCHMARKS
 from asagi_dagster.eval.judge_client import Judge, Judged
 from asagi_dagster.eval.metrics import rougel_scores
 from asagi_dagster.eval.verdicts import first_digit, heron_pair

@@ -8,9 +8,9 @@ import subprocess
 import dagster as dg
 import pyarrow.parquet as pq
 
+from asagi_dagster.benchmarks import BENCHMARKS
 from asagi_dagster.config import load_config
 from asagi_dagster.definitions import build_definitions
-from asagi_dagster.eval.benchmarks import BENCHMARKS
 from asagi_dagster.eval.scores import HISTORY
 from asagi_dagster.storage import Storage
 from asagi_sample.benchmarks import write_benchmark_sample

@@ -11,9 +11,10 @@ import duckdb
 import pytest
 from PIL import Image
 
+from asagi_dagster.benchmarks import BENCHMARKS
 from asagi_dagster.config import BenchmarkSource, EndpointSettings, JudgeSettings, StorageSettings
 from asagi_dagster.eval import leaderboard as board
-from asagi_dagster.eval.benchmarks import BENCHMARKS, dataset_folder, read_items
+from asagi_dagster.eval.items import dataset_folder, read_items
 from asagi_dagster.eval.judge_client import HERON_SYSTEM, PROMPT_VERSION, Judge
 from asagi_dagster.eval.metrics import rougel_scores
 from asagi_dagster.eval.scores import NO_JUDGE, append_history, history_glob, score
