@@ -471,10 +471,10 @@ def report(shards: bool, as_json: bool) -> None:
 
 
 def _report_notes(config: AsagiConfig, summary: dict) -> list[str]:
-    from asagi_dagster.synth.corpora import CORPUS_SCHEMAS
+    from asagi_dagster.synth.corpora import CORPORA
 
     tiny = config.synthesis is not None and any(g.builtin for g in config.synthesis.generators.values())
-    note = synthesis_note(summary, list(CORPUS_SCHEMAS), tiny)
+    note = synthesis_note(summary, list(CORPORA), tiny)
     return [note] if note else []
 
 

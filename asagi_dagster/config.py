@@ -12,7 +12,7 @@ import ipaddress
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -380,52 +380,30 @@ class TaskSettings(_Strict):
     )
 
 
-# Each task's own defaults; a profile's entry for a task is laid over them, so it names
-# only what it changes.
-_TASK_DEFAULTS = {
-    "english_caption": {"generator": "caption_vlm", "min_chars": 40, "max_chars": 2000},
-    "ja_caption_long": {"generator": "japanese_llm", "min_chars": 40, "max_chars": 600},
-    "ja_caption_short": {"generator": "japanese_llm", "min_chars": 8, "max_chars": 120},
-    "vqa": {"generator": "japanese_llm", "min_chars": 2, "max_chars": 400},
-    "mcvqa": {"generator": "japanese_llm", "min_chars": 1, "max_chars": 80},
-    "translation": {"generator": "japanese_llm", "min_chars": 2, "max_chars": 1000},
-}
-
-
-class SynthesisTasks(_Strict):
-    """Task names are the prompt ids in ``asagi_dagster.synth.prompts``."""
-
-    english_caption: TaskSettings = TaskSettings(**_TASK_DEFAULTS["english_caption"])
-    ja_caption_long: TaskSettings = TaskSettings(**_TASK_DEFAULTS["ja_caption_long"])
-    ja_caption_short: TaskSettings = TaskSettings(**_TASK_DEFAULTS["ja_caption_short"])
-    vqa: TaskSettings = TaskSettings(**_TASK_DEFAULTS["vqa"])
-    mcvqa: TaskSettings = TaskSettings(**_TASK_DEFAULTS["mcvqa"])
-    translation: TaskSettings = TaskSettings(**_TASK_DEFAULTS["translation"])
-
-    @model_validator(mode="before")
-    @classmethod
-    def _over_task_defaults(cls, data):
-        if not isinstance(data, dict):
-            return data
-        return {name: {**_TASK_DEFAULTS[name], **value} if name in _TASK_DEFAULTS and isinstance(value, dict) else value for name, value in data.items()}
-
-
 class SynthesisSettings(_Strict):
     """Synthesized corpora (the Asagi method): generators by name and the tasks that use them."""
 
     generators: dict[str, GeneratorSettings] = {}
-    tasks: SynthesisTasks = SynthesisTasks()
+    tasks: dict[str, dict[str, Any]] = Field(
+        {},
+        description=(
+            "By task name (the tasks of asagi_dagster/synth/corpora/): TaskSettings fields laid over the task's own defaults, "
+            "so an entry names only what it changes. Names and generators are checked against the registry (synth.generate.check_tasks)."
+        ),
+    )
     chunk_rows: int = Field(64, ge=1, description="Items per checkpoint: a killed run redoes at most one chunk.")
     seed: int = 0
     translate_datasets: list[str] = Field([], description="English datasets (sources.datasets) to translate into Japanese.")
 
-    @model_validator(mode="after")
-    def _tasks_name_generators(self) -> SynthesisSettings:
-        for name, task in self.tasks:
-            if task.enabled and task.generator not in self.generators:
-                known = ", ".join(sorted(self.generators)) or "none"
-                raise ValueError(f"tasks.{name}.generator: {task.generator!r} is not in synthesis.generators (known: {known})")
-        return self
+    @field_validator("tasks")
+    @classmethod
+    def _task_fields(cls, tasks: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        for name, entry in tasks.items():  # the fields and their types now; the defaults join them where the task is known
+            try:
+                TaskSettings.model_validate({"generator": "", **entry})
+            except ValidationError as error:
+                raise ValueError(f"tasks.{name}: {error}") from None
+        return tasks
 
 
 class PodSettings(_Strict):
@@ -486,22 +464,12 @@ class GpuJobSettings(_Strict):
         return self
 
 
-# The corpora a stage mixture can draw texts from (see asagi_dagster.train.mixture).
-MIXTURE_SOURCES = (
-    "web_alt_texts",  # filtered web pairs: alt / figcaption / title
-    "reference_texts",  # the page sentence closest to the image
-    "ja_captions",  # synthesized long and short Japanese captions
-    "synthetic_vqa",
-    "synthetic_mcvqa",
-    "dataset_pairs",  # Japanese open datasets as filtered: captions and question-answer pairs
-    "translated_pairs",  # English datasets translated into Japanese
-)
-
-
 class StageSettings(_Strict):
     """One training stage: its data mixture and its optimisation (Asagi's table by default)."""
 
-    mixture: dict[str, float] = Field(description="Source corpus -> weight. An image with several texts keeps one, drawn with these weights.")
+    mixture: dict[str, float] = Field(
+        description=("Source -> weight (the sources of asagi_dagster/train/sources.py). An image with several texts keeps one, drawn with these weights.")
+    )
     global_batch: int = Field(ge=1, description="Examples per optimizer step, over all processes.")
     micro_batch: int = Field(1, ge=1, description="Examples per process per forward pass; accumulation fills the rest.")
     lr: float = Field(gt=0)
@@ -519,10 +487,8 @@ class StageSettings(_Strict):
 
     @field_validator("mixture")
     @classmethod
-    def _known_sources(cls, value: dict[str, float]) -> dict[str, float]:
-        for name, weight in value.items():
-            if name not in MIXTURE_SOURCES:
-                raise ValueError(f"{name!r} is not a mixture source (known: {', '.join(MIXTURE_SOURCES)})")
+    def _positive_weights(cls, value: dict[str, float]) -> dict[str, float]:
+        for name, weight in value.items():  # the names are checked against the registry by the training stage (check_mixture)
             if weight <= 0:
                 raise ValueError(f"{name}: weight must be > 0 (leave a source out instead), got {weight}")
         if not value:

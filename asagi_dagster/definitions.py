@@ -20,7 +20,7 @@ def build_definitions(config_path: str | None = None) -> dg.Definitions:
     sensor, schedule = web.build_inbox_automation(config)
     dataset_assets, dataset_jobs = build_dataset_assets(config)
     dataset_partitions = next(a.partitions_def for a in dataset_assets if a.key == dg.AssetKey("filtered_dataset_pairs"))
-    translation = synthesis.build_translation_asset(config)
+    shard_corpora, dataset_corpora, synthesis_jobs = synthesis.build_synthesis_assets(config)
     batches = shard_batches(config.sources.web.shards_per_run)
 
     def per_shard(*assets: dg.AssetsDefinition) -> list[dg.AssetsDefinition]:
@@ -36,8 +36,8 @@ def build_definitions(config_path: str | None = None) -> dg.Definitions:
             filters.document_image_reference,
             *per_shard(filters.filtered_pairs, filters.reference_texts),
             *dataset_assets,
-            *per_shard(*synthesis.SYNTHESIS_ASSETS),
-            *([translation] if translation else []),
+            *per_shard(*shard_corpora),
+            *dataset_corpora,
             *training_assets,
             *evaluation_assets,
         ],
@@ -46,8 +46,7 @@ def build_definitions(config_path: str | None = None) -> dg.Definitions:
             filters.filter_indexes,
             filters.filtered_splits,
             *dataset_jobs,
-            synthesis.synthesized_corpora,
-            *([synthesis.translation_job] if translation else []),
+            *synthesis_jobs,
             training_job,
             *evaluation_jobs,
         ],

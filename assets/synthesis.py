@@ -8,7 +8,8 @@ import dagster as dg
 
 from asagi_dagster.config import AsagiConfig
 from asagi_dagster.storage import Manifest
-from asagi_dagster.synth.corpora import LicenceRefused, licence_gate
+from asagi_dagster.synth.corpora import CORPORA, Corpus
+from asagi_dagster.synth.generate import LicenceRefused, check_tasks, licence_gate
 from assets.metadata import accounted
 from assets.shards import by_shard, shard_outputs
 from assets.web import warc_shards
@@ -48,79 +49,53 @@ def synthesize(
     yield from shard_outputs(context, storage, duckdb, {p: [reported[p]] for p in partitions})
 
 
-def _corpus_asset(name: str, description: str, ins: list[str], partitions_def, partition_mapping=None):
+def _corpus_asset(corpus: Corpus, partitions_def, partition_mapping=None):
     @dg.asset(
-        name=name,
+        name=corpus.name,
         group_name=GROUP,
         partitions_def=partitions_def,
-        ins={dep: by_shard(dep, partition_mapping) for dep in ins},
-        check_specs=[accounted(name)],
+        ins={dep: by_shard(dep, partition_mapping) for dep in corpus.inputs},
+        check_specs=[accounted(corpus.name)],
         retry_policy=dg.RetryPolicy(max_retries=2, delay=30),  # a retried run resumes from its committed chunks
         kinds={"python", "vllm"},
-        description=description,
+        description=corpus.description,
     )
-    def corpus(
+    def corpus_asset(
         context: dg.AssetExecutionContext, profile: ProfileResource, storage: StorageResource, duckdb: DuckDBResource, gpu_jobs: GpuJobsResource, **inputs
     ):
-        yield from synthesize(context, name, profile, storage, duckdb, gpu_jobs, inputs)
+        yield from synthesize(context, corpus.name, profile, storage, duckdb, gpu_jobs, inputs)
 
-    return corpus
-
-
-english_captions = _corpus_asset(
-    "english_captions",
-    "A detailed English caption of each filtered web pair's image, written by the caption VLM (Phi-3.5-vision in the cluster).",
-    ["filtered_pairs", "pair_images"],
-    warc_shards,
-)
-ja_captions = _corpus_asset(
-    "ja_captions",
-    "Long and short Japanese captions merging the English caption (what is visible) with the reference text (proper nouns).",
-    ["english_captions", "reference_texts", "filtered_pairs"],
-    warc_shards,
-)
-synthetic_vqa = _corpus_asset(
-    "synthetic_vqa",
-    "A question target, question and answer per image, grounded in its long Japanese caption.",
-    ["ja_captions"],
-    warc_shards,
-)
-synthetic_mcvqa = _corpus_asset(
-    "synthetic_mcvqa",
-    "Multiple-choice VQA: three wrong options clearly different from the answer, shuffled with it as A-D.",
-    ["synthetic_vqa", "ja_captions"],
-    warc_shards,
-)
+    return corpus_asset
 
 
-def build_translation_asset(config: AsagiConfig):
-    """``translated_pairs``, one partition per English dataset the profile names."""
+def build_synthesis_assets(config: AsagiConfig) -> tuple[list[dg.AssetsDefinition], list[dg.AssetsDefinition], list]:
+    """(per-shard corpora, per-dataset corpora, jobs) for every registered corpus: the
+    per-shard ones always (they fail at run time without a synthesis section), the
+    per-dataset ones for the English datasets the profile translates."""
+    if config.synthesis is not None:
+        check_tasks(config.synthesis)  # a bad task name or generator fails the code location's load, not a run
+    per_shard = [_corpus_asset(corpus, warc_shards) for corpus in CORPORA.values() if corpus.partitions == "shards"]
+    jobs = [
+        dg.define_asset_job(
+            "synthesized_corpora",
+            selection=dg.AssetSelection.assets(*per_shard),
+            description="Per WARC shard: English captions, Japanese captions, VQA and multiple-choice VQA (GPU work, via Pipes).",
+            tags=gpu_run_tags("synthesis"),
+            executor_def=dg.multiprocess_executor,  # VQA and MCVQA pods run side by side
+        )
+    ]
     names = sorted(config.synthesis.translate_datasets) if config.synthesis else []
-    if not names:
-        return None
-    english = dg.StaticPartitionsDefinition(names)
-    same_dataset = dg.StaticPartitionMapping({name: name for name in names})
-    return _corpus_asset(
-        "translated_pairs",
-        "An English dataset's captions or question-answer pairs, translated into Japanese (one partition per dataset).",
-        ["filtered_dataset_pairs", "dataset_pairs"],
-        english,
-        partition_mapping=same_dataset,
-    )
-
-
-SYNTHESIS_ASSETS = [english_captions, ja_captions, synthetic_vqa, synthetic_mcvqa]
-
-synthesized_corpora = dg.define_asset_job(
-    "synthesized_corpora",
-    selection=dg.AssetSelection.assets(*SYNTHESIS_ASSETS),
-    description="Per WARC shard: English captions, Japanese captions, VQA and multiple-choice VQA (GPU work, via Pipes).",
-    tags=gpu_run_tags("synthesis"),
-    executor_def=dg.multiprocess_executor,  # VQA and MCVQA pods run side by side
-)
-translation_job = dg.define_asset_job(
-    "translated_datasets",
-    selection=dg.AssetSelection.assets("translated_pairs"),
-    description="Per English dataset: its captions or QA translated into Japanese (GPU work, via Pipes).",
-    tags=gpu_run_tags("synthesis"),
-)
+    per_dataset = []
+    if names:
+        english = dg.StaticPartitionsDefinition(names)
+        same_dataset = dg.StaticPartitionMapping({name: name for name in names})
+        per_dataset = [_corpus_asset(corpus, english, same_dataset) for corpus in CORPORA.values() if corpus.partitions == "datasets"]
+        jobs.append(
+            dg.define_asset_job(
+                "translated_datasets",
+                selection=dg.AssetSelection.assets(*per_dataset),
+                description="Per English dataset: its captions or QA translated into Japanese (GPU work, via Pipes).",
+                tags=gpu_run_tags("synthesis"),
+            )
+        )
+    return per_shard, per_dataset, jobs

@@ -9,6 +9,7 @@ from asagi_dagster.config import AsagiConfig
 from asagi_dagster.previews import figure_data_uri
 from asagi_dagster.storage import Manifest, ModelManifest, StageWriter
 from asagi_dagster.train import mixture
+from asagi_dagster.train.sources import check_mixture
 from asagi_dagster.train.trainer import stage_job
 from assets.filters import no_overlap_check, output, overlap_check
 from assets.metadata import accounted, accounting_check
@@ -52,11 +53,12 @@ def _mixture_asset(stage: str, deps: list[str]):
         settings = getattr(_training(profile), stage)
         translated = config.synthesis.translate_datasets if config.synthesis else []
         shards = sorted(context.instance.get_dynamic_partitions(warc_shards.name))
-        web, datasets, missing = mixture.mixture_inputs(storage.storage, shards, config.sources.datasets, translated, settings.mixture)
+        check_mixture(stage, settings.mixture)
+        partitions, missing = mixture.mixture_inputs(storage.storage, shards, config.sources.datasets, translated, settings.mixture)
         if missing:
             context.log.warning(f"{name}: not materialized, so not in the mixture: {', '.join(missing)}")
         with StageWriter(storage.storage, name, None, mixture.MIXTURE, mixture.VERSION) as out:
-            per_source = mixture.build_mixture(storage.storage, out, web, datasets, settings.mixture, _training(profile).seed)
+            per_source = mixture.build_mixture(storage.storage, out, partitions, settings.mixture, _training(profile).seed)
             out.source = {**{f"examples.{s}": str(per_source.get(s, 0)) for s in settings.mixture}, "missing_inputs": ",".join(missing)}
         if out.manifest.rows_out == 0:
             raise dg.Failure(f"{name} is empty: no source of training.{stage}.mixture has examples yet ({', '.join(missing) or 'all inputs empty'})")
@@ -181,6 +183,9 @@ def vlm_stage2(
 def build_training_assets(config: AsagiConfig) -> tuple[list, object]:
     """(mixtures and stages, the training job); the mixtures depend on translated_pairs
     only where the profile translates datasets (otherwise it is no asset)."""
+    if config.training is not None:  # a source name that is not registered fails the code location's load, not a run
+        for stage in ("stage1", "stage2"):
+            check_mixture(stage, getattr(config.training, stage).mixture)
     deps = MIXTURE_DEPS + (["translated_pairs"] if config.synthesis and config.synthesis.translate_datasets else [])
     assets = [_mixture_asset("stage1", deps), _mixture_asset("stage2", deps), vlm_stage1, vlm_stage2]
     job = dg.define_asset_job(

@@ -26,7 +26,7 @@ import time
 from asagi_dagster.config import GeneratorSettings, SamplingSettings
 from asagi_dagster.engines import Request, open_generator
 from asagi_dagster.models.tiny import BUILTIN_TINY_LLAMA
-from asagi_dagster.synth.prompts import JA_CAPTION_SHORT
+from asagi_dagster.synth.corpora import PROMPTS
 
 BATCHED_TARGET = 4.0  # batched transformers over one request at a time
 SUBJECTS = [
@@ -49,7 +49,7 @@ def requests(count: int, max_tokens: int) -> list[Request]:
     out = []
     for i in range(count):
         fields = {"english_caption": f"{SUBJECTS[i % len(SUBJECTS)]}, photo {i}", "reference_text": f"写真{i}"}
-        out.append(Request(JA_CAPTION_SHORT.messages(fields), sampling, seed=i))
+        out.append(Request(PROMPTS["ja_caption_short"].messages(fields), sampling, seed=i))
     return out
 
 

@@ -45,16 +45,6 @@ def test_pod_secret_env_takes_references_not_values(tmp_path):
     assert "hf_abcdefghijklmnop" not in str(err.value)  # the token itself stays out of logs and the UI
 
 
-def test_a_task_entry_keeps_the_task_defaults_it_does_not_name(tmp_path):
-    from tests.synth.helpers import synthesis_section
-
-    section = synthesis_section()
-    section["tasks"]["english_caption"] = {"generator": "caption_vlm", "sampling": {"max_tokens": 512}}
-    tasks = load_config(write_profile(tmp_path, synthesis=section)).synthesis.tasks
-    assert (tasks.english_caption.min_chars, tasks.english_caption.max_chars, tasks.english_caption.sampling.max_tokens) == (40, 2000, 512)
-    assert (tasks.mcvqa.min_chars, tasks.mcvqa.max_chars) == (1, 80)
-
-
 def test_gpu_job_python_is_made_absolute_without_leaving_a_venv(tmp_path):
     import sys
 

@@ -13,7 +13,7 @@ from asagi_dagster.models.corpus import TEXTS_FILE, page_texts, tokenizer_corpus
 
 
 def current_texts() -> dict[str, list[str]]:
-    from asagi_dagster.synth.prompts import PROMPTS
+    from asagi_dagster.synth.corpora import PROMPTS
     from asagi_dagster.train import template
     from asagi_sample.site import page_texts as sample_pages
 

@@ -14,7 +14,7 @@ from dagster_pipes import open_dagster_pipes
 
 from asagi_dagster.config import AsagiConfig
 from asagi_dagster.storage import Storage
-from asagi_dagster.synth.corpora import run_corpora
+from asagi_dagster.synth.generate import run_corpora
 
 
 def main() -> None:

@@ -22,7 +22,7 @@ from asagi_dagster.config import GeneratorSettings, TaskSettings
 from asagi_dagster.core import batches
 from asagi_dagster.engines import Generator, Request
 from asagi_dagster.storage import StageWriter, Storage
-from asagi_dagster.synth.tasks import TASKS, Item
+from asagi_dagster.synth.tasks import Item, Task
 from asagi_dagster.synth.validate import Invalid, normalized
 
 
@@ -30,15 +30,15 @@ from asagi_dagster.synth.validate import Invalid, normalized
 class TaskPlan:
     """One task as this run will do it: its settings, generator and who wrote it."""
 
-    name: str
+    task: Task
     settings: TaskSettings
     generator_name: str
     generator_settings: GeneratorSettings
     open_generator: Callable[[], Generator]  # opens (or reuses) the model on first need
 
     @property
-    def task(self):
-        return TASKS[self.name]
+    def name(self) -> str:
+        return self.task.name
 
     def provenance(self) -> dict:
         g = self.generator_settings

@@ -1,4 +1,4 @@
-"""What each synthesis task asks for and how its answer becomes a row.
+"""What a synthesis task is: what it asks for and how its answer becomes a row.
 
 An ``Item`` is one thing to generate for (a pair's image, a caption to question about,
 an English text to translate); a ``Task`` turns it into chat messages and parses the
@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from asagi_dagster.config import TaskSettings
 from asagi_dagster.synth import validate
-from asagi_dagster.synth.prompts import PROMPTS, Prompt
+from asagi_dagster.synth.prompts import Prompt
 
 
 @dataclass
@@ -26,53 +26,20 @@ class Item:
 
 @dataclass(frozen=True)
 class Task:
-    name: str
+    name: str  # the profile's synthesis.tasks key, and the prompt's id
+    prompt: Prompt
     japanese: bool  # the answer must be Japanese
     image: bool  # the request carries the item's image
     parse: Callable[[str, Item, int], dict]  # (checked text, item, seed) -> output fields
+    # The task's own settings (TaskSettings fields: generator, length bounds, ...); the
+    # profile's synthesis.tasks entry is laid over them, so it names only what it changes.
+    defaults: dict = field(default_factory=dict)
 
-    @property
-    def prompt(self) -> Prompt:
-        return PROMPTS[self.name]
+    def settings(self, profile_entry: dict) -> TaskSettings:
+        return TaskSettings.model_validate({**self.defaults, **profile_entry})
 
     def check(self, text: str, item: Item, seed: int, settings: TaskSettings) -> dict:
         text = validate.check_text(text, settings, japanese=self.japanese, echo_markers=self.prompt.echo_markers())
         if "source_text" in item.carry:  # a translation: as long as its source, roughly
             validate.check_source_ratio(text, item.carry["source_text"], settings.source_length_ratio)
         return self.parse(text, item, seed)
-
-
-def _caption(text: str, item: Item, seed: int) -> dict:
-    return {"text": text}
-
-
-def _vqa(text: str, item: Item, seed: int) -> dict:
-    target, question, answer = validate.parse_vqa(text)
-    return {"target": target, "question": question, "text": answer}
-
-
-def _mcvqa(text: str, item: Item, seed: int) -> dict:
-    answer = item.fields["answer"]
-    distractors = validate.parse_distractors(text, answer)
-    question, options, letter = validate.multiple_choice(item.fields["question"], answer, distractors, seed)
-    return {"question": question, "options": options, "text": letter}
-
-
-def _translation(text: str, item: Item, seed: int) -> dict:
-    if item.carry.get("kind") != "qa":
-        return {"text": text}
-    values = validate.labelled_fields(text, ["質問", "回答"])
-    return {"question": values["質問"], "text": values["回答"]}
-
-
-TASKS = {
-    task.name: task
-    for task in (
-        Task("english_caption", japanese=False, image=True, parse=_caption),
-        Task("ja_caption_long", japanese=True, image=False, parse=_caption),
-        Task("ja_caption_short", japanese=True, image=False, parse=_caption),
-        Task("vqa", japanese=True, image=False, parse=_vqa),
-        Task("mcvqa", japanese=True, image=False, parse=_mcvqa),
-        Task("translation", japanese=True, image=False, parse=_translation),
-    )
-}

@@ -12,17 +12,17 @@ is grouping by image overall, and memory stays at one partition's texts.
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections import Counter, defaultdict
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pyarrow as pa
 
 from asagi_dagster import catalog
+from asagi_dagster.core import digest_int
 from asagi_dagster.storage import StageWriter, Storage
-from asagi_dagster.train.template import CAPTION_INSTRUCTIONS, mcvqa_instruction
+from asagi_dagster.train.sources import MIXTURE_SOURCES, Candidate
 
 VERSION = 1
 MIXTURE = pa.schema(
@@ -41,84 +41,31 @@ MIXTURE = pa.schema(
 )
 
 
-@dataclass(frozen=True)
-class Candidate:
-    example_id: str
-    source: str
-    pair_id: str
-    instruction: str
-    response: str
-
-
 @dataclass
-class WebShard:
-    """A WARC shard's data URLs; a synthesized corpus the shard has not got is None."""
+class MixturePartition:
+    """A WARC shard's or an open dataset's data URLs: its filtered split, the file with
+    its image bytes, and each weighted source's asset (None: the partition has not got it)."""
 
     name: str
     filtered_pairs: str
-    pair_images: str
-    reference_texts: str | None = None
-    ja_captions: str | None = None
-    synthetic_vqa: str | None = None
-    synthetic_mcvqa: str | None = None
+    images: str  # a file with pair_id and bytes
+    texts: dict[str, str | None] = field(default_factory=dict)  # source name -> its asset's data URL
 
 
-@dataclass
-class Dataset:
-    """An open dataset's data URLs: its filtered pairs, its raw pairs (texts and bytes),
-    and its translation when it is an English dataset."""
-
-    name: str
-    language: str
-    filtered_pairs: str
-    dataset_pairs: str
-    translated_pairs: str | None = None
-
-
-def caption_instruction(key: str, length: str = "short") -> str:
-    """A caption instruction from Asagi-style paraphrases, fixed per example."""
-    options = CAPTION_INSTRUCTIONS[length]
-    return options[_digest_int(key) % len(options)]
+def candidates(storage: Storage, partition: MixturePartition, weights: dict[str, float]) -> Iterator[Candidate]:
+    """Every candidate text of the partition's images, source by source in registry order."""
+    read = _reader(storage)
+    for source in MIXTURE_SOURCES.values():
+        url = partition.texts.get(source.name)
+        if source.name in weights and url:
+            for row in read(url, list(source.columns)):
+                candidate = source.candidate(row)
+                if candidate is not None:
+                    yield candidate
 
 
 def _reader(storage: Storage):
     return lambda url, columns: storage.iter_rows(storage.strip_protocol(url), columns)
-
-
-def web_candidates(storage: Storage, shard: WebShard, weights: dict[str, float]) -> Iterator[Candidate]:
-    read = _reader(storage)
-    if "web_alt_texts" in weights:
-        for row in read(shard.filtered_pairs, ["pair_id", "caption"]):
-            yield Candidate(f"web_alt_texts:{row['pair_id']}", "web_alt_texts", row["pair_id"], caption_instruction(row["pair_id"]), row["caption"])
-    if "reference_texts" in weights and shard.reference_texts:
-        for row in read(shard.reference_texts, ["pair_id", "reference_text", "reference_source"]):
-            if row["reference_source"] == "sentence":  # else it is the alt text again
-                yield Candidate(
-                    f"reference_texts:{row['pair_id']}", "reference_texts", row["pair_id"], caption_instruction(row["pair_id"]), row["reference_text"]
-                )
-    if "ja_captions" in weights and shard.ja_captions:
-        for row in read(shard.ja_captions, ["item_id", "pair_id", "text", "length"]):
-            yield Candidate(f"ja_captions:{row['item_id']}", "ja_captions", row["pair_id"], caption_instruction(row["item_id"], row["length"]), row["text"])
-    if "synthetic_vqa" in weights and shard.synthetic_vqa:
-        for row in read(shard.synthetic_vqa, ["item_id", "pair_id", "question", "text"]):
-            yield Candidate(f"synthetic_vqa:{row['item_id']}", "synthetic_vqa", row["pair_id"], row["question"], row["text"])
-    if "synthetic_mcvqa" in weights and shard.synthetic_mcvqa:
-        for row in read(shard.synthetic_mcvqa, ["item_id", "pair_id", "question", "text"]):
-            yield Candidate(f"synthetic_mcvqa:{row['item_id']}", "synthetic_mcvqa", row["pair_id"], mcvqa_instruction(row["question"]), row["text"])
-
-
-def dataset_candidates(storage: Storage, dataset: Dataset, weights: dict[str, float]) -> Iterator[Candidate]:
-    read = _reader(storage)
-    if "dataset_pairs" in weights and dataset.language == "ja":
-        for row in read(dataset.dataset_pairs, ["pair_id", "text", "question", "answer"]):
-            if row["text"]:
-                yield Candidate(f"dataset_pairs:{row['pair_id']}", "dataset_pairs", row["pair_id"], caption_instruction(row["pair_id"]), row["text"])
-            else:
-                yield Candidate(f"dataset_pairs:{row['pair_id']}", "dataset_pairs", row["pair_id"], row["question"], row["answer"])
-    if "translated_pairs" in weights and dataset.translated_pairs:
-        for row in read(dataset.translated_pairs, ["item_id", "pair_id", "kind", "question", "text"]):
-            instruction = caption_instruction(row["item_id"]) if row["kind"] == "caption" else row["question"]
-            yield Candidate(f"translated_pairs:{row['item_id']}", "translated_pairs", row["pair_id"], instruction, row["text"])
 
 
 def draw_one_per_image(candidates: list[Candidate], images: dict[str, dict], weights: dict[str, float], seed: int) -> tuple[list[Candidate], Counter]:
@@ -192,89 +139,64 @@ def filtered_images(storage: Storage, filtered_url: str) -> dict[str, dict]:
     return {row["pair_id"]: row for row in _reader(storage)(filtered_url, columns)}
 
 
-def build_mixture(storage: Storage, out: StageWriter, web: list[WebShard], datasets: list[Dataset], weights: dict[str, float], seed: int) -> Counter:
+def build_mixture(storage: Storage, out: StageWriter, partitions: list[MixturePartition], weights: dict[str, float], seed: int) -> Counter:
     """Write the mixture of one stage; returns examples per source."""
     per_source: Counter = Counter()
-    for shard in web:
-        candidates = list(web_candidates(storage, shard, weights))
-        write_partition(storage, out, candidates, filtered_images(storage, shard.filtered_pairs), shard.pair_images, weights, seed, per_source)
-    for dataset in datasets:
-        candidates = list(dataset_candidates(storage, dataset, weights))
-        write_partition(storage, out, candidates, filtered_images(storage, dataset.filtered_pairs), dataset.dataset_pairs, weights, seed, per_source)
+    for partition in partitions:
+        found = list(candidates(storage, partition, weights))
+        write_partition(storage, out, found, filtered_images(storage, partition.filtered_pairs), partition.images, weights, seed, per_source)
     return per_source
-
-
-def _digest_int(key: str) -> int:
-    return int.from_bytes(hashlib.blake2b(key.encode("utf-8"), digest_size=8).digest(), "big")
 
 
 def _uniform(key: str) -> float:
     """A uniform number in (0, 1) fixed by ``key``."""
-    return (_digest_int(key) + 0.5) / 2**64
+    return (digest_int(key) + 0.5) / 2**64
 
 
-# The assets a mixture draws from.
-MIXTURE_INPUTS = (
-    "filtered_pairs",
-    "pair_images",
-    "reference_texts",
-    "ja_captions",
-    "synthetic_vqa",
-    "synthetic_mcvqa",
-    "filtered_dataset_pairs",
-    "dataset_pairs",
-    "translated_pairs",
+# The assets a mixture draws from: each partition's filtered split and image bytes, and the sources' assets.
+MIXTURE_INPUTS = tuple(
+    dict.fromkeys(["filtered_pairs", "pair_images", "filtered_dataset_pairs", "dataset_pairs", *(s.asset for s in MIXTURE_SOURCES.values())])
 )
 
 
 def mixture_inputs(
     storage: Storage, shards: list[str], datasets: dict, translated: list[str], weights: dict[str, float]
-) -> tuple[list[WebShard], list[Dataset], list[str]]:
-    """(web shards, datasets, missing inputs) from what is committed under the root.
+) -> tuple[list[MixturePartition], list[str]]:
+    """(partitions: the web shards, then the datasets; missing inputs) from what is
+    committed under the root.
 
     ``datasets`` is the profile's sources.datasets; ``translated`` the datasets with a
-    translation. A shard or dataset whose filtered split is not there is skipped; a
-    corpus a weighted source needs but a partition lacks is listed as missing."""
+    translation. A shard or dataset whose filtered split is not there is skipped; an
+    asset a weighted source needs but a partition lacks is listed as missing."""
     # One catalog read for every input's data URL, not a manifest file per shard and asset.
     urls = catalog.read_latest(storage, ["data_url"], MIXTURE_INPUTS)
     found = {(a, p): u for a, p, u in zip(*(urls.column(c).to_pylist() for c in ("asset", "partition", "data_url")))}
-
-    def url(asset: str, partition: str) -> str | None:
-        return found.get((asset, partition))
-
     missing: list[str] = []
 
-    def wanted(source: str, asset: str, partition: str) -> str | None:
-        if source not in weights:
-            return None
-        found = url(asset, partition)
-        if found is None:
-            missing.append(f"{asset}/{partition}")
-        return found
+    def texts(kind: str, name: str, language: str | None = None) -> dict[str, str | None]:
+        by_source: dict[str, str | None] = {}
+        for source in MIXTURE_SOURCES.values():
+            if source.partitions != kind or source.name not in weights:
+                continue
+            if (source.japanese_datasets_only and language != "ja") or (source.translated_only and name not in translated):
+                continue
+            url = found.get((source.asset, name))
+            if url is None:
+                missing.append(f"{source.asset}/{name}")
+            by_source[source.name] = url
+        return by_source
 
-    web = []
+    partitions = []
     for shard in shards:
-        filtered, images = url("filtered_pairs", shard), url("pair_images", shard)
+        filtered, images = found.get(("filtered_pairs", shard)), found.get(("pair_images", shard))
         if filtered is None or images is None:
             missing.append(f"filtered_pairs/{shard}")
             continue
-        web.append(
-            WebShard(
-                shard,
-                filtered,
-                images,
-                reference_texts=wanted("reference_texts", "reference_texts", shard),
-                ja_captions=wanted("ja_captions", "ja_captions", shard),
-                synthetic_vqa=wanted("synthetic_vqa", "synthetic_vqa", shard),
-                synthetic_mcvqa=wanted("synthetic_mcvqa", "synthetic_mcvqa", shard),
-            )
-        )
-    sets = []
+        partitions.append(MixturePartition(shard, filtered, images, texts("shards", shard)))
     for name, source in sorted(datasets.items()):
-        filtered, pairs = url("filtered_dataset_pairs", name), url("dataset_pairs", name)
+        filtered, pairs = found.get(("filtered_dataset_pairs", name)), found.get(("dataset_pairs", name))
         if filtered is None or pairs is None:
             missing.append(f"filtered_dataset_pairs/{name}")
             continue
-        translation = wanted("translated_pairs", "translated_pairs", name) if name in translated else None
-        sets.append(Dataset(name, source.language, filtered, pairs, translation))
-    return web, sets, missing
+        partitions.append(MixturePartition(name, filtered, pairs, texts("datasets", name, source.language)))
+    return partitions, missing

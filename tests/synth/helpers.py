@@ -10,7 +10,7 @@ from asagi_dagster.definitions import build_definitions
 from asagi_dagster.filters import schemas as filter_schemas
 from asagi_dagster.reference import REFERENCE_TEXTS, REFERENCE_TEXTS_VERSION
 from asagi_dagster.storage import StageWriter, Storage
-from asagi_dagster.synth import schemas
+from asagi_dagster.synth.corpora import CORPORA, VERSION
 
 GENERATORS = {
     "caption_vlm": {"model": "builtin:tiny-llava-ja", "licence": "Apache-2.0", "outputs_trainable": True, "modality": "image"},
@@ -44,7 +44,7 @@ def write_caption_inputs(storage: Storage, shard: str, pairs: int) -> dict[str, 
     """english_captions, reference_texts and filtered_pairs for ``pairs`` pairs, with their
     manifests (as if materialized); returns the data URLs."""
     urls = {}
-    with StageWriter(storage, "english_captions", shard, schemas.ENGLISH_CAPTIONS, schemas.VERSION) as out:
+    with StageWriter(storage, "english_captions", shard, CORPORA["english_captions"].schema, VERSION) as out:
         for i in range(pairs):
             out.count_in()
             out.write({"item_id": f"p{i}", "pair_id": f"p{i}", "text": ENGLISH[i % len(ENGLISH)] + f" (photo {i})", "task": "english_caption"})

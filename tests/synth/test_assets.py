@@ -8,7 +8,7 @@ import pytest
 from asagi_dagster.config import load_config
 from asagi_dagster.definitions import build_definitions
 from asagi_dagster.storage import Storage
-from asagi_dagster.synth.corpora import LicenceRefused
+from asagi_dagster.synth.generate import LicenceRefused
 from tests.conftest import write_profile
 from tests.synth.helpers import GENERATORS, failures, materialize, synthesis_section, write_caption_inputs
 
@@ -57,7 +57,7 @@ def test_a_partition_runs_as_a_pipes_subprocess_and_its_manifest_is_the_output(t
 
 
 def test_licence_gate_looks_only_at_the_tasks_that_will_run(tmp_path):
-    from asagi_dagster.synth.corpora import licence_gate
+    from asagi_dagster.synth.generate import licence_gate
 
     section = synthesis_section()
     section["generators"]["restricted"] = {**GENERATORS["japanese_llm"], "licence": "no training on outputs", "outputs_trainable": False}

@@ -15,8 +15,8 @@ from PIL import Image
 from asagi_dagster.config import GeneratorSettings, SamplingSettings, load_config
 from asagi_dagster.engines import Request, open_generator
 from asagi_dagster.storage import Storage
-from asagi_dagster.synth.corpora import run_corpus
-from asagi_dagster.synth.prompts import ENGLISH_CAPTION, JA_CAPTION_SHORT
+from asagi_dagster.synth.corpora import PROMPTS
+from asagi_dagster.synth.generate import run_corpus
 from tests.conftest import write_profile
 from tests.synth.helpers import GENERATORS, synthesis_section, write_caption_inputs
 
@@ -25,7 +25,7 @@ SAMPLING = SamplingSettings(max_tokens=12)
 
 def test_transformers_text_generation_is_fixed_by_the_seed():
     generator = open_generator(GeneratorSettings(**GENERATORS["japanese_llm"]))
-    messages = JA_CAPTION_SHORT.messages({"english_caption": "a cat", "reference_text": "タマ"})
+    messages = PROMPTS["ja_caption_short"].messages({"english_caption": "a cat", "reference_text": "タマ"})
     first, again, other = generator.generate([Request(messages, SAMPLING, seed=1), Request(messages, SAMPLING, seed=1), Request(messages, SAMPLING, seed=2)])
     assert first.text and first.tokens > 0
     assert first == again and other.text != first.text
@@ -33,7 +33,7 @@ def test_transformers_text_generation_is_fixed_by_the_seed():
 
 def test_transformers_image_generation_reads_the_image():
     generator = open_generator(GeneratorSettings(**GENERATORS["caption_vlm"]))
-    messages = ENGLISH_CAPTION.messages({}, image=True)
+    messages = PROMPTS["english_caption"].messages({}, image=True)
     red, blue = (Request(messages, SamplingSettings(temperature=0, max_tokens=8), seed=0, image=Image.new("RGB", (64, 48), c)) for c in ("red", "blue"))
     outputs = generator.generate([red, blue])
     assert all(o.text is not None and o.tokens > 0 for o in outputs)
@@ -47,12 +47,12 @@ def test_a_request_batched_gives_what_it_gives_alone_greedy_and_sampled():
     subjects = ["a cat", "a very long and winding description of a red motorcycle parked by a canal at dusk", "ramen", "a temple gate in deep snow, photo 4"]
     greedy = SamplingSettings(temperature=0, max_tokens=12, repetition_penalty=1.0)
     text = [
-        Request(JA_CAPTION_SHORT.messages({"english_caption": subject, "reference_text": "タマ" * (i + 1)}), sampling, seed=i)
+        Request(PROMPTS["ja_caption_short"].messages({"english_caption": subject, "reference_text": "タマ" * (i + 1)}), sampling, seed=i)
         for sampling in (greedy, SAMPLING)
         for i, subject in enumerate(subjects)
     ]
     image = [
-        Request(ENGLISH_CAPTION.messages({}, image=True), sampling, seed=i, image=Image.new("RGB", (40 + 16 * i, 48), colour))
+        Request(PROMPTS["english_caption"].messages({}, image=True), sampling, seed=i, image=Image.new("RGB", (40 + 16 * i, 48), colour))
         for sampling in (greedy, SAMPLING)
         for i, colour in enumerate(("red", "blue", "green"))
     ]
@@ -113,7 +113,7 @@ RUN = """
 import sys
 from asagi_dagster.config import load_config
 from asagi_dagster.storage import Storage
-from asagi_dagster.synth.corpora import run_corpus
+from asagi_dagster.synth.generate import run_corpus
 config = load_config(sys.argv[1])
 storage = Storage(config.storage)
 inputs = dict(arg.split("=", 1) for arg in sys.argv[2:])

@@ -5,8 +5,8 @@ from collections import Counter
 import pytest
 
 from asagi_dagster.config import TaskSettings
-from asagi_dagster.synth.prompts import JA_CAPTION_LONG, VQA
-from asagi_dagster.synth.tasks import TASKS, Item
+from asagi_dagster.synth.corpora import PROMPTS, TASKS
+from asagi_dagster.synth.tasks import Item
 from asagi_dagster.synth.validate import Invalid, multiple_choice, parse_distractors, parse_vqa
 
 SETTINGS = TaskSettings(generator="g", min_chars=10, max_chars=200)
@@ -96,13 +96,15 @@ def test_mcvqa_task_builds_the_question_from_the_item():
 
 def test_prompts_fill_their_slots_and_put_few_shot_turns_first():
     few_shot = [{"ja_caption": "赤い車が走っています。", "output": "質問対象: 車\n質問: 車は何色ですか？\n回答: 赤です。"}]
-    messages = VQA.messages({"ja_caption": "白い猫が寝ています。"}, few_shot)
+    messages = PROMPTS["vqa"].messages({"ja_caption": "白い猫が寝ています。"}, few_shot)
     assert [m["role"] for m in messages] == ["system", "user", "assistant", "user"]
     assert "赤い車" in messages[1]["content"] and "白い猫" in messages[3]["content"]
-    image = JA_CAPTION_LONG.messages({"english_caption": "a cat", "reference_text": "タマ"}, image=True)[-1]["content"]
+    image = PROMPTS["ja_caption_long"].messages({"english_caption": "a cat", "reference_text": "タマ"}, image=True)[-1]["content"]
     assert image[0] == {"type": "image"} and "タマ" in image[1]["text"]
-    assert JA_CAPTION_LONG.messages({"english_caption": "a", "reference_text": "b"}, image=True, image_placeholder="<|image_1|>")[-1]["content"].startswith(
-        "<|image_1|>\n"
+    assert (
+        PROMPTS["ja_caption_long"]
+        .messages({"english_caption": "a", "reference_text": "b"}, image=True, image_placeholder="<|image_1|>")[-1]["content"]
+        .startswith("<|image_1|>\n")
     )
 
 

@@ -3,7 +3,9 @@ subprocess (and the workers it spawns, which re-import its main module) to impor
 
 from asagi_dagster.config import SamplingSettings
 from asagi_dagster.engines import Request
-from asagi_dagster.synth.prompts import JA_CAPTION_SHORT
+from asagi_dagster.synth.corpora import PROMPTS
+
+JA_CAPTION_SHORT = PROMPTS["ja_caption_short"]
 
 GREEDY = SamplingSettings(temperature=0, max_tokens=16, repetition_penalty=1.0)
 SAMPLED = SamplingSettings(max_tokens=16)

@@ -7,8 +7,10 @@ from asagi_dagster.datasets import DATASET_PAIRS, DATASET_PAIRS_VERSION
 from asagi_dagster.filters import schemas as filter_schemas
 from asagi_dagster.reference import REFERENCE_TEXTS, REFERENCE_TEXTS_VERSION
 from asagi_dagster.storage import StageWriter
-from asagi_dagster.synth import schemas as synth_schemas
+from asagi_dagster.synth.corpora import CORPORA
+from asagi_dagster.synth.corpora import VERSION as CORPUS_VERSION
 from asagi_dagster.train import mixture
+from asagi_dagster.train.template import CAPTION_INSTRUCTIONS
 from asagi_dagster.web.schemas import PAIR_IMAGES, PAIR_IMAGES_VERSION
 from tests.train.helpers import png
 
@@ -57,13 +59,13 @@ def _web_shard(storage, images: int, synthesized: bool = True, missing_bytes: se
             for length in ("long", "short")
         ]
         captions.append({"item_id": "gone/long", "pair_id": "gone#img9", "text": "消えたペア", "length": "long"})
-        _commit(storage, "ja_captions", SHARD, synth_schemas.JA_CAPTIONS, synth_schemas.VERSION, captions)
+        _commit(storage, "ja_captions", SHARD, CORPORA["ja_captions"].schema, CORPUS_VERSION, captions)
         _commit(
             storage,
             "synthetic_vqa",
             SHARD,
-            synth_schemas.SYNTHETIC_VQA,
-            synth_schemas.VERSION,
+            CORPORA["synthetic_vqa"].schema,
+            CORPUS_VERSION,
             [{"item_id": f"{p}/vqa", "pair_id": p, "question": "何色?", "text": "" if i == 0 else "赤"} for i, p in enumerate(pairs)],
         )
     return pairs
@@ -95,16 +97,16 @@ def _dataset(storage, name: str, language: str, rows: int, translated: bool = Fa
             storage,
             "translated_pairs",
             name,
-            synth_schemas.TRANSLATED_PAIRS,
-            synth_schemas.VERSION,
+            CORPORA["translated_pairs"].schema,
+            CORPUS_VERSION,
             [{"item_id": p, "pair_id": p, "kind": "qa", "question": f"質問{i}", "text": f"答え{i}"} for i, p in enumerate(pairs)],
         )
 
 
 def _build(storage, weights, seed=0, shards=(SHARD,), datasets=None, translated=()):
-    web, sets, missing = mixture.mixture_inputs(storage, list(shards), datasets or {}, list(translated), weights)
+    partitions, missing = mixture.mixture_inputs(storage, list(shards), datasets or {}, list(translated), weights)
     with StageWriter(storage, "stage1_mixture", None, mixture.MIXTURE, mixture.VERSION) as out:
-        per_source = mixture.build_mixture(storage, out, web, sets, weights, seed)
+        per_source = mixture.build_mixture(storage, out, partitions, weights, seed)
     rows = list(
         storage.iter_rows(
             storage.strip_protocol(out.manifest.data_url), ["example_id", "source", "pair_id", "image_sha256", "instruction", "response", "candidates", "bytes"]
@@ -150,7 +152,7 @@ def test_the_draw_follows_the_seed_alone_and_the_weights(storage):
     share = Counter(r["source"] for r in first)["web_alt_texts"] / len(first)
     assert 0.5 < share < 0.7, share
     short = [r for r in first if r["example_id"].endswith("/short")]
-    assert short and all(r["instruction"] in mixture.CAPTION_INSTRUCTIONS["short"] for r in short)
+    assert short and all(r["instruction"] in CAPTION_INSTRUCTIONS["short"] for r in short)
 
 
 def test_datasets_japanese_directly_english_only_through_translation(storage):
