@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image, ImageDraw
 
-from asagi_dagster.config import BenchmarkSource
+from asagi_dagster.config import BenchmarkName, BenchmarkSource
 from asagi_dagster.eval.benchmarks import BENCHMARKS, JapaneseHeronBench
 from asagi_sample.site import BENCHMARK_VG_IMAGE_IDS, _png, _write_if_changed, skimage_photo
 
@@ -42,7 +42,7 @@ VG_QAS = [  # (photo, [(question, answer)]), one entry per Visual Genome id
 ]
 
 
-def write_benchmark_sample(benchmarks: dict[str, BenchmarkSource]) -> list[Path]:
+def write_benchmark_sample(benchmarks: dict[BenchmarkName, BenchmarkSource]) -> list[Path]:
     """Write the stand-in of each benchmark the profile reads from a local path; returns
     the files written (unchanged files are left alone)."""
     tables = {"japanese-heron-bench": heron_table, "ja-vlm-bench-in-the-wild": itw_table, "ja-vg-vqa-500": vg_table}
