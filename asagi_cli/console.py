@@ -62,7 +62,7 @@ class Console:
                 if isinstance(message, str) and is_progress(message):
                     console.say("  " + message[len(MARK) :])
 
-        @dg.logger(description="The CLI's console: progress lines only")
+        @dg.logger(config_schema=None, description="The CLI's console: progress lines only")
         def progress_console(_init_context) -> logging.Logger:
             logger = logging.getLogger(f"asagi.console.{id(console)}")
             logger.setLevel(logging.INFO)

@@ -21,7 +21,7 @@ from asagi_cli.console import Console
 from asagi_cli.unchanged import INPUTS_TAG, inputs_fingerprint, outputs_present, unchanged_since
 from asagi_dagster.config import AsagiConfig, ConfigError, load_config, profile_path
 from asagi_dagster.report import format_summary, format_table, model_report, shard_report, summary_report, synthesis_note, to_json
-from asagi_dagster.storage import Storage
+from asagi_dagster.storage import Manifest, ModelManifest, Storage
 
 PARTITIONS = "warc_shards"
 CONSOLE = Console()
@@ -167,6 +167,7 @@ def serve_sample() -> None:
 
     config = _config()
     _, site, base = _sample_paths(config)
+    assert config.sample is not None  # _sample_paths refuses a profile without one
     server = start_image_server(site, config.sample.image_server_host, config.sample.image_server_port)
     click.echo(f"serving {site} at {base} (Ctrl-C to stop)")
     try:
@@ -343,7 +344,9 @@ def _train(config: AsagiConfig) -> bool:
         raise click.ClickException("the profile has no training section")
     if not _execute(config, "vlm_training"):
         return False
-    click.echo(f"model: {Storage(config.storage).read_manifest('vlm_stage2', None).model_url}")
+    model = Storage(config.storage).read_manifest("vlm_stage2", None)
+    assert isinstance(model, ModelManifest)
+    click.echo(f"model: {model.model_url}")
     return True
 
 
@@ -380,12 +383,16 @@ def _write_job(config: AsagiConfig, stage: str, job_url: str | None) -> None:
     mixture_asset = f"{stage}_mixture"
     if not storage.exists(storage.manifest_path(mixture_asset, None)):
         raise click.ClickException(f"{mixture_asset} is not materialized yet: materialize it first")
-    start_from = None
+    start_from: ModelManifest | None = None
     if stage == "stage2":
         if not storage.exists(storage.manifest_path("vlm_stage1", None)):
             raise click.ClickException("stage 2 starts from vlm_stage1, which is not materialized yet")
-        start_from = storage.read_manifest("vlm_stage1", None)
-    job = stage_job(config, storage, stage, storage.read_manifest(mixture_asset, None), start_from)
+        model = storage.read_manifest("vlm_stage1", None)
+        assert isinstance(model, ModelManifest)
+        start_from = model
+    mixture = storage.read_manifest(mixture_asset, None)
+    assert isinstance(mixture, Manifest)
+    job = stage_job(config, storage, stage, mixture, start_from)
     fs, path = fsspec.core.url_to_fs(job_url, **fsspec_options(job_url, config.storage.s3))
     staged = f"{path}.partial"
     fs.pipe_file(staged, job.model_dump_json(indent=1).encode())  # one PUT on s3; then a rename
@@ -547,7 +554,9 @@ def _where_things_are(config: AsagiConfig, storage: Storage) -> str:
     for model in model_report(storage):
         lines.append(f"  {model['asset']:<16} {model['model_url']}")
     if storage.exists(storage.manifest_path("leaderboard", None)):
-        lines.append(f"  leaderboard      {storage.read_manifest('leaderboard', None).data_url}")
+        leaderboard = storage.read_manifest("leaderboard", None)
+        assert isinstance(leaderboard, Manifest)
+        lines.append(f"  leaderboard      {leaderboard.data_url}")
     home = os.environ.get("DAGSTER_HOME", config.dagster.home)
     lines.append(
         f"  in the UI:       cd {Path(__file__).resolve().parent.parent} && DAGSTER_HOME={home} "
@@ -565,6 +574,7 @@ def demo() -> None:
 
     config = _config()
     inbox, site, base = _sample_paths(config)
+    assert config.sample is not None  # _sample_paths refuses a profile without one
     _hold(_instance(config)).renew("demo")  # before its files land in the inbox: it ingests them itself
     write_sample(inbox, site, base)
     write_filter_sample(config.filters)

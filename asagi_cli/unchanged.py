@@ -22,11 +22,12 @@ import hashlib
 import importlib.util
 from functools import cache
 from pathlib import Path
+from typing import cast
 
 import dagster as dg
 import fsspec.core
 
-from asagi_dagster.config import AsagiConfig
+from asagi_dagster.config import AsagiConfig, BenchmarkName
 from asagi_dagster.core import fingerprint
 from asagi_dagster.storage import Storage, fsspec_options
 
@@ -38,7 +39,9 @@ CODE_PACKAGES = ("asagi_dagster", "assets", "resources")
 def code_fingerprint() -> str:
     digest = hashlib.sha256()
     for package in CODE_PACKAGES:
-        for folder in importlib.util.find_spec(package).submodule_search_locations:
+        spec = importlib.util.find_spec(package)
+        assert spec is not None and spec.submodule_search_locations is not None  # our own packages, installed
+        for folder in spec.submodule_search_locations:
             for path in sorted(Path(folder).rglob("*.py")):
                 digest.update(str(path.relative_to(folder)).encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()
@@ -76,7 +79,8 @@ def outside_inputs(config: AsagiConfig, job_name: str, partition) -> dict:
         source = config.sources.datasets[str(partition)]
         return {"path": listing(config, source.path), "images": listing(config, source.image_dir)}
     if job_name == "load_benchmarks":
-        return {"path": listing(config, config.evaluation.benchmarks[str(partition)].path)}
+        assert config.evaluation is not None  # the job is defined only with an evaluation section
+        return {"path": listing(config, config.evaluation.benchmarks[cast(BenchmarkName, str(partition))].path)}
     if job_name == "filter_indexes":
         filters = config.filters
         paths = [p for b in filters.decontamination.benchmarks.values() for p in (b.images, b.vg_image_ids)]

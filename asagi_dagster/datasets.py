@@ -115,6 +115,7 @@ def _raw_rows(source: DatasetSource) -> Iterator[dict]:
     if source.hub_id:
         yield from _parquet_rows(_hub_parquet_files(source))
         return
+    assert source.path is not None  # DatasetSource sets exactly one of path and hub_id
     path = Path(source.path)
     if not path.exists():
         raise DatasetSourceError(f"dataset path {path} does not exist")
@@ -153,6 +154,7 @@ def _hub_parquet_files(source: DatasetSource) -> list[Path]:
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
+    assert source.hub_id is not None
     try:
         folder = snapshot_download(source.hub_id, repo_type="dataset", revision=source.hub_revision, allow_patterns=["*.parquet"])
     except (LocalEntryNotFoundError, HfHubHTTPError, OSError) as exc:

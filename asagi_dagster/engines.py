@@ -18,7 +18,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, cast
 
 from PIL import Image
 
@@ -113,7 +113,7 @@ class TransformersGenerator:
             model_class.from_pretrained(
                 path, revision=settings.revision, dtype=dtype, trust_remote_code=settings.trust_remote_code, local_files_only=not settings.allow_hub
             )
-            .to(self.device)
+            .to(self.device)  # type: ignore[arg-type]  # transformers types to() as taking a model
             .eval()
         )
         self.tokenizer = getattr(self.template_owner, "tokenizer", self.template_owner)
@@ -133,7 +133,7 @@ class TransformersGenerator:
                 batch = indices[start : start + self.batch_size]
                 for index, generated in zip(batch, self._batch([requests[i] for i in batch])):
                     results[index] = generated
-        return results
+        return cast(list[Generated], results)  # every request is in one batch
 
     def _batch(self, requests: list[Request]) -> list[Generated]:
         texts = [render_prompt(self.template_owner, request.messages) for request in requests]
@@ -271,6 +271,7 @@ class OpenAIGenerator:
 
     def __init__(self, settings: GenerationSettings):
         self.settings = settings
+        assert settings.endpoint is not None  # GenerationSettings: backend openai needs an endpoint
         self.endpoint = settings.endpoint
         self.model = self.endpoint.served_model or settings.model
         key = os.environ.get(self.endpoint.api_key_env) if self.endpoint.api_key_env else None

@@ -19,7 +19,7 @@ def pod_spec(pod: PodSettings) -> dict:
     resources = {"cpu": pod.cpu, "memory": pod.memory}
     if pod.gpus:
         resources["nvidia.com/gpu"] = str(pod.gpus)
-    env = [{"name": name, "value": value} for name, value in sorted(pod.env.items())]
+    env: list[dict] = [{"name": name, "value": value} for name, value in sorted(pod.env.items())]
     for name, ref in sorted(pod.secret_env.items()):
         secret, _, key = ref.partition("/")
         env.append({"name": name, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}})

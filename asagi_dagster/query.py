@@ -23,8 +23,15 @@ def connect(storage: Storage, database: str | None = None) -> duckdb.DuckDBPyCon
     return con
 
 
+def one_row(result: duckdb.DuckDBPyConnection) -> tuple:
+    """The row of a query that always has one (an aggregate: count, max, sum)."""
+    row = result.fetchone()
+    assert row is not None, "an aggregate query returned no row"
+    return row
+
+
 def count_rows(con: duckdb.DuckDBPyConnection, url: str) -> int:
-    return con.execute("SELECT count(*) FROM read_parquet(?)", [url]).fetchone()[0]
+    return one_row(con.execute("SELECT count(*) FROM read_parquet(?)", [url]))[0]
 
 
 def count_reasons(con: duckdb.DuckDBPyConnection, url: str) -> dict[str, int]:
@@ -102,7 +109,7 @@ def refresh_views(con: duckdb.DuckDBPyConnection, storage: Storage) -> None:
     read now), and ``rejections``, a view over every rejection file (read when queried)."""
     from asagi_dagster import catalog  # catalog reaches DuckDB through this module
 
-    loaded = con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'catalog' AND temporary").fetchone()[0]
+    loaded = one_row(con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'catalog' AND temporary"))[0]
     if not loaded:
         catalog.load_latest(storage, con, "catalog", ["kind", "rows_in", "rows_out", "rows_rejected", "rejected_by_reason", "rule_stats"])
     con.execute(

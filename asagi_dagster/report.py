@@ -8,6 +8,7 @@ manifests'); the asset checks recount the files independently.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 
 import duckdb
 
@@ -100,7 +101,7 @@ def synthesis_note(summary: dict, corpora: list[str], tiny_generators: bool) -> 
     )
 
 
-def format_summary(summary: dict, notes: list[str] = ()) -> str:
+def format_summary(summary: dict, notes: Sequence[str] = ()) -> str:
     if not summary["assets"] and not summary["models"]:
         return "no materialized assets yet"
     header = f"{'asset':<24} {'partitions':>10} {'in':>12} {'out':>12} {'rejected':>12}"
@@ -121,7 +122,7 @@ def format_summary(summary: dict, notes: list[str] = ()) -> str:
     return "\n".join(lines)
 
 
-def format_table(rows: list[dict], models: list[dict] = ()) -> str:
+def format_table(rows: list[dict], models: Sequence[dict] = ()) -> str:
     if not rows:
         return "no materialized assets yet"
     header = f"{'asset':<24} {'partition':<28} {'in':>7} {'out':>7} {'rejected':>8}  reasons"
@@ -138,7 +139,7 @@ def format_table(rows: list[dict], models: list[dict] = ()) -> str:
     return "\n".join(lines + _model_lines(models))
 
 
-def _model_lines(models: list[dict]) -> list[str]:
+def _model_lines(models: Sequence[dict]) -> list[str]:
     if not models:
         return []
     lines = ["", "trained models"]

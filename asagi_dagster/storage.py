@@ -28,6 +28,7 @@ from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, Literal
 
 import fsspec
 import pyarrow as pa
@@ -173,7 +174,8 @@ class Storage:
         """Abort the multipart uploads (files of 100 MB and more) a killed commit left
         unfinished in ``folder``: invisible, but their parts are stored and billed."""
         bucket, prefix, _ = self.fs.split_path(folder.rstrip("/") + "/")
-        aborted, marker = [], {}
+        aborted: list[str] = []
+        marker: dict[str, str] = {}
         try:
             while True:
                 page = self.fs.call_s3("list_multipart_uploads", Bucket=bucket, Prefix=prefix, **marker)
@@ -216,7 +218,7 @@ class Storage:
     def write_json(self, dest: str, obj: object) -> None:
         self.write_bytes(dest, json.dumps(obj, ensure_ascii=False, indent=1).encode("utf-8"))
 
-    def read_json(self, path: str) -> object:
+    def read_json(self, path: str) -> Any:
         with self.fs.open(path, "rb") as f:
             return json.loads(f.read())
 
@@ -385,7 +387,7 @@ class StageWriter:
         self.reasons[reason] += 1
         self.rejections.write({"record_id": record_id, "reason": reason, "detail": _clip(detail)})
 
-    def __exit__(self, exc_type, exc, tb) -> bool:
+    def __exit__(self, exc_type, exc, tb) -> Literal[False]:
         try:
             if exc_type is not None:
                 self.data.abort()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import uuid
+from collections.abc import Sequence
 
 from warcio.statusandheaders import StatusAndHeaders
 from warcio.warcwriter import WARCWriter
@@ -44,7 +45,7 @@ class ShardWriter:
         body: bytes,
         content_type: str | None,
         status: str = "200 OK",
-        extra_headers: list[tuple[str, str]] = (),
+        extra_headers: Sequence[tuple[str, str]] = (),
         key: str = "response",
         warc_headers: dict | None = None,
     ) -> None:

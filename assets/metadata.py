@@ -44,7 +44,7 @@ def rule_stats_metadata(manifest: Manifest) -> dict:
         return {}
     lines = ["| rule | checked | rejected | pass rate |", "|---|---|---|---|"]
     for row in manifest.rule_stats:
-        rate = row["passed"] / row["checked"] if row["checked"] else 1.0
+        rate = int(row["passed"]) / int(row["checked"]) if row["checked"] else 1.0
         lines.append(f"| {row['rule']} | {row['checked']} | {row['rejected']} | {rate:.1%} |")
     return {"rule_pass_rates": dg.MetadataValue.md("\n".join(lines)), "rule_stats": dg.MetadataValue.json(manifest.rule_stats)}
 

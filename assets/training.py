@@ -60,6 +60,7 @@ def _mixture_asset(stage: str, deps: list[str]):
         with StageWriter(storage.storage, name, None, mixture.MIXTURE, mixture.VERSION) as out:
             per_source = mixture.build_mixture(storage.storage, out, partitions, settings.mixture, _training(profile).seed)
             out.source = {**{f"examples.{s}": str(per_source.get(s, 0)) for s in settings.mixture}, "missing_inputs": ",".join(missing)}
+        assert out.manifest is not None  # the writer closed without an error
         if out.manifest.rows_out == 0:
             raise dg.Failure(f"{name} is empty: no source of training.{stage}.mixture has examples yet ({', '.join(missing) or 'all inputs empty'})")
         yield output(

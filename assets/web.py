@@ -1,6 +1,8 @@
 """Web-archive ingest: WARC shards -> documents and images -> image-text pairs and
 interleaved documents -> pair images. One dynamic partition per shard."""
 
+from collections.abc import Sequence
+
 import dagster as dg
 from dagster._core.definitions.assets.graph.asset_graph_subset import AssetGraphSubset
 from dagster._core.execution.backfill import BulkActionsFilter, BulkActionStatus, PartitionBackfill
@@ -24,7 +26,8 @@ from resources.storage import DuckDBResource, ProfileResource, StorageResource
 
 GROUP = "web"
 REQUESTED_BY_TAG = "asagi/requested_by"  # which automation asked for a backfill
-warc_shards = dg.DynamicPartitionsDefinition(name="warc_shards")
+WARC_SHARDS = "warc_shards"  # the partitions' name (DynamicPartitionsDefinition.name is optional)
+warc_shards = dg.DynamicPartitionsDefinition(name=WARC_SHARDS)
 
 
 @dg.multi_asset(
@@ -57,6 +60,7 @@ def warc_records(context: dg.AssetExecutionContext, profile: ProfileResource, st
         ):
             docs.source = images.source = {"shard_url": inbox.url_for(shard), "fingerprint": fingerprint}
             ingest_warc(lambda: inbox.open(shard), shard, docs, images, web)
+        assert docs.manifest is not None and images.manifest is not None  # both writers closed without an error
         made[shard] = committed(storage, docs.manifest, images.manifest)
         with duckdb.connect() as con:
             starts[shard] = record_starts_check(con, docs.manifest, images.manifest)
@@ -92,6 +96,7 @@ def page_structure(
             StageWriter(storage.storage, "interleaved_documents", shard, schemas.INTERLEAVED_DOCUMENTS, schemas.INTERLEAVED_DOCUMENTS_VERSION) as docs,
         ):
             extract_pages(storage.storage, web_documents[shard].data_url, pairs, docs, html)
+        assert pairs.manifest is not None and docs.manifest is not None  # both writers closed without an error
         made[shard] = committed(storage, pairs.manifest, docs.manifest)
     yield from shard_outputs(context, storage, duckdb, made)
 
@@ -127,6 +132,7 @@ def pair_images(
                 origins[shard] = gather_pair_images(
                     storage.storage, image_text_pairs[shard].data_url, web_images[shard].data_url, out, fetcher, downloader.workers
                 )
+            assert out.manifest is not None  # the writer closed without an error
             made[shard] = committed(storage, out.manifest)
             context.log.info(f"{shard}: pair images by origin: {origins[shard]}")
     yield from shard_outputs(context, storage, duckdb, made, extra={s: {"origins": o} for s, o in origins.items()})
@@ -165,12 +171,13 @@ def _register(instance: dg.DagsterInstance, keys: list[str]) -> None:
     # Written here rather than as the sensor's dynamic_partitions_requests: the daemon
     # looks each requested key up on its own (20,000 queries for 20,000 new files).
     for batch in registration_batches(keys):
-        instance.add_dynamic_partitions(warc_shards.name, batch)
+        instance.add_dynamic_partitions(WARC_SHARDS, batch)
 
 
 def _ingest_subset(keys: list[str]) -> AssetGraphSubset:
     shards = warc_shards.subset_with_partition_keys(keys)
-    return AssetGraphSubset(partitions_subsets_by_asset_key={dg.AssetKey(asset): shards for asset in INGEST_ASSETS})
+    # The ignore: mypy reads the NamedTuple's `__hash__ = None` as a third field, one without a default.
+    return AssetGraphSubset(partitions_subsets_by_asset_key={dg.AssetKey(asset): shards for asset in INGEST_ASSETS})  # type: ignore[call-arg]
 
 
 def _ingest_backfill_request(keys: list[str], requested_by: str) -> dg.RunRequest:
@@ -203,7 +210,7 @@ def submit_ingest_backfill(instance: dg.DagsterInstance, keys: list[str], reques
 def _plan(context, profile: ProfileResource, storage: StorageResource, full: bool):
     settings = profile.settings
     inbox = Inbox(settings.sources.web.inbox, settings.storage.s3)
-    registered = set(context.instance.get_dynamic_partitions(warc_shards.name))
+    registered = set(context.instance.get_dynamic_partitions(WARC_SHARDS))
     if not full:  # the sensor runs every minute: new files only, no manifest reads
         return plan_sync(inbox, registered, storage.storage)
     # In sync: the file's fingerprint is the one ingested, and the shard reached the last
@@ -222,7 +229,7 @@ def _shards_in_flight(context: dg.ScheduleEvaluationContext) -> set[str]:
     gone = {run.run_id for run in fail_runs_with_gone_workers(context.instance, runs)}
     for run_id in sorted(gone):
         context.log.warning(f"run {run_id} marked failed: its worker process is gone")
-    registered = context.instance.get_dynamic_partitions(warc_shards.name) if any(_RANGE_START in r.tags for r in runs) else []
+    registered = context.instance.get_dynamic_partitions(WARC_SHARDS) if any(_RANGE_START in r.tags for r in runs) else []
     position = {shard: i for i, shard in enumerate(registered)}
     busy = {shard for run in runs if run.run_id not in gone for shard in _run_shards(run, registered, position)}
     for backfill in context.instance.get_backfills(filters=BulkActionsFilter(statuses=[BulkActionStatus.REQUESTED])):
@@ -233,7 +240,7 @@ def _shards_in_flight(context: dg.ScheduleEvaluationContext) -> set[str]:
 _RANGE_START, _RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
 
 
-def _run_shards(run: dg.DagsterRun, registered: list[str], position: dict[str, int]) -> list[str]:
+def _run_shards(run: dg.DagsterRun, registered: Sequence[str], position: dict[str, int]) -> Sequence[str]:
     """The shards of a run: its partition, or its range of shards (a backfill's batch), in
     the order they were registered (``position``: each registered shard's index)."""
     if "dagster/partition" in run.tags:
@@ -253,6 +260,8 @@ def _ingests_a_shard(run: dg.DagsterRun) -> bool:
 
 def _backfill_shards(backfill: PartitionBackfill) -> set[str]:
     if backfill.is_asset_backfill:  # the automation's, or one started in the UI
+        # Only a backfill an older Dagster stored has its data serialized instead.
+        assert backfill.asset_backfill_data is not None, f"backfill {backfill.backfill_id}: asset backfill data in an older Dagster's format"
         shards = backfill.asset_backfill_data.target_subset.partitions_subsets_by_asset_key.get(dg.AssetKey("web_documents"))
         return set(shards.get_partition_keys()) if shards is not None else set()
     return set(backfill.partition_names or ()) if backfill.job_name == web_ingest.name else set()  # `dagster job backfill`

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Sequence
 
 import dagster as dg
 
@@ -39,7 +40,7 @@ class GpuJobsResource(dg.ConfigurableResource):
     def settings(self) -> GpuJobSettings:
         return GpuJobSettings.model_validate_json(self.settings_json)
 
-    def run(self, context: dg.AssetExecutionContext, kind: str, module: str, extras: dict, local_processes: int | None = None) -> list:
+    def run(self, context: dg.AssetExecutionContext, kind: str, module: str, extras: dict, local_processes: int | None = None) -> Sequence:
         """Run ``python -m module``; with ``local_processes`` it is distributed work
         launched by torchrun: that many processes locally, one per GPU in a pod."""
         settings = self.settings

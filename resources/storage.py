@@ -77,7 +77,7 @@ class ManifestIOManager(dg.ConfigurableIOManager):
         if not all(isinstance(manifest, Manifest) and manifest.partition == partition for partition, manifest in obj.items()):
             raise TypeError(f"{asset} must return {{partition: its Manifest}}")
 
-    def load_input(self, context: dg.InputContext) -> Manifest | ModelManifest | dict[str, Manifest]:
+    def load_input(self, context: dg.InputContext) -> Manifest | ModelManifest | dict[str, Manifest | ModelManifest]:
         if (context.definition_metadata or {}).get(BY_SHARD):
             return {partition: self._load(context, partition) for partition in context.asset_partition_keys}
         return self._load(context, context.asset_partition_key if context.has_asset_partitions else None)

@@ -20,6 +20,7 @@ max_hamming + 1 bands; two hashes within the distance agree on at least one band
 from __future__ import annotations
 
 from collections import Counter
+from typing import cast
 
 import duckdb
 import pyarrow as pa
@@ -125,7 +126,7 @@ def screened_manifests(storage: Storage) -> list[Manifest]:
     """Every materialized partition of every screened-pairs asset, sorted: one read of the
     manifest catalog, not one file per partition."""
     found = catalog.latest_manifests(storage, SCREENED_ASSETS)
-    return [found[key] for key in sorted(found, key=lambda k: (SCREENED_ASSETS.index(k[0]), k[1]))]
+    return [cast(Manifest, found[key]) for key in sorted(found, key=lambda k: (SCREENED_ASSETS.index(k[0]), k[1]))]  # pairs, not models
 
 
 def screened_versions(storage: Storage) -> tuple[dict[str, str], dict[str, str]]:

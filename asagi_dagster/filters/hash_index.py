@@ -42,6 +42,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from asagi_dagster.filters.dedup import INDEX_SCHEMA, ORIGIN_KEY_SQL
+from asagi_dagster.query import one_row
 from asagi_dagster.storage import Storage
 
 STATE_VERSION = 2
@@ -137,7 +138,7 @@ class SyncPlan:
 class PhaseClock:
     """Seconds per phase of an add, so a slow index shows where its time goes."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.seconds: dict[str, float] = {}
         self._last = time.perf_counter()
 
@@ -187,7 +188,7 @@ class HashIndex:
         return [row[0] for row in self.con.execute("SELECT shard FROM shards ORDER BY shard").fetchall()]
 
     def image_count(self) -> int:
-        return self.con.execute("SELECT count(*) FROM images").fetchone()[0]
+        return one_row(self.con.execute("SELECT count(*) FROM images"))[0]
 
     def to_table(self) -> pa.Table:
         """The whole index in dedup.INDEX_SCHEMA, sorted by image_sha256 (what build_hash_index returns)."""
@@ -220,14 +221,14 @@ class HashIndex:
         taken out first in the same transaction; the report compares with the index as it
         was before both steps. ``versions`` (shard -> any string, e.g. the manifest's commit
         time) is kept for ``sync_plan``."""
-        shards = {key: [urls] if isinstance(urls, str) else list(urls) for key, urls in shards.items()}
-        known = sorted(set(self.shards()) & set(shards))
+        shard_urls = {key: [urls] if isinstance(urls, str) else list(urls) for key, urls in shards.items()}
+        known = sorted(set(self.shards()) & set(shard_urls))
         if known and not replace:
             raise ShardAlreadyIndexed(f"already in the hash index: {known[:5]}; add it with replace=True to index its new pairs")
         self.con.execute("BEGIN TRANSACTION")
         try:
-            result = self._add(shards, known, dict(versions or {}))
-            self._record_pending(result.changed_shards + list(shards))
+            result = self._add(shard_urls, known, dict(versions or {}))
+            self._record_pending(result.changed_shards + list(shard_urls))
             self.con.execute("COMMIT")
         except BaseException:
             self.con.execute("ROLLBACK")
@@ -295,7 +296,7 @@ class HashIndex:
             )
         finally:
             self.con.unregister("incoming_files")
-        if self.con.execute("SELECT count(*) FROM incoming WHERE shard IS NULL").fetchone()[0]:
+        if one_row(self.con.execute("SELECT count(*) FROM incoming WHERE shard IS NULL"))[0]:
             raise ValueError("DuckDB named a file otherwise than its url: rows could not be given a shard")
 
     def _insert_images_and_origins(self) -> tuple[int, int, int]:
@@ -305,7 +306,7 @@ class HashIndex:
         # Never a removed image's id (the before-snapshot may hold it); an index written
         # before next_id was kept starts after its largest id.
         next_id = self._meta("next_id")
-        first_new = int(next_id) if next_id else con.execute("SELECT coalesce(max(id) + 1, 0) FROM images").fetchone()[0]
+        first_new = int(next_id) if next_id else one_row(con.execute("SELECT coalesce(max(id) + 1, 0) FROM images"))[0]
         # Ids are internal (no result depends on them), so they follow no order.
         con.execute(
             f"""CREATE OR REPLACE TEMP TABLE incoming_ids AS
@@ -343,9 +344,9 @@ class HashIndex:
                FROM touched t WHERE images.id = t.id AND t.old_first IS NOT NULL"""
         )
         con.execute("INSERT INTO origins SELECT DISTINCT k.id, n.origin, n.shard FROM incoming n JOIN incoming_ids k USING (image_sha256)")
-        added, new_image_origins = con.execute(f"SELECT count(*), coalesce(sum(origins), 0) FROM images WHERE id >= {first_new}").fetchone()
+        added, new_image_origins = one_row(con.execute(f"SELECT count(*), coalesce(sum(origins), 0) FROM images WHERE id >= {first_new}"))
         self._set_meta("next_id", str(first_new + added))
-        return first_new, added, new_image_origins + con.execute("SELECT count(*) FROM new_origins").fetchone()[0]
+        return first_new, added, new_image_origins + one_row(con.execute("SELECT count(*) FROM new_origins"))[0]
 
     def _insert_edges(self, first_new: int) -> int:
         """Near-duplicate pairs between the new images and every image (new ones included)."""
@@ -365,7 +366,7 @@ class HashIndex:
         con.execute(f"CREATE OR REPLACE TEMP TABLE new_edges AS SELECT DISTINCT * FROM ({' UNION ALL '.join(probes)})")
         con.execute("INSERT INTO edges SELECT * FROM new_edges")
         con.execute("DROP TABLE queries")
-        return con.execute("SELECT count(*) FROM new_edges").fetchone()[0]
+        return one_row(con.execute("SELECT count(*) FROM new_edges"))[0]
 
     def _start_snapshot(self) -> None:
         """Images as they were before this transaction, for those a step may change (first seen wins)."""

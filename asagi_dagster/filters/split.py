@@ -76,6 +76,7 @@ def filter_partition(
             else:
                 survivors[row["pair_id"]] = {name: row[name] for name in columns}
     if documents is not None:
+        assert storage is not None and images_url is not None, "documents are read from images_url through storage"
         _drop_documents(survivors, documents, storage, images_url, out, stats)
     out.rule_stats = stats.as_rows()
 

@@ -29,6 +29,7 @@ class DualEncoder:
             return _unit(self.model.get_image_features(pixel_values=inputs["pixel_values"]))
 
     def text_features(self, texts: list[str]) -> np.ndarray:
+        assert self.tokenizer is not None, "a DualEncoder made with text=False has no text features"
         inputs = self.tokenizer(texts, padding=True, truncation=True, return_tensors="pt")
         with self._torch.inference_mode():
             return _unit(self.model.get_text_features(input_ids=inputs["input_ids"], attention_mask=inputs.get("attention_mask")))

@@ -197,7 +197,7 @@ def build_tiny_llava(folder: Path, corpus: list[str], seed: int = 0) -> None:
     model.generation_config = GenerationConfig(bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
     model.save_pretrained(folder)
     images = SiglipImageProcessor(size={"height": 32, "width": 32})
-    images.crop_size = {"height": 32, "width": 32}  # LlavaProcessor counts image tokens from it
+    images.crop_size = {"height": 32, "width": 32}  # type: ignore[attr-defined]  # LlavaProcessor counts image tokens from it
     processor = LlavaProcessor(
         image_processor=images,
         tokenizer=tokenizer,

@@ -110,7 +110,7 @@ def run_chunks(
         item_ids = [item.item_id for _, item in chunk]
         done = checkpoints.load(index, item_ids)
         resumed = done is not None
-        if not resumed:
+        if done is None:
             done = _generate_chunk(chunk, seen, base_seed)
             done["item_ids"] = item_ids
             checkpoints.save(index, done)
@@ -135,7 +135,7 @@ def _generate_chunk(chunk: list[tuple[TaskPlan, Item]], seen: set[str], base_see
     for work in pending:
         if work.plan.task.image:
             try:
-                work.image = Image.open(io.BytesIO(work.item.image)).convert("RGB")
+                work.image = Image.open(io.BytesIO(work.item.image or b"")).convert("RGB")  # no bytes: unreadable too
             except Exception as exc:  # a pair image that no longer decodes
                 rejections[work.item.item_id] = {"record_id": work.item.item_id, "reason": "image_unreadable", "detail": str(exc)}
     pending = [work for work in pending if work.item.item_id not in rejections]

@@ -11,7 +11,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
+from collections.abc import Mapping
+from typing import Any
 
 from asagi_dagster.train.trainer import TrainJob, train
 
@@ -44,7 +45,7 @@ def main() -> None:
         pipes.report_custom_message({"result": {k: v for k, v in result.items() if k != "history"}})
 
 
-def _pipes_extras() -> dict:
+def _pipes_extras() -> Mapping[str, Any]:
     """The job for ranks other than 0: read from the Pipes context, no message writer."""
     from dagster_pipes import PipesDefaultContextLoader, PipesEnvVarParamsLoader
 
@@ -70,4 +71,4 @@ def _short(value) -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -23,6 +23,7 @@ import pickle
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from asagi_dagster.storage import Storage
 
@@ -83,7 +84,7 @@ class TrainingCheckpoints:
         except CheckpointError as exc:
             raise CheckpointError(f"checkpoint {folder}: {exc}") from None
         model_state, optim_state = get_state_dict(model, optimizer)
-        state = {"model": model_state, "optim": optim_state}
+        state: dict[str, Any] = {"model": model_state, "optim": optim_state}
         try:
             dcp.load(state, storage_reader=_reader_of(metadata, self.storage.url(folder), self.storage.options), planner=_safe_planner())
         except CheckpointException as exc:  # DCP gathers each rank's failure; ours say what was refused

@@ -186,7 +186,7 @@ def step_loader(dataset: StepBatches, workers: int, pin_memory: bool):
     from torch.utils.data import DataLoader
 
     return DataLoader(
-        dataset,
+        dataset,  # type: ignore[arg-type]  # a map-style dataset (__getitem__, __len__) without torch's base class
         batch_size=None,
         shuffle=False,
         num_workers=workers,

@@ -10,6 +10,7 @@ tokenizer with the image token) and the Asagi chat template are saved with the m
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from asagi_dagster.config import ModelRef
 from asagi_dagster.models.tiny import BUILTIN_TINY_LLAMA, BUILTIN_TINY_SIGLIP, builtin_folder
@@ -47,20 +48,24 @@ def build_stage1_start(vision: ModelRef, llm: ModelRef, allow_hub: bool, seed: i
 
     vision_id, vision_rev = model_source(vision)
     llm_id, llm_rev = model_source(llm)
-    load = {"local_files_only": not allow_hub}
+    # A revision of None is transformers' default (it types the argument as str).
+    vision_load: dict[str, Any] = {"revision": vision_rev, "local_files_only": not allow_hub}
+    llm_load: dict[str, Any] = {"revision": llm_rev, "local_files_only": not allow_hub}
     # Features come from layer -2, so SigLIP's pooling head would be dead weight.
-    tower_config = SiglipVisionConfig.from_pretrained(vision_id, revision=vision_rev, **load)
+    tower_config = SiglipVisionConfig.from_pretrained(vision_id, **vision_load)
     tower_config.vision_use_head = False
-    tower = SiglipVisionModel.from_pretrained(vision_id, revision=vision_rev, config=tower_config, **load)
-    language = LlamaForCausalLM.from_pretrained(llm_id, revision=llm_rev, **load)
-    tokenizer = AutoTokenizer.from_pretrained(llm_id, revision=llm_rev, **load)
+    tower = SiglipVisionModel.from_pretrained(vision_id, config=tower_config, **vision_load)
+    language = LlamaForCausalLM.from_pretrained(llm_id, **llm_load)
+    tokenizer = AutoTokenizer.from_pretrained(llm_id, **llm_load)
     if IMAGE_TOKEN not in tokenizer.get_vocab():
         tokenizer.add_special_tokens({"additional_special_tokens": [IMAGE_TOKEN]})
     tokenizer.chat_template = TRAINING_CHAT_TEMPLATE
+    image_token_index = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
+    assert isinstance(image_token_index, int)  # one token, one id
     config = LlavaConfig(
         vision_config=tower.config,
         text_config=language.config,
-        image_token_index=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
+        image_token_index=image_token_index,
         vision_feature_select_strategy="full",  # "default" drops a real SigLIP patch (SigLIP has no CLS)
         vision_feature_layer=-2,
         projector_hidden_act="gelu",
@@ -74,12 +79,14 @@ def build_stage1_start(vision: ModelRef, llm: ModelRef, allow_hub: bool, seed: i
     torch.manual_seed(seed)
     for layer in (projector.linear_1, projector.linear_2):
         layer.reset_parameters()
-    if len(tokenizer) > model.config.text_config.vocab_size:  # never shrink: LLMs pad their vocabulary on purpose
+    if len(tokenizer) > model.config.text_config.vocab_size:  # type: ignore[union-attr]  # never shrink: LLMs pad their vocabulary on purpose
         model.resize_token_embeddings(len(tokenizer), mean_resizing=True)
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
-    images = SiglipImageProcessor.from_pretrained(vision_id, revision=vision_rev, **load)
-    return model, _processor(images, tokenizer, tower.config.patch_size)
+    images = SiglipImageProcessor.from_pretrained(vision_id, **vision_load)
+    patch_size = tower.config.patch_size
+    assert isinstance(patch_size, int)  # SigLIP's patches are square
+    return model, _processor(images, tokenizer, patch_size)
 
 
 def load_vlm(folder: str | Path):

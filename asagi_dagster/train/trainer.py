@@ -44,6 +44,7 @@ def stage_job(config: AsagiConfig, storage: Storage, stage: str, mixture: Manife
     """The job of one stage on a mixture. Its checkpoints are keyed by what decides the
     run, so a retry resumes and a changed setting, model or mixture starts afresh."""
     training = config.training
+    assert training is not None  # the callers refuse a profile without a training section
     asset = f"vlm_{stage}"
     key = fingerprint(
         {
@@ -89,6 +90,7 @@ def train(job: TrainJob, report: Callable[[dict], None], log: Callable[[str], No
 
     config, stage = job.config, getattr(job.config.training, job.stage)
     training = job.config.training
+    assert training is not None  # a TrainJob is made from a profile with a training section (stage_job)
     rank, world, device = _init_distributed()
     storage = Storage(config.storage)
     micro_per_step = stage.global_batch // (stage.micro_batch * world)
@@ -254,6 +256,7 @@ class _Window:
         import torch
         import torch.distributed as dist
 
+        assert self.grad_norm is not None  # read after a step was added
         grad_norm = self.grad_norm.full_tensor() if hasattr(self.grad_norm, "full_tensor") else self.grad_norm
         host = torch.tensor(self.host[:2], dtype=torch.float64, device=self.device)
         summed = torch.cat([self.device_sums[:1], host])  # the loss sum, tokens, FLOPs: this process's

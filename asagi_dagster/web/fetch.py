@@ -36,6 +36,7 @@ import ssl
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import httpcore
 import httpx
@@ -185,11 +186,11 @@ class AddressPolicy:
             raise Unresolvable(f"cannot resolve {host}: {exc}") from None
         except (ValueError, OverflowError) as exc:  # the idna codec's UnicodeError, a port out of range
             raise InvalidURL(f"malformed host or port {host!r:.200}:{port}: {exc}") from None
-        checked = []
+        checked: list[tuple[int, tuple]] = []
         for family, _, _, _, sockaddr in infos:
             if family not in (socket.AF_INET, socket.AF_INET6):
                 continue
-            address = ipaddress.ip_address(sockaddr[0].split("%")[0])
+            address = ipaddress.ip_address(str(sockaddr[0]).split("%")[0])  # an IPv4 or IPv6 address: a str
             if not any(address in net for net in self.allowed) and (why := non_public_reason(address)):
                 raise BlockedAddress(f"{host} resolves to non-public address {address} ({why})")
             if (family, sockaddr) not in checked:
@@ -245,7 +246,7 @@ def _resolve_within(policy: AddressPolicy, host: str, port: int, budget: _Budget
     interrupted, so a name is looked up on a daemon thread that is abandoned if it hangs."""
     if _is_ip_literal(host):
         return policy.check(host, port)  # no lookup, nothing to wait for
-    outcome: dict[str, object] = {}
+    outcome: dict[str, Any] = {}  # "addresses" or "error"
     done = threading.Event()
 
     def lookup() -> None:
@@ -555,6 +556,7 @@ class Fetcher:
             _current_budget.reset(token)
         if not result.ok:
             return result
+        assert result.content_type is not None  # an ok result has one ("" when the server sent none)
         if not any(result.content_type.startswith(p) for p in self.settings.allowed_content_types):
             return refused(url, "bad_content_type", result.content_type)
         if not result.body:
@@ -571,6 +573,7 @@ class Fetcher:
                 self._robots[origin] = self._load_robots(origin)
         rules = self._robots[origin]
         if isinstance(rules, FetchResult):
+            assert rules.reason is not None  # a refusal has its reason
             return refused(url, rules.reason, rules.detail, rules.transient)
         if not rules.can_fetch(str(target), self.settings.user_agent):
             return refused(url, "robots_disallowed", f"{origin}/robots.txt")
@@ -579,9 +582,11 @@ class Fetcher:
     def _load_robots(self, origin: str) -> Protego | FetchResult:
         result = self._get(f"{origin}/robots.txt", ROBOTS_MAX_BYTES, obey_robots=False)
         if result.ok:
+            assert result.body is not None  # an ok result has its body
             return Protego.parse(result.body.decode("utf-8", "replace"))
         # RFC 9309: a 4xx robots.txt means no rules; but a 429 (the only transient 4xx)
         # asks us to slow down, so it counts as unreachable.
+        assert result.detail is not None  # every refusal _get returns says what went wrong
         if result.reason == "http_status" and result.detail.startswith("4") and not result.transient:
             return Protego.parse("")
         if result.reason in _HOST_REASONS:

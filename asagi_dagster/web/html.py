@@ -14,6 +14,7 @@ images.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from urllib.parse import urljoin, urlsplit
@@ -139,6 +140,7 @@ def _parse(data: bytes):
 
 def _parse_once(data: bytes):
     """(root or None, the resource limit libxml2 hit or None)."""
+    failure: str | None
     try:
         root = etree.fromstring(data, _PARSER)
     except (etree.XMLSyntaxError, ValueError) as exc:
@@ -272,6 +274,7 @@ class _ImageWalk:
 
     def images(self, root) -> list[ImageRef]:
         tags = ("img", "picture", "source", "figure", "noscript")
+        picture: _OpenPicture | None
         for event, el in etree.iterwalk(root, events=("start", "end"), tag=tags):
             tag = el.tag
             if event == "end":
@@ -370,7 +373,7 @@ def _text_blocks(flat: str, images: list[ImageRef], max_chars: int, marks: _Mark
     return blocks
 
 
-def _image_ref(el, img, index: int, base: _Base, marks: _Marks, source_srcsets: list[str | None] = ()) -> ImageRef:
+def _image_ref(el, img, index: int, base: _Base, marks: _Marks, source_srcsets: Sequence[str | None] = ()) -> ImageRef:
     url, problem, detail = _resolve(_pick_src(img, source_srcsets), base)
     title = _without_marks(img.get("title") or (el.get("title") if el is not img else None), marks)
     alt = _without_marks(img.get("alt"), marks)
@@ -419,6 +422,7 @@ def _srcset_url(srcset: str) -> str | None:
     pos = 0
     while pos < len(srcset):
         match = _SRCSET_URL.match(srcset, pos)
+        assert match is not None  # the pattern matches an empty string too
         url = match.group(1)
         if url.endswith(","):  # a URL ending in commas ends its candidate
             url, pos = url.rstrip(","), match.end()

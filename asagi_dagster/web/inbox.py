@@ -97,6 +97,7 @@ class Inbox:
         for rel, path, info in sorted(found, key=lambda f: f[0]):
             key, why = shard_key(rel)
             if key is None:
+                assert why is not None  # shard_key says why a name has no key
                 skipped.append(Skipped(rel, why))
             else:
                 shards.append(ShardFile(key, url_of(self.fs, path), _fingerprint(info) if info is not None else ""))
@@ -114,7 +115,8 @@ class Inbox:
         One ``scandir`` per folder and one stat per shard file: an inbox of 90,000 files is
         scanned in well under a second (``os.walk`` with list lookups took 38 s)."""
         root = os.path.realpath(self.path)
-        found, skipped = [], []
+        found: list[tuple[str, str, dict | None]] = []
+        skipped: list[Skipped] = []
         folders = [self.path]
         while folders:
             folder = folders.pop()
@@ -206,6 +208,7 @@ def plan_sync(
     new = [s for s in shards if s.key not in registered]
     changed = []
     if resync:
+        assert source_asset is not None and final_asset is not None
         ingested = _ingested(storage, source_asset, final_asset)  # one catalog read per plan
         changed = [s for s in shards if s.key in registered and _out_of_sync(ingested, s)]
     return SyncPlan(new=new, changed=changed, skipped=skipped)

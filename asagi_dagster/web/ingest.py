@@ -131,10 +131,11 @@ def _rejection(rec: WarcRecord, settings: WebSourceSettings, kind: str, is_image
 
 
 def _is_status(value: str | None) -> bool:
-    return bool(value) and len(value) == 3 and value.isdigit()
+    return value is not None and len(value) == 3 and value.isdigit()
 
 
 def _write_image(rec: WarcRecord, shard: str, images: StageWriter) -> None:
+    assert rec.payload is not None  # _rejection refused a record without one
     images.write(
         {
             "record_id": rec.record_id,
@@ -153,6 +154,7 @@ def _write_image(rec: WarcRecord, shard: str, images: StageWriter) -> None:
 
 
 def _write_document(rec: WarcRecord, shard: str, documents: StageWriter) -> None:
+    assert rec.payload is not None and rec.http_status is not None  # _rejection refused a record without them
     try:
         decoded = decode_html(rec.payload, rec.content_type)
     except UndecodableError as exc:

@@ -60,6 +60,7 @@ class DownloadCache:
             return  # worth another try next run
         meta_path, body_path = self._paths(result.url)
         if result.ok:
+            assert result.body is not None  # an ok result has its body
             self.storage.write_bytes(body_path, result.body)
         # The JSON is written last: it is what makes the entry exist.
         self.storage.write_json(meta_path, {"ok": result.ok, "content_type": result.content_type, "reason": result.reason, "detail": result.detail})
@@ -96,6 +97,7 @@ class WarcImageIndex:
             by_group.setdefault(group, []).append((row, url))
         found = {}
         for group, wanted in by_group.items():
+            assert self._file is not None  # a url is found only in a file that was read
             table = self._file.read_row_group(group, columns=["content_type", "x_robots_tag", "bytes"])
             for row, url in wanted:
                 found[url] = table.slice(row, 1).to_pylist()[0]
@@ -144,6 +146,7 @@ def gather_pair_images(
                 number, batch = next(batches, (None, None))
                 exhausted = batch is None
                 if not exhausted:
+                    assert number is not None and batch is not None
                     run.read(number, batch, index)
             if not run.step() and exhausted:
                 break
@@ -282,8 +285,10 @@ def _write_from_warc(row: dict, image: dict, writer: StageWriter) -> int:
 
 def _write_fetched(row: dict, result: FetchResult, writer: StageWriter) -> int:
     if not result.ok:
+        assert result.reason is not None  # a refusal has its reason
         writer.reject(row["pair_id"], result.reason, result.detail)
         return 0
+    assert result.content_type is not None and result.body is not None  # an ok result has both
     _write(writer, row, "download", result.content_type, result.body)
     return 1
 

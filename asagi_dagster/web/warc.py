@@ -19,10 +19,10 @@ import hashlib
 import io
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from fastwarc import ArchiveIterator, WarcRecordType
-from fastwarc.stream_io import BrotliReader, ChunkedReader, GzipReader
+from fastwarc.stream_io import BrotliReader, ChunkedReader, GzipReader, WarcReader
 
 from asagi_dagster.web.warc_starts import (
     SCAN_CHUNK,
@@ -219,7 +219,7 @@ def _iter_stream(f: BinaryIO, kind: str, shard: str, max_payload_bytes: int) -> 
     held: WarcRecord | None = None
     error = None
     try:
-        for raw in ArchiveIterator(stream, parse_http=False, stream_detect=False):
+        for raw in ArchiveIterator(stream, parse_http=False, stream_detect=False):  # type: ignore[arg-type]  # it only reads (no seek)
             record = _read_record(raw, f"{shard}@{raw.stream_pos}", max_payload_bytes)
             if held is not None:
                 yield held
@@ -320,7 +320,7 @@ def _decode_body(body: bytes, expected: int, http, max_bytes: int) -> tuple[byte
     if len(body) > max_bytes:
         return None, f"payload larger than {max_bytes} bytes", True
     short = f"record ends {expected - len(body)} bytes short of its Content-Length" if len(body) < expected else None
-    readers = []
+    readers: list[Callable[[Any], WarcReader]] = []
     if "chunked" in (http.get("Transfer-Encoding") or "").lower():
         readers.append(ChunkedReader)
     for coding in reversed([c.strip().lower() for c in (http.get("Content-Encoding") or "").split(",") if c.strip()]):
@@ -333,7 +333,7 @@ def _decode_body(body: bytes, expected: int, http, max_bytes: int) -> tuple[byte
     if not readers:
         return body, short, False
     try:
-        stream = io.BytesIO(body)
+        stream: io.BytesIO | WarcReader = io.BytesIO(body)
         for reader in readers:
             stream = reader(stream)
         payload = stream.read(max_bytes + 1)
@@ -344,7 +344,7 @@ def _decode_body(body: bytes, expected: int, http, max_bytes: int) -> tuple[byte
     return payload, short, False
 
 
-_CONTENT_DECODERS = {
+_CONTENT_DECODERS: dict[str, Callable[[Any], WarcReader]] = {
     "gzip": GzipReader,
     "x-gzip": GzipReader,
     "deflate": lambda inner: GzipReader(inner, zlib=True),

@@ -303,6 +303,7 @@ class InflatedStream:
             return self._reader.read(n)
         while not self._pending:
             inflater = self._inflater
+            assert inflater is not None  # no reader: a gzip stream
             if inflater.eof:  # the next member of a multi-member stream, if any
                 chunk = inflater.unused_data or self.f.read(1 << 16)
                 if not chunk:
