@@ -22,12 +22,11 @@ import hashlib
 import importlib.util
 from functools import cache
 from pathlib import Path
-from typing import cast
 
 import dagster as dg
 import fsspec.core
 
-from asagi_dagster.config import AsagiConfig, BenchmarkName
+from asagi_dagster.config import AsagiConfig
 from asagi_dagster.core import fingerprint
 from asagi_dagster.storage import Storage, fsspec_options
 
@@ -80,7 +79,7 @@ def outside_inputs(config: AsagiConfig, job_name: str, partition) -> dict:
         return {"path": listing(config, source.path), "images": listing(config, source.image_dir)}
     if job_name == "load_benchmarks":
         assert config.evaluation is not None  # the job is defined only with an evaluation section
-        return {"path": listing(config, config.evaluation.benchmarks[cast(BenchmarkName, str(partition))].path)}
+        return {"path": listing(config, config.evaluation.benchmarks[str(partition)].path)}
     if job_name == "filter_indexes":
         filters = config.filters
         paths = [p for b in filters.decontamination.benchmarks.values() for p in (b.images, b.vg_image_ids)]

@@ -696,7 +696,7 @@ def _absolutize(raw: dict, base: Path) -> dict:
         dagster["home"] = _resolve_local(dagster["home"], base)
     gpu_jobs = raw.get("gpu_jobs")
     python = gpu_jobs.get("python") if isinstance(gpu_jobs, dict) else None
-    if isinstance(python, str) and "/" in python:  # a bare name is looked up on PATH
+    if isinstance(gpu_jobs, dict) and isinstance(python, str) and "/" in python:  # a bare name is looked up on PATH
         # Absolute but not resolved: a venv's python is a symlink, and following it leaves the venv.
         gpu_jobs["python"] = os.path.normpath(base / python)
     return raw

@@ -361,9 +361,16 @@ class StageWriter:
         self.schema_version = schema_version
         self.rows_in = 0
         self.reasons: Counter[str] = Counter()
-        self.manifest: Manifest | None = None
+        self._manifest: Manifest | None = None
         self.source: dict[str, str] = {}
         self.rule_stats: list[dict] = []
+
+    @property
+    def manifest(self) -> Manifest:
+        """What the writer committed; there is none until it closed without an error."""
+        if self._manifest is None:
+            raise RuntimeError(f"{self.asset} {self.partition}: no manifest, the writer has not closed without an error")
+        return self._manifest
 
     def __enter__(self) -> StageWriter:
         for folder in (self.storage.asset_dir(self.asset, self.partition), self.storage.rejections_dir(self.asset, self.partition)):
@@ -403,7 +410,7 @@ class StageWriter:
             discard(self._data_tmp)
             discard(self._rej_tmp)
         if exc_type is None:
-            self.manifest = Manifest(
+            self._manifest = Manifest(
                 asset=self.asset,
                 partition=self.partition,
                 schema_version=self.schema_version,

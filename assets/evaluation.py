@@ -12,7 +12,7 @@ from asagi_dagster.eval.judge_client import Judge
 from asagi_dagster.eval.predict import PredictionJob, prediction_file
 from asagi_dagster.eval.scores import ITEM_SCORES, NO_JUDGE, append_history, history_glob, score
 from asagi_dagster.eval.scores import VERSION as SCORES_VERSION
-from asagi_dagster.storage import Manifest, StageWriter
+from asagi_dagster.storage import Manifest, ModelManifest, StageWriter
 from assets.cli_hold import automation_sensor, while_no_cli_runs
 from assets.filters import output
 from assets.metadata import accounted, accounting_check
@@ -223,6 +223,8 @@ def _model(profile: ProfileResource, storage: StorageResource, name: str) -> tup
         st = storage.storage
         if not st.exists(st.manifest_path(name, None)):
             raise dg.Failure(f"{name} is not trained yet: materialize it first", allow_retries=False)
-        return st.read_manifest(name, None).model_url, True, None
+        model = st.read_manifest(name, None)
+        assert isinstance(model, ModelManifest)  # a training asset's manifest
+        return model.model_url, True, None
     ref = profile.settings.models[name]
     return ref.id, False, ref.revision

@@ -34,7 +34,7 @@ from assets.cli_hold import automation_sensor, cli_holding, while_no_cli_runs
 from assets.metadata import accounted, accounting_check, manifest_metadata, rule_stats_metadata
 from assets.pools import pool_limit
 from assets.shards import by_shard, committed, each_shard, shard_check, shard_outputs
-from assets.web import REQUESTED_BY_TAG, warc_shards
+from assets.web import REQUESTED_BY_TAG, WARC_SHARDS, warc_shards
 from resources.storage import DuckDBResource, ProfileResource, StorageResource
 
 GROUP = "filters"
@@ -396,13 +396,13 @@ def refilter_subset(shards: list[str], warc_keys: set[str], datasets: dg.Partiti
         if keys:
             for asset in REFILTERED[screened]:
                 subsets[dg.AssetKey(asset)] = partitions_def.subset_with_partition_keys(keys)
-    return AssetGraphSubset(partitions_subsets_by_asset_key=subsets) if subsets else None
+    return AssetGraphSubset(partitions_subsets_by_asset_key=subsets) if subsets else None  # type: ignore[call-arg]
 
 
 def refiltered_since(instance: dg.DagsterInstance, shards: list[str], index_storage_id: int) -> set[str]:
     """The index shard keys whose filtered partition was materialized after the index
     materialization ``index_storage_id`` (an `asagi filter` did it): nothing to re-filter."""
-    done = set()
+    done: set[str] = set()
     for screened, refiltered in REFILTERED.items():
         keys = {shard.split("/", 1)[1] for shard in shards if shard.startswith(f"{screened}/")}
         if keys:
@@ -443,7 +443,7 @@ def build_refilter_sensor(datasets: dg.PartitionsDefinition) -> dg.SensorDefinit
         shards = changed_since(storage.storage, after_generation, generation)
         shards = sorted(set(shards) - refiltered_since(context.instance, shards, records[-1].storage_id))
         cursor = json.dumps([records[-1].storage_id, generation])
-        warc_keys = set(context.instance.get_dynamic_partitions(warc_shards.name)) if shards else set()
+        warc_keys = set(context.instance.get_dynamic_partitions(WARC_SHARDS)) if shards else set()
         subset = refilter_subset(shards, warc_keys, datasets)
         if subset is None:
             return dg.SensorResult(skip_reason=f"index generation {generation} changed no partition's decisions", cursor=cursor)

@@ -60,7 +60,6 @@ def _mixture_asset(stage: str, deps: list[str]):
         with StageWriter(storage.storage, name, None, mixture.MIXTURE, mixture.VERSION) as out:
             per_source = mixture.build_mixture(storage.storage, out, partitions, settings.mixture, _training(profile).seed)
             out.source = {**{f"examples.{s}": str(per_source.get(s, 0)) for s in settings.mixture}, "missing_inputs": ",".join(missing)}
-        assert out.manifest is not None  # the writer closed without an error
         if out.manifest.rows_out == 0:
             raise dg.Failure(f"{name} is empty: no source of training.{stage}.mixture has examples yet ({', '.join(missing) or 'all inputs empty'})")
         yield output(
@@ -181,7 +180,7 @@ def vlm_stage2(
     return _train_stage(context, "stage2", profile, storage, gpu_jobs, stage2_mixture, vlm_stage1)
 
 
-def build_training_assets(config: AsagiConfig) -> tuple[list, object]:
+def build_training_assets(config: AsagiConfig) -> tuple[list[dg.AssetsDefinition], "dg.UnresolvedAssetJobDefinition"]:
     """(mixtures and stages, the training job); the mixtures depend on translated_pairs
     only where the profile translates datasets (otherwise it is no asset)."""
     if config.training is not None:  # a source name that is not registered fails the code location's load, not a run

@@ -60,7 +60,6 @@ def warc_records(context: dg.AssetExecutionContext, profile: ProfileResource, st
         ):
             docs.source = images.source = {"shard_url": inbox.url_for(shard), "fingerprint": fingerprint}
             ingest_warc(lambda: inbox.open(shard), shard, docs, images, web)
-        assert docs.manifest is not None and images.manifest is not None  # both writers closed without an error
         made[shard] = committed(storage, docs.manifest, images.manifest)
         with duckdb.connect() as con:
             starts[shard] = record_starts_check(con, docs.manifest, images.manifest)
@@ -96,7 +95,6 @@ def page_structure(
             StageWriter(storage.storage, "interleaved_documents", shard, schemas.INTERLEAVED_DOCUMENTS, schemas.INTERLEAVED_DOCUMENTS_VERSION) as docs,
         ):
             extract_pages(storage.storage, web_documents[shard].data_url, pairs, docs, html)
-        assert pairs.manifest is not None and docs.manifest is not None  # both writers closed without an error
         made[shard] = committed(storage, pairs.manifest, docs.manifest)
     yield from shard_outputs(context, storage, duckdb, made)
 
@@ -132,7 +130,6 @@ def pair_images(
                 origins[shard] = gather_pair_images(
                     storage.storage, image_text_pairs[shard].data_url, web_images[shard].data_url, out, fetcher, downloader.workers
                 )
-            assert out.manifest is not None  # the writer closed without an error
             made[shard] = committed(storage, out.manifest)
             context.log.info(f"{shard}: pair images by origin: {origins[shard]}")
     yield from shard_outputs(context, storage, duckdb, made, extra={s: {"origins": o} for s, o in origins.items()})

@@ -101,7 +101,6 @@ def predict(job: PredictionJob, log: Callable[[str], None] = print) -> Manifest:
         generator.close()
         if job.on_storage and not storage.is_local:  # the copy local_folder downloaded
             shutil.rmtree(model, ignore_errors=True)
-    assert out.manifest is not None  # the StageWriter closed without an error
     storage.write_bytes(prediction_file(storage, out.manifest), "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in predictions).encode())
     return out.manifest
 

@@ -10,6 +10,7 @@ pass rate is known (pairs rejected by an earlier rule never reach a later one).
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from PIL import Image
@@ -103,7 +104,7 @@ def _size_problem(header: ImageHeader, min_side: int, max_side: int) -> str | No
     return None
 
 
-def pick_caption(candidates: dict[str, str | None], fields: list[str]) -> tuple[str, str]:
+def pick_caption(candidates: dict[str, str | None], fields: Sequence[str]) -> tuple[str, str]:
     """The first configured field with text, as (field, text); raises Rejected when none has."""
     for name in fields:
         text = " ".join((candidates.get(name) or "").split())

@@ -7,9 +7,11 @@ subprocess).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from functools import partial
 
 from asagi_dagster.config import AsagiConfig, ConfigError, GeneratorSettings, SynthesisSettings, TaskSettings
 from asagi_dagster.core import fingerprint
+from asagi_dagster.engines import Generator
 from asagi_dagster.progress import Progress
 from asagi_dagster.storage import Manifest, StageWriter, Storage
 from asagi_dagster.synth.corpora import CORPORA, TASKS, VERSION
@@ -76,9 +78,9 @@ class _Generators:
     def __init__(self, config: AsagiConfig, log: Callable[[str], None]):
         self.settings = synthesis_settings(config).generators
         self.log = log
-        self.open: dict[str, object] = {}
+        self.open: dict[str, Generator] = {}
 
-    def get(self, name: str):
+    def get(self, name: str) -> Generator:
         if name not in self.open:
             from asagi_dagster.engines import open_generator
 
@@ -126,7 +128,7 @@ def _run_partition(
     synthesis = synthesis_settings(config)
     corpus = CORPORA[asset]
     enabled = {
-        task.name: TaskPlan(task, settings, settings.generator, generator, lambda name=settings.generator: generators.get(name))
+        task.name: TaskPlan(task, settings, settings.generator, generator, partial(generators.get, settings.generator))
         for task, settings, generator in _enabled_tasks(config, asset)
     }
     key = fingerprint(
@@ -167,4 +169,4 @@ def _committed_with(storage: Storage, asset: str, partition: str, key: str) -> M
     if not storage.exists(storage.manifest_path(asset, partition)):
         return None
     manifest = storage.read_manifest(asset, partition)
-    return manifest if manifest.source.get(MADE_FROM) == key else None
+    return manifest if isinstance(manifest, Manifest) and manifest.source.get(MADE_FROM) == key else None

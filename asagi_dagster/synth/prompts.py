@@ -8,6 +8,7 @@ examples from the profile become earlier user/assistant turns of the same shape.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from asagi_dagster.engines import user_message
@@ -20,7 +21,9 @@ class Prompt:
     system: str | None
     instruction: str  # str.format template over the item's fields
 
-    def messages(self, fields: dict[str, str], few_shot: list[dict[str, str]] = (), image: bool = False, image_placeholder: str | None = None) -> list[dict]:
+    def messages(
+        self, fields: dict[str, str], few_shot: Sequence[dict[str, str]] = (), image: bool = False, image_placeholder: str | None = None
+    ) -> list[dict]:
         """Chat messages for one item. With ``image`` the last user turn carries the image:
         as an image content part, or as ``image_placeholder`` text for chat templates
         that only take strings."""

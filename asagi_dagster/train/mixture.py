@@ -16,6 +16,7 @@ import math
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import partial
 
 import pyarrow as pa
 
@@ -74,8 +75,12 @@ def draw_one_per_image(candidates: list[Candidate], images: dict[str, dict], wei
     by_image: dict[str, list[Candidate]] = defaultdict(list)
     for candidate in candidates:
         by_image[images[candidate.pair_id]["image_sha256"]].append(candidate)
+
     # Exponential race: the minimum of -ln(u)/w is candidate i with probability w_i / sum(w).
-    drawn = [min(group, key=lambda c, sha=sha: -math.log(_uniform(f"{seed}|{sha}|{c.example_id}")) / weights[c.source]) for sha, group in by_image.items()]
+    def arrival(sha: str, candidate: Candidate) -> float:
+        return -math.log(_uniform(f"{seed}|{sha}|{candidate.example_id}")) / weights[candidate.source]
+
+    drawn = [min(group, key=partial(arrival, sha)) for sha, group in by_image.items()]
     return drawn, Counter({sha: len(group) for sha, group in by_image.items()})
 
 

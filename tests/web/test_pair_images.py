@@ -340,7 +340,8 @@ def test_a_failed_run_commits_nothing(storage, server):
         ):
             gather_pair_images(storage, pairs.data_url + ".nope", None, out, fetcher, 2)
     assert parquet_count(storage, manifest.data_url) == 1
-    assert out.manifest is None
+    with pytest.raises(RuntimeError, match="no manifest"):
+        out.manifest
 
 
 def test_one_malformed_host_does_not_abort_the_partition(storage, server):
