@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, field_validator, model_validator
 
 from asagi_dagster.benchmarks import BENCHMARKS
+from asagi_dagster.pair_rules import RuleSettings, rule_settings
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 DEFAULT_PROFILE = PROJECT_DIR / "configs" / "local.yaml"
@@ -173,52 +174,6 @@ class ImageSafetySettings(_Strict):
     thumbnail_side: int = Field(128, ge=32, description="Images are decoded at about this size for the pixel rules and hashes.")
 
 
-class ImageSizeRule(_Strict):
-    enabled: bool = True
-    min_side: int = Field(100, ge=0, description="A side of this many pixels or fewer is rejected.")
-    max_side: int = Field(2048, gt=0, description="A side of this many pixels or more is rejected.")
-
-
-class AspectRatioRule(_Strict):
-    enabled: bool = True
-    max_ratio: float = Field(3.0, ge=1.0, description="Long side / short side above this is rejected.")
-
-
-class MonochromeRule(_Strict):
-    enabled: bool = True
-    max_std: float = Field(3.0, ge=0, description="Single-colour when every RGB channel's standard deviation is at most this.")
-
-
-class TextLengthRule(_Strict):
-    enabled: bool = True
-    min_chars: int = Field(3, ge=0, description="Text of this many characters or fewer is rejected.")
-    max_chars: int = Field(1000, gt=0, description="Text of this many characters or more is rejected.")
-
-
-class AsciiOnlyRule(_Strict):
-    enabled: bool = True
-
-
-class HarmfulKeywordsRule(_Strict):
-    enabled: bool = True
-    categories: list[Literal["adult", "discrimination", "violence"]] = ["adult", "discrimination", "violence"]
-    max_matches: int = Field(0, ge=0, description="0: HojiChar's rule, the first keyword rejects. N: rejected on more than N keyword matches.")
-    # HojiChar's own option: a katakana keyword counts only when not inside a longer
-    # katakana word (else バイク, "bike", matches one of its adult keywords).
-    ignore_confused: bool = True
-
-
-class PairRuleSettings(_Strict):
-    """The Asagi paper's per-pair rules; each has its own rejection reason (its name)."""
-
-    image_size: ImageSizeRule = ImageSizeRule()
-    aspect_ratio: AspectRatioRule = AspectRatioRule()
-    monochrome: MonochromeRule = MonochromeRule()
-    text_length: TextLengthRule = TextLengthRule()
-    ascii_only: AsciiOnlyRule = AsciiOnlyRule()
-    harmful_keywords: HarmfulKeywordsRule = HarmfulKeywordsRule()
-
-
 class DedupSettings(_Strict):
     max_hamming: int = Field(4, ge=0, le=16, description="Perceptual hashes this close (in bits of 64) are near duplicates.")
 
@@ -255,16 +210,23 @@ class FilterSettings(_Strict):
         ["alt", "figcaption", "title"], min_length=1, description="A web pair's text: the first of these it has."
     )
     image_safety: ImageSafetySettings = ImageSafetySettings()
-    rules: PairRuleSettings = PairRuleSettings()
+    rules: dict[str, SerializeAsAny[RuleSettings]] = Field(
+        default_factory=lambda: rule_settings({}),
+        description="By rule name (asagi_dagster/pair_rules/): the rule's settings laid over its defaults. Each rule's name is its rejection reason.",
+    )
+
+    @field_validator("rules", mode="before")
+    @classmethod
+    def _registered_rules(cls, raw: object) -> object:
+        return rule_settings(raw) if isinstance(raw, dict) else raw
 
     def with_rule_overrides(self, overrides: dict[str, dict]) -> FilterSettings:
         """These settings with one source's rule overrides merged in, validated."""
-        rules = self.rules.model_dump()
-        for rule, values in overrides.items():
-            if rule not in rules:
-                raise ValueError(f"unknown rule {rule!r} (rules: {', '.join(rules)})")
-            rules[rule] = {**rules[rule], **values}
-        return self.model_copy(update={"rules": PairRuleSettings.model_validate(rules)})
+        unknown = sorted(set(overrides) - set(self.rules))
+        if unknown:
+            raise ValueError(f"unknown rule {', '.join(map(repr, unknown))} (rules: {', '.join(self.rules)})")
+        merged = {name: {**settings.model_dump(), **overrides.get(name, {})} for name, settings in self.rules.items()}
+        return self.model_copy(update={"rules": rule_settings(merged)})
 
     dedup: DedupSettings = DedupSettings()
     decontamination: DecontaminationSettings = DecontaminationSettings()

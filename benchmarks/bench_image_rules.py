@@ -94,16 +94,16 @@ def our_image_stage(files: list[bytes], screen: PairScreen) -> int:
 
 def naive_image_stage(files: list[bytes], settings: FilterSettings) -> int:
     """Decode everything at full size first, then the same rules and hash."""
-    rules = settings.rules
+    size, aspect, monochrome = (settings.rules[name] for name in ("image_size", "aspect_ratio", "monochrome"))
     kept = 0
     for data in files:
         image = Image.open(io.BytesIO(data))
         image.load()
         rgb = image.convert("RGB")
         short, long = sorted(rgb.size)
-        if short <= rules.image_size.min_side or long >= rules.image_size.max_side or long / short > rules.aspect_ratio.max_ratio:
+        if short <= size.min_side or long >= size.max_side or long / short > aspect.max_ratio:
             continue
-        if max(ImageStat.Stat(rgb).stddev) <= rules.monochrome.max_std:
+        if max(ImageStat.Stat(rgb).stddev) <= monochrome.max_std:
             continue
         imagehash.phash(rgb)
         kept += 1

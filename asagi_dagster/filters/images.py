@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import io
 import warnings
-from dataclasses import dataclass
 
 import imagehash
 import numpy as np
@@ -19,19 +18,11 @@ from PIL import Image, UnidentifiedImageError
 
 from asagi_dagster.config import ImageSafetySettings
 from asagi_dagster.filters import Rejected
+from asagi_dagster.pair_rules import ImageHeader
 
 # Pillow warns on images over its own pixel limit (and raises at twice that); our
 # max_pixels, lower, decides first, so its warning would only be noise in the logs.
 warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
-
-
-@dataclass(slots=True)
-class ImageHeader:
-    format: str  # Pillow's name: JPEG, PNG, GIF, WEBP, ...
-    width: int
-    height: int
-    mode: str  # as stored: RGB, L, P, CMYK, I;16, RGBA, ...
-    animated: bool  # animated GIF/WebP/PNG: their first frame is the one used
 
 
 def read_header(data: bytes, safety: ImageSafetySettings) -> tuple[Image.Image, ImageHeader]:

@@ -1,8 +1,14 @@
-"""The text rules of a pair: length, ASCII-only, harmful keywords (HojiChar's lists)."""
+"""harmful_keywords: HojiChar's Japanese keyword lists (adult, discrimination, violence),
+as its filters use them.
+
+``max_matches`` 0 is HojiChar's own rule (the first match rejects, strict: one news word
+rejects an article); N > 0 rejects only on more than N matches, as llm-jp-corpus
+softened it.
+"""
 
 from __future__ import annotations
 
-import re
+from typing import Literal
 
 from hojichar import Document
 from hojichar.filters.document_filters import (
@@ -10,10 +16,10 @@ from hojichar.filters.document_filters import (
     DiscardDiscriminationContentJa,
     DiscardViolenceContentJa,
 )
+from pydantic import Field
 
-from asagi_dagster.config import AsciiOnlyRule, HarmfulKeywordsRule, TextLengthRule
+from asagi_dagster.pair_rules.base import PairRule, RuleSettings
 
-_ASCII_ONLY = re.compile(r"[A-Za-z0-9 ]*")
 _HOJICHAR = {
     "adult": DiscardAdultContentJa,
     "discrimination": DiscardDiscriminationContentJa,
@@ -21,27 +27,16 @@ _HOJICHAR = {
 }
 
 
-def text_length(text: str, rule: TextLengthRule) -> str | None:
-    """Why the text is too short or too long, or None."""
-    if len(text) <= rule.min_chars:
-        return f"{len(text)} characters <= {rule.min_chars}"
-    if len(text) >= rule.max_chars:
-        return f"{len(text)} characters >= {rule.max_chars}"
-    return None
-
-
-def ascii_only(text: str, rule: AsciiOnlyRule) -> str | None:
-    """The paper drops texts made only of ASCII letters, digits and spaces (no Japanese)."""
-    return "only ASCII letters, digits and spaces" if _ASCII_ONLY.fullmatch(text) else None
+class HarmfulKeywordsRule(RuleSettings):
+    categories: list[Literal["adult", "discrimination", "violence"]] = ["adult", "discrimination", "violence"]
+    max_matches: int = Field(0, ge=0, description="0: HojiChar's rule, the first keyword rejects. N: rejected on more than N keyword matches.")
+    # HojiChar's own option: a katakana keyword counts only when not inside a longer
+    # katakana word (else バイク, "bike", matches one of its adult keywords).
+    ignore_confused: bool = True
 
 
 class HarmfulKeywords:
-    """HojiChar's Japanese keyword lists, as its filters use them.
-
-    ``max_matches`` 0 is HojiChar's own rule (the first match rejects, strict: one news
-    word rejects an article); N > 0 rejects only on more than N matches, as
-    llm-jp-corpus softened it.
-    """
+    """The check, holding HojiChar's compiled filters (built once per screen)."""
 
     def __init__(self, rule: HarmfulKeywordsRule):
         self.max_matches = rule.max_matches
@@ -58,3 +53,6 @@ class HarmfulKeywords:
                 if len(matches) > self.max_matches:
                     return f"{name}: {len(matches)} matches > {self.max_matches} ({', '.join(sorted(set(matches))[:5])})"
         return None
+
+
+RULE = PairRule("harmful_keywords", "text", HarmfulKeywordsRule, HarmfulKeywords, "a harmful keyword (HojiChar's lists)")
