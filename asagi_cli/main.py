@@ -19,8 +19,9 @@ import yaml
 
 from asagi_cli.console import Console
 from asagi_cli.unchanged import INPUTS_TAG, inputs_fingerprint, outputs_present, unchanged_since
-from asagi_dagster.config import AsagiConfig, ConfigError, load_config, profile_path
+from asagi_dagster.config import AsagiConfig, load_config, profile_path
 from asagi_dagster.report import format_summary, format_table, model_report, shard_report, summary_report, synthesis_note, to_json
+from asagi_dagster.settings import ConfigError
 from asagi_dagster.storage import Manifest, ModelManifest, Storage
 
 PARTITIONS = "warc_shards"
@@ -392,7 +393,7 @@ def _write_job(config: AsagiConfig, stage: str, job_url: str | None) -> None:
         start_from = model
     mixture = storage.read_manifest(mixture_asset, None)
     assert isinstance(mixture, Manifest)
-    job = stage_job(config, storage, stage, mixture, start_from)
+    job = stage_job(config.training, config.models, storage, stage, mixture, start_from)
     fs, path = fsspec.core.url_to_fs(job_url, **fsspec_options(job_url, config.storage.s3))
     staged = f"{path}.partial"
     fs.pipe_file(staged, job.model_dump_json(indent=1).encode())  # one PUT on s3; then a rename
@@ -455,7 +456,8 @@ def judge_manifest() -> None:
     from asagi_dagster.pods import judge_manifests
 
     try:
-        documents = judge_manifests(_config())
+        config = _config()
+        documents = judge_manifests(config.evaluation.judge if config.evaluation else None, config.gpu_jobs)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(yaml.dump_all(documents, Dumper=_PlainDumper, sort_keys=False), nl=False)

@@ -11,12 +11,14 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Literal
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from pydantic import Field, model_validator
 
-from asagi_dagster.config import DatasetSource
 from asagi_dagster.filters import Rejected
+from asagi_dagster.settings import LocalPath, Strict
 
 DATASET_PAIRS_VERSION = 1
 DATASET_PAIRS = pa.schema(
@@ -34,6 +36,40 @@ DATASET_PAIRS = pa.schema(
         ("bytes", pa.large_binary()),
     ]
 )
+
+
+class DatasetSource(Strict):
+    """One open image-text dataset, mapped onto the common pair schema.
+
+    Local data: ``path`` to a Parquet file (or folder of them), a JSONL file whose rows
+    name image files under ``image_dir``, or an imagefolder (images plus
+    metadata.jsonl with file_name). ``hub_id``: a Hugging Face dataset's Parquet files,
+    only where the hub is reachable (never in tests or the embedded default).
+    """
+
+    format: Literal["parquet", "jsonl", "imagefolder"]
+    path: LocalPath | None = None
+    hub_id: str | None = None
+    hub_revision: str | None = None
+    image_dir: LocalPath | None = Field(None, description="Where image file names are resolved (jsonl; parquet with path-only images).")
+    image_column: str = "image"  # bytes, a {bytes, path} struct, or a file name
+    text_column: str | None = None  # a caption
+    question_column: str | None = None  # or a question and its answer (VQA)
+    answer_column: str | None = None
+    id_column: str | None = Field(None, description="The record's own id; default: its row number.")
+    image_id_column: str | None = Field(None, description="Rows sharing an image id share one origin (e.g. five captions of one photo).")
+    vg_image_id_column: str | None = Field(None, description="Visual Genome image id, for decontamination against JA-VG-VQA-500.")
+    language: Literal["ja", "en"] = "ja"
+    licence: str
+    rules: dict[str, dict] = Field({}, description="Overrides of filters.rules for this dataset, e.g. {ascii_only: {enabled: false}} for English.")
+
+    @model_validator(mode="after")
+    def _complete(self) -> DatasetSource:
+        if (self.path is None) == (self.hub_id is None):
+            raise ValueError("set exactly one of path (local data) and hub_id (Hugging Face)")
+        if not self.text_column and not (self.question_column and self.answer_column):
+            raise ValueError("set text_column, or question_column and answer_column")
+        return self
 
 
 class DatasetSourceError(ValueError):

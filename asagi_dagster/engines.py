@@ -18,12 +18,86 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, cast
+from typing import Literal, Protocol, cast
 
 from PIL import Image
+from pydantic import Field, model_validator
 
-from asagi_dagster.config import ConfigError, GenerationSettings, SamplingSettings
 from asagi_dagster.models.tiny import BUILTIN_TINY_LLAMA, BUILTIN_TINY_LLAVA, builtin_folder
+from asagi_dagster.settings import ConfigError, Strict
+
+
+class EndpointSettings(Strict):
+    """An OpenAI-compatible server (``vllm serve`` or a provider). The key, if any, is
+    read from the environment variable named here, never from the profile."""
+
+    base_url: str = Field(description="Up to and including /v1, e.g. http://vllm-caption:8000/v1.")
+    served_model: str | None = Field(None, description="The model name the server knows; default: the generator's model.")
+    api_key_env: str | None = None
+    concurrency: int = Field(16, ge=1, description="Requests in flight at once.")
+    timeout_s: float = Field(300.0, gt=0)
+    retries: int = Field(3, ge=0, description="Retries of a failed request (connection errors, 429 and 5xx).")
+    backoff_s: float = Field(1.0, ge=0)
+
+
+class EngineSettings(Strict):
+    """How a model is run for generation: the backend and its knobs (synthesis and evaluation)."""
+
+    backend: Literal["transformers", "vllm", "openai", "scripted"] = Field(
+        "transformers", description="scripted: answers from a JSON script (model: its path), for dry runs and tests of what follows generation."
+    )
+    endpoint: EndpointSettings | None = None
+    image_placeholder: str | None = Field(
+        None, description="For chat templates that take plain-string content (Phi-3.5-vision: '<|image_1|>'); default: an image content part."
+    )
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    max_model_len: int | None = Field(None, ge=64)
+    gpu_memory_utilization: float = Field(0.9, gt=0, le=1)
+    tensor_parallel_size: int = Field(1, ge=1)
+    enforce_eager: bool = Field(False, description="vLLM: no CUDA graph capture (faster start; CPU runs need it).")
+    enable_chunked_prefill: bool | None = Field(
+        None,
+        description=(
+            "vLLM: None keeps vLLM's default. False on CPU: there a seeded request whose "
+            "prompt is split across steps fails ('CPU Generator does not use offset')."
+        ),
+    )
+    trust_remote_code: bool = False
+    allow_hub: bool = Field(False, description="Let the model download from the Hugging Face hub (cluster only).")
+    batch_size: int = Field(16, ge=1, description="transformers: requests generated together, left-padded (vLLM and servers batch on their own).")
+
+    @property
+    def prompt_image_placeholder(self) -> str | None:
+        """The placeholder to write into prompts: none over HTTP, where the server's template places the image."""
+        return self.image_placeholder if self.backend != "openai" else None
+
+
+class GenerationSettings(EngineSettings):
+    """A model and how an engine runs it (asagi_dagster/engines.py): what synthesis,
+    predictions and the judge each generate with."""
+
+    model: str = Field(description="Hub id, local directory, or builtin:tiny-llama-ja / builtin:tiny-llava-ja.")
+    revision: str | None = Field(None, description="Pinned commit for hub models (required for them).")
+    modality: Literal["text", "image"] = Field("text", description="image: a VLM that reads one image with the prompt.")
+
+    @property
+    def builtin(self) -> bool:
+        return self.model.startswith("builtin:")
+
+    @model_validator(mode="after")
+    def _backend_needs(self) -> GenerationSettings:
+        if self.backend == "openai" and self.endpoint is None:
+            raise ValueError("backend openai needs an endpoint")
+        if self.allow_hub and not self.revision:
+            raise ValueError(f"{self.model}: a hub model needs a pinned revision")
+        return self
+
+
+class SamplingSettings(Strict):
+    temperature: float = Field(0.7, ge=0)
+    top_p: float = Field(0.9, gt=0, le=1)
+    max_tokens: int = Field(512, ge=1)
+    repetition_penalty: float = Field(1.05, gt=0)
 
 
 def user_message(text: str, image: bool = False, image_placeholder: str | None = None) -> dict:

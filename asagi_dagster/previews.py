@@ -5,9 +5,9 @@ from __future__ import annotations
 import base64
 import io
 
-from asagi_dagster.config import ImageSafetySettings
 from asagi_dagster.filters import Rejected
 from asagi_dagster.filters.images import small_image
+from asagi_dagster.filters.settings import ImageSafetySettings
 from asagi_dagster.storage import Storage
 
 _BULKY = {"html", "bytes", "text_blocks", "images"}

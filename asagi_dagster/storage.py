@@ -33,9 +33,9 @@ from typing import Any, Literal
 import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
-from asagi_dagster.config import S3Settings, StorageSettings
+from asagi_dagster.settings import LocalPath, Strict
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +50,24 @@ REJECTION_SCHEMA = pa.schema(
         pa.field("detail", pa.string()),
     ]
 )
+
+
+class S3Settings(Strict):
+    """Where s3:// roots live. Credentials come from AWS_* environment variables."""
+
+    endpoint_url: str | None = None
+    region: str | None = None
+
+
+class StorageSettings(Strict):
+    root: LocalPath = Field(description="fsspec URL (file:// or s3://) or a local path.")
+    s3: S3Settings = S3Settings()
+    duckdb_path: LocalPath | None = Field(
+        default=None,
+        description="Database file for stats and reports; None means in-memory.",
+    )
+
+
 # The names temp_for gives on a local root: ".<name>.tmp-<uuid4 hex>" beside the file.
 _LOCAL_TEMP = re.compile(r"\..+\.tmp-[0-9a-f]{32}")
 
@@ -115,6 +133,7 @@ class Storage:
     """One storage root (file:// or s3://) and the layout rules above."""
 
     def __init__(self, settings: StorageSettings):
+        self.settings = settings
         self.options = fsspec_options(settings.root, settings.s3)
         self.fs, root_path = filesystem_for(settings.root, settings.s3)
         self.root_path = root_path.rstrip("/")

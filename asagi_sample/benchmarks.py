@@ -22,7 +22,7 @@ from PIL import Image, ImageDraw
 
 from asagi_dagster.benchmarks import BENCHMARKS
 from asagi_dagster.benchmarks.japanese_heron_bench import JapaneseHeronBench
-from asagi_dagster.config import BenchmarkSource
+from asagi_dagster.eval.settings import BenchmarkSource
 from asagi_sample.site import BENCHMARK_VG_IMAGE_IDS, _png, _write_if_changed, skimage_photo
 
 HERON_TEXT = Path(__file__).resolve().parent / "japanese_heron_bench"

@@ -15,7 +15,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from asagi_dagster.config import BenchmarkImages, DatasetSource, FilterSettings
+from asagi_dagster.datasets import DatasetSource
+from asagi_dagster.filters.settings import BenchmarkImages, FilterSettings
 from asagi_sample.documents import bar_chart, reference_documents
 from asagi_sample.warcs import ShardWriter
 

@@ -5,13 +5,14 @@ leaderboard beside the published models."""
 import dagster as dg
 
 from asagi_dagster.benchmarks import BENCHMARKS, ITEMS_SCHEMA, ITEMS_VERSION, RejectedItem
-from asagi_dagster.config import TRAINED_MODELS, AsagiConfig
+from asagi_dagster.config import AsagiConfig
 from asagi_dagster.eval import leaderboard as board
 from asagi_dagster.eval.items import dataset_folder, read_items
 from asagi_dagster.eval.judge_client import Judge
 from asagi_dagster.eval.predict import PredictionJob, prediction_file
 from asagi_dagster.eval.scores import ITEM_SCORES, NO_JUDGE, append_history, history_glob, score
 from asagi_dagster.eval.scores import VERSION as SCORES_VERSION
+from asagi_dagster.eval.settings import TRAINED_MODELS
 from asagi_dagster.storage import Manifest, ModelManifest, StageWriter
 from assets.cli_hold import automation_sensor, while_no_cli_runs
 from assets.filters import output

@@ -184,7 +184,7 @@ def benchmark_image_index(profile: ProfileResource, storage: StorageResource, du
 )
 def document_image_reference(profile: ProfileResource, storage: StorageResource, duckdb: DuckDBResource):
     config = profile.settings
-    encoder = document_encoder(config)
+    encoder = document_encoder(config.filters.document_filter, config.models)
     with StageWriter(storage.storage, "document_image_reference", None, REFERENCE_SCHEMA, REFERENCE_VERSION) as out:
         write_outcomes(out, reference_rows(config.filters.document_filter, encoder, config.filters.image_safety))
     yield output(storage, out.manifest, encoder=encoder.name)
@@ -309,7 +309,7 @@ def reference_texts(
     pair_images: dict[str, Manifest],
 ):
     config = profile.settings
-    scorer = load_scorer(config)
+    scorer = load_scorer(config.reference_texts, config.models)
     made = {}
     for shard in each_shard(context):
         with StageWriter(storage.storage, "reference_texts", shard, REFERENCE_TEXTS, REFERENCE_TEXTS_VERSION) as out:
@@ -330,7 +330,7 @@ def reference_texts(
 def _document_check(profile: ProfileResource, storage: StorageResource, reference: Manifest) -> DocumentCheck:
     config = profile.settings
     settings = config.filters.document_filter
-    encoder = document_encoder(config)
+    encoder = document_encoder(config.filters.document_filter, config.models)
     rows = list(storage.storage.iter_rows(storage.storage.strip_protocol(reference.data_url), ["encoder", "embedding"]))
     if any(row["encoder"] != encoder.name for row in rows):
         raise ValueError(f"document_image_reference was embedded with another encoder than {encoder.name}: materialize it again")

@@ -33,12 +33,13 @@ def synthesize(
     manifests by partition): each model is loaded once for the run's shards."""
     config = profile.settings
     try:
-        licence_gate(config, asset)  # before any pod or process starts
+        licence_gate(config.synthesis, asset)  # before any pod or process starts
     except LicenceRefused as refused:
         raise dg.Failure(str(refused), allow_retries=False) from None  # a retry would be refused again
     partitions = context.partition_keys
     extras = {
-        "config": config.model_dump(mode="json"),
+        "synthesis": config.synthesis.model_dump(mode="json") if config.synthesis else None,
+        "storage": config.storage.model_dump(mode="json"),
         "asset": asset,
         "partitions": {p: {name: by_partition[p].data_url for name, by_partition in inputs.items()} for p in partitions},
     }

@@ -78,7 +78,7 @@ def _mixture_asset(stage: str, deps: list[str]):
 def _train_stage(context, stage: str, profile, storage, gpu_jobs, mixture_manifest: Manifest, start_from: ModelManifest | None):
     training = _training(profile)
     asset = f"vlm_{stage}"
-    job = stage_job(profile.settings, storage.storage, stage, mixture_manifest, start_from)
+    job = stage_job(training, profile.settings.models, storage.storage, stage, mixture_manifest, start_from)
     messages = gpu_jobs.run(context, "training", TRAIN_MODULE, job.model_dump(mode="json"), local_processes=training.processes_per_node)
     history = [m["metrics"] for m in messages if "metrics" in m]
     results = [m["result"] for m in messages if "result" in m]

@@ -41,8 +41,7 @@ from moto.server import DomainDispatcherApplication, ThreadedMotoServer, create_
 from werkzeug.serving import WSGIRequestHandler, make_server
 
 from asagi_dagster import catalog
-from asagi_dagster.config import S3Settings, StorageSettings
-from asagi_dagster.storage import REJECTION_SCHEMA, Manifest, ModelManifest, Storage
+from asagi_dagster.storage import REJECTION_SCHEMA, Manifest, ModelManifest, S3Settings, Storage, StorageSettings
 
 REPO = Path(__file__).resolve().parent.parent
 BASE = "21d5f75"  # the last commit before the catalog: the "old" readers

@@ -180,11 +180,11 @@ def image_urls(count: int, hosts: int, port: int, clustered: bool = False) -> li
 def run_ours(urls: list[str], root: Path, concurrency: int, interval: float, connections: int) -> tuple[int, float, float]:
     """Images stored, wall seconds and CPU seconds (every thread) of ``gather_pair_images``
     over ``urls``."""
-    from asagi_dagster.config import DownloaderSettings, StorageSettings
-    from asagi_dagster.storage import StageWriter, Storage
+    from asagi_dagster.storage import StageWriter, Storage, StorageSettings
     from asagi_dagster.web import schemas
     from asagi_dagster.web.fetch import Fetcher
     from asagi_dagster.web.pair_images import gather_pair_images
+    from asagi_dagster.web.settings import DownloaderSettings
 
     storage = Storage(StorageSettings(root=str(root)))
     shard = "bench"

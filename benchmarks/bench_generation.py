@@ -23,10 +23,10 @@ import argparse
 import importlib.util
 import time
 
-from asagi_dagster.config import GeneratorSettings, SamplingSettings
-from asagi_dagster.engines import Request, open_generator
+from asagi_dagster.engines import Request, SamplingSettings, open_generator
 from asagi_dagster.models.tiny import BUILTIN_TINY_LLAMA
 from asagi_dagster.synth.corpora import PROMPTS
+from asagi_dagster.synth.settings import GeneratorSettings
 
 BATCHED_TARGET = 4.0  # batched transformers over one request at a time
 SUBJECTS = [

@@ -24,9 +24,9 @@ import imagehash
 from PIL import Image, ImageStat
 from skimage import data as skimage_data
 
-from asagi_dagster.config import FilterSettings
 from asagi_dagster.filters import Rejected
 from asagi_dagster.filters.rules import PairScreen
+from asagi_dagster.filters.settings import FilterSettings
 
 RULES_TARGET = 0.5
 STAGE_TARGET = 3.0

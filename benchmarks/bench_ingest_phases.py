@@ -17,12 +17,12 @@ from pathlib import Path
 
 from lxml import html as lxml_html
 
-from asagi_dagster.config import StorageSettings, WebSourceSettings
-from asagi_dagster.storage import StageWriter, Storage
+from asagi_dagster.storage import StageWriter, Storage, StorageSettings
 from asagi_dagster.web import schemas
 from asagi_dagster.web.charset import decode_html
 from asagi_dagster.web.html import parse_page
 from asagi_dagster.web.ingest import extract_pages, ingest_warc
+from asagi_dagster.web.settings import WebSourceSettings
 from asagi_dagster.web.warc import WarcRecord, iter_warc
 from asagi_dagster.web.warc_starts import scan_record_starts
 from benchmarks.bench_ingest_rate import run_bare

@@ -25,10 +25,10 @@ from fastwarc import WarcRecordType
 from lxml import html as lxml_html
 from warcio.archiveiterator import ArchiveIterator
 
-from asagi_dagster.config import StorageSettings, WebSourceSettings
-from asagi_dagster.storage import StageWriter, Storage
+from asagi_dagster.storage import StageWriter, Storage, StorageSettings
 from asagi_dagster.web import schemas
 from asagi_dagster.web.ingest import extract_pages, ingest_warc
+from asagi_dagster.web.settings import WebSourceSettings
 from benchmarks.make_shard import make_shard
 
 TARGET = 0.8

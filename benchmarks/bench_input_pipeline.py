@@ -127,8 +127,7 @@ def main() -> None:
     args = parser.parse_args()
     from transformers import SiglipImageProcessor
 
-    from asagi_dagster.config import StorageSettings
-    from asagi_dagster.storage import Storage
+    from asagi_dagster.storage import Storage, StorageSettings
     from asagi_dagster.train import data
     from tests.train.helpers import start_model
 

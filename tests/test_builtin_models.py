@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from asagi_dagster.config import ConfigError, GenerationSettings, ModelRef
-from asagi_dagster.engines import model_path
+from asagi_dagster.engines import GenerationSettings, model_path
+from asagi_dagster.models.settings import ModelRef
 from asagi_dagster.models.tiny import BUILTIN_TINY_CLIP, BUILTIN_TINY_LLAMA, BUILTIN_TINY_SIGLIP, builtin_folder
+from asagi_dagster.settings import ConfigError
 from asagi_dagster.train.model import model_source
 
 

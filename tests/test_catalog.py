@@ -16,9 +16,8 @@ import pyarrow as pa
 import pytest
 
 from asagi_dagster import catalog
-from asagi_dagster.config import S3Settings, StorageSettings
 from asagi_dagster.report import format_summary, shard_report, summary_report
-from asagi_dagster.storage import Manifest, ModelManifest, StageWriter, Storage
+from asagi_dagster.storage import Manifest, ModelManifest, S3Settings, StageWriter, Storage, StorageSettings
 from benchmarks.bench_catalog import MIXTURE_WEIGHTS, CountingMotoServer, all_manifests, shard_key, write_manifest_files
 from tests.conftest import BUCKET, PROJECT, subprocess_env, write_profile
 
@@ -83,7 +82,7 @@ def _settings_json(storage: Storage, tmp_path: Path) -> str:
 WRITER = """
 import json, sys
 from asagi_dagster import catalog
-from asagi_dagster.config import StorageSettings
+from asagi_dagster.storage import StorageSettings
 from asagi_dagster.storage import Manifest, Storage
 catalog.COMPACT_AT = int(sys.argv[4])  # small: writers fold the log while others append
 storage = Storage(StorageSettings.model_validate(json.loads(sys.argv[1])))
@@ -98,7 +97,7 @@ for n in range(count):
 COMPACTOR = """
 import json, os, sys
 from asagi_dagster import catalog
-from asagi_dagster.config import StorageSettings
+from asagi_dagster.storage import StorageSettings
 from asagi_dagster.storage import Storage
 storage = Storage(StorageSettings.model_validate(json.loads(sys.argv[1])))
 rounds = 0
@@ -234,7 +233,7 @@ def numbers(partition: str, rows: int) -> Manifest:
 KILLED_BETWEEN = """
 import json, os, signal, sys
 from asagi_dagster import catalog
-from asagi_dagster.config import StorageSettings
+from asagi_dagster.storage import StorageSettings
 from asagi_dagster.storage import Manifest, Storage
 storage = Storage(StorageSettings.model_validate(json.loads(sys.argv[1])))
 catalog.append = lambda *args, **kwargs: os.kill(os.getpid(), signal.SIGKILL)  # dies right after the manifest's commit

@@ -3,7 +3,8 @@ from pathlib import Path
 
 import pytest
 
-from asagi_dagster.config import DEFAULT_PROFILE, ConfigError, load_config
+from asagi_dagster.config import DEFAULT_PROFILE, load_config
+from asagi_dagster.settings import ConfigError
 from tests.conftest import write_profile
 
 REPO = Path(__file__).resolve().parent.parent
@@ -14,6 +15,41 @@ def test_embedded_default_loads_with_paths_relative_to_the_profile():
     assert config.profile == "local"
     assert config.storage.root == str(REPO / ".asagi" / "data")
     assert config.sources.web.inbox == str(REPO / ".asagi" / "inbox")
+
+
+def _local_path_values(model) -> list[tuple[str, str]]:
+    """(key, value) of every LocalPath-typed setting in a loaded profile, found from the
+    models' own annotations (so a new path setting is covered without naming it here)."""
+    from typing import get_args
+
+    from pydantic import BaseModel
+
+    from asagi_dagster.settings import LocalPath
+
+    marker = LocalPath.__metadata__[0]
+    found = []
+
+    def walk(value, key):
+        if isinstance(value, BaseModel):
+            for name, field in type(value).model_fields.items():
+                inner = getattr(value, name)
+                optional = [arg for arg in get_args(field.annotation) if marker in getattr(arg, "__metadata__", ())]
+                if (marker in field.metadata or optional) and isinstance(inner, str):
+                    found.append((f"{key}{name}", inner))
+                walk(inner, f"{key}{name}.")
+        elif isinstance(value, dict):
+            for name, inner in value.items():
+                walk(inner, f"{key}{name}.")
+
+    walk(model, "")
+    return found
+
+
+def test_every_path_setting_is_resolved_against_the_profile_folder():
+    values = _local_path_values(load_config(DEFAULT_PROFILE))
+    keys = {key for key, _ in values}
+    assert {"storage.root", "sources.web.inbox", "dagster.home", "evaluation.benchmarks.ja-vg-vqa-500.path"} <= keys
+    assert all(Path(value).is_absolute() or "://" in value for _, value in values), values
 
 
 def test_cluster_example_loads_with_s3_root_and_real_model_ids():

@@ -11,8 +11,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from asagi_dagster.config import DatasetSource, load_config
-from asagi_dagster.datasets import DatasetSourceError, iter_dataset
+from asagi_dagster.config import load_config
+from asagi_dagster.datasets import DatasetSource, DatasetSourceError, iter_dataset
 from asagi_dagster.definitions import build_definitions
 from asagi_dagster.filters import Rejected
 from asagi_sample.site import write_filter_sample

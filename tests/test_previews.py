@@ -18,9 +18,9 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from asagi_dagster.config import ImageSafetySettings, StorageSettings
+from asagi_dagster.filters.settings import ImageSafetySettings
 from asagi_dagster.previews import sample_rows, thumbnails
-from asagi_dagster.storage import Storage
+from asagi_dagster.storage import Storage, StorageSettings
 
 PROJECT = Path(__file__).resolve().parents[1]
 # Screening silences this at import; pytest resets warning filters per test.
@@ -59,7 +59,7 @@ def decoded(uri: str) -> Image.Image:
 # The measurement runs in a fresh interpreter, so the peak is this call's and not the test run's.
 _MEASURE = """
 import json, resource, sys
-from asagi_dagster.config import StorageSettings
+from asagi_dagster.storage import StorageSettings
 from asagi_dagster.previews import sample_rows, thumbnails
 from asagi_dagster.storage import Storage
 root, url = sys.argv[1], sys.argv[2]

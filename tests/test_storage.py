@@ -12,10 +12,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from asagi_dagster.config import StorageSettings
 from asagi_dagster.query import accounting, connect
 from asagi_dagster.report import shard_report
-from asagi_dagster.storage import StageWriter, Storage
+from asagi_dagster.storage import StageWriter, Storage, StorageSettings
 from tests.conftest import BUCKET
 
 SCHEMA = pa.schema([("record_id", pa.string()), ("value", pa.int64())])
@@ -128,7 +127,7 @@ def test_report_reads_counts_and_reasons_with_duckdb(storage, config):
 KILLED_WRITER = """
 import sys, time
 import pyarrow as pa
-from asagi_dagster.config import StorageSettings
+from asagi_dagster.storage import StorageSettings
 from asagi_dagster.storage import StageWriter, Storage
 
 storage = Storage(StorageSettings(root=sys.argv[1]))

@@ -11,7 +11,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from asagi_dagster.benchmarks import Benchmark, RejectedItem
-from asagi_dagster.config import BenchmarkSource, ConfigError
+from asagi_dagster.eval.settings import BenchmarkSource
+from asagi_dagster.settings import ConfigError
 
 
 def dataset_folder(benchmark: Benchmark, source: BenchmarkSource, allow_hub: bool) -> Path:

@@ -17,8 +17,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from asagi_dagster.config import GenerationSettings, JudgeSettings, SamplingSettings
-from asagi_dagster.engines import OpenAIGenerator, Request
+from asagi_dagster.engines import GenerationSettings, OpenAIGenerator, Request, SamplingSettings
+from asagi_dagster.eval.settings import JudgeSettings
 from asagi_dagster.eval.verdicts import heron_score, likert_score
 
 PROMPT_VERSION = "asagi-judge-1 (eval-mm 0.4.1 semantics)"

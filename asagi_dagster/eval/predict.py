@@ -19,11 +19,10 @@ import pyarrow as pa
 from PIL import Image
 from pydantic import BaseModel
 
-from asagi_dagster.config import EngineSettings, GenerationSettings, SamplingSettings, StorageSettings
 from asagi_dagster.core import batches
-from asagi_dagster.engines import Request, open_generator, user_message
+from asagi_dagster.engines import EngineSettings, GenerationSettings, Request, SamplingSettings, open_generator, user_message
 from asagi_dagster.progress import Progress
-from asagi_dagster.storage import Manifest, StageWriter, Storage
+from asagi_dagster.storage import Manifest, StageWriter, Storage, StorageSettings
 
 VERSION = 1
 PREDICTIONS = pa.schema(

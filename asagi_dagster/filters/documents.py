@@ -12,19 +12,20 @@ import numpy as np
 import pyarrow as pa
 from PIL import Image
 
-from asagi_dagster.config import AsagiConfig, ConfigError, DocumentFilterSettings, ImageSafetySettings
 from asagi_dagster.filters import Rejected
 from asagi_dagster.filters.decontam import IMAGE_SUFFIXES
 from asagi_dagster.filters.encoders import ImageEncoder, load_image_encoder
 from asagi_dagster.filters.images import small_image
+from asagi_dagster.filters.settings import DocumentFilterSettings, ImageSafetySettings
+from asagi_dagster.models.settings import ModelRef
+from asagi_dagster.settings import ConfigError
 
 REFERENCE_VERSION = 1
 REFERENCE_SCHEMA = pa.schema([("record_id", pa.string()), ("encoder", pa.string()), ("embedding", pa.list_(pa.float32()))])
 
 
-def document_encoder(config: AsagiConfig) -> ImageEncoder:
-    settings = config.filters.document_filter
-    model = config.models.get(settings.encoder_role)
+def document_encoder(settings: DocumentFilterSettings, models: dict[str, ModelRef]) -> ImageEncoder:
+    model = models.get(settings.encoder_role)
     if model is None:
         raise ConfigError(
             f"models.{settings.encoder_role} is not set: filters.document_filter needs an image encoder (a CLIP/SigLIP id, or builtin:pixel-stats)"

@@ -17,8 +17,8 @@ from typing import Protocol
 import numpy as np
 from PIL import Image, ImageFilter
 
-from asagi_dagster.config import ModelRef
 from asagi_dagster.models.clip import DualEncoder, unit_rows
+from asagi_dagster.models.settings import ModelRef
 
 BUILTIN_PIXEL_STATS = "builtin:pixel-stats"
 

@@ -16,8 +16,8 @@ import imagehash
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from asagi_dagster.config import ImageSafetySettings
 from asagi_dagster.filters import Rejected
+from asagi_dagster.filters.settings import ImageSafetySettings
 from asagi_dagster.pair_rules import ImageHeader
 
 # Pillow warns on images over its own pixel limit (and raises at twice that); our

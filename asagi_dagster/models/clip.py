@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from asagi_dagster.config import ModelRef
+from asagi_dagster.models.settings import ModelRef
 
 
 class DualEncoder:

@@ -213,8 +213,8 @@ def builtin_folder(model_id: str, usable: tuple[str, ...]) -> Path:
     """The one place a ``builtin:`` id becomes a folder: the tiny model, built on first
     use from the text it is trained on (models/corpus.py). ``usable``: the ids the
     asking role can load; any other is a clear error naming them."""
-    from asagi_dagster.config import ConfigError
     from asagi_dagster.models.corpus import page_texts, tokenizer_corpus
+    from asagi_dagster.settings import ConfigError
 
     builders = {
         BUILTIN_TINY_CLIP: lambda: tiny_clip(page_texts()),

@@ -14,7 +14,7 @@ from configparser import ConfigParser
 import trafilatura
 from trafilatura.settings import use_config
 
-from asagi_dagster.config import ReferenceTextSettings
+from asagi_dagster.reference.settings import ReferenceTextSettings
 
 # A sentence ends after Japanese or ASCII terminal punctuation (closing brackets and
 # quotes stay with it), at a line break, or at a table cell edge (trafilatura writes

@@ -8,18 +8,20 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from asagi_dagster.config import AsagiConfig, ConfigError, ImageSafetySettings, ModelRef, ReferenceTextSettings
 from asagi_dagster.filters import Rejected
 from asagi_dagster.filters.images import small_image
+from asagi_dagster.filters.settings import ImageSafetySettings
 from asagi_dagster.models.clip import DualEncoder
+from asagi_dagster.models.settings import ModelRef
 from asagi_dagster.models.tiny import BUILTIN_TINY_CLIP, builtin_folder
 from asagi_dagster.reference.extract import extraction_config, page_sentences
+from asagi_dagster.reference.settings import ReferenceTextSettings
+from asagi_dagster.settings import ConfigError
 from asagi_dagster.storage import StageWriter, Storage
 
 
-def load_scorer(config: AsagiConfig) -> DualEncoder:
-    settings = config.reference_texts
-    model = config.models.get(settings.scorer_role)
+def load_scorer(settings: ReferenceTextSettings, models: dict[str, ModelRef]) -> DualEncoder:
+    model = models.get(settings.scorer_role)
     if model is None:
         raise ConfigError(f"models.{settings.scorer_role} is not set: reference_texts needs a CLIP-style model (or {BUILTIN_TINY_CLIP})")
     if model.id.startswith("builtin:"):

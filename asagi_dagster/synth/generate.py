@@ -9,13 +9,14 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from functools import partial
 
-from asagi_dagster.config import AsagiConfig, ConfigError, GeneratorSettings, SynthesisSettings, TaskSettings
 from asagi_dagster.core import fingerprint
 from asagi_dagster.engines import Generator
 from asagi_dagster.progress import Progress
+from asagi_dagster.settings import ConfigError
 from asagi_dagster.storage import Manifest, StageWriter, Storage
 from asagi_dagster.synth.corpora import CORPORA, TASKS, VERSION
 from asagi_dagster.synth.runner import CommittedChunks, TaskPlan, run_chunks
+from asagi_dagster.synth.settings import GeneratorSettings, SynthesisSettings, TaskSettings
 from asagi_dagster.synth.tasks import Task
 
 
@@ -23,12 +24,12 @@ class LicenceRefused(ConfigError):
     """A generator whose licence does not allow training on its outputs."""
 
 
-def synthesis_settings(config: AsagiConfig) -> SynthesisSettings:
+def synthesis_settings(synthesis: SynthesisSettings | None) -> SynthesisSettings:
     """The profile's synthesis section, checked against the registered tasks."""
-    if config.synthesis is None:
+    if synthesis is None:
         raise ConfigError("the profile has no synthesis section: generators and tasks must be configured to synthesize")
-    check_tasks(config.synthesis)
-    return config.synthesis
+    check_tasks(synthesis)
+    return synthesis
 
 
 def check_tasks(synthesis: SynthesisSettings) -> None:
@@ -52,10 +53,10 @@ def task_settings(synthesis: SynthesisSettings, task: Task) -> TaskSettings:
         raise ConfigError(f"synthesis.tasks.{task.name}: {error}") from None
 
 
-def licence_gate(config: AsagiConfig, asset: str) -> None:
+def licence_gate(synthesis: SynthesisSettings | None, asset: str) -> None:
     """Refuse, before anything starts, a generator of this asset whose outputs may not
     train other models (the Asagi rule: no GPT-4-style terms)."""
-    for task, settings, generator in _enabled_tasks(config, asset):
+    for task, settings, generator in _enabled_tasks(synthesis_settings(synthesis), asset):
         if not generator.outputs_trainable:
             raise LicenceRefused(
                 f"{asset}: generator {settings.generator!r} ({generator.model}, licence {generator.licence!r}) does not allow "
@@ -63,8 +64,7 @@ def licence_gate(config: AsagiConfig, asset: str) -> None:
             )
 
 
-def _enabled_tasks(config: AsagiConfig, asset: str) -> Iterator[tuple[Task, TaskSettings, GeneratorSettings]]:
-    synthesis = synthesis_settings(config)
+def _enabled_tasks(synthesis: SynthesisSettings, asset: str) -> Iterator[tuple[Task, TaskSettings, GeneratorSettings]]:
     for task in CORPORA[asset].tasks:
         settings = task_settings(synthesis, task)
         if settings.enabled:
@@ -75,8 +75,8 @@ class _Generators:
     """Generators by name, each loaded the first time a chunk needs it: a partition with
     nothing to generate (no inputs, or every chunk committed before) loads no model."""
 
-    def __init__(self, config: AsagiConfig, log: Callable[[str], None]):
-        self.settings = synthesis_settings(config).generators
+    def __init__(self, synthesis: SynthesisSettings, log: Callable[[str], None]):
+        self.settings = synthesis.generators
         self.log = log
         self.open: dict[str, Generator] = {}
 
@@ -98,38 +98,40 @@ class _Generators:
 MADE_FROM = "made_from"
 
 
-def run_corpus(config: AsagiConfig, storage: Storage, asset: str, partition: str, inputs: dict[str, str], log: Callable[[str], None] = print) -> Manifest:
+def run_corpus(
+    synthesis: SynthesisSettings | None, storage: Storage, asset: str, partition: str, inputs: dict[str, str], log: Callable[[str], None] = print
+) -> Manifest:
     """Generate one partition of a corpus asset from its inputs' data URLs; commits and
     returns its manifest. Resumes from the partition's committed chunks, if any, and
     returns the committed manifest as it is when it was made from the same inputs and
     settings (a retried batch does not generate its finished partitions again)."""
-    [manifest] = run_corpora(config, storage, asset, {partition: inputs}, log)
+    [manifest] = run_corpora(synthesis, storage, asset, {partition: inputs}, log)
     return manifest
 
 
 def run_corpora(
-    config: AsagiConfig, storage: Storage, asset: str, inputs_by_partition: dict[str, dict[str, str]], log: Callable[[str], None] = print
+    synthesis: SynthesisSettings | None, storage: Storage, asset: str, inputs_by_partition: dict[str, dict[str, str]], log: Callable[[str], None] = print
 ) -> Iterator[Manifest]:
     """``run_corpus`` for several partitions, one after another, with one set of
     generators: a run over many shards loads each model once. Yields each partition's
     committed manifest as it is done."""
-    licence_gate(config, asset)
-    generators = _Generators(config, log)
+    checked = synthesis_settings(synthesis)
+    licence_gate(checked, asset)
+    generators = _Generators(checked, log)
     try:
         for partition, inputs in inputs_by_partition.items():
-            yield _run_partition(config, storage, asset, partition, inputs, generators, log)
+            yield _run_partition(checked, storage, asset, partition, inputs, generators, log)
     finally:
         generators.close()
 
 
 def _run_partition(
-    config: AsagiConfig, storage: Storage, asset: str, partition: str, inputs: dict[str, str], generators: _Generators, log: Callable[[str], None]
+    synthesis: SynthesisSettings, storage: Storage, asset: str, partition: str, inputs: dict[str, str], generators: _Generators, log: Callable[[str], None]
 ) -> Manifest:
-    synthesis = synthesis_settings(config)
     corpus = CORPORA[asset]
     enabled = {
         task.name: TaskPlan(task, settings, settings.generator, generator, partial(generators.get, settings.generator))
-        for task, settings, generator in _enabled_tasks(config, asset)
+        for task, settings, generator in _enabled_tasks(synthesis, asset)
     }
     key = fingerprint(
         {

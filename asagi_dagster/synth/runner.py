@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 
 from PIL import Image
 
-from asagi_dagster.config import GeneratorSettings, TaskSettings
 from asagi_dagster.core import batches
 from asagi_dagster.engines import Generator, Request
 from asagi_dagster.storage import StageWriter, Storage
+from asagi_dagster.synth.settings import GeneratorSettings, TaskSettings
 from asagi_dagster.synth.tasks import Item, Task
 from asagi_dagster.synth.validate import Invalid, normalized
 

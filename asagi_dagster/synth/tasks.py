@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from asagi_dagster.config import TaskSettings
 from asagi_dagster.synth import validate
 from asagi_dagster.synth.prompts import Prompt
+from asagi_dagster.synth.settings import TaskSettings
 
 
 @dataclass

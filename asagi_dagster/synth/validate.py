@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import unicodedata
 
-from asagi_dagster.config import TaskSettings
+from asagi_dagster.synth.settings import TaskSettings
 
 
 class Invalid(ValueError):

@@ -17,8 +17,7 @@ import numpy as np
 import pyarrow.parquet as pq
 from PIL import Image
 
-from asagi_dagster.config import StorageSettings
-from asagi_dagster.storage import Storage
+from asagi_dagster.storage import Storage, StorageSettings
 from asagi_dagster.train.template import training_text
 
 IGNORE = -100  # label of a token the loss skips (prompt, image, padding)

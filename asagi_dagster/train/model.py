@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from asagi_dagster.config import ModelRef
+from asagi_dagster.models.settings import ModelRef
 from asagi_dagster.models.tiny import BUILTIN_TINY_LLAMA, BUILTIN_TINY_SIGLIP, builtin_folder
 from asagi_dagster.train.template import IMAGE_TOKEN, TRAINING_CHAT_TEMPLATE
 

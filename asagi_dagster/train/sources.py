@@ -12,8 +12,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Literal
 
-from asagi_dagster.config import ConfigError
 from asagi_dagster.core import digest_int
+from asagi_dagster.settings import ConfigError
 from asagi_dagster.train.template import CAPTION_INSTRUCTIONS, mcvqa_instruction
 
 

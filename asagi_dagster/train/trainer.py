@@ -22,17 +22,21 @@ from collections.abc import Callable
 
 from pydantic import BaseModel
 
-from asagi_dagster.config import AsagiConfig, StageSettings
 from asagi_dagster.core import fingerprint
+from asagi_dagster.models.settings import ModelRef
 from asagi_dagster.progress import progress_line, rate
-from asagi_dagster.storage import Manifest, ModelManifest, Storage
+from asagi_dagster.storage import Manifest, ModelManifest, Storage, StorageSettings
 from asagi_dagster.train import data
+from asagi_dagster.train.settings import StageSettings, TrainingSettings
 
 
 class TrainJob(BaseModel):
-    """What the orchestrator sends: the profile, the stage and where things are."""
+    """What the orchestrator sends: the profile's storage, training and model settings,
+    the stage and where things are."""
 
-    config: AsagiConfig
+    storage: StorageSettings
+    training: TrainingSettings
+    models: dict[str, ModelRef]  # the vision and LLM roles
     stage: str  # stage1 | stage2
     mixture_url: str
     output_url: str  # the Hugging Face model folder to write
@@ -40,23 +44,26 @@ class TrainJob(BaseModel):
     start_from: str | None = None  # stage 2: stage 1's model folder
 
 
-def stage_job(config: AsagiConfig, storage: Storage, stage: str, mixture: Manifest, start_from: ModelManifest | None) -> TrainJob:
+def stage_job(
+    training: TrainingSettings, models: dict[str, ModelRef], storage: Storage, stage: str, mixture: Manifest, start_from: ModelManifest | None
+) -> TrainJob:
     """The job of one stage on a mixture. Its checkpoints are keyed by what decides the
     run, so a retry resumes and a changed setting, model or mixture starts afresh."""
-    training = config.training
-    assert training is not None  # the callers refuse a profile without a training section
+    roles = {role: models[role] for role in (training.vision_role, training.llm_role)}
     asset = f"vlm_{stage}"
     key = fingerprint(
         {
             "stage": getattr(training, stage).model_dump(),
-            "models": {role: config.models[role].model_dump() for role in (training.vision_role, training.llm_role)},
+            "models": {role: model.model_dump() for role, model in roles.items()},
             "seed": training.seed,
             "mixture": storage.identity(mixture.data_url),
             "start_from": start_from.model_dump() if start_from else None,
         }
     )
     return TrainJob(
-        config=config,
+        storage=storage.settings,
+        training=training,
+        models=roles,
         stage=stage,
         mixture_url=mixture.data_url,
         output_url=storage.url(storage.path(asset, "all", "model")),
@@ -88,11 +95,10 @@ def train(job: TrainJob, report: Callable[[dict], None], log: Callable[[str], No
     from asagi_dagster.train.flops import FlopModel, measured_peak_flops
     from asagi_dagster.train.model import build_stage1_start, image_token_count, load_vlm, model_source, set_trainable
 
-    config, stage = job.config, getattr(job.config.training, job.stage)
-    training = job.config.training
-    assert training is not None  # a TrainJob is made from a profile with a training section (stage_job)
+    training = job.training
+    stage: StageSettings = getattr(training, job.stage)
     rank, world, device = _init_distributed()
-    storage = Storage(config.storage)
+    storage = Storage(job.storage)
     micro_per_step = stage.global_batch // (stage.micro_batch * world)
     if micro_per_step * stage.micro_batch * world != stage.global_batch:
         raise ValueError(f"training.{job.stage}.global_batch {stage.global_batch} is not a multiple of micro_batch {stage.micro_batch} x {world} processes")
@@ -102,7 +108,7 @@ def train(job: TrainJob, report: Callable[[dict], None], log: Callable[[str], No
     torch.manual_seed(training.seed)
     local_start = None  # stage 2: stage 1's model, copied here when the root is remote
     if job.stage == "stage1":
-        vision, llm = config.models[training.vision_role], config.models[training.llm_role]
+        vision, llm = job.models[training.vision_role], job.models[training.llm_role]
         if rank == 0:  # a builtin tiny model is built once, by one process, before the others load it
             model_source(vision), model_source(llm)
         dist.barrier()
@@ -162,7 +168,7 @@ def train(job: TrainJob, report: Callable[[dict], None], log: Callable[[str], No
     history = []
     model.train()
     batches_of_steps = data.StepBatches(
-        config.storage,
+        job.storage,
         mixture_path,
         training.seed,
         encoder,

@@ -42,8 +42,8 @@ import httpcore
 import httpx
 from protego import Protego
 
-from asagi_dagster.config import DownloaderSettings
 from asagi_dagster.web.noai import has_noai
+from asagi_dagster.web.settings import DownloaderSettings
 
 log = logging.getLogger(__name__)
 

@@ -10,8 +10,7 @@ from stat import S_ISREG
 from fsspec.implementations.local import LocalFileSystem
 
 from asagi_dagster import catalog
-from asagi_dagster.config import S3Settings
-from asagi_dagster.storage import Storage, filesystem_for, url_of
+from asagi_dagster.storage import S3Settings, Storage, filesystem_for, url_of
 
 SHARD_SUFFIXES = (".warc", ".warc.gz", ".warc.lz4", ".warc.zst")  # matched case-insensitively: CRAWL.WARC.GZ is a shard too
 _KEY_PART = r"[A-Za-z0-9][A-Za-z0-9._\-]*"

@@ -16,11 +16,11 @@ from typing import BinaryIO
 
 import pyarrow as pa
 
-from asagi_dagster.config import HtmlSettings, WebSourceSettings
 from asagi_dagster.storage import StageWriter, Storage
 from asagi_dagster.web.charset import UndecodableError, decode_html
 from asagi_dagster.web.html import HtmlParseError, ImageRef, parse_page
 from asagi_dagster.web.noai import has_noai
+from asagi_dagster.web.settings import HtmlSettings, WebSourceSettings
 from asagi_dagster.web.warc import CorruptRegion, ReadingNotes, WarcRecord, iter_warc
 from asagi_dagster.web.warc_starts import scan_record_starts
 

@@ -18,11 +18,11 @@ from queue import Empty, SimpleQueue
 
 import pyarrow.parquet as pq
 
-from asagi_dagster.config import DownloaderSettings
 from asagi_dagster.storage import StageWriter, Storage
 from asagi_dagster.web.fetch import Fetcher, FetchResult
 from asagi_dagster.web.frontier import HostFrontier
 from asagi_dagster.web.noai import has_noai
+from asagi_dagster.web.settings import DownloaderSettings
 
 CACHE_DIR = "_cache/downloads"
 _WAKE_S = 0.25  # the longest the gathering loop waits without looking at the clock

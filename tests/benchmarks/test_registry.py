@@ -12,8 +12,8 @@ import pytest
 
 from asagi_dagster.benchmarks import BENCHMARKS
 from asagi_dagster.benchmarks.base import JUDGE_STYLES, METRICS, RejectedItem
-from asagi_dagster.config import EvaluationSettings
 from asagi_dagster.eval.leaderboard import SCALE
+from asagi_dagster.eval.settings import EvaluationSettings
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "assets.md"
 

@@ -9,8 +9,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from asagi_dagster.benchmarks import BENCHMARKS, RejectedItem
-from asagi_dagster.config import BenchmarkSource, ConfigError, EvaluationSettings
 from asagi_dagster.eval.items import dataset_folder, read_items, split_files
+from asagi_dagster.eval.settings import BenchmarkSource, EvaluationSettings
+from asagi_dagster.settings import ConfigError
 from asagi_sample.benchmarks import IMAGE, placeholder, write_benchmark_sample
 from tests.eval.heron import FIXTURE
 

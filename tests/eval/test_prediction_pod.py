@@ -10,9 +10,9 @@ import json
 
 import dagster as dg
 
-from asagi_dagster.config import GenerationSettings, load_config
+from asagi_dagster.config import load_config
 from asagi_dagster.definitions import build_definitions
-from asagi_dagster.engines import model_path
+from asagi_dagster.engines import GenerationSettings, model_path
 from asagi_dagster.storage import ModelManifest, Storage
 from asagi_sample.benchmarks import write_benchmark_sample
 from tests.conftest import BUCKET, write_profile

@@ -12,14 +12,15 @@ import pytest
 from PIL import Image
 
 from asagi_dagster.benchmarks import BENCHMARKS
-from asagi_dagster.config import BenchmarkSource, EndpointSettings, JudgeSettings, StorageSettings
+from asagi_dagster.engines import EndpointSettings
 from asagi_dagster.eval import leaderboard as board
 from asagi_dagster.eval.items import dataset_folder, read_items
 from asagi_dagster.eval.judge_client import HERON_SYSTEM, PROMPT_VERSION, Judge
 from asagi_dagster.eval.metrics import rougel_scores
 from asagi_dagster.eval.scores import NO_JUDGE, append_history, history_glob, score
+from asagi_dagster.eval.settings import BenchmarkSource, JudgeSettings
 from asagi_dagster.eval.verdicts import heron_score
-from asagi_dagster.storage import Storage
+from asagi_dagster.storage import Storage, StorageSettings
 from asagi_sample.benchmarks import write_benchmark_sample
 from tests.eval.heron import reference_and_answers
 from tests.eval.judge_server import judge_server

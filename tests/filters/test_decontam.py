@@ -7,11 +7,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from asagi_dagster.config import BenchmarkImages, FilterSettings, ImageSafetySettings
 from asagi_dagster.filters import Rejected
 from asagi_dagster.filters.decontam import BenchmarkSourceError, benchmark_rows
 from asagi_dagster.filters.images import hamming
 from asagi_dagster.filters.rules import PairScreen
+from asagi_dagster.filters.settings import BenchmarkImages, FilterSettings, ImageSafetySettings
 from tests.filters import images
 
 SAFETY = ImageSafetySettings()

@@ -11,13 +11,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from asagi_dagster.config import StorageSettings
 from asagi_dagster.filters import schemas
 from asagi_dagster.filters.decontam import BENCHMARK_INDEX
 from asagi_dagster.filters.dedup import build_hash_index
 from asagi_dagster.filters.split import StaleIndexError, filter_partition
 from asagi_dagster.query import benchmark_overlaps
-from asagi_dagster.storage import StageWriter, Storage
+from asagi_dagster.storage import StageWriter, Storage, StorageSettings
 
 BASE = -0x25A5_F0F0_C3C3_696A  # a negative signed 64-bit hash
 

@@ -11,11 +11,12 @@ import pytest
 from PIL import Image
 from skimage import data as skimage_data
 
-from asagi_dagster.config import DocumentFilterSettings, ImageSafetySettings, ModelRef
 from asagi_dagster.filters import Rejected
 from asagi_dagster.filters.documents import DocumentScorer, reference_rows
 from asagi_dagster.filters.encoders import BUILTIN_PIXEL_STATS, PixelStatsEncoder, load_image_encoder
 from asagi_dagster.filters.images import small_image
+from asagi_dagster.filters.settings import DocumentFilterSettings, ImageSafetySettings
+from asagi_dagster.models.settings import ModelRef
 from asagi_sample.documents import bar_chart, flow_diagram, reference_documents, text_page
 
 SETTINGS = DocumentFilterSettings()
@@ -79,7 +80,7 @@ def test_reference_rows_report_unreadable_files_and_missing_folders(reference_fo
     assert isinstance(rows["broken.png"], Rejected) and rows["broken.png"].reason == "corrupt_image"
     good = [row for row in rows.values() if isinstance(row, dict)]
     assert len(good) == len(reference_documents()) and {row["encoder"] for row in good} == {BUILTIN_PIXEL_STATS}
-    from asagi_dagster.config import ConfigError
+    from asagi_dagster.settings import ConfigError
 
     with pytest.raises(ConfigError, match="reference_images"):
         list(reference_rows(SETTINGS.model_copy(update={"reference_images": str(tmp_path / "none")}), PixelStatsEncoder(), SAFETY))

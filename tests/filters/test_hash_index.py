@@ -16,7 +16,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from asagi_dagster.config import StorageSettings
 from asagi_dagster.filters import schemas
 from asagi_dagster.filters.decontam import BENCHMARK_INDEX
 from asagi_dagster.filters.dedup import ORIGIN_KEY_SQL, build_hash_index
@@ -36,7 +35,7 @@ from asagi_dagster.filters.hash_index import (
     write_shard_rows,
 )
 from asagi_dagster.filters.split import filter_partition
-from asagi_dagster.storage import StageWriter, Storage
+from asagi_dagster.storage import StageWriter, Storage, StorageSettings
 from tests.conftest import BUCKET
 from tests.filters.test_dedup import SHARDS, pair, write
 

@@ -13,10 +13,10 @@ import dagster as dg
 import pyarrow.parquet as pq
 import pytest
 
-from asagi_dagster.config import StorageSettings, load_config
+from asagi_dagster.config import load_config
 from asagi_dagster.definitions import build_definitions
 from asagi_dagster.filters.hash_index import SyncPlan, SyncResult, write_changes
-from asagi_dagster.storage import Storage
+from asagi_dagster.storage import Storage, StorageSettings
 from asagi_sample.site import write_filter_sample, write_sample
 from assets.filters import IndexDoesNotCoverPartition, changed_since, refilter_subset
 from tests.conftest import write_profile

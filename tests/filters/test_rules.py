@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from asagi_dagster.config import FilterSettings
 from asagi_dagster.filters import Rejected
 from asagi_dagster.filters.rules import PairScreen, pick_caption
+from asagi_dagster.filters.settings import FilterSettings
 from tests.filters import images
 
 PHOTO = images.photo("chelsea")

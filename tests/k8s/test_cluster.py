@@ -19,8 +19,8 @@ from dagster_k8s import K8sRunLauncher
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from asagi_dagster.config import PodSettings, load_config
-from asagi_dagster.pods import JUDGE_NAME, JUDGE_PORT, judge_manifests, pod_spec
+from asagi_dagster.config import load_config
+from asagi_dagster.pods import JUDGE_NAME, JUDGE_PORT, PodSettings, judge_manifests, pod_spec
 from resources.gpu_jobs import GPU_RUN_TAG
 from tests.fake_kubelet import KUBERNETES, PIPES_CALLS
 
@@ -131,7 +131,7 @@ def test_pod_settings_take_pull_secrets_and_plain_env_and_refuse_a_name_twice():
 
 def test_judge_server_manifest_serves_the_profiles_judge_at_its_endpoint():
     config = load_config(CLUSTER_PROFILE)
-    deployment, service = judge_manifests(config)
+    deployment, service = judge_manifests(config.evaluation.judge, config.gpu_jobs)
     validate(deployment)
     validate(service)
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
@@ -148,9 +148,8 @@ def test_judge_manifest_refuses_an_endpoint_it_would_not_serve():
     config = load_config(CLUSTER_PROFILE)
     endpoint = config.evaluation.judge.endpoint.model_copy(update={"base_url": "https://api.example.com/v1"})
     judge = config.evaluation.judge.model_copy(update={"endpoint": endpoint})
-    config = config.model_copy(update={"evaluation": config.evaluation.model_copy(update={"judge": judge})})
     with pytest.raises(ValueError, match="must be http://vllm-judge"):
-        judge_manifests(config)
+        judge_manifests(judge, config.gpu_jobs)
 
 
 # --- Helm values ---------------------------------------------------------------------

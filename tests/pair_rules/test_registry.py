@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from asagi_dagster.config import FilterSettings
 from asagi_dagster.filters.rules import RULE_ORDER
+from asagi_dagster.filters.settings import FilterSettings
 from asagi_dagster.pair_rules import PAIR_RULES, PHASES, ImageHeader, Pixels, RuleSettings
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "assets.md"

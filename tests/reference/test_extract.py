@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from asagi_dagster.config import ReferenceTextSettings
 from asagi_dagster.reference.extract import extraction_config, page_sentences, split_sentences
+from asagi_dagster.reference.settings import ReferenceTextSettings
 from asagi_sample.site import page_html
 
 SETTINGS = ReferenceTextSettings()

@@ -9,15 +9,17 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from asagi_dagster.config import ImageSafetySettings, ModelRef, ReferenceTextSettings, StorageSettings
 from asagi_dagster.filters import schemas
 from asagi_dagster.filters.images import small_image
+from asagi_dagster.filters.settings import ImageSafetySettings
 from asagi_dagster.models.clip import DualEncoder
+from asagi_dagster.models.settings import ModelRef
 from asagi_dagster.models.tiny import build_tiny_clip, tiny_clip
 from asagi_dagster.reference import REFERENCE_TEXTS, REFERENCE_TEXTS_VERSION
 from asagi_dagster.reference.extract import extraction_config, page_sentences
 from asagi_dagster.reference.scoring import write_reference_texts
-from asagi_dagster.storage import StageWriter, Storage
+from asagi_dagster.reference.settings import ReferenceTextSettings
+from asagi_dagster.storage import StageWriter, Storage, StorageSettings
 from asagi_dagster.web import schemas as web_schemas
 from asagi_sample.site import page_html, page_texts
 from tests.filters import images

@@ -63,10 +63,10 @@ def test_licence_gate_looks_only_at_the_tasks_that_will_run(tmp_path):
     section["generators"]["restricted"] = {**GENERATORS["japanese_llm"], "licence": "no training on outputs", "outputs_trainable": False}
     section["tasks"]["ja_caption_short"].update(generator="restricted", enabled=False)
     config = load_config(write_profile(tmp_path, synthesis=section))
-    licence_gate(config, "ja_captions")  # the short captions are off: nothing restricted runs
+    licence_gate(config.synthesis, "ja_captions")  # the short captions are off: nothing restricted runs
     section["tasks"]["ja_caption_short"]["enabled"] = True
     with pytest.raises(LicenceRefused, match="restricted"):
-        licence_gate(load_config(write_profile(tmp_path, synthesis=section)), "ja_captions")
+        licence_gate(load_config(write_profile(tmp_path, synthesis=section)).synthesis, "ja_captions")
 
 
 def test_a_run_over_several_shards_is_one_program_that_loads_each_model_once(tmp_path):

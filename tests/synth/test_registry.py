@@ -11,10 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from asagi_dagster.config import ConfigError, SynthesisSettings, load_config
+from asagi_dagster.config import load_config
+from asagi_dagster.settings import ConfigError
 from asagi_dagster.synth.corpora import CORPORA, PROMPTS, TASKS
 from asagi_dagster.synth.corpora.base import PROVENANCE
 from asagi_dagster.synth.generate import check_tasks, task_settings
+from asagi_dagster.synth.settings import SynthesisSettings
 from tests.synth.helpers import GENERATORS, synthesis_section
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "assets.md"

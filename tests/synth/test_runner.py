@@ -12,11 +12,12 @@ from pathlib import Path
 import pyarrow.parquet as pq
 from PIL import Image
 
-from asagi_dagster.config import GeneratorSettings, SamplingSettings, load_config
-from asagi_dagster.engines import Request, open_generator
+from asagi_dagster.config import load_config
+from asagi_dagster.engines import Request, SamplingSettings, open_generator
 from asagi_dagster.storage import Storage
 from asagi_dagster.synth.corpora import PROMPTS
 from asagi_dagster.synth.generate import run_corpus
+from asagi_dagster.synth.settings import GeneratorSettings
 from tests.conftest import write_profile
 from tests.synth.helpers import GENERATORS, synthesis_section, write_caption_inputs
 
@@ -73,7 +74,7 @@ def test_invalid_outputs_are_retried_then_rejected_with_reason_and_provenance_ke
     storage = Storage(config.storage)
     urls = write_caption_inputs(storage, "s1", pairs=3)
     captions = run_corpus(
-        config, storage, "ja_captions", "s1", {k: urls[k] for k in ("english_captions", "reference_texts", "filtered_pairs")}, log=lambda m: None
+        config.synthesis, storage, "ja_captions", "s1", {k: urls[k] for k in ("english_captions", "reference_texts", "filtered_pairs")}, log=lambda m: None
     )
     assert captions.rows_in == 6 and captions.rows_out + captions.rows_rejected == 6
     rows = pq.read_table(storage.strip_protocol(captions.data_url)).to_pylist()
@@ -81,7 +82,7 @@ def test_invalid_outputs_are_retried_then_rejected_with_reason_and_provenance_ke
         assert row["model"] == "builtin:tiny-llama-ja" and row["licence"] == "Apache-2.0" and row["prompt_id"].startswith("ja_caption_")
         assert row["prompt_version"] == 1 and '"max_tokens": 24' in row["sampling"] and 1 <= row["attempt"] <= 3
     # VQA needs three labelled lines: random text never has them, so every item is tried 3 times and rejected.
-    vqa = run_corpus(config, storage, "synthetic_vqa", "s1", {"ja_captions": captions.data_url}, log=lambda m: None)
+    vqa = run_corpus(config.synthesis, storage, "synthetic_vqa", "s1", {"ja_captions": captions.data_url}, log=lambda m: None)
     long_rows = sum(1 for row in rows if row["length"] == "long")
     assert vqa.rows_in == long_rows and vqa.rows_out == 0
     if long_rows:
@@ -99,13 +100,13 @@ def test_a_partition_committed_from_the_same_inputs_and_settings_is_not_generate
     urls = write_caption_inputs(storage, "s1", pairs=2)
     inputs = {k: urls[k] for k in ("english_captions", "reference_texts", "filtered_pairs")}
     first_logs, again_logs, changed_logs = [], [], []
-    first = run_corpus(config, storage, "ja_captions", "s1", inputs, log=first_logs.append)
+    first = run_corpus(config.synthesis, storage, "ja_captions", "s1", inputs, log=first_logs.append)
     assert storage.read_manifest("ja_captions", "s1") == first  # committed by the program itself
-    again = run_corpus(config, storage, "ja_captions", "s1", inputs, log=again_logs.append)
+    again = run_corpus(config.synthesis, storage, "ja_captions", "s1", inputs, log=again_logs.append)
     assert again == first and any("not generated again" in m for m in again_logs)
     assert not any("loading generator" in m for m in again_logs)  # no model loaded for it
     urls = write_caption_inputs(storage, "s1", pairs=3)  # the shard's inputs change
-    changed = run_corpus(config, storage, "ja_captions", "s1", {k: urls[k] for k in inputs}, log=changed_logs.append)
+    changed = run_corpus(config.synthesis, storage, "ja_captions", "s1", {k: urls[k] for k in inputs}, log=changed_logs.append)
     assert changed.rows_in == 6 and any("loading generator" in m for m in changed_logs)
 
 
@@ -117,7 +118,7 @@ from asagi_dagster.synth.generate import run_corpus
 config = load_config(sys.argv[1])
 storage = Storage(config.storage)
 inputs = dict(arg.split("=", 1) for arg in sys.argv[2:])
-run_corpus(config, storage, "ja_captions", "s1", inputs, log=lambda m: print(m, flush=True))
+run_corpus(config.synthesis, storage, "ja_captions", "s1", inputs, log=lambda m: print(m, flush=True))
 """
 
 
@@ -167,6 +168,6 @@ def test_nothing_to_generate_loads_no_model(tmp_path):
     urls = write_caption_inputs(storage, "s1", pairs=0)  # an upstream partition that kept nothing
     logs = []
     manifest = run_corpus(
-        config, storage, "ja_captions", "s1", {k: urls[k] for k in ("english_captions", "reference_texts", "filtered_pairs")}, log=logs.append
+        config.synthesis, storage, "ja_captions", "s1", {k: urls[k] for k in ("english_captions", "reference_texts", "filtered_pairs")}, log=logs.append
     )
     assert manifest.rows_in == 0 and not any("loading generator" in line for line in logs)

@@ -4,8 +4,8 @@ from collections import Counter
 
 import pytest
 
-from asagi_dagster.config import TaskSettings
 from asagi_dagster.synth.corpora import PROMPTS, TASKS
+from asagi_dagster.synth.settings import TaskSettings
 from asagi_dagster.synth.tasks import Item
 from asagi_dagster.synth.validate import Invalid, multiple_choice, parse_distractors, parse_vqa
 

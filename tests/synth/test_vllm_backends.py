@@ -12,9 +12,11 @@ import dagster as dg
 import pyarrow.parquet as pq
 import pytest
 
-from asagi_dagster.config import ConfigError, EndpointSettings, GeneratorSettings, load_config
-from asagi_dagster.engines import open_generator
+from asagi_dagster.config import load_config
+from asagi_dagster.engines import EndpointSettings, open_generator
+from asagi_dagster.settings import ConfigError
 from asagi_dagster.storage import Storage
+from asagi_dagster.synth.settings import GeneratorSettings
 from tests.conftest import free_port, subprocess_env, write_profile
 from tests.synth.helpers import GENERATORS, failures, materialize, synthesis_section, write_caption_inputs
 from tests.synth.vllm_requests import requests
@@ -33,7 +35,7 @@ def transformers_texts() -> list[str | None]:
 
 OFFLINE_SCRIPT = """
 import json, sys
-from asagi_dagster.config import GeneratorSettings
+from asagi_dagster.synth.settings import GeneratorSettings
 from asagi_dagster.engines import open_generator
 from tests.synth.vllm_requests import requests
 

@@ -1,8 +1,7 @@
 """The requests the vLLM backend tests send, in a module light enough for the vLLM
 subprocess (and the workers it spawns, which re-import its main module) to import."""
 
-from asagi_dagster.config import SamplingSettings
-from asagi_dagster.engines import Request
+from asagi_dagster.engines import Request, SamplingSettings
 from asagi_dagster.synth.corpora import PROMPTS
 
 JA_CAPTION_SHORT = PROMPTS["ja_caption_short"]

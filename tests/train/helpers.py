@@ -7,7 +7,7 @@ import io
 import numpy as np
 from PIL import Image
 
-from asagi_dagster.config import ModelRef
+from asagi_dagster.models.settings import ModelRef
 from asagi_dagster.storage import StageWriter, Storage
 from asagi_dagster.train.mixture import MIXTURE, VERSION
 

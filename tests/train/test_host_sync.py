@@ -75,7 +75,7 @@ def _counts(tmp_path: Path, steps: int, name: str) -> dict:
     config = load_config(profile)
     storage = Storage(config.storage)
     write_mixture(storage, "stage1_mixture", 16)
-    job = stage_job(config, storage, "stage1", storage.read_manifest("stage1_mixture", None), None)
+    job = stage_job(config.training, config.models, storage, "stage1", storage.read_manifest("stage1_mixture", None), None)
     (folder / "job.json").write_text(job.model_dump_json())
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(PROJECT), os.environ.get("PYTHONPATH", "")])}
     run = subprocess.run([sys.executable, "-c", COUNT, str(folder / "job.json")], capture_output=True, text=True, env=env, cwd=PROJECT, timeout=600)

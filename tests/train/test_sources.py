@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from asagi_dagster.config import ConfigError
 from asagi_dagster.datasets import DATASET_PAIRS
 from asagi_dagster.filters.schemas import FILTERED_PAIRS
 from asagi_dagster.reference import REFERENCE_TEXTS
+from asagi_dagster.settings import ConfigError
 from asagi_dagster.synth.corpora import CORPORA
 from asagi_dagster.train.mixture import MIXTURE_INPUTS
 from asagi_dagster.train.sources import MIXTURE_SOURCES, check_mixture

@@ -90,7 +90,7 @@ def test_a_killed_run_resumes_on_the_uninterrupted_loss_curve(tmp_path):
     config = load_config(training_profile(tmp_path, steps=14, checkpoint_every=4))
     storage = Storage(config.storage)
     write_mixture(storage, "stage1_mixture", 24)
-    job = stage_job(config, storage, "stage1", storage.read_manifest("stage1_mixture", None), None)
+    job = stage_job(config.training, config.models, storage, "stage1", storage.read_manifest("stage1_mixture", None), None)
     whole = metrics_of(finish(torchrun(job, tmp_path, "whole")))
     assert sorted(whole) == list(range(1, 15))
 
@@ -131,7 +131,9 @@ def test_compiled_layers_train_as_the_eager_ones(tmp_path):
         config = config.model_copy(update={"training": config.training.model_copy(update={"compile": mode})})
         storage = Storage(config.storage)
         write_mixture(storage, "stage1_mixture", 12)
-        lines = finish(torchrun(stage_job(config, storage, "stage1", storage.read_manifest("stage1_mixture", None), None), tmp_path, mode))
+        lines = finish(
+            torchrun(stage_job(config.training, config.models, storage, "stage1", storage.read_manifest("stage1_mixture", None), None), tmp_path, mode)
+        )
         assert any(f"layers compiled: {mode}" in line for line in lines)
         losses[mode] = {step: m["loss"] for step, m in metrics_of(lines).items()}
     assert sorted(losses["off"]) == [1, 2, 3]
@@ -152,7 +154,7 @@ def test_stage1_then_stage2_on_s3_freeze_what_asagi_freezes_and_load_in_transfor
     storage = Storage(config.storage)
     write_mixture(storage, "stage1_mixture", 12)
     write_mixture(storage, "stage2_mixture", 12)
-    job1 = stage_job(config, storage, "stage1", storage.read_manifest("stage1_mixture", None), None)
+    job1 = stage_job(config.training, config.models, storage, "stage1", storage.read_manifest("stage1_mixture", None), None)
     finish(torchrun(job1, tmp_path, "stage1"))
     assert storage.fs.exists(f"{job1.checkpoint_dir}/step-00000002/.metadata")  # DCP on the s3 root
     assert storage.read_json(f"{job1.checkpoint_dir}/latest.json") == {"step": 3, "world": 2}
@@ -160,7 +162,7 @@ def test_stage1_then_stage2_on_s3_freeze_what_asagi_freezes_and_load_in_transfor
     from asagi_dagster.storage import ModelManifest
 
     stage1 = ModelManifest(asset="vlm_stage1", model_url=job1.output_url, stage="stage1", steps=3, examples=12, mixture_url=job1.mixture_url)
-    job2 = stage_job(config, storage, "stage2", storage.read_manifest("stage2_mixture", None), stage1)
+    job2 = stage_job(config.training, config.models, storage, "stage2", storage.read_manifest("stage2_mixture", None), stage1)
     assert job2.start_from == job1.output_url
     finish(torchrun(job2, tmp_path, "stage2"))
 

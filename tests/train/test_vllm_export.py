@@ -27,7 +27,7 @@ def test_vllm_loads_the_export_and_matches_transformers_greedy_tokens(tmp_path, 
     config = load_config(training_profile(tmp_path, steps=1, checkpoint_every=1))
     storage = Storage(config.storage)
     write_mixture(storage, "stage1_mixture", 4)
-    job = stage_job(config, storage, "stage1", storage.read_manifest("stage1_mixture", None), None)
+    job = stage_job(config.training, config.models, storage, "stage1", storage.read_manifest("stage1_mixture", None), None)
     (tmp_path / "job.json").write_text(job.model_dump_json())
     # Without torchrun: the program runs as a world of one.
     run = subprocess.run(

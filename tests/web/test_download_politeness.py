@@ -39,7 +39,8 @@ JITTER_S = 0.08
 
 CHILD = textwrap.dedent("""
     import json, sys
-    from asagi_dagster.config import DownloaderSettings, load_config
+    from asagi_dagster.config import load_config
+    from asagi_dagster.web.settings import DownloaderSettings
     from asagi_dagster.storage import StageWriter, Storage
     from asagi_dagster.web import schemas
     from asagi_dagster.web.fetch import Fetcher

@@ -20,7 +20,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from asagi_dagster.config import DownloaderSettings
 from asagi_dagster.web.fetch import (
     AddressPolicy,
     BlockedAddress,
@@ -30,6 +29,7 @@ from asagi_dagster.web.fetch import (
     Unresolvable,
     has_noai,
 )
+from asagi_dagster.web.settings import DownloaderSettings
 
 JPEG = b"\xff\xd8\xff\xe0" + bytes(range(256)) * 4 + b"\xff\xd9"  # not a real picture; bytes are bytes
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00\x01\x02\x03" * 50

@@ -13,8 +13,8 @@ import httpcore
 import pytest
 from pydantic import ValidationError
 
-from asagi_dagster.config import DownloaderSettings
 from asagi_dagster.web.fetch import HostThrottle, _GuardedStream, host_throttle
+from asagi_dagster.web.settings import DownloaderSettings
 
 
 def test_a_host_at_its_cap_waits_for_a_release():

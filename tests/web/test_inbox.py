@@ -15,7 +15,8 @@ from pathlib import Path
 import boto3
 import pytest
 
-from asagi_dagster.config import S3Settings, load_config
+from asagi_dagster.config import load_config
+from asagi_dagster.storage import S3Settings
 from asagi_dagster.web.inbox import MAX_KEY_CHARS, Inbox
 from tests.conftest import BUCKET, PROJECT, backfill_shards, resync_tick, write_profile
 

@@ -26,7 +26,8 @@ from tests.web.test_pair_images import SHARD, pair_row, run_gather, write_pairs
 CHILD = textwrap.dedent(
     """
     import json, signal, sys
-    from asagi_dagster.config import DownloaderSettings, load_config
+    from asagi_dagster.config import load_config
+    from asagi_dagster.web.settings import DownloaderSettings
     from asagi_dagster.storage import StageWriter, Storage
     from asagi_dagster.web import schemas
     from asagi_dagster.web.fetch import Fetcher

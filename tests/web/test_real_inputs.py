@@ -284,7 +284,7 @@ def test_declared_charset_decodes_exactly(name):
 IMAGES = _files(FIXTURES, "images/*/*")
 _SCREEN_ALL = """
 import json, resource, sys
-from asagi_dagster.config import FilterSettings
+from asagi_dagster.filters.settings import FilterSettings
 from asagi_dagster.filters import Rejected
 from asagi_dagster.filters.images import small_image
 from asagi_dagster.filters.rules import PairScreen
