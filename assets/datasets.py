@@ -9,17 +9,18 @@ from asagi_dagster.datasets import DATASET_PAIRS, DATASET_PAIRS_VERSION, iter_da
 from asagi_dagster.filters import schemas, write_outcomes
 from asagi_dagster.filters.screen import screen_dataset_pairs
 from asagi_dagster.storage import Manifest, StageWriter
-from assets.filters import filter_outputs, no_overlap_check, output
-from assets.metadata import accounted, accounting_check
-from assets.shards import by_shard
+from assets.filters import filter_outputs, no_overlap_check
+from assets.metadata import accounted, stage_results
+from assets.shards import by_shard, dataset_partitions
 from resources.storage import DuckDBResource, ProfileResource, StorageResource
 
 GROUP = "datasets"
 
 
-def build_dataset_assets(config: AsagiConfig) -> tuple[list, list]:
-    """(assets, jobs) for the datasets the profile lists (the partition set follows it)."""
-    datasets = dg.StaticPartitionsDefinition(sorted(config.sources.datasets))
+def build_defs(config: AsagiConfig) -> dg.Definitions:
+    """The filter group's dataset half: each open dataset the profile lists read, screened
+    and filtered (the partition set follows the profile), and its two jobs."""
+    datasets = dataset_partitions(config)
 
     @dg.asset(
         group_name=GROUP,
@@ -36,8 +37,7 @@ def build_dataset_assets(config: AsagiConfig) -> tuple[list, list]:
         with StageWriter(storage.storage, "dataset_pairs", name, DATASET_PAIRS, DATASET_PAIRS_VERSION) as out:
             out.source = {"licence": source.licence, "language": source.language, "from": source.hub_id or source.path or ""}
             write_outcomes(out, iter_dataset(name, source))
-        yield output(storage, out.manifest)
-        yield accounting_check(duckdb, out.manifest)
+        yield from stage_results(storage, duckdb, out.manifest)
 
     @dg.asset(
         group_name=GROUP,
@@ -52,8 +52,7 @@ def build_dataset_assets(config: AsagiConfig) -> tuple[list, list]:
         settings = profile.settings
         with StageWriter(storage.storage, "screened_dataset_pairs", name, schemas.SCREENED_PAIRS, schemas.SCREENED_PAIRS_VERSION) as out:
             screen_dataset_pairs(storage.storage, dataset_pairs.data_url, out, settings.filters, settings.sources.datasets[name].rules)
-        yield output(storage, out.manifest)
-        yield accounting_check(duckdb, out.manifest)
+        yield from stage_results(storage, duckdb, out.manifest)
 
     @dg.asset(
         group_name=GROUP,
@@ -85,4 +84,4 @@ def build_dataset_assets(config: AsagiConfig) -> tuple[list, list]:
         selection=dg.AssetSelection.assets("filtered_dataset_pairs"),
         description="Filter one dataset's screened pairs against the indexes (run after filter_indexes).",
     )
-    return [dataset_pairs, screened_dataset_pairs, filtered_dataset_pairs], [ingest, filtered]
+    return dg.Definitions(assets=[dataset_pairs, screened_dataset_pairs, filtered_dataset_pairs], jobs=[ingest, filtered])

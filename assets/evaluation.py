@@ -15,8 +15,7 @@ from asagi_dagster.eval.scores import VERSION as SCORES_VERSION
 from asagi_dagster.eval.settings import TRAINED_MODELS
 from asagi_dagster.storage import Manifest, ModelManifest, StageWriter
 from assets.cli_hold import automation_sensor, while_no_cli_runs
-from assets.filters import output
-from assets.metadata import accounted, accounting_check
+from assets.metadata import accounted, stage_results
 from resources.gpu_jobs import GpuJobsResource, gpu_run_tags
 from resources.storage import DuckDBResource, ProfileResource, StorageResource
 
@@ -31,11 +30,12 @@ def _evaluation(profile: ProfileResource):
     return settings
 
 
-def build_evaluation_assets(config: AsagiConfig) -> tuple[list, list, list]:
-    """(assets, jobs, sensors) for the benchmarks and models the profile evaluates; none
-    without an evaluation section."""
+def build_defs(config: AsagiConfig) -> dg.Definitions:
+    """The evaluation group: items, predictions and scores for the benchmarks and models the
+    profile evaluates, the leaderboard, their jobs and sensor; nothing without an
+    evaluation section."""
     if config.evaluation is None:
-        return [], [], []
+        return dg.Definitions()
     evaluation = config.evaluation
     per_benchmark = dg.StaticPartitionsDefinition(list(evaluation.benchmarks))
     per_model_and_benchmark = dg.MultiPartitionsDefinition({"benchmark": per_benchmark, "model": dg.StaticPartitionsDefinition(evaluation.models)})
@@ -66,8 +66,7 @@ def build_evaluation_assets(config: AsagiConfig) -> tuple[list, list, list]:
             out.source = {"folder": str(folder), "limit": str(source.limit or "")}
         if out.manifest.rows_out == 0:
             raise dg.Failure(f"benchmark_items {benchmark.name}: no usable item in {folder}")
-        yield output(storage, out.manifest, source=dg.MetadataValue.path(str(folder)), limited_to=source.limit or "all items")
-        yield accounting_check(duckdb, out.manifest)
+        yield from stage_results(storage, duckdb, out.manifest, source=dg.MetadataValue.path(str(folder)), limited_to=source.limit or "all items")
 
     @dg.asset(
         group_name=GROUP,
@@ -111,13 +110,13 @@ def build_evaluation_assets(config: AsagiConfig) -> tuple[list, list, list]:
         if not messages:
             raise dg.Failure("the prediction program ended without reporting its manifest")
         manifest = Manifest.model_validate(messages[-1])
-        yield output(
+        yield from stage_results(
             storage,
+            duckdb,
             manifest,
             model=dg.MetadataValue.path(model_url),
             prediction_jsonl=dg.MetadataValue.path(storage.storage.url(prediction_file(storage.storage, manifest))),
         )
-        yield accounting_check(duckdb, manifest)
 
     @dg.asset(
         group_name=GROUP,
@@ -151,8 +150,9 @@ def build_evaluation_assets(config: AsagiConfig) -> tuple[list, list, list]:
         append_history(st, context.run.run_id, keys["model"], benchmark_predictions.source["model_url"], keys["benchmark"], result.metrics)
         metrics = {m["metric"]: m for m in result.metrics}
         llm = metrics["llm"]
-        yield output(
+        yield from stage_results(
             storage,
+            duckdb,
             out.manifest,
             rougel=metrics["rougel"]["value"],
             llm=llm["value"] if llm["value"] is not None else NO_JUDGE,
@@ -162,7 +162,6 @@ def build_evaluation_assets(config: AsagiConfig) -> tuple[list, list, list]:
             missing_predictions=sum(r["prediction_missing"] for r in result.item_rows),
             metrics=dg.MetadataValue.json(result.metrics),
         )
-        yield accounting_check(duckdb, out.manifest)
 
     @dg.asset(
         group_name=GROUP,
@@ -215,7 +214,7 @@ def build_evaluation_assets(config: AsagiConfig) -> tuple[list, list, list]:
         minimum_interval_seconds=30,
         description="Rebuilds the leaderboard whenever a benchmark score is materialized.",
     )
-    return assets, jobs, [automation]
+    return dg.Definitions(assets=assets, jobs=jobs, sensors=[automation])
 
 
 def _model(profile: ProfileResource, storage: StorageResource, name: str) -> tuple[str, bool, str | None]:

@@ -8,6 +8,7 @@ import dagster as dg
 import numpy as np
 from dagster._core.definitions.assets.graph.asset_graph_subset import AssetGraphSubset
 
+from asagi_dagster.config import AsagiConfig
 from asagi_dagster.filters import schemas, write_outcomes
 from asagi_dagster.filters.decontam import BENCHMARK_INDEX, BENCHMARK_INDEX_VERSION, write_benchmark_index
 from asagi_dagster.filters.dedup import screened_versions
@@ -31,9 +32,9 @@ from asagi_dagster.reference import REFERENCE_TEXTS, REFERENCE_TEXTS_VERSION
 from asagi_dagster.reference.scoring import load_scorer, write_reference_texts
 from asagi_dagster.storage import Manifest, StageWriter, Storage
 from assets.cli_hold import automation_sensor, cli_holding, while_no_cli_runs
-from assets.metadata import accounted, accounting_check, manifest_metadata, rule_stats_metadata
+from assets.metadata import accounted, stage_results
 from assets.pools import pool_limit
-from assets.shards import by_shard, committed, each_shard, shard_check, shard_outputs
+from assets.shards import by_shard, committed, dataset_partitions, each_shard, shard_batches, shard_check, shard_outputs
 from assets.web import REQUESTED_BY_TAG, WARC_SHARDS, warc_shards
 from resources.storage import DuckDBResource, ProfileResource, StorageResource
 
@@ -59,10 +60,6 @@ def no_overlap_check(asset: str, blocking: bool = False) -> dg.AssetCheckSpec:
         blocking=blocking,
         description="No kept image is within the decontamination distance of a benchmark image or uses a benchmark's Visual Genome id.",
     )
-
-
-def output(storage: StorageResource, manifest: Manifest, **extra) -> dg.Output:
-    return dg.Output(manifest, metadata={**manifest_metadata(storage.storage, manifest), **rule_stats_metadata(manifest), **extra})
 
 
 @dg.asset(
@@ -126,8 +123,7 @@ def image_hash_index(context: dg.AssetExecutionContext, profile: ProfileResource
         f"hash index generation {result.generation}: {images} distinct images; added {len(result.plan.add)}, replaced "
         f"{len(result.plan.replace)}, removed {len(result.plan.remove)} partitions; {len(result.refilter)} to re-filter"
     )
-    yield output(storage, out.manifest, **_sync_metadata(result, images, changes_url))
-    yield accounting_check(duckdb, out.manifest)
+    yield from stage_results(storage, duckdb, out.manifest, **_sync_metadata(result, images, changes_url))
 
 
 def _check_index_pool(context: dg.AssetExecutionContext) -> None:
@@ -169,8 +165,7 @@ def benchmark_image_index(profile: ProfileResource, storage: StorageResource, du
     filters = profile.settings.filters
     with StageWriter(storage.storage, "benchmark_image_index", None, BENCHMARK_INDEX, BENCHMARK_INDEX_VERSION) as out:
         write_benchmark_index(filters.decontamination, filters.image_safety, out)
-    yield output(storage, out.manifest, benchmarks=dg.MetadataValue.json(sorted(filters.decontamination.benchmarks)))
-    yield accounting_check(duckdb, out.manifest)
+    yield from stage_results(storage, duckdb, out.manifest, benchmarks=dg.MetadataValue.json(sorted(filters.decontamination.benchmarks)))
 
 
 @dg.asset(
@@ -187,8 +182,7 @@ def document_image_reference(profile: ProfileResource, storage: StorageResource,
     encoder = document_encoder(config.filters.document_filter, config.models)
     with StageWriter(storage.storage, "document_image_reference", None, REFERENCE_SCHEMA, REFERENCE_VERSION) as out:
         write_outcomes(out, reference_rows(config.filters.document_filter, encoder, config.filters.image_safety))
-    yield output(storage, out.manifest, encoder=encoder.name)
-    yield accounting_check(duckdb, out.manifest)
+    yield from stage_results(storage, duckdb, out.manifest, encoder=encoder.name)
 
 
 @dg.asset(
@@ -452,3 +446,20 @@ def build_refilter_sensor(datasets: dg.PartitionsDefinition) -> dg.SensorDefinit
         return dg.SensorResult(run_requests=[request], cursor=cursor)
 
     return refilter_sensor
+
+
+def build_defs(config: AsagiConfig) -> dg.Definitions:
+    """The filter group's web half: screening and filtering per shard (batched), the three
+    indexes, reference texts, their jobs, and the sensors that build missing indexes and
+    re-filter what a changed index decides differently."""
+    batches = shard_batches(config.sources.web.shards_per_run)
+    return dg.Definitions(
+        assets=[
+            *(asset.with_attributes(backfill_policy=batches) for asset in (screened_pairs, filtered_pairs, reference_texts)),
+            image_hash_index,
+            benchmark_image_index,
+            document_image_reference,
+        ],
+        jobs=[filter_indexes, filtered_splits],
+        sensors=[filters_automation, build_refilter_sensor(dataset_partitions(config))],
+    )

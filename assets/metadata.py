@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import dagster as dg
 
 from asagi_dagster.previews import sample_rows, thumbnails
 from asagi_dagster.query import accounting
 from asagi_dagster.storage import Manifest, Storage
-from resources.storage import DuckDBResource
+from resources.storage import DuckDBResource, StorageResource
 
 
 def manifest_metadata(storage: Storage, manifest: Manifest) -> dict:
@@ -31,6 +33,17 @@ def manifest_metadata(storage: Storage, manifest: Manifest) -> dict:
         if images:
             metadata["preview"] = dg.MetadataValue.md(" ".join(f"![image {i}]({uri})" for i, uri in enumerate(images)))
     return metadata
+
+
+def output(storage: StorageResource, manifest: Manifest, **extra) -> dg.Output:
+    """A committed manifest as the asset's output, with what the UI shows of it (``extra``: the asset's own metadata)."""
+    return dg.Output(manifest, metadata={**manifest_metadata(storage.storage, manifest), **rule_stats_metadata(manifest), **extra})
+
+
+def stage_results(storage: StorageResource, duckdb: DuckDBResource, manifest: Manifest, **extra) -> Iterator[dg.Output | dg.AssetCheckResult]:
+    """How a stage asset ends once its writer committed: its output, then its accounting check."""
+    yield output(storage, manifest, **extra)
+    yield accounting_check(duckdb, manifest)
 
 
 def accounted(asset: str) -> dg.AssetCheckSpec:

@@ -18,6 +18,7 @@ from collections.abc import Iterable, Iterator
 
 import dagster as dg
 
+from asagi_dagster.config import AsagiConfig
 from asagi_dagster.query import accounting
 from asagi_dagster.storage import Manifest
 from assets.metadata import manifest_metadata, rule_stats_metadata
@@ -29,6 +30,11 @@ FAILED_SHARDS_SHOWN = 20  # in a check's metadata; every shard's result is on it
 def shard_batches(shards_per_run: int) -> dg.BackfillPolicy:
     """The backfill policy of every per-shard web step."""
     return dg.BackfillPolicy.multi_run(max_partitions_per_run=shards_per_run)
+
+
+def dataset_partitions(config: AsagiConfig) -> dg.StaticPartitionsDefinition:
+    """One partition per open dataset the profile lists (the same definition wherever it is built)."""
+    return dg.StaticPartitionsDefinition(sorted(config.sources.datasets))
 
 
 def each_shard(context: dg.AssetExecutionContext) -> Iterator[str]:

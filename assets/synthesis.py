@@ -11,7 +11,7 @@ from asagi_dagster.storage import Manifest
 from asagi_dagster.synth.corpora import CORPORA, Corpus
 from asagi_dagster.synth.generate import LicenceRefused, check_tasks, licence_gate
 from assets.metadata import accounted
-from assets.shards import by_shard, shard_outputs
+from assets.shards import by_shard, shard_batches, shard_outputs
 from assets.web import warc_shards
 from resources.gpu_jobs import GpuJobsResource, gpu_run_tags
 from resources.storage import DuckDBResource, ProfileResource, StorageResource
@@ -69,13 +69,14 @@ def _corpus_asset(corpus: Corpus, partitions_def, partition_mapping=None):
     return corpus_asset
 
 
-def build_synthesis_assets(config: AsagiConfig) -> tuple[list[dg.AssetsDefinition], list[dg.AssetsDefinition], list]:
-    """(per-shard corpora, per-dataset corpora, jobs) for every registered corpus: the
-    per-shard ones always (they fail at run time without a synthesis section), the
-    per-dataset ones for the English datasets the profile translates."""
+def build_defs(config: AsagiConfig) -> dg.Definitions:
+    """The synthesis group: every registered corpus as an asset, the per-shard ones always
+    (batched per shard like ingest; they fail at run time without a synthesis section),
+    the per-dataset ones for the English datasets the profile translates; their jobs."""
     if config.synthesis is not None:
         check_tasks(config.synthesis)  # a bad task name or generator fails the code location's load, not a run
-    per_shard = [_corpus_asset(corpus, warc_shards) for corpus in CORPORA.values() if corpus.partitions == "shards"]
+    batches = shard_batches(config.sources.web.shards_per_run)
+    per_shard = [_corpus_asset(corpus, warc_shards).with_attributes(backfill_policy=batches) for corpus in CORPORA.values() if corpus.partitions == "shards"]
     jobs = [
         dg.define_asset_job(
             "synthesized_corpora",
@@ -86,7 +87,7 @@ def build_synthesis_assets(config: AsagiConfig) -> tuple[list[dg.AssetsDefinitio
         )
     ]
     names = sorted(config.synthesis.translate_datasets) if config.synthesis else []
-    per_dataset = []
+    per_dataset: list[dg.AssetsDefinition] = []
     if names:
         english = dg.StaticPartitionsDefinition(names)
         same_dataset = dg.StaticPartitionMapping({name: name for name in names})
@@ -99,4 +100,4 @@ def build_synthesis_assets(config: AsagiConfig) -> tuple[list[dg.AssetsDefinitio
                 tags=gpu_run_tags("synthesis"),
             )
         )
-    return per_shard, per_dataset, jobs
+    return dg.Definitions(assets=[*per_shard, *per_dataset], jobs=jobs)

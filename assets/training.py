@@ -11,8 +11,8 @@ from asagi_dagster.storage import Manifest, ModelManifest, StageWriter
 from asagi_dagster.train import mixture
 from asagi_dagster.train.sources import check_mixture
 from asagi_dagster.train.trainer import stage_job
-from assets.filters import no_overlap_check, output, overlap_check
-from assets.metadata import accounted, accounting_check
+from assets.filters import no_overlap_check, overlap_check
+from assets.metadata import accounted, stage_results
 from assets.web import warc_shards
 from resources.gpu_jobs import GpuJobsResource, gpu_run_tags
 from resources.storage import DuckDBResource, ProfileResource, StorageResource
@@ -62,14 +62,14 @@ def _mixture_asset(stage: str, deps: list[str]):
             out.source = {**{f"examples.{s}": str(per_source.get(s, 0)) for s in settings.mixture}, "missing_inputs": ",".join(missing)}
         if out.manifest.rows_out == 0:
             raise dg.Failure(f"{name} is empty: no source of training.{stage}.mixture has examples yet ({', '.join(missing) or 'all inputs empty'})")
-        yield output(
+        yield from stage_results(
             storage,
+            duckdb,
             out.manifest,
             examples_per_source=dg.MetadataValue.json({s: per_source.get(s, 0) for s in settings.mixture}),
             weights=dg.MetadataValue.json(settings.mixture),
             missing_inputs=dg.MetadataValue.json(missing),
         )
-        yield accounting_check(duckdb, out.manifest)
         yield overlap_check(duckdb, out.manifest, benchmark_image_index, config.filters.decontamination.max_hamming)
 
     return stage_mixture
@@ -180,9 +180,10 @@ def vlm_stage2(
     return _train_stage(context, "stage2", profile, storage, gpu_jobs, stage2_mixture, vlm_stage1)
 
 
-def build_training_assets(config: AsagiConfig) -> tuple[list[dg.AssetsDefinition], "dg.UnresolvedAssetJobDefinition"]:
-    """(mixtures and stages, the training job); the mixtures depend on translated_pairs
-    only where the profile translates datasets (otherwise it is no asset)."""
+def build_defs(config: AsagiConfig) -> dg.Definitions:
+    """The training group: both mixtures and both stages, and their job; the mixtures
+    depend on translated_pairs only where the profile translates datasets (otherwise it
+    is no asset)."""
     if config.training is not None:  # a source name that is not registered fails the code location's load, not a run
         for stage in ("stage1", "stage2"):
             check_mixture(stage, getattr(config.training, stage).mixture)
@@ -194,4 +195,4 @@ def build_training_assets(config: AsagiConfig) -> tuple[list[dg.AssetsDefinition
         description="Both stage mixtures, then stage 1 and stage 2 training (GPU work, via Pipes); each stage resumes from its last checkpoint.",
         tags=gpu_run_tags("training"),
     )
-    return assets, job
+    return dg.Definitions(assets=assets, jobs=[job])

@@ -21,7 +21,7 @@ from assets.cli_hold import cli_holding
 from assets.metadata import accounted
 from assets.pools import pool_limit
 from assets.run_workers import fail_runs_with_gone_workers
-from assets.shards import by_shard, committed, each_shard, shard_check, shard_outputs
+from assets.shards import by_shard, committed, each_shard, shard_batches, shard_check, shard_outputs
 from resources.storage import DuckDBResource, ProfileResource, StorageResource
 
 GROUP = "web"
@@ -317,3 +317,16 @@ def build_inbox_automation(config: AsagiConfig) -> tuple[dg.SensorDefinition, dg
 
 def _sample(keys: list[str], shown: int = 5) -> str:
     return ", ".join(keys[:shown]) + (f" and {len(keys) - shown} more" if len(keys) > shown else "")
+
+
+def build_defs(config: AsagiConfig) -> dg.Definitions:
+    """The web group: the per-shard ingest assets (batched per ``sources.web.shards_per_run``),
+    ``web_ingest``, and the inbox sensor and re-sync schedule."""
+    batches = shard_batches(config.sources.web.shards_per_run)
+    sensor, schedule = build_inbox_automation(config)
+    return dg.Definitions(
+        assets=[asset.with_attributes(backfill_policy=batches) for asset in (warc_records, page_structure, pair_images)],
+        jobs=[web_ingest],
+        sensors=[sensor],
+        schedules=[schedule],
+    )
