@@ -17,11 +17,10 @@ from asagi_dagster.filters.hash_index import (
     SHARD_ROWS_SCHEMA,
     SHARD_ROWS_VERSION,
     SyncResult,
-    changes_path,
+    changed_since,
+    index_rows_url,
     open_on_root,
     rewritten_rows,
-    shard_key,
-    shard_rows_path,
     sync_shards,
     write_changes,
 )
@@ -30,7 +29,7 @@ from asagi_dagster.filters.split import filter_partition
 from asagi_dagster.query import benchmark_overlaps
 from asagi_dagster.reference import REFERENCE_TEXTS, REFERENCE_TEXTS_VERSION
 from asagi_dagster.reference.scoring import load_scorer, write_reference_texts
-from asagi_dagster.storage import Manifest, StageWriter, Storage
+from asagi_dagster.storage import Manifest, StageWriter
 from assets.cli_hold import automation_sensor, cli_holding, while_no_cli_runs
 from assets.metadata import accounted, stage_results
 from assets.pools import pool_limit
@@ -46,10 +45,6 @@ BUILD_WHEN_MISSING = dg.AutomationCondition.missing() & ~dg.AutomationCondition.
 
 INDEX_POOL = "image_hash_index"  # adds to the index must never run at once (the instance limits this pool to 1)
 SAMPLE_SHOWN = 20  # shards listed in metadata; the whole list is in the changes file
-
-
-class IndexDoesNotCoverPartition(RuntimeError):
-    """A partition is filtered before image_hash_index has added its screened pairs."""
 
 
 def no_overlap_check(asset: str, blocking: bool = False) -> dg.AssetCheckSpec:
@@ -212,17 +207,6 @@ def filtered_pairs(
     yield from filter_outputs(context, profile, storage, duckdb, screened_pairs, pair_images, benchmark_image_index, document_image_reference)
 
 
-def index_rows_url(storage: StorageResource, screened: Manifest) -> str:
-    """The index rows of one screened partition, written by image_hash_index when it added it."""
-    path = shard_rows_path(storage.storage, shard_key(screened.asset, screened.partition))
-    if not storage.storage.exists(path):
-        raise IndexDoesNotCoverPartition(
-            f"image_hash_index does not cover {screened.asset} {screened.partition} yet (no {path}): "
-            "materialize image_hash_index after screening this partition, then filter it"
-        )
-    return storage.storage.url(path)
-
-
 def filter_outputs(
     context: dg.AssetExecutionContext,
     profile,
@@ -241,7 +225,7 @@ def filter_outputs(
     asset = context.assets_def.key.path[-1]
     made, overlaps = {}, {}
     for partition in each_shard(context):
-        index_url = index_rows_url(storage, screened[partition])
+        index_url = index_rows_url(storage.storage, screened[partition])
         with (
             StageWriter(storage.storage, asset, partition, schemas.FILTERED_PAIRS, schemas.FILTERED_PAIRS_VERSION) as out,
             duckdb.connect() as con,
@@ -362,18 +346,6 @@ INDEX_KEY = dg.AssetKey("image_hash_index")
 REFILTERED = {"screened_pairs": ("filtered_pairs", "reference_texts"), "screened_dataset_pairs": ("filtered_dataset_pairs",)}
 REFILTER_TARGET = dg.AssetSelection.assets(*(asset for assets in REFILTERED.values() for asset in assets))
 MATERIALIZATIONS_PER_TICK = 1000
-
-
-def changed_since(storage: Storage, after: int, upto: int) -> list[str]:
-    """The shards to re-filter for index generations after..upto, from their changes files.
-    A generation without a file made no sync of its own (a remove and an add in one sync)."""
-    start = after if upto >= after else 0  # the index was built again from nothing: everything it lists
-    shards: set[str] = set()
-    for generation in range(start + 1, upto + 1):
-        path = changes_path(storage, generation)
-        if storage.exists(path):
-            shards.update(storage.read_json(path)["refilter"])
-    return sorted(shards)
 
 
 def refilter_subset(shards: list[str], warc_keys: set[str], datasets: dg.PartitionsDefinition) -> AssetGraphSubset | None:

@@ -7,7 +7,7 @@ import dagster as dg
 
 from asagi_dagster.config import AsagiConfig
 from asagi_dagster.previews import figure_data_uri
-from asagi_dagster.storage import Manifest, ModelManifest, StageWriter
+from asagi_dagster.storage import Manifest, ModelManifest
 from asagi_dagster.train import mixture
 from asagi_dagster.train.sources import check_mixture
 from asagi_dagster.train.trainer import stage_job
@@ -50,27 +50,24 @@ def _mixture_asset(stage: str, deps: list[str]):
         context: dg.AssetExecutionContext, profile: ProfileResource, storage: StorageResource, duckdb: DuckDBResource, benchmark_image_index: Manifest
     ):
         config = profile.settings
-        settings = getattr(_training(profile), stage)
+        training = _training(profile)
+        weights = getattr(training, stage).mixture
         translated = config.synthesis.translate_datasets if config.synthesis else []
         shards = sorted(context.instance.get_dynamic_partitions(warc_shards.name))
-        check_mixture(stage, settings.mixture)
-        partitions, missing = mixture.mixture_inputs(storage.storage, shards, config.sources.datasets, translated, settings.mixture)
-        if missing:
-            context.log.warning(f"{name}: not materialized, so not in the mixture: {', '.join(missing)}")
-        with StageWriter(storage.storage, name, None, mixture.MIXTURE, mixture.VERSION) as out:
-            per_source = mixture.build_mixture(storage.storage, out, partitions, settings.mixture, _training(profile).seed)
-            out.source = {**{f"examples.{s}": str(per_source.get(s, 0)) for s in settings.mixture}, "missing_inputs": ",".join(missing)}
-        if out.manifest.rows_out == 0:
-            raise dg.Failure(f"{name} is empty: no source of training.{stage}.mixture has examples yet ({', '.join(missing) or 'all inputs empty'})")
+        made = mixture.write_stage_mixture(storage.storage, stage, weights, training.seed, shards, config.sources.datasets, translated)
+        if made.missing:
+            context.log.warning(f"{name}: not materialized, so not in the mixture: {', '.join(made.missing)}")
+        if made.manifest.rows_out == 0:
+            raise dg.Failure(f"{name} is empty: no source of training.{stage}.mixture has examples yet ({', '.join(made.missing) or 'all inputs empty'})")
         yield from stage_results(
             storage,
             duckdb,
-            out.manifest,
-            examples_per_source=dg.MetadataValue.json({s: per_source.get(s, 0) for s in settings.mixture}),
-            weights=dg.MetadataValue.json(settings.mixture),
-            missing_inputs=dg.MetadataValue.json(missing),
+            made.manifest,
+            examples_per_source=dg.MetadataValue.json({s: made.per_source.get(s, 0) for s in weights}),
+            weights=dg.MetadataValue.json(weights),
+            missing_inputs=dg.MetadataValue.json(made.missing),
         )
-        yield overlap_check(duckdb, out.manifest, benchmark_image_index, config.filters.decontamination.max_hamming)
+        yield overlap_check(duckdb, made.manifest, benchmark_image_index, config.filters.decontamination.max_hamming)
 
     return stage_mixture
 

@@ -43,7 +43,7 @@ import pyarrow.parquet as pq
 
 from asagi_dagster.filters.dedup import INDEX_SCHEMA, ORIGIN_KEY_SQL
 from asagi_dagster.query import one_row
-from asagi_dagster.storage import Storage
+from asagi_dagster.storage import Manifest, Storage
 
 STATE_VERSION = 2
 INDEX_FOLDER = ("image_hash_index", "state")  # under the storage root
@@ -580,6 +580,21 @@ class SyncResult:
     shard_rows: dict[str, str] = field(default_factory=dict)  # refilter shard -> url of its rows file, rewritten
 
 
+class IndexDoesNotCoverPartition(RuntimeError):
+    """A partition is filtered before image_hash_index has added its screened pairs."""
+
+
+def index_rows_url(storage: Storage, screened: Manifest) -> str:
+    """The index rows of one screened partition, written by image_hash_index when it added it."""
+    path = shard_rows_path(storage, shard_key(screened.asset, screened.partition))
+    if not storage.exists(path):
+        raise IndexDoesNotCoverPartition(
+            f"image_hash_index does not cover {screened.asset} {screened.partition} yet (no {path}): "
+            "materialize image_hash_index after screening this partition, then filter it"
+        )
+    return storage.url(path)
+
+
 def sync_shards(storage: Storage, index: HashIndex, versions: Mapping[str, str], urls: Mapping[str, str]) -> SyncResult:
     """Make ``index`` hold exactly the screened partitions ``versions`` (shard -> version;
     ``urls``: shard -> screened pairs), and rewrite the rows files of the shards to re-filter.
@@ -615,6 +630,18 @@ def rewritten_rows(storage: Storage, shard_rows: Mapping[str, str]) -> Iterator[
 
 def changes_path(storage: Storage, generation: int) -> str:
     return storage.path(*CHANGES_FOLDER, f"{generation:012d}.json")
+
+
+def changed_since(storage: Storage, after: int, upto: int) -> list[str]:
+    """The shards to re-filter for index generations after..upto, from their changes files.
+    A generation without a file made no sync of its own (a remove and an add in one sync)."""
+    start = after if upto >= after else 0  # the index was built again from nothing: everything it lists
+    shards: set[str] = set()
+    for generation in range(start + 1, upto + 1):
+        path = changes_path(storage, generation)
+        if storage.exists(path):
+            shards.update(storage.read_json(path)["refilter"])
+    return sorted(shards)
 
 
 def write_changes(storage: Storage, result: SyncResult) -> str:

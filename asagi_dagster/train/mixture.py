@@ -22,8 +22,8 @@ import pyarrow as pa
 
 from asagi_dagster import catalog
 from asagi_dagster.core import digest_int
-from asagi_dagster.storage import StageWriter, Storage
-from asagi_dagster.train.sources import MIXTURE_SOURCES, Candidate
+from asagi_dagster.storage import Manifest, StageWriter, Storage
+from asagi_dagster.train.sources import MIXTURE_SOURCES, Candidate, check_mixture
 
 VERSION = 1
 MIXTURE = pa.schema(
@@ -205,3 +205,24 @@ def mixture_inputs(
             continue
         partitions.append(MixturePartition(name, filtered, pairs, texts("datasets", name, source.language)))
     return partitions, missing
+
+
+@dataclass
+class StageMixture:
+    manifest: Manifest
+    per_source: Counter  # examples written per source
+    missing: list[str]  # inputs a weighted source needs that are not materialized ("<asset>/<partition>")
+
+
+def write_stage_mixture(
+    storage: Storage, stage: str, weights: dict[str, float], seed: int, shards: list[str], datasets: dict, translated: list[str]
+) -> StageMixture:
+    """Commit ``<stage>_mixture`` from everything materialized under the root (the
+    registered ``shards``; the profile's ``datasets``, ``translated`` of them); its
+    manifest's source records the examples per source and the missing inputs."""
+    check_mixture(stage, weights)
+    partitions, missing = mixture_inputs(storage, shards, datasets, translated, weights)
+    with StageWriter(storage, f"{stage}_mixture", None, MIXTURE, VERSION) as out:
+        per_source = build_mixture(storage, out, partitions, weights, seed)
+        out.source = {**{f"examples.{s}": str(per_source.get(s, 0)) for s in weights}, "missing_inputs": ",".join(missing)}
+    return StageMixture(out.manifest, per_source, missing)

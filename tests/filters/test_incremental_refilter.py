@@ -15,10 +15,10 @@ import pytest
 
 from asagi_dagster.config import load_config
 from asagi_dagster.definitions import build_definitions
-from asagi_dagster.filters.hash_index import SyncPlan, SyncResult, write_changes
+from asagi_dagster.filters.hash_index import IndexDoesNotCoverPartition, SyncPlan, SyncResult, changed_since, write_changes
 from asagi_dagster.storage import Storage, StorageSettings
 from asagi_sample.site import write_filter_sample, write_sample
-from assets.filters import IndexDoesNotCoverPartition, changed_since, refilter_subset
+from assets.filters import refilter_subset
 from tests.conftest import write_profile
 
 SHARDS = ["sample-00000.warc.gz", "sample-00001.warc.gz", "sample-00002.warc"]
