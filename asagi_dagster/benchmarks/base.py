@@ -2,7 +2,7 @@
 items as eval-mm 0.4.1 reads them, how its answers are judged, how the leaderboard
 labels it, and the published scores it is compared with.
 
-Imports nothing else of the library, so the profile can check benchmark names against
+The package imports nothing of the library but ``core``, so the profile can check benchmark names against
 the registry without depending on the evaluation stage.
 """
 

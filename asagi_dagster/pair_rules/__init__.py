@@ -11,20 +11,18 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from asagi_dagster.core import by_name
 from asagi_dagster.pair_rules import ascii_only, aspect_ratio, harmful_keywords, image_size, monochrome, text_length
 from asagi_dagster.pair_rules.base import PHASES, ImageHeader, PairRule, Pixels, RuleSettings
 
-PAIR_RULES: dict[str, PairRule] = {
-    rule.name: rule
-    for rule in (
-        text_length.RULE,
-        ascii_only.RULE,
-        harmful_keywords.RULE,
-        image_size.RULE,
-        aspect_ratio.RULE,
-        monochrome.RULE,
-    )
-}
+PAIR_RULES: dict[str, PairRule] = by_name(
+    text_length.RULE,
+    ascii_only.RULE,
+    harmful_keywords.RULE,
+    image_size.RULE,
+    aspect_ratio.RULE,
+    monochrome.RULE,
+)
 
 
 def rule_settings(raw: Mapping[str, Any]) -> dict[str, RuleSettings]:

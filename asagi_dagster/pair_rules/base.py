@@ -6,7 +6,7 @@ Phases run cheapest first, and a pair stops at the first rule it fails:
 - ``header``: the image's header (format, size), read without decoding pixels;
 - ``pixels``: facts from the one small decode (``Pixels``).
 
-Imports nothing else of the library, so the profile can build its rule settings from
+The package imports nothing of the library but ``core``, so the profile can build its rule settings from
 the registry without depending on the filter stage.
 """
 

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Literal
 
-from asagi_dagster.core import digest_int
+from asagi_dagster.core import by_name, digest_int
 from asagi_dagster.settings import ConfigError
 from asagi_dagster.train.template import CAPTION_INSTRUCTIONS, mcvqa_instruction
 
@@ -82,43 +82,40 @@ def _translated_pair(row: dict) -> Candidate:
     return _text("translated_pairs", row["item_id"], row["pair_id"], instruction, row["text"])
 
 
-MIXTURE_SOURCES: dict[str, MixtureSource] = {
-    source.name: source
-    for source in (
-        MixtureSource("web_alt_texts", "filtered_pairs", "shards", ("pair_id", "caption"), _web_alt_text, "filtered web pairs: alt / figcaption / title"),
-        MixtureSource(
-            "reference_texts",
-            "reference_texts",
-            "shards",
-            ("pair_id", "reference_text", "reference_source"),
-            _reference_text,
-            "the page sentence closest to the image",
-        ),
-        MixtureSource(
-            "ja_captions", "ja_captions", "shards", ("item_id", "pair_id", "text", "length"), _ja_caption, "synthesized long and short Japanese captions"
-        ),
-        MixtureSource("synthetic_vqa", "synthetic_vqa", "shards", ("item_id", "pair_id", "question", "text"), _vqa, "synthesized VQA"),
-        MixtureSource("synthetic_mcvqa", "synthetic_mcvqa", "shards", ("item_id", "pair_id", "question", "text"), _mcvqa, "synthesized multiple-choice VQA"),
-        MixtureSource(
-            "dataset_pairs",
-            "dataset_pairs",
-            "datasets",
-            ("pair_id", "text", "question", "answer"),
-            _dataset_pair,
-            "Japanese open datasets as filtered: captions and question-answer pairs",
-            japanese_datasets_only=True,
-        ),
-        MixtureSource(
-            "translated_pairs",
-            "translated_pairs",
-            "datasets",
-            ("item_id", "pair_id", "kind", "question", "text"),
-            _translated_pair,
-            "English datasets translated into Japanese",
-            translated_only=True,
-        ),
-    )
-}
+MIXTURE_SOURCES: dict[str, MixtureSource] = by_name(
+    MixtureSource("web_alt_texts", "filtered_pairs", "shards", ("pair_id", "caption"), _web_alt_text, "filtered web pairs: alt / figcaption / title"),
+    MixtureSource(
+        "reference_texts",
+        "reference_texts",
+        "shards",
+        ("pair_id", "reference_text", "reference_source"),
+        _reference_text,
+        "the page sentence closest to the image",
+    ),
+    MixtureSource(
+        "ja_captions", "ja_captions", "shards", ("item_id", "pair_id", "text", "length"), _ja_caption, "synthesized long and short Japanese captions"
+    ),
+    MixtureSource("synthetic_vqa", "synthetic_vqa", "shards", ("item_id", "pair_id", "question", "text"), _vqa, "synthesized VQA"),
+    MixtureSource("synthetic_mcvqa", "synthetic_mcvqa", "shards", ("item_id", "pair_id", "question", "text"), _mcvqa, "synthesized multiple-choice VQA"),
+    MixtureSource(
+        "dataset_pairs",
+        "dataset_pairs",
+        "datasets",
+        ("pair_id", "text", "question", "answer"),
+        _dataset_pair,
+        "Japanese open datasets as filtered: captions and question-answer pairs",
+        japanese_datasets_only=True,
+    ),
+    MixtureSource(
+        "translated_pairs",
+        "translated_pairs",
+        "datasets",
+        ("item_id", "pair_id", "kind", "question", "text"),
+        _translated_pair,
+        "English datasets translated into Japanese",
+        translated_only=True,
+    ),
+)
 
 
 def check_mixture(stage: str, weights: Iterable[str]) -> None:

@@ -8,21 +8,19 @@ registry. Registry order is the order the tasks' prompts enter the tiny tokenize
 
 from __future__ import annotations
 
+from asagi_dagster.core import by_name
 from asagi_dagster.synth.corpora import english_captions, ja_captions, synthetic_mcvqa, synthetic_vqa, translated_pairs
 from asagi_dagster.synth.corpora.base import VERSION, Corpus
 from asagi_dagster.synth.prompts import Prompt
 from asagi_dagster.synth.tasks import Task
 
-CORPORA: dict[str, Corpus] = {
-    corpus.name: corpus
-    for corpus in (
-        english_captions.CORPUS,
-        ja_captions.CORPUS,
-        synthetic_vqa.CORPUS,
-        synthetic_mcvqa.CORPUS,
-        translated_pairs.CORPUS,
-    )
-}
+CORPORA: dict[str, Corpus] = by_name(
+    english_captions.CORPUS,
+    ja_captions.CORPUS,
+    synthetic_vqa.CORPUS,
+    synthetic_mcvqa.CORPUS,
+    translated_pairs.CORPUS,
+)
 TASKS: dict[str, Task] = {task.name: task for corpus in CORPORA.values() for task in corpus.tasks}
 PROMPTS: dict[str, Prompt] = {task.prompt.id: task.prompt for task in TASKS.values()}
 
