@@ -9,12 +9,21 @@ For each N (default 1k, 5k, 20k) it times, in one run:
   next tick (all of them in that unfinished backfill: nothing asked);
 then at 90k: 70k registered, 20k new files, the tick that finds them and the steady tick.
 
+With ``--root s3`` (issue 22) the storage root and the inbox are on a moto S3 server on
+127.0.0.1 that counts every request it serves, and it times and counts, at 90k shards
+registered and ingested (each shard's manifests in the catalog): the re-sync's reads
+(the inbox listing and one catalog read), the re-sync schedule's whole tick, and the
+sensor's steady tick; and ``asagi report`` (the summary) at 5k shards. Targets: re-sync
+tick <= 30 s at 90k, report <= 60 s at 5k, and requests that grow with listing pages
+only (1,000 keys a page), not with shards.
+
 Sensor ticks go through the daemon's own iteration (``execute_sensor_iteration``: the
 tick runs in a code server, its result is stored as the daemon stores it). The growth
 between sizes is fitted as an exponent (time ~ N^k), so a regression to quadratic shows
 as k near 2. Targets at 90k: steady tick <= 2 s, tick finding 20k new <= 10 s, sync <= 60 s.
 
     python -m benchmarks.bench_scale [--sizes 1000 5000 20000] [--storage sqlite|postgres|both] [--no-90k]
+    python -m benchmarks.bench_scale --root s3 [--s3-shards 90000] [--report-shards 5000]
 """
 
 from __future__ import annotations
@@ -33,6 +42,9 @@ import yaml
 
 PROJECT = Path(__file__).resolve().parent.parent
 TARGETS = {"steady sensor tick at 90k": 2.0, "sensor tick finding 20k new at 90k": 10.0, "asagi sync at 90k": 60.0}
+S3_TARGETS = {"re-sync schedule tick": 30.0, "asagi report (summary)": 60.0}
+S3_BUCKET = "bench-scale"
+LISTING_PAGE = 1000  # keys per S3 ListObjectsV2 page
 
 
 def write_inbox(inbox: Path, first: int, count: int) -> None:
@@ -184,13 +196,133 @@ def report(storage: str, sizes: list[int], by_size: dict[int, dict[str, float]],
         print(f"| {name} | {seconds:.2f} s (target <= {target:.0f} s: {'PASS' if seconds <= target else 'FAIL'}) |")
 
 
+# --- S3 (issue 22) ----------------------------------------------------------------------------
+def _put_empty(endpoint: str, keys: list[str]) -> None:
+    """Empty objects under the inbox prefix, 32 PUTs in flight."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import boto3
+
+    client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
+    with ThreadPoolExecutor(32) as pool:
+        list(pool.map(lambda key: client.put_object(Bucket=S3_BUCKET, Key=key, Body=b""), keys, chunksize=256))
+
+
+def _ingested_catalog(storage, shards: int, fingerprint: str) -> None:
+    """Every shard's manifests in the catalog, as after a whole ingest, each web_documents
+    source carrying the inbox file's fingerprint (so the re-sync finds all in sync)."""
+    import pyarrow as pa
+
+    from asagi_dagster import catalog
+    from benchmarks.bench_catalog import SHARD_ASSETS, manifest_for
+
+    now = time.time_ns()
+    rows = []
+    for i in range(shards):
+        for asset in SHARD_ASSETS:
+            manifest = manifest_for(storage, asset, i)
+            if asset in ("web_documents", "web_images"):
+                manifest = manifest.model_copy(update={"source": {**manifest.source, "fingerprint": fingerprint}})
+            rows.append(catalog.entry_row(manifest, now, f"{len(rows):032x}"))
+        if len(rows) >= 200_000 or i == shards - 1:
+            table = pa.Table.from_pylist(rows, schema=catalog.ENTRY_SCHEMA)
+            catalog._write_entries(storage, f"{catalog.compacted_dir(storage)}/{now:020d}-{i:032x}.parquet", table)
+            rows = []
+    catalog.mark_built(storage, shards * len(SHARD_ASSETS))
+
+
+def measure_s3(shards: int, report_shards: int) -> list[dict]:
+    """Time and requests of the re-sync, the sensor and the report on a moto S3 root."""
+    import boto3
+    import dagster as dg
+
+    from asagi_dagster.report import summary_report
+    from asagi_dagster.storage import S3Settings, Storage, StorageSettings
+    from asagi_dagster.web.inbox import Inbox, plan_sync
+    from benchmarks.bench_catalog import FINAL_ASSET, SOURCE_ASSET, CountingMotoServer, shard_key
+    from tests.conftest import write_profile
+
+    for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        os.environ.setdefault(name, value)
+    server = CountingMotoServer()
+    server.start()
+    rows = []
+
+    def measured(name: str, n: int, step) -> None:
+        """``step``'s requests, and its time: its own figure when it returns one (a daemon
+        tick waits out the sensor's interval first), else the wall time."""
+        result = []
+        start = time.perf_counter()
+        requests, by_method = server.count(lambda: result.append(step()))
+        seconds = result[0] if isinstance(result[0], float) else time.perf_counter() - start
+        rows.append({"step": name, "shards": n, "seconds": seconds, "requests": requests, "by_method": dict(by_method)})
+        print(f"  {name} at {n:,}: {seconds:.2f} s, {requests:,} requests {dict(by_method)}", flush=True)
+
+    try:
+        endpoint = server.endpoint()
+        boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(Bucket=S3_BUCKET)
+        s3 = S3Settings(endpoint_url=endpoint)
+        keys = [shard_key(i) for i in range(shards)]
+        print(f"writing {shards:,} inbox objects and the catalog of {shards:,} ingested shards ...", flush=True)
+        _put_empty(endpoint, [f"inbox/{key.replace('__', '/')}" for key in keys])
+        inbox = Inbox(f"s3://{S3_BUCKET}/inbox", s3)
+        found, _ = inbox.scan()
+        assert [f.key for f in found] == sorted(keys), "the inbox's keys are the catalog's"
+        storage = Storage(StorageSettings(root=f"s3://{S3_BUCKET}/data", s3=s3))
+        _ingested_catalog(storage, shards, found[0].fingerprint)
+        with tempfile.TemporaryDirectory(prefix="bench-scale-s3-") as folder, contextlib.ExitStack() as stack:
+            base = Path(folder)
+            profile = write_profile(
+                base,
+                storage={"root": f"s3://{S3_BUCKET}/data", "s3": {"endpoint_url": endpoint}, "duckdb_path": None},
+                sources={"web": {"inbox": f"s3://{S3_BUCKET}/inbox", "sensor_interval_s": 5}},
+            )
+            home = base / "dagster_home"
+            home.mkdir()
+            (home / "dagster.yaml").write_text(yaml.safe_dump({"telemetry": {"enabled": False}}))
+            os.environ.update(DAGSTER_HOME=str(home), ASAGI_CONFIG=str(profile))
+            instance = stack.enter_context(dg.DagsterInstance.get())
+            for start in range(0, shards, 10_000):
+                instance.add_dynamic_partitions("warc_shards", keys[start : start + 10_000])
+            plan = []
+            measured("re-sync reads (inbox listing + catalog)", shards, lambda: plan.append(plan_sync(inbox, set(keys), storage, SOURCE_ASSET, FINAL_ASSET)))
+            assert not plan[0].new and not plan[0].changed, "every shard in sync"
+            measured("re-sync schedule tick", shards, lambda: resync_tick(profile, instance, 1))  # the tick's evaluation, timed
+            daemon = Daemon(instance, stack)
+            daemon.tick()  # the sensor's first tick: its state is created
+            measured("steady sensor tick", shards, daemon.tick)
+        report_storage = Storage(StorageSettings(root=f"s3://{S3_BUCKET}/report-{report_shards}", s3=s3))
+        _ingested_catalog(report_storage, report_shards, "")
+        measured("asagi report (summary)", report_shards, lambda: summary_report(report_storage, None))
+    finally:
+        server.stop()
+    return rows
+
+
+def s3_table(rows: list[dict]) -> None:
+    print("\n## S3 (moto on 127.0.0.1, every request counted)\n")
+    print("| step | shards | time | requests | requests per listing page of the inbox | target |")
+    print("|---|---|---|---|---|---|")
+    for row in rows:
+        pages = -(-row["shards"] // LISTING_PAGE)
+        target = S3_TARGETS.get(row["step"])
+        verdict = f"<= {target:.0f} s: {'PASS' if row['seconds'] <= target else 'FAIL'}" if target else ""
+        print(f"| {row['step']} | {row['shards']:,} | {row['seconds']:.2f} s | {row['requests']:,} | {row['requests'] / pages:.2f} | {verdict} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[1_000, 5_000, 20_000])
     parser.add_argument("--storage", choices=["sqlite", "postgres", "both"], default="both")
     parser.add_argument("--no-90k", dest="at_90k", action="store_false")
+    parser.add_argument("--root", choices=["local", "s3"], default="local", help="s3: the re-sync, sensor and report against moto (issue 22)")
+    parser.add_argument("--s3-shards", type=int, default=90_000)
+    parser.add_argument("--report-shards", type=int, default=5_000)
     args = parser.parse_args()
     logging.getLogger("dagster").setLevel(logging.WARNING)
+    if args.root == "s3":
+        s3_table(measure_s3(args.s3_shards, args.report_shards))
+        return
     storages = ["sqlite", "postgres"] if args.storage == "both" else [args.storage]
     with contextlib.ExitStack() as stack:
         postgres_url = None

@@ -171,7 +171,7 @@ def run_shape(
     storage = Storage(config.storage)
     mixture_url = write_mixture(storage, global_batch * steps, text_tokens)
     start_manifest = ModelManifest(asset="vlm_stage1", model_url=str(start), stage="stage1", steps=0, examples=0, mixture_url=mixture_url)
-    job = stage_job(config, storage, "stage2", storage.read_manifest("stage2_mixture", None), start_manifest)
+    job = stage_job(config.training, config.models, storage, "stage2", storage.read_manifest("stage2_mixture", None), start_manifest)
     job_path = work / "job.json"
     job_path.write_text(job.model_dump_json())
     command = [

@@ -89,7 +89,7 @@ def resume(dry: bool, log) -> dict:
     )
     storage = Storage(config.storage)
     write_mixture(storage, "stage1_mixture", 24)
-    job = stage_job(config, storage, "stage1", storage.read_manifest("stage1_mixture", None), None)
+    job = stage_job(config.training, config.models, storage, "stage1", storage.read_manifest("stage1_mixture", None), None)
     killed_job = job.model_copy(update={"checkpoint_dir": job.checkpoint_dir + "-killed", "output_url": job.output_url + "-killed"})
     whole = _losses(_torchrun(job, work / "whole.json").communicate(timeout=600)[0])
     run = _torchrun(killed_job, work / "killed.json")
