@@ -204,15 +204,25 @@ def submit_ingest_backfill(instance: dg.DagsterInstance, keys: list[str], reques
     return backfill_id
 
 
-def _plan(context, profile: ProfileResource, storage: StorageResource, full: bool):
+def _plan(context, profile: ProfileResource, storage: StorageResource, full: bool, after: str):
+    """The plan for the window of the inbox that starts after ``after``."""
     settings = profile.settings
     inbox = Inbox(settings.sources.web.inbox, settings.storage.s3)
     registered = set(context.instance.get_dynamic_partitions(WARC_SHARDS))
+    window = (after, settings.sources.web.scan_files_per_tick)
     if not full:  # the sensor runs every minute: new files only, no manifest reads
-        return plan_sync(inbox, registered, storage.storage)
+        return plan_sync(inbox, registered, storage.storage, window=window)
     # In sync: the file's fingerprint is the one ingested, and the shard reached the last
     # ingest asset (a run whose last step failed leaves it out of sync).
-    return plan_sync(inbox, registered, storage.storage, INGEST_ASSETS[0], INGEST_ASSETS[-1])
+    return plan_sync(inbox, registered, storage.storage, INGEST_ASSETS[0], INGEST_ASSETS[-1], window=window)
+
+
+# Where the re-sync's next window of the inbox starts (a schedule has no cursor of its own).
+RESYNC_CURSOR_KEY = "asagi/resync_after"
+
+
+def _resync_after(instance: dg.DagsterInstance) -> str:
+    return instance.run_storage.get_cursor_values({RESYNC_CURSOR_KEY}).get(RESYNC_CURSOR_KEY) or ""
 
 
 _IN_FLIGHT = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]
@@ -277,15 +287,16 @@ def build_inbox_automation(config: AsagiConfig) -> tuple[dg.SensorDefinition, dg
         held = cli_holding(context.instance)
         if held:  # it registers and ingests what it wrote itself
             return dg.SkipReason(f"{held}; the inbox waits for it to end")
-        plan = _plan(context, profile, storage, full=False)
+        plan = _plan(context, profile, storage, full=False, after=context.cursor or "")
         for skipped in plan.skipped:
             context.log.warning(f"inbox file skipped: {skipped}")
         if not plan.new:
-            return dg.SkipReason("no new shards in the inbox")
+            context.update_cursor(plan.resume_after)  # the next tick lists the next window ("": from the start)
+            return dg.SkipReason(f"no new shards in the inbox{_window_note(plan.resume_after)}")
         keys = [s.key for s in plan.new]
         _register(context.instance, keys)
-        context.log.info(f"registered {len(keys)} new shards: {_sample(keys)}")
-        return dg.SensorResult(run_requests=[_ingest_backfill_request(keys, "warc_inbox_sensor")])
+        context.log.info(f"registered {len(keys)} new shards{_window_note(plan.resume_after)}: {_sample(keys)}")
+        return dg.SensorResult(run_requests=[_ingest_backfill_request(keys, "warc_inbox_sensor")], cursor=plan.resume_after)
 
     @dg.schedule(
         job=web_ingest,
@@ -297,7 +308,8 @@ def build_inbox_automation(config: AsagiConfig) -> tuple[dg.SensorDefinition, dg
         held = cli_holding(context.instance)
         if held:
             return dg.SkipReason(f"{held}; the re-sync waits for the next tick")
-        plan = _plan(context, profile, storage, full=True)
+        plan = _plan(context, profile, storage, full=True, after=_resync_after(context.instance))
+        context.instance.run_storage.set_cursor_values({RESYNC_CURSOR_KEY: plan.resume_after})
         for skipped in plan.skipped:
             context.log.warning(f"inbox file skipped: {skipped}")
         # New files are the sensor's: were both to take a file the sensor is about to, two
@@ -308,11 +320,15 @@ def build_inbox_automation(config: AsagiConfig) -> tuple[dg.SensorDefinition, dg
         busy = _shards_in_flight(context)  # queued, running or in a backfill: not out of sync, just not done
         keys = [s.key for s in plan.changed if s.key not in busy]
         if not keys:
-            return dg.SkipReason("inbox in sync, or its out-of-sync shards are already running")
+            return dg.SkipReason(f"inbox in sync, or its out-of-sync shards are already running{_window_note(plan.resume_after)}")
         backfill_id = submit_ingest_backfill(context.instance, keys, "warc_inbox_resync")
         return dg.SkipReason(f"no runs of its own: backfill {backfill_id} re-syncs {len(keys)} shards: {_sample(keys)}")
 
     return warc_inbox_sensor, warc_inbox_resync
+
+
+def _window_note(resume_after: str) -> str:
+    return f" (in the inbox's files up to {resume_after}; the next tick goes on from there)" if resume_after else ""
 
 
 def _sample(keys: list[str], shown: int = 5) -> str:

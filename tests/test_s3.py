@@ -11,7 +11,8 @@ import dagster as dg
 from asagi_dagster.config import load_config
 from asagi_dagster.definitions import build_definitions
 from asagi_dagster.report import shard_report
-from asagi_dagster.storage import Storage
+from asagi_dagster.storage import S3Settings, Storage
+from asagi_dagster.web.inbox import Inbox
 from asagi_sample.site import build_shards, write_sample
 from tests.conftest import BUCKET, write_profile
 
@@ -50,3 +51,25 @@ def test_web_ingest_end_to_end_on_s3(tmp_path, s3_endpoint, image_server, served
     assert report[("screened_pairs", "sample-00000.warc.gz")]["rows_out"] == 5
     docs = report[("web_documents", "sample-00000.warc.gz")]
     assert docs["rows_in"] == docs["rows_out"] + docs["rows_rejected"]
+
+
+def test_an_s3_inbox_listed_in_windows_is_the_whole_listing(s3_endpoint):
+    """Windows of the listing, each going on after the last (StartAfter, pages of at most
+    1,000 keys), give the files and fingerprints of one whole scan, and a bad name is
+    reported in the window that lists it."""
+    client = boto3.client("s3", endpoint_url=s3_endpoint)
+    names = [f"segments/{i % 3}/warc/crawl-{i:04d}.warc.gz" for i in range(2_503)] + ["segments/1/warc/bad__name.warc.gz", "segments/1/notes.txt"]
+    for name in names:
+        client.put_object(Bucket=BUCKET, Key=f"windowed-inbox/{name}", Body=name.encode())  # moto keeps buckets across tests
+    inbox = Inbox(f"s3://{BUCKET}/windowed-inbox", S3Settings(endpoint_url=s3_endpoint))
+    whole, whole_skipped = inbox.scan()
+    windows, after = [], ""
+    while True:
+        window = inbox.scan_window(after, 1_200)
+        windows.append(window)
+        after = window.last
+        if not after:
+            break
+    assert len(windows) == 3 and [len(w.shards) + len(w.skipped) for w in windows] == [1_200, 1_200, 104]
+    assert [s for w in windows for s in w.shards] == whole and [s for w in windows for s in w.skipped] == whole_skipped
+    assert [s.path for s in whole_skipped] == ["segments/1/warc/bad__name.warc.gz"]

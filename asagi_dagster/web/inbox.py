@@ -57,6 +57,14 @@ class SyncPlan:
     new: list[ShardFile]
     changed: list[ShardFile]
     skipped: list[Skipped]
+    resume_after: str = ""  # a windowed plan: where the next window starts ("": from the beginning)
+
+
+@dataclass(frozen=True, slots=True)
+class InboxWindow:
+    shards: list[ShardFile]
+    skipped: list[Skipped]
+    last: str  # the last path (relative) the window covered; "" when it reached the end of the inbox
 
 
 def is_shard_name(name: str) -> bool:
@@ -92,15 +100,57 @@ class Inbox:
         if not self.fs.exists(self.path):
             return [], []
         found, skipped = self._scan_local(fingerprints) if self.is_local else self._scan_remote()
-        shards = []
-        for rel, path, info in sorted(found, key=lambda f: f[0]):
+        shards, refused = self._shards(sorted(found, key=lambda f: f[0]))
+        return shards, sorted(skipped + refused, key=lambda s: s.path)
+
+    def _shards(self, found: list[tuple[str, str, dict | None]]) -> tuple[list[ShardFile], list[Skipped]]:
+        """The found files as shards, and those whose name gives no key, with why."""
+        shards, refused = [], []
+        for rel, path, info in found:
             key, why = shard_key(rel)
             if key is None:
                 assert why is not None  # shard_key says why a name has no key
-                skipped.append(Skipped(rel, why))
+                refused.append(Skipped(rel, why))
             else:
                 shards.append(ShardFile(key, url_of(self.fs, path), _fingerprint(info) if info is not None else ""))
-        return shards, sorted(skipped, key=lambda s: s.path)
+        return shards, refused
+
+    def scan_window(self, after: str, files: int, fingerprints: bool = True) -> InboxWindow:
+        """The shards among the next ``files`` inbox files whose path (relative, in listing
+        order) sorts after ``after``: a tick lists a bounded share of a large inbox and the
+        next one goes on from ``last``. On S3 that is ``files / 1000`` listing pages, however
+        many files the inbox holds."""
+        found: list[tuple[str, str, dict | None]]
+        if self.is_local:  # a local scan is cheap (90,000 files well under a second): cut it to the window
+            found, skipped = self._scan_local(fingerprints)
+            found = sorted(f for f in found if f[0] > after)
+            skipped = [s for s in skipped if s.path > after]
+        else:
+            found, skipped = self._list_remote(after, files), []
+        window, last = found[:files], ""
+        if len(found) > files:
+            last = window[-1][0]
+            skipped = [s for s in skipped if s.path <= last]
+        shards, refused = self._shards(window)
+        return InboxWindow(shards, sorted(skipped + refused, key=lambda s: s.path), last)
+
+    def _list_remote(self, after: str, files: int) -> list[tuple[str, str, dict | None]]:
+        """Up to ``files + 1`` objects after ``after`` (one more tells whether the window ends
+        the inbox), one ListObjectsV2 page of up to 1,000 keys at a time."""
+        bucket, _, prefix = self.path.partition("/")
+        prefix = f"{prefix}/" if prefix else ""
+        found: list[tuple[str, str, dict | None]] = []
+        request = {"Bucket": bucket, "Prefix": prefix, **({"StartAfter": prefix + after} if after else {})}
+        while len(found) <= files:
+            page = self.fs.call_s3("list_objects_v2", **request, MaxKeys=min(1000, files + 1 - len(found)))
+            for item in page.get("Contents", []):
+                path = f"{bucket}/{item['Key']}"
+                if is_shard_name(path):  # the fields s3fs's listing gives, so fingerprints match scan's
+                    found.append((item["Key"][len(prefix) :], path, {"size": item["Size"], "ETag": item["ETag"]}))
+            if not page.get("IsTruncated"):
+                break
+            request = {"Bucket": bucket, "Prefix": prefix, "ContinuationToken": page["NextContinuationToken"]}
+        return found
 
     def _scan_remote(self) -> tuple[list[tuple[str, str, dict]], list[Skipped]]:
         listing = self.fs.find(self.path, detail=True)  # one listing: sizes and ETags included
@@ -198,19 +248,26 @@ def plan_sync(
     storage: Storage,
     source_asset: str | None = None,
     final_asset: str | None = None,
+    window: tuple[str, int] | None = None,
 ) -> SyncPlan:
     """New shards; with ``source_asset`` and ``final_asset`` also the registered shards
     out of sync: whose file changed since ``source_asset`` recorded its fingerprint, or
-    that never reached ``final_asset`` (a failed or unfinished ingest)."""
+    that never reached ``final_asset`` (a failed or unfinished ingest). With ``window``
+    (after, files), only that window of the inbox (``Inbox.scan_window``)."""
     resync = bool(source_asset and final_asset)
-    shards, skipped = inbox.scan(fingerprints=resync)
+    resume_after = ""
+    if window is None:
+        shards, skipped = inbox.scan(fingerprints=resync)
+    else:
+        part = inbox.scan_window(*window, fingerprints=resync)
+        shards, skipped, resume_after = part.shards, part.skipped, part.last
     new = [s for s in shards if s.key not in registered]
     changed = []
     if resync:
         assert source_asset is not None and final_asset is not None
         ingested = _ingested(storage, source_asset, final_asset)  # one catalog read per plan
         changed = [s for s in shards if s.key in registered and _out_of_sync(ingested, s)]
-    return SyncPlan(new=new, changed=changed, skipped=skipped)
+    return SyncPlan(new=new, changed=changed, skipped=skipped, resume_after=resume_after)
 
 
 @dataclass(frozen=True, slots=True)

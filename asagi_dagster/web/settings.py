@@ -81,6 +81,15 @@ class WebSourceSettings(Strict):
             "program's model load), paid once per batch."
         ),
     )
+    scan_files_per_tick: int = Field(
+        20_000,
+        ge=1,
+        description=(
+            "Inbox files the sensor and the re-sync list per tick, each tick going on where the last stopped: a tick's "
+            "listing stays bounded however large the inbox (on S3, this / 1,000 pages), and a new file is found within "
+            "inbox size / this ticks."
+        ),
+    )
     max_html_bytes: int = Field(5 * 1024 * 1024, gt=0)
     max_image_bytes: int = Field(20 * 1024 * 1024, gt=0)
     html: HtmlSettings = HtmlSettings()

@@ -253,7 +253,7 @@ def test_the_sensor_registers_a_flood_of_new_shards_in_batches(tmp_path, stock_s
 
     from asagi_dagster.definitions import build_definitions
 
-    profile = write_profile(tmp_path)
+    profile = write_profile(tmp_path, sources={"web": {"scan_files_per_tick": 50_000}})  # the whole flood in one tick
     names = many_shards(tmp_path / "inbox", 40_002)
     defs = build_definitions(str(profile))
     sensor = defs.resolve_sensor_def("warc_inbox_sensor")
@@ -263,6 +263,33 @@ def test_the_sensor_registers_a_flood_of_new_shards_in_batches(tmp_path, stock_s
         assert sorted(instance.get_dynamic_partitions("warc_shards")) == names
         [backfill] = result.run_requests  # one backfill, not 40,002 run requests
         assert backfill_shards(backfill.asset_graph_subset) == names
+
+
+def test_the_sensor_lists_the_inbox_a_window_a_tick_and_wraps_around(tmp_path):
+    """A tick lists at most scan_files_per_tick files, from where the last one stopped; a
+    file added behind the window is found when the listing comes round again."""
+    import dagster as dg
+
+    from asagi_dagster.definitions import build_definitions
+
+    profile = write_profile(tmp_path, sources={"web": {"scan_files_per_tick": 2}})
+    names = many_shards(tmp_path / "inbox", 5)
+    defs = build_definitions(str(profile))
+    sensor = defs.resolve_sensor_def("warc_inbox_sensor")
+    registered, cursors = [], []
+    with dg.instance_for_test() as instance:
+        cursor = None
+        for tick in range(4):
+            if tick == 3:
+                (tmp_path / "inbox" / "crawl-00000a.warc.gz").touch()  # behind the window, after it has passed
+            with dg.build_sensor_context(instance=instance, resources=defs.resources, cursor=cursor) as context:
+                result = sensor(context)
+                cursor = result.cursor if isinstance(result, dg.SensorResult) and result.cursor is not None else context.cursor
+            registered.append(sorted(instance.get_dynamic_partitions("warc_shards")))
+            cursors.append(cursor)
+    assert registered[0] == names[:2] and registered[1] == names[:4] and registered[2] == names
+    assert cursors[:3] == [names[1], names[3], ""]  # the third window reached the end: the next starts over
+    assert "crawl-00000a.warc.gz" in registered[3]
 
 
 def test_resync_asks_again_for_a_shard_whose_last_ingest_step_did_not_run(profile_path, config, served_dir, image_server):
