@@ -55,11 +55,13 @@ def test_web_ingest_end_to_end_on_s3(tmp_path, s3_endpoint, image_server, served
 
 def test_an_s3_inbox_listed_in_windows_is_the_whole_listing(s3_endpoint):
     """Windows of the listing, each going on after the last (StartAfter, pages of at most
-    1,000 keys), give the files and fingerprints of one whole scan, and a bad name is
-    reported in the window that lists it."""
+    1,000 keys), give the files and fingerprints of one whole scan; objects that are not
+    shards count toward a window too, so a prefix full of other files cannot make one
+    tick list it all; a bad name is reported in the window that lists it."""
     client = boto3.client("s3", endpoint_url=s3_endpoint)
-    names = [f"segments/{i % 3}/warc/crawl-{i:04d}.warc.gz" for i in range(2_503)] + ["segments/1/warc/bad__name.warc.gz", "segments/1/notes.txt"]
-    for name in names:
+    logs = [f"logs/fetch-{i:04d}.txt" for i in range(1_500)]  # listed before every shard
+    shards = [f"segments/{i % 3}/warc/crawl-{i:04d}.warc.gz" for i in range(2_503)] + ["segments/1/warc/bad__name.warc.gz"]
+    for name in logs + shards + ["segments/1/notes.txt"]:
         client.put_object(Bucket=BUCKET, Key=f"windowed-inbox/{name}", Body=name.encode())  # moto keeps buckets across tests
     inbox = Inbox(f"s3://{BUCKET}/windowed-inbox", S3Settings(endpoint_url=s3_endpoint))
     whole, whole_skipped = inbox.scan()
@@ -70,6 +72,7 @@ def test_an_s3_inbox_listed_in_windows_is_the_whole_listing(s3_endpoint):
         after = window.last
         if not after:
             break
-    assert len(windows) == 3 and [len(w.shards) + len(w.skipped) for w in windows] == [1_200, 1_200, 104]
+    assert len(windows) == 4  # 4,005 objects, 1,200 a window
+    assert windows[0].shards == [] and windows[0].last == logs[1_199]
     assert [s for w in windows for s in w.shards] == whole and [s for w in windows for s in w.skipped] == whole_skipped
     assert [s.path for s in whole_skipped] == ["segments/1/warc/bad__name.warc.gz"]

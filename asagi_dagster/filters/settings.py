@@ -68,11 +68,10 @@ class FilterSettings(Strict):
         return rule_settings(raw) if isinstance(raw, dict) else raw
 
     def with_rule_overrides(self, overrides: dict[str, dict]) -> FilterSettings:
-        """These settings with one source's rule overrides merged in, validated."""
-        unknown = sorted(set(overrides) - set(self.rules))
-        if unknown:
-            raise ValueError(f"unknown rule {', '.join(map(repr, unknown))} (rules: {', '.join(self.rules)})")
-        merged = {name: {**settings.model_dump(), **overrides.get(name, {})} for name, settings in self.rules.items()}
+        """These settings with one source's rule overrides merged in, validated (an unknown rule is refused)."""
+        merged = {name: settings.model_dump() for name, settings in self.rules.items()}
+        for name, values in overrides.items():
+            merged[name] = {**merged.get(name, {}), **values}
         return self.model_copy(update={"rules": rule_settings(merged)})
 
     dedup: DedupSettings = DedupSettings()

@@ -119,38 +119,42 @@ class Inbox:
         """The shards among the next ``files`` inbox files whose path (relative, in listing
         order) sorts after ``after``: a tick lists a bounded share of a large inbox and the
         next one goes on from ``last``. On S3 that is ``files / 1000`` listing pages, however
-        many files the inbox holds."""
-        found: list[tuple[str, str, dict | None]]
-        if self.is_local:  # a local scan is cheap (90,000 files well under a second): cut it to the window
-            found, skipped = self._scan_local(fingerprints)
-            found = sorted(f for f in found if f[0] > after)
-            skipped = [s for s in skipped if s.path > after]
-        else:
-            found, skipped = self._list_remote(after, files), []
-        window, last = found[:files], ""
-        if len(found) > files:
+        many files the inbox holds, whatever they are (other objects count too)."""
+        if not self.is_local:
+            found, last = self._list_remote(after, files)
+            shards, refused = self._shards(found)
+            return InboxWindow(shards, refused, last)
+        # A local scan is cheap (90,000 files well under a second): it is cut to the window.
+        listed, skipped = self._scan_local(fingerprints)
+        listed = sorted(f for f in listed if f[0] > after)
+        window, last = listed[:files], ""
+        if len(listed) > files:
             last = window[-1][0]
-            skipped = [s for s in skipped if s.path <= last]
+        skipped = [s for s in skipped if s.path > after and (not last or s.path <= last)]
         shards, refused = self._shards(window)
         return InboxWindow(shards, sorted(skipped + refused, key=lambda s: s.path), last)
 
-    def _list_remote(self, after: str, files: int) -> list[tuple[str, str, dict | None]]:
-        """Up to ``files + 1`` objects after ``after`` (one more tells whether the window ends
-        the inbox), one ListObjectsV2 page of up to 1,000 keys at a time."""
+    def _list_remote(self, after: str, files: int) -> tuple[list[tuple[str, str, dict | None]], str]:
+        """(the shard files among the next ``files`` objects after ``after``, the last of
+        those objects when more follow, else ""), one ListObjectsV2 page of up to 1,000
+        keys at a time."""
         bucket, _, prefix = self.path.partition("/")
         prefix = f"{prefix}/" if prefix else ""
         found: list[tuple[str, str, dict | None]] = []
         request = {"Bucket": bucket, "Prefix": prefix, **({"StartAfter": prefix + after} if after else {})}
-        while len(found) <= files:
-            page = self.fs.call_s3("list_objects_v2", **request, MaxKeys=min(1000, files + 1 - len(found)))
+        listed = 0
+        while True:
+            page = self.fs.call_s3("list_objects_v2", **request, MaxKeys=min(1000, files - listed))
             for item in page.get("Contents", []):
-                path = f"{bucket}/{item['Key']}"
-                if is_shard_name(path):  # the fields s3fs's listing gives, so fingerprints match scan's
-                    found.append((item["Key"][len(prefix) :], path, {"size": item["Size"], "ETag": item["ETag"]}))
+                listed += 1
+                last = item["Key"][len(prefix) :]
+                if is_shard_name(item["Key"]):  # the fields s3fs's listing gives, so fingerprints match scan's
+                    found.append((last, f"{bucket}/{item['Key']}", {"size": item["Size"], "ETag": item["ETag"]}))
             if not page.get("IsTruncated"):
-                break
+                return found, ""
+            if listed >= files:
+                return found, last
             request = {"Bucket": bucket, "Prefix": prefix, "ContinuationToken": page["NextContinuationToken"]}
-        return found
 
     def _scan_remote(self) -> tuple[list[tuple[str, str, dict]], list[Skipped]]:
         listing = self.fs.find(self.path, detail=True)  # one listing: sizes and ETags included
