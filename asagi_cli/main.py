@@ -269,8 +269,11 @@ def _run_per_dataset(config: AsagiConfig, job_name: str, names: list[str] | None
 
 
 def _filter(config: AsagiConfig, partitions: tuple[str, ...]) -> bool:
-    """The indexes over everything screened, then each shard's and dataset's filtered pairs."""
+    """The evaluated benchmarks' items (decontamination reads their images), the indexes over
+    everything screened, then each shard's and dataset's filtered pairs."""
     _shards(config, partitions)  # a wrong shard fails here, not after the indexes are rebuilt
+    if config.evaluation and not _execute_each(config, "load_benchmarks", sorted(config.evaluation.benchmarks)):
+        return False
     if not _execute(config, "filter_indexes"):
         return False
     shards_ok = _run_per_shard(config, "filtered_splits", partitions)

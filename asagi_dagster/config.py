@@ -94,6 +94,16 @@ class AsagiConfig(Strict):
         return self
 
     @model_validator(mode="after")
+    def _benchmarks_configured_once(self) -> AsagiConfig:
+        evaluated = set(self.evaluation.benchmarks if self.evaluation else ()) & set(self.filters.decontamination.benchmarks)
+        if evaluated:
+            raise ValueError(
+                f"filters.decontamination.benchmarks: {', '.join(sorted(evaluated))} is evaluated (evaluation.benchmarks), so "
+                "decontamination reads its images from benchmark_items; remove it here"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _evaluated_models_exist(self) -> AsagiConfig:
         for name in self.evaluation.models if self.evaluation else []:
             if name in TRAINED_MODELS:

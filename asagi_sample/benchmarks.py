@@ -6,7 +6,12 @@ embedded default and the tests (the cluster profile reads the real datasets):
   image per image file name, since the real images are not ours to ship;
 - ja-vlm-bench-in-the-wild and ja-vg-vqa-500: a few questions written for this project
   about scikit-image's sample photos, in each dataset's own columns (VG-VQA: several QAs
-  per image, under the Visual Genome ids the decontamination stand-in lists).
+  per image, under Visual Genome ids).
+
+The photos are ones the sample's pages and datasets do not show, but for the rocket,
+which the web sample also serves (re-encoded and resized, as a contaminated crawl would
+have it): decontamination, which reads these images, removes exactly that pair. The same
+images stand in for a benchmark a profile names by path (``filters.decontamination``).
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pyarrow as pa
@@ -23,40 +29,68 @@ from PIL import Image, ImageDraw
 from asagi_dagster.benchmarks import BENCHMARKS
 from asagi_dagster.benchmarks.japanese_heron_bench import JapaneseHeronBench
 from asagi_dagster.eval.settings import BenchmarkSource
-from asagi_sample.site import BENCHMARK_VG_IMAGE_IDS, _png, _write_if_changed, skimage_photo
+from asagi_dagster.filters.settings import BenchmarkImages
+from asagi_sample.files import png_bytes, skimage_photo, write_if_changed
 
 HERON_TEXT = Path(__file__).resolve().parent / "japanese_heron_bench"
 IMAGE = pa.struct([("bytes", pa.binary()), ("path", pa.string())])  # the datasets library's Image feature
 
 ITW_QUESTIONS = [  # (photo, question, answer)
-    ("coffee.png", "このカップには何が入っていますか？", "コーヒーが入っています。"),
     ("rocket.jpg", "この写真には何が写っていますか？", "発射台に立つロケットが写っています。"),
-    ("astronaut.png", "この人物は何を着ていますか？", "宇宙服を着ています。"),
-    ("chelsea.png", "この動物は何ですか？", "茶トラの猫です。"),
-    ("chelsea.png", "猫はどこを見ていますか？", "画面の右の方を見ています。"),
+    ("brick.png", "この壁は何でできていますか？", "レンガでできています。"),
+    ("moon.png", "この写真には何が写っていますか？", "クレーターのある月の表面が写っています。"),
+    ("moon.png", "この写真はカラーですか？", "いいえ、白黒の写真です。"),
     ("gravel.png", "地面は何で覆われていますか？", "灰色の小石や砂利で覆われています。"),
+    ("grass.png", "この写真の植物は何ですか？", "細い葉の草です。"),
 ]
-VG_QAS = [  # (photo, [(question, answer)]), one entry per Visual Genome id
-    ("motorcycle_left.png", [("バイクは何色ですか？", "赤"), ("タイヤはいくつ見えますか？", "2つ")]),
-    ("coffee.png", [("カップの中身は何ですか？", "コーヒー"), ("カップの下には何がありますか？", "受け皿")]),
-    ("horse.png", [("何の動物ですか？", "馬"), ("背景は何色ですか？", "白")]),
+VG_QAS = [  # (Visual Genome id, photo, [(question, answer)])
+    (2317, "text.png", [("何が書かれていますか？", "文字"), ("背景は何色ですか？", "灰色")]),
+    (2386, "cell.png", [("何の写真ですか？", "細胞"), ("何で撮られましたか？", "顕微鏡")]),
+    (107899, "page.png", [("何が写っていますか？", "本のページ"), ("文字は何色ですか？", "黒")]),
 ]
 
 
 def write_benchmark_sample(benchmarks: dict[str, BenchmarkSource]) -> list[Path]:
     """Write the stand-in of each benchmark the profile reads from a local path; returns
     the files written (unchanged files are left alone)."""
-    tables = {"japanese-heron-bench": heron_table, "ja-vlm-bench-in-the-wild": itw_table, "ja-vg-vqa-500": vg_table}
     written = []
     for name, source in benchmarks.items():
         if source.path is None:
             continue
         path = Path(source.path) / "data" / f"{BENCHMARKS[name].split}-00000-of-00001.parquet"
-        buffer = io.BytesIO()
-        pq.write_table(tables[name](), buffer)
-        if _write_if_changed(path, buffer.getvalue()):
+        if write_if_changed(path, _parquet(TABLES[name]())):
             written.append(path)
     return written
+
+
+def write_decontamination_sample(benchmarks: dict[str, BenchmarkImages]) -> list[Path]:
+    """Fill the paths of the benchmarks a profile names for decontamination with the same
+    stand-ins: an image folder (one file per distinct image), a Parquet file with their
+    image column, Visual Genome ids; returns the files written."""
+    written = []
+    for name, paths in benchmarks.items():
+        if name not in TABLES:
+            continue
+        table = TABLES[name]()
+        if paths.images and paths.images.endswith(".parquet"):
+            if write_if_changed(Path(paths.images), _parquet(table.select(["image"]))):
+                written.append(Path(paths.images))
+        elif paths.images:
+            for image in table.column("image").to_pylist():
+                file = Path(paths.images) / (image["path"] or f"{hashlib.sha256(image['bytes']).hexdigest()[:12]}.png")
+                if write_if_changed(file, image["bytes"]):
+                    written.append(file)
+        if paths.vg_image_ids and "image_id" in table.column_names:
+            ids = "".join(f"{i}\n" for i in table.column("image_id").to_pylist()).encode()
+            if write_if_changed(Path(paths.vg_image_ids), ids):
+                written.append(Path(paths.vg_image_ids))
+    return written
+
+
+def _parquet(table: pa.Table) -> bytes:
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer)
+    return buffer.getvalue()
 
 
 def _jsonl(name: str) -> list[dict]:
@@ -100,7 +134,7 @@ def itw_table() -> pa.Table:
 def vg_table() -> pa.Table:
     qa = pa.struct([("qa_id", pa.int64()), ("question", pa.string()), ("answer", pa.string())])
     rows = []
-    for image_id, (p, qas) in zip(BENCHMARK_VG_IMAGE_IDS["ja-vg-vqa-500"], VG_QAS):
+    for image_id, p, qas in VG_QAS:
         rows.append(
             {
                 "image_id": image_id,
@@ -120,8 +154,11 @@ def placeholder(name: str, side: int = 384) -> bytes:
         x, y, r = seed[3 + 3 * i] * side // 256, seed[4 + 3 * i] * side // 256, 20 + seed[5 + 3 * i] % 60
         draw.ellipse((x - r, y - r, x + r, y + r), fill=tuple(seed[16 + i : 19 + i]))
     draw.text((8, 8), name, fill=(255, 255, 255))
-    return _png(image)
+    return png_bytes(image)
 
 
 def photo(name: str, side: int = 400) -> bytes:
-    return _png(skimage_photo(name, side))
+    return png_bytes(skimage_photo(name, side))
+
+
+TABLES: dict[str, Callable[[], pa.Table]] = {"japanese-heron-bench": heron_table, "ja-vlm-bench-in-the-wild": itw_table, "ja-vg-vqa-500": vg_table}

@@ -16,8 +16,10 @@ from pathlib import Path
 from PIL import Image
 
 from asagi_dagster.datasets import DatasetSource
-from asagi_dagster.filters.settings import BenchmarkImages, FilterSettings
+from asagi_dagster.filters.settings import FilterSettings
+from asagi_sample.benchmarks import write_decontamination_sample
 from asagi_sample.documents import bar_chart, reference_documents
+from asagi_sample.files import png_bytes, skimage_photo, write_if_changed
 from asagi_sample.warcs import ShardWriter
 
 PAGES = resources.files("asagi_sample") / "pages"
@@ -69,30 +71,16 @@ def _crop_jpeg(name: str, box: tuple[int, int, int, int]) -> bytes:
     return out.getvalue()
 
 
-def skimage_photo(name: str, side: int) -> Image.Image:
-    """One of scikit-image's sample photos, scaled to fit ``side``."""
-    with resources.as_file(resources.files("skimage") / "data" / name) as path:
-        image = Image.open(path).convert("RGB")
-    image.thumbnail((side, side))
-    return image
-
-
-def _png(image: Image.Image) -> bytes:
-    out = io.BytesIO()
-    image.save(out, format="PNG")
-    return out.getvalue()
-
-
 def served_images() -> dict[str, bytes]:
     """Served path -> bytes: the photos, plus the images a real page also has that the
     filters exist for (a banner, an icon, a placeholder, a chart)."""
     images = {rel: photo_jpeg(source) for rel, source in SERVED_IMAGES.items()}
     images["img/latte.jpg"] = photo_jpeg("coffee.png", max_side=400)
     images["img/banner-sale.jpg"] = _crop_jpeg("astronaut.png", (0, 150, 480, 270))  # 4:1
-    images["img/placeholder.png"] = _png(Image.new("RGB", (320, 240), (228, 228, 228)))
-    images["img/launch-chart.png"] = _png(bar_chart(11))  # a chart: the document-image filter's case
+    images["img/placeholder.png"] = png_bytes(Image.new("RGB", (320, 240), (228, 228, 228)))
+    images["img/launch-chart.png"] = png_bytes(bar_chart(11))  # a chart: the document-image filter's case
     with resources.as_file(resources.files("skimage") / "data" / "logo.png") as path:
-        images["img/icon-share.png"] = _png(Image.open(path).convert("RGBA").resize((48, 48)))
+        images["img/icon-share.png"] = png_bytes(Image.open(path).convert("RGBA").resize((48, 48)))
     return images
 
 
@@ -160,32 +148,23 @@ def write_sample(inbox: Path, served_dir: Path, images_base: str) -> list[Path]:
     """
     written = []
     for name, data in build_shards(images_base).items():
-        if _write_if_changed(inbox / name, data):
+        if write_if_changed(inbox / name, data):
             written.append(inbox / name)
     for rel, data in served_images().items():
-        _write_if_changed(served_dir / rel, data)
-    _write_if_changed(served_dir / "robots.txt", ROBOTS_TXT.encode())
+        write_if_changed(served_dir / rel, data)
+    write_if_changed(served_dir / "robots.txt", ROBOTS_TXT.encode())
     return written
 
 
-# Stand-ins for the evaluation benchmarks' images (the real ones come from the hub in
-# the cluster profile): one is a photo the sample pages also show, re-encoded and
-# resized, as a contaminated crawl would have it.
-BENCHMARK_IMAGES = {
-    "japanese-heron-bench": {"rocket.png": ("rocket.jpg", 360), "brick.png": ("brick.png", 400)},
-    "ja-vlm-bench-in-the-wild": {"gravel.png": ("gravel.png", 400)},
-}
-BENCHMARK_VG_IMAGE_IDS = {"ja-vg-vqa-500": [2317, 2386, 107899]}
-
-
 def write_filter_sample(filters: FilterSettings) -> list[Path]:
-    """Fill the profile's benchmark and document-reference paths with the sample's
+    """Fill the profile's document-reference folder with the sample's rendered documents,
+    and the paths of the benchmarks it names for decontamination with the benchmark
     stand-ins; returns the files written."""
-    written = _write_benchmark_sample(filters.decontamination.benchmarks)
+    written = write_decontamination_sample(filters.decontamination.benchmarks)
     folder = filters.document_filter.reference_images
     if folder:
         for name, image in reference_documents().items():
-            if _write_if_changed(Path(folder) / name, _png(image)):
+            if write_if_changed(Path(folder) / name, png_bytes(image)):
                 written.append(Path(folder) / name)
     return written
 
@@ -242,36 +221,12 @@ def write_dataset_sample(datasets: dict[str, DatasetSource]) -> list[Path]:
             continue
         folder = Path(source.path)
         for file, (photo, side) in images.items():
-            if _write_if_changed(folder / file, _png(skimage_photo(photo, side))):
+            if write_if_changed(folder / file, png_bytes(skimage_photo(photo, side))):
                 written.append(folder / file)
         metadata = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows).encode()
-        if _write_if_changed(folder / "metadata.jsonl", metadata):
+        if write_if_changed(folder / "metadata.jsonl", metadata):
             written.append(folder / "metadata.jsonl")
     return written
-
-
-def _write_benchmark_sample(benchmarks: dict[str, BenchmarkImages]) -> list[Path]:
-    written = []
-    for name, paths in benchmarks.items():
-        if paths.images and name in BENCHMARK_IMAGES:
-            for file, (source, side) in BENCHMARK_IMAGES[name].items():
-                if _write_if_changed(Path(paths.images) / file, _png(skimage_photo(source, side))):
-                    written.append(Path(paths.images) / file)
-        if paths.vg_image_ids and name in BENCHMARK_VG_IMAGE_IDS:
-            ids = "".join(f"{i}\n" for i in BENCHMARK_VG_IMAGE_IDS[name]).encode()
-            if _write_if_changed(Path(paths.vg_image_ids), ids):
-                written.append(Path(paths.vg_image_ids))
-    return written
-
-
-def _write_if_changed(path: Path, data: bytes) -> bool:
-    if path.exists() and path.read_bytes() == data:
-        return False
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
-    return True
 
 
 def _label(codec: str) -> str:

@@ -81,6 +81,11 @@ def while_no_cli_runs(condition: dg.AutomationCondition) -> dg.AutomationConditi
     return condition & WhileNoCliRuns()
 
 
+# Built once when missing (on_missing would skip an asset missing from the start);
+# a failed build waits for a person rather than retrying every tick.
+BUILD_WHEN_MISSING = dg.AutomationCondition.missing() & ~dg.AutomationCondition.in_progress() & ~dg.AutomationCondition.execution_failed()
+
+
 def automation_sensor(name: str, **kwargs) -> dg.AutomationConditionSensorDefinition:
     """An automation condition sensor whose conditions may include ``while_no_cli_runs``:
     such a condition is evaluated in the code server (use_user_code_server, a beta

@@ -14,7 +14,7 @@ from asagi_dagster.eval.scores import ITEM_SCORES, NO_JUDGE, append_history, his
 from asagi_dagster.eval.scores import VERSION as SCORES_VERSION
 from asagi_dagster.eval.settings import TRAINED_MODELS
 from asagi_dagster.storage import Manifest, ModelManifest, StageWriter
-from assets.cli_hold import automation_sensor, while_no_cli_runs
+from assets.cli_hold import BUILD_WHEN_MISSING, automation_sensor, while_no_cli_runs
 from assets.metadata import accounted, stage_results
 from resources.gpu_jobs import GpuJobsResource, gpu_run_tags
 from resources.storage import DuckDBResource, ProfileResource, StorageResource
@@ -45,6 +45,7 @@ def build_defs(config: AsagiConfig) -> dg.Definitions:
         group_name=GROUP,
         partitions_def=per_benchmark,
         check_specs=[accounted("benchmark_items")],
+        automation_condition=while_no_cli_runs(BUILD_WHEN_MISSING),  # decontamination waits for every benchmark's items
         kinds={"parquet"},
         description=(
             "A benchmark's items as eval-mm reads them (image, question, reference answer, category, context), from "
@@ -209,10 +210,12 @@ def build_defs(config: AsagiConfig) -> dg.Definitions:
     ]
     automation = automation_sensor(
         "leaderboard_automation",
-        target=dg.AssetSelection.assets(leaderboard),
+        target=dg.AssetSelection.assets(leaderboard, benchmark_items),
         default_status=dg.DefaultSensorStatus.RUNNING,
         minimum_interval_seconds=30,
-        description="Rebuilds the leaderboard whenever a benchmark score is materialized.",
+        description=(
+            "Loads each benchmark's items when missing (decontamination reads them) and rebuilds the leaderboard whenever a benchmark score is materialized."
+        ),
     )
     return dg.Definitions(assets=assets, jobs=jobs, sensors=[automation])
 

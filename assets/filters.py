@@ -3,11 +3,13 @@ hash index (dedup) and the benchmark index (decontamination), then per shard the
 filtered pairs with an audit that proves no benchmark image is left."""
 
 import json
+from collections.abc import Iterator
 
 import dagster as dg
 import numpy as np
 from dagster._core.definitions.assets.graph.asset_graph_subset import AssetGraphSubset
 
+from asagi_dagster.benchmarks import BENCHMARKS
 from asagi_dagster.config import AsagiConfig
 from asagi_dagster.filters import schemas, write_outcomes
 from asagi_dagster.filters.decontam import BENCHMARK_INDEX, BENCHMARK_INDEX_VERSION, write_benchmark_index
@@ -30,7 +32,7 @@ from asagi_dagster.query import benchmark_overlaps
 from asagi_dagster.reference import REFERENCE_TEXTS, REFERENCE_TEXTS_VERSION
 from asagi_dagster.reference.scoring import load_scorer, write_reference_texts
 from asagi_dagster.storage import Manifest, StageWriter
-from assets.cli_hold import automation_sensor, cli_holding, while_no_cli_runs
+from assets.cli_hold import BUILD_WHEN_MISSING, automation_sensor, cli_holding, while_no_cli_runs
 from assets.metadata import accounted, stage_results
 from assets.pools import pool_limit
 from assets.shards import by_shard, committed, dataset_partitions, each_shard, shard_batches, shard_check, shard_outputs
@@ -39,9 +41,14 @@ from resources.storage import DuckDBResource, ProfileResource, StorageResource
 
 GROUP = "filters"
 
-# Built once when missing (on_missing would skip an asset missing from the start);
-# a failed build waits for a person rather than retrying every tick.
-BUILD_WHEN_MISSING = dg.AutomationCondition.missing() & ~dg.AutomationCondition.in_progress() & ~dg.AutomationCondition.execution_failed()
+# The benchmark index again when a benchmark's items change, and never before each is loaded.
+BUILD_FROM_ITEMS = (
+    (dg.AutomationCondition.missing() | dg.AutomationCondition.any_deps_updated())
+    & ~dg.AutomationCondition.any_deps_missing()
+    & ~dg.AutomationCondition.any_deps_in_progress()
+    & ~dg.AutomationCondition.in_progress()
+    & ~dg.AutomationCondition.execution_failed()
+)
 
 INDEX_POOL = "image_hash_index"  # adds to the index must never run at once (the instance limits this pool to 1)
 SAMPLE_SHOWN = 20  # shards listed in metadata; the whole list is in the changes file
@@ -147,20 +154,41 @@ def _sync_metadata(result: SyncResult, images: int, changes_url: str | None) -> 
     }
 
 
-@dg.asset(
-    group_name=GROUP,
-    check_specs=[accounted("benchmark_image_index")],
-    automation_condition=while_no_cli_runs(BUILD_WHEN_MISSING),
-    description=(
-        "Perceptual hashes of every evaluation image (Heron-Bench, JA-VLM-Bench-In-the-Wild, JA-VG-VQA-500) and the "
-        "Visual Genome ids JA-VG-VQA-500 uses, from the profile's filters.decontamination.benchmarks paths."
-    ),
-)
-def benchmark_image_index(profile: ProfileResource, storage: StorageResource, duckdb: DuckDBResource):
-    filters = profile.settings.filters
-    with StageWriter(storage.storage, "benchmark_image_index", None, BENCHMARK_INDEX, BENCHMARK_INDEX_VERSION) as out:
-        write_benchmark_index(filters.decontamination, filters.image_safety, out)
-    yield from stage_results(storage, duckdb, out.manifest, benchmarks=dg.MetadataValue.json(sorted(filters.decontamination.benchmarks)))
+def build_benchmark_image_index(config: AsagiConfig) -> dg.AssetsDefinition:
+    """The decontamination index, downstream of every evaluated benchmark's items (when
+    the profile evaluates any) and of the benchmarks it names by path."""
+    evaluated = sorted(config.evaluation.benchmarks) if config.evaluation else []
+
+    @dg.asset(
+        name="benchmark_image_index",
+        group_name=GROUP,
+        deps=["benchmark_items"] if evaluated else [],
+        check_specs=[accounted("benchmark_image_index")],
+        automation_condition=while_no_cli_runs(BUILD_FROM_ITEMS if evaluated else BUILD_WHEN_MISSING),
+        description=(
+            "Perceptual hashes of every evaluation image, from the evaluated benchmarks' items (benchmark_items) and the "
+            "benchmarks filters.decontamination.benchmarks names by path, and the Visual Genome ids of JA-VG-VQA-500's images."
+        ),
+    )
+    def benchmark_image_index(profile: ProfileResource, storage: StorageResource, duckdb: DuckDBResource):
+        filters = profile.settings.filters
+        items = {BENCHMARKS[name]: _item_images(storage, name) for name in evaluated}
+        with StageWriter(storage.storage, "benchmark_image_index", None, BENCHMARK_INDEX, BENCHMARK_INDEX_VERSION) as out:
+            write_benchmark_index(items, filters.decontamination, filters.image_safety, out)
+        benchmarks = {"from benchmark_items": evaluated, "from paths": sorted(filters.decontamination.benchmarks)}
+        yield from stage_results(storage, duckdb, out.manifest, benchmarks=dg.MetadataValue.json(benchmarks))
+
+    return benchmark_image_index
+
+
+def _item_images(storage: StorageResource, benchmark: str) -> Iterator[dict]:
+    """The image id and bytes of each of a benchmark's items, read from its latest items."""
+    st = storage.storage
+    if not st.exists(st.manifest_path("benchmark_items", benchmark)):
+        raise dg.Failure(f"benchmark_items has no materialization for {benchmark}: load the benchmarks first (`asagi filter` does)")
+    items = st.read_manifest("benchmark_items", benchmark)
+    assert isinstance(items, Manifest)  # a table asset's manifest
+    return st.iter_rows(st.strip_protocol(items.data_url), columns=["image_id", "bytes"])
 
 
 @dg.asset(
@@ -429,7 +457,7 @@ def build_defs(config: AsagiConfig) -> dg.Definitions:
         assets=[
             *(asset.with_attributes(backfill_policy=batches) for asset in (screened_pairs, filtered_pairs, reference_texts)),
             image_hash_index,
-            benchmark_image_index,
+            build_benchmark_image_index(config),
             document_image_reference,
         ],
         jobs=[filter_indexes, filtered_splits],

@@ -122,7 +122,7 @@ def s3_endpoint(monkeypatch):
 def cli_env(tmp_path):
     """A test profile for the CLI, with its own Dagster instance and image-server port."""
     benchmarks = {
-        "japanese-heron-bench": {"images": str(tmp_path / "benchmarks" / "heron")},
+        "ja-vlm-bench-in-the-wild": {"images": str(tmp_path / "benchmarks" / "itw")},
         "ja-vg-vqa-500": {"vg_image_ids": str(tmp_path / "benchmarks" / "vg_ids.txt")},
     }
     profile = write_profile(tmp_path, sample={"image_server_port": free_port()}, filters={"decontamination": {"benchmarks": benchmarks}})

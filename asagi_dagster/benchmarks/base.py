@@ -52,6 +52,9 @@ class Benchmark(ABC):
     judge: str  # one of JUDGE_STYLES
     label: str  # the leaderboard's short name
     rejections: tuple[str, ...] = ITEM_REJECTIONS  # every reason rows_to_items can give
+    # Whether an item's image_id is a Visual Genome image id: decontamination then also
+    # removes training pairs with that id (datasets built on Visual Genome carry it).
+    vg_image_ids: bool = False
     # Published scores to show beside ours: model -> metric -> value, in the judge's unit.
     published: dict[str, dict[str, float]] = {}
     published_source: str = ""

@@ -13,6 +13,7 @@ from asagi_dagster.benchmarks.published import ASAGI_MODEL_CARD, asagi_model_car
 class JaVgVqa500(Benchmark):
     name, hub_id, split, judge, label = "ja-vg-vqa-500", "SakanaAI/JA-VG-VQA-500", "test", "likert", "VG-VQA"
     rejections = (*ITEM_REJECTIONS, "no_questions")
+    vg_image_ids = True
     published, published_source = asagi_model_card(rougel=(53.7, 55.6, 56.8, 16.2, 12.1), llm=(3.69, 3.78, 3.84, 3.62, 3.58)), ASAGI_MODEL_CARD
 
     def rows_to_items(self, row: dict, index: int) -> Iterator[dict | RejectedItem]:

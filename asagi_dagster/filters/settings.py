@@ -26,7 +26,8 @@ class DedupSettings(Strict):
 
 
 class BenchmarkImages(Strict):
-    """Where one evaluation benchmark's images are (until its evaluation asset provides them)."""
+    """Where the images of a benchmark the profile does not evaluate are (an evaluated
+    benchmark's come from its items)."""
 
     images: LocalPath | None = Field(None, description="A folder of image files, or a Parquet file with an image column.")
     vg_image_ids: LocalPath | None = Field(None, description="A text file of Visual Genome image ids, one per line.")
@@ -34,7 +35,9 @@ class BenchmarkImages(Strict):
 
 class DecontaminationSettings(Strict):
     max_hamming: int = Field(8, ge=0, le=24, description="Training images this close to a benchmark image are removed.")
-    benchmarks: dict[str, BenchmarkImages] = {}
+    benchmarks: dict[str, BenchmarkImages] = Field(
+        {}, description="Benchmarks not under evaluation.benchmarks whose images training must not contain, by path."
+    )
 
 
 class DocumentFilterSettings(Strict):

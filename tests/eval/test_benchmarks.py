@@ -52,7 +52,7 @@ def test_vg_vqa_is_flattened_per_qa_and_itw_ids_are_row_indexes(stand_ins):
         ("107899", "1078990"),
         ("107899", "1078991"),
     ]
-    assert vg[0]["bytes"] == vg[1]["bytes"] and vg[0]["reference"] == "赤"
+    assert vg[0]["bytes"] == vg[1]["bytes"] and vg[0]["reference"] == "文字"
     itw = _items("ja-vlm-bench-in-the-wild", stand_ins)
     assert [i["question_id"] for i in itw] == [str(n) for n in range(6)]
     assert _items("ja-vlm-bench-in-the-wild", stand_ins, limit=2) == itw[:2]

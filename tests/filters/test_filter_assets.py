@@ -17,7 +17,7 @@ SHARDS = ["sample-00000.warc.gz", "sample-00001.warc.gz", "sample-00002.warc"]
 
 
 def test_sample_through_the_filters_with_every_check_passing(tmp_path, served_dir, image_server):
-    benchmarks = {"japanese-heron-bench": {"images": str(tmp_path / "bench" / "heron")}}
+    benchmarks = {"ja-vlm-bench-in-the-wild": {"images": str(tmp_path / "bench" / "itw")}}
     profile = write_profile(tmp_path, filters={"decontamination": {"benchmarks": benchmarks}})
     config = load_config(profile)
     write_sample(Path(config.sources.web.inbox), served_dir, image_server)

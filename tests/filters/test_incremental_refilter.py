@@ -31,7 +31,7 @@ class Pipeline:
 
     def __init__(self, directory: Path, served_dir, image_server, instance: dg.DagsterInstance):
         directory.mkdir(parents=True, exist_ok=True)
-        benchmarks = {"japanese-heron-bench": {"images": str(directory / "bench" / "heron")}}
+        benchmarks = {"ja-vlm-bench-in-the-wild": {"images": str(directory / "bench" / "itw")}}
         profile = write_profile(directory, filters={"decontamination": {"benchmarks": benchmarks}})
         config = load_config(profile)
         write_sample(Path(config.sources.web.inbox), served_dir, image_server)

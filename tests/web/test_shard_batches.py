@@ -28,7 +28,7 @@ MANIFEST_FIELDS = ("rows_in", "rows_out", "rows_rejected", "rejected_by_reason",
 
 def _pipeline(directory: Path, served_dir, image_server):
     directory.mkdir()
-    profile = write_profile(directory, filters={"decontamination": {"benchmarks": {"japanese-heron-bench": {"images": str(directory / "heron")}}}})
+    profile = write_profile(directory, filters={"decontamination": {"benchmarks": {"ja-vlm-bench-in-the-wild": {"images": str(directory / "itw")}}}})
     config = load_config(profile)
     write_sample(Path(config.sources.web.inbox), served_dir, image_server)
     write_filter_sample(config.filters)
