@@ -1,5 +1,6 @@
 """Small helpers every stage uses: the fingerprint of what decides an output, a number
-fixed by a key, batching an iterator, and the registries' constructor."""
+fixed by a key, batching an iterator, the registries' constructor, and a record that
+cannot be kept (``Rejected``) with the writing of such outcomes."""
 
 from __future__ import annotations
 
@@ -43,3 +44,22 @@ def by_name(*entries: Entry) -> dict[str, Entry]:
             raise ValueError(f"{entry.name!r} is registered twice")
         registry[entry.name] = entry
     return registry
+
+
+class Rejected(Exception):
+    """A record that cannot be kept; ``reason`` is its rejection reason, ``detail`` says why."""
+
+    def __init__(self, reason: str, detail: str | None = None):
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+
+
+def write_outcomes(out, outcomes) -> None:
+    """Write (record id, row or Rejected) pairs to a StageWriter (``out``), counting each one in."""
+    for record_id, row in outcomes:
+        out.count_in()
+        if isinstance(row, Rejected):
+            out.reject(record_id, row.reason, row.detail)
+        else:
+            out.write(row, size_hint=len(row.get("bytes") or b""))

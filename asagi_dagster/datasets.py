@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import Field, model_validator
 
-from asagi_dagster.filters import Rejected
+from asagi_dagster.core import Rejected
 from asagi_dagster.settings import LocalPath, Strict
 
 DATASET_PAIRS_VERSION = 1

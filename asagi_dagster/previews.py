@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import io
 
-from asagi_dagster.filters import Rejected
+from asagi_dagster.core import Rejected
 from asagi_dagster.filters.images import small_image
 from asagi_dagster.filters.settings import ImageSafetySettings
 from asagi_dagster.storage import Storage

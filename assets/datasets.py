@@ -5,8 +5,9 @@ filter as web pairs."""
 import dagster as dg
 
 from asagi_dagster.config import AsagiConfig
+from asagi_dagster.core import write_outcomes
 from asagi_dagster.datasets import DATASET_PAIRS, DATASET_PAIRS_VERSION, iter_dataset
-from asagi_dagster.filters import schemas, write_outcomes
+from asagi_dagster.filters import schemas
 from asagi_dagster.filters.screen import screen_dataset_pairs
 from asagi_dagster.storage import Manifest, StageWriter
 from assets.filters import filter_outputs, no_overlap_check

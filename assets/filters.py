@@ -11,7 +11,8 @@ from dagster._core.definitions.assets.graph.asset_graph_subset import AssetGraph
 
 from asagi_dagster.benchmarks import BENCHMARKS
 from asagi_dagster.config import AsagiConfig
-from asagi_dagster.filters import schemas, write_outcomes
+from asagi_dagster.core import write_outcomes
+from asagi_dagster.filters import schemas
 from asagi_dagster.filters.decontam import BENCHMARK_INDEX, BENCHMARK_INDEX_VERSION, write_benchmark_index
 from asagi_dagster.filters.dedup import screened_versions
 from asagi_dagster.filters.documents import REFERENCE_SCHEMA, REFERENCE_VERSION, DocumentCheck, DocumentScorer, document_encoder, reference_rows

@@ -24,7 +24,7 @@ import imagehash
 from PIL import Image, ImageStat
 from skimage import data as skimage_data
 
-from asagi_dagster.filters import Rejected
+from asagi_dagster.core import Rejected
 from asagi_dagster.filters.rules import PairScreen
 from asagi_dagster.filters.settings import FilterSettings
 

@@ -12,9 +12,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from asagi_dagster.config import load_config
+from asagi_dagster.core import Rejected
 from asagi_dagster.datasets import DatasetSource, DatasetSourceError, iter_dataset
 from asagi_dagster.definitions import build_definitions
-from asagi_dagster.filters import Rejected
 from asagi_sample.site import write_filter_sample
 from tests.conftest import write_profile
 from tests.filters import images

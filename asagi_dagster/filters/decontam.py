@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from asagi_dagster.benchmarks import Benchmark
-from asagi_dagster.filters import Rejected, write_outcomes
+from asagi_dagster.core import Rejected, write_outcomes
 from asagi_dagster.filters.images import decode_small, perceptual_hash, read_header
 from asagi_dagster.filters.settings import BenchmarkImages, DecontaminationSettings, ImageSafetySettings
 from asagi_dagster.storage import StageWriter

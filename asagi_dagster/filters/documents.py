@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow as pa
 from PIL import Image
 
-from asagi_dagster.filters import Rejected
+from asagi_dagster.core import Rejected
 from asagi_dagster.filters.decontam import IMAGE_SUFFIXES
 from asagi_dagster.filters.encoders import ImageEncoder, load_image_encoder
 from asagi_dagster.filters.images import small_image

@@ -16,7 +16,7 @@ import imagehash
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from asagi_dagster.filters import Rejected
+from asagi_dagster.core import Rejected
 from asagi_dagster.filters.settings import ImageSafetySettings
 from asagi_dagster.pair_rules import ImageHeader
 

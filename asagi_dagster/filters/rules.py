@@ -16,7 +16,7 @@ from typing import Any
 
 from PIL import Image
 
-from asagi_dagster.filters import Rejected
+from asagi_dagster.core import Rejected
 from asagi_dagster.filters.images import colour_spread, decode_small, perceptual_hash, read_header
 from asagi_dagster.filters.settings import FilterSettings
 from asagi_dagster.pair_rules import PAIR_RULES, PHASES, ImageHeader, Pixels

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 
-from asagi_dagster.filters import Rejected
+from asagi_dagster.core import Rejected
 from asagi_dagster.filters.rules import KeptPair, PairScreen, pick_caption
 from asagi_dagster.filters.settings import FilterSettings
 from asagi_dagster.storage import StageWriter, Storage

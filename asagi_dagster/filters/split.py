@@ -11,7 +11,7 @@ from __future__ import annotations
 import duckdb
 from PIL import Image
 
-from asagi_dagster.filters import Rejected
+from asagi_dagster.core import Rejected
 from asagi_dagster.filters.dedup import ORIGIN_KEY_SQL
 from asagi_dagster.filters.documents import DocumentCheck
 from asagi_dagster.filters.images import small_image

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from asagi_dagster.filters import Rejected
+from asagi_dagster.core import Rejected
 from asagi_dagster.filters.images import small_image
 from asagi_dagster.filters.settings import ImageSafetySettings
 from asagi_dagster.models.clip import DualEncoder

@@ -14,8 +14,8 @@ import pytest
 
 from asagi_dagster.benchmarks import BENCHMARKS
 from asagi_dagster.config import load_config
+from asagi_dagster.core import Rejected
 from asagi_dagster.definitions import build_definitions
-from asagi_dagster.filters import Rejected
 from asagi_dagster.filters.decontam import BenchmarkSourceError, benchmark_rows, item_rows
 from asagi_dagster.filters.images import hamming
 from asagi_dagster.filters.rules import PairScreen

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 from skimage import data as skimage_data
 
-from asagi_dagster.filters import Rejected
+from asagi_dagster.core import Rejected
 from asagi_dagster.filters.documents import DocumentScorer, reference_rows
 from asagi_dagster.filters.encoders import BUILTIN_PIXEL_STATS, PixelStatsEncoder, load_image_encoder
 from asagi_dagster.filters.images import small_image

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from asagi_dagster.filters import Rejected
+from asagi_dagster.core import Rejected
 from asagi_dagster.filters.images import decode_small, hamming, perceptual_hash, read_header, small_image
 from asagi_dagster.filters.rules import PairScreen
 from asagi_dagster.filters.settings import FilterSettings, ImageSafetySettings

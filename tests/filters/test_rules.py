@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from asagi_dagster.filters import Rejected
+from asagi_dagster.core import Rejected
 from asagi_dagster.filters.rules import PairScreen, pick_caption
 from asagi_dagster.filters.settings import FilterSettings
 from tests.filters import images

@@ -285,7 +285,7 @@ IMAGES = _files(FIXTURES, "images/*/*")
 _SCREEN_ALL = """
 import json, resource, sys
 from asagi_dagster.filters.settings import FilterSettings
-from asagi_dagster.filters import Rejected
+from asagi_dagster.core import Rejected
 from asagi_dagster.filters.images import small_image
 from asagi_dagster.filters.rules import PairScreen
 settings = FilterSettings()
