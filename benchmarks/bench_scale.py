@@ -24,6 +24,11 @@ as k near 2. Targets at 90k: steady tick <= 2 s, tick finding 20k new <= 10 s, s
 
     python -m benchmarks.bench_scale [--sizes 1000 5000 20000] [--storage sqlite|postgres|both] [--no-90k]
     python -m benchmarks.bench_scale --root s3 [--s3-shards 90000] [--report-shards 5000]
+    python -m benchmarks.bench_scale --backfill 1000 10000 [--shards-per-run 16]
+
+``--backfill`` (issue 22 §1) times the backfill daemon's iteration over the sensor's ingest
+backfill of N shards, with runs queued and never launched: what one partition per file
+costs Dagster before any shard is read.
 """
 
 from __future__ import annotations
@@ -54,16 +59,19 @@ def write_inbox(inbox: Path, first: int, count: int) -> None:
 
 
 @contextlib.contextmanager
-def deployment(storage: str, postgres_url: str | None):
-    """A profile, an inbox and a DAGSTER_HOME for one measurement; the environment points at them."""
+def deployment(storage: str, postgres_url: str | None, web: dict | None = None, queued_runs: bool = False):
+    """A profile, an inbox and a DAGSTER_HOME for one measurement; the environment points at them.
+    ``queued_runs``: runs the daemons create wait in the queue (nothing launches them)."""
     from tests.conftest import write_profile
 
     with tempfile.TemporaryDirectory(prefix="bench-scale-") as folder:
         base = Path(folder)
-        profile = write_profile(base, sources={"web": {"sensor_interval_s": 5}})
+        profile = write_profile(base, sources={"web": {"sensor_interval_s": 5, **(web or {})}})
         home = base / "dagster_home"
         home.mkdir()
-        settings = {"telemetry": {"enabled": False}}
+        settings: dict = {"telemetry": {"enabled": False}}
+        if queued_runs:
+            settings["run_coordinator"] = {"module": "dagster._core.run_coordinator", "class": "QueuedRunCoordinator"}
         if storage == "postgres":
             settings["storage"] = {"postgres": {"postgres_url": _new_database(postgres_url, base.name)}}
         (home / "dagster.yaml").write_text(yaml.safe_dump(settings))
@@ -196,6 +204,45 @@ def report(storage: str, sizes: list[int], by_size: dict[int, dict[str, float]],
         print(f"| {name} | {seconds:.2f} s (target <= {target:.0f} s: {'PASS' if seconds <= target else 'FAIL'}) |")
 
 
+# --- the backfill daemon (issue 22 §1) ---------------------------------------------------------
+def measure_backfill(n: int, shards_per_run: int) -> dict[str, float]:
+    """The backfill daemon's first iteration over the sensor's ingest backfill of ``n`` new
+    shards (``n`` registered): the runs it creates (queued, never launched) and its time."""
+    import dagster as dg
+    from dagster._daemon.backfill import execute_backfill_iteration
+
+    from assets.web import WARC_SHARDS, submit_ingest_backfill
+
+    with (
+        deployment("sqlite", None, web={"shards_per_run": shards_per_run}, queued_runs=True) as (base, _),
+        contextlib.ExitStack() as stack,
+    ):
+        instance = stack.enter_context(dg.DagsterInstance.get())
+        keys = [f"CC-MAIN-20261101-{i:06d}.warc.gz" for i in range(n)]
+        instance.add_dynamic_partitions(WARC_SHARDS, keys)
+        daemon = Daemon(instance, stack)
+        (base / "inbox").mkdir()
+        daemon.tick()  # the code server up before anything is timed (an empty inbox: nothing asked)
+        start = time.perf_counter()
+        backfill_id = submit_ingest_backfill(instance, keys, "bench_scale")
+        submitted = time.perf_counter() - start
+        iterations = []
+        while len(iterations) < 3:  # its runs never finish, so it has nothing more to ask after the first
+            iterations.append(timed(lambda: list(execute_backfill_iteration(daemon.workspace, logging.getLogger("bench")))))
+        runs = instance.get_runs_count(dg.RunsFilter(tags={"dagster/backfill": backfill_id}))
+    return {"submit": submitted, "first iteration": iterations[0], "later iterations": max(iterations[1:]), "runs": runs}
+
+
+def backfill_table(rows: dict[int, dict[str, float]], shards_per_run: int) -> None:
+    print(f"\n## The backfill daemon over an ingest backfill of every shard ({shards_per_run} shards a run, SQLite)\n")
+    print("| shards | submit | first iteration | later iterations | runs created | first iteration per run |")
+    print("|---|---|---|---|---|---|")
+    for n, row in rows.items():
+        per_run = row["first iteration"] / max(row["runs"], 1)
+        times = f"{row['submit']:.2f} s | {row['first iteration']:.1f} s | {row['later iterations']:.1f} s"
+        print(f"| {n:,} | {times} | {row['runs']:,.0f} | {per_run * 1000:.0f} ms |")
+
+
 # --- S3 (issue 22) ----------------------------------------------------------------------------
 def _put_empty(endpoint: str, keys: list[str]) -> None:
     """Empty objects under the inbox prefix, 32 PUTs in flight."""
@@ -318,8 +365,13 @@ def main() -> None:
     parser.add_argument("--root", choices=["local", "s3"], default="local", help="s3: the re-sync, sensor and report against moto (issue 22)")
     parser.add_argument("--s3-shards", type=int, default=90_000)
     parser.add_argument("--report-shards", type=int, default=5_000)
+    parser.add_argument("--backfill", type=int, nargs="*", metavar="N", help="the backfill daemon's iteration over a backfill of N shards (issue 22 §1)")
+    parser.add_argument("--shards-per-run", type=int, default=16)
     args = parser.parse_args()
     logging.getLogger("dagster").setLevel(logging.WARNING)
+    if args.backfill:
+        backfill_table({n: measure_backfill(n, args.shards_per_run) for n in args.backfill}, args.shards_per_run)
+        return
     if args.root == "s3":
         s3_table(measure_s3(args.s3_shards, args.report_shards))
         return
