@@ -42,13 +42,13 @@ from resources.storage import DuckDBResource, ProfileResource, StorageResource
 
 GROUP = "filters"
 
-# The benchmark index again when a benchmark's items change, and never before each is loaded.
+# The benchmark index when missing and again when a benchmark's items change, never before
+# each is loaded; after a failed build new items are reason enough to try again.
 BUILD_FROM_ITEMS = (
-    (dg.AutomationCondition.missing() | dg.AutomationCondition.any_deps_updated())
+    ((dg.AutomationCondition.missing() & ~dg.AutomationCondition.execution_failed()) | dg.AutomationCondition.any_deps_updated())
     & ~dg.AutomationCondition.any_deps_missing()
     & ~dg.AutomationCondition.any_deps_in_progress()
     & ~dg.AutomationCondition.in_progress()
-    & ~dg.AutomationCondition.execution_failed()
 )
 
 INDEX_POOL = "image_hash_index"  # adds to the index must never run at once (the instance limits this pool to 1)
