@@ -50,6 +50,9 @@ class SampleSettings(Strict):
 
 class DagsterSettings(Strict):
     home: LocalPath = Field(description="DAGSTER_HOME used when the environment sets none.")
+    automation_interval_s: int = Field(
+        30, ge=5, description="How often the automation sensors (indexes, filters, re-filter, leaderboard) evaluate, in seconds."
+    )
 
 
 class AsagiConfig(Strict):

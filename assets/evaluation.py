@@ -212,7 +212,7 @@ def build_defs(config: AsagiConfig) -> dg.Definitions:
         "leaderboard_automation",
         target=dg.AssetSelection.assets(leaderboard, benchmark_items),
         default_status=dg.DefaultSensorStatus.RUNNING,
-        minimum_interval_seconds=30,
+        minimum_interval_seconds=config.dagster.automation_interval_s,
         description=(
             "Loads each benchmark's items when missing (decontamination reads them) and rebuilds the leaderboard whenever a benchmark score is materialized."
         ),

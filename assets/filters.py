@@ -360,15 +360,18 @@ filtered_splits = dg.define_asset_job(
     description="Filter one shard's screened pairs against the indexes (run after filter_indexes), then find their reference texts.",
 )
 
-# Runs the automation conditions above: after shards are screened the index adds them;
-# re-filtering after the index is refilter_sensor's (only the partitions it changed).
-filters_automation = automation_sensor(
-    "filters_automation",
-    target=dg.AssetSelection.groups(GROUP, "datasets"),
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    minimum_interval_seconds=30,
-    description="Adds newly screened shards to the dedup index, builds the benchmark index and document reference when missing, finds reference texts.",
-)
+
+def build_filters_automation(interval_s: int) -> dg.AutomationConditionSensorDefinition:
+    """Runs the automation conditions above: after shards are screened the index adds them;
+    re-filtering after the index is refilter_sensor's (only the partitions it changed)."""
+    return automation_sensor(
+        "filters_automation",
+        target=dg.AssetSelection.groups(GROUP, "datasets"),
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        minimum_interval_seconds=interval_s,
+        description="Adds newly screened shards to the dedup index, builds the benchmark index and document reference when missing, finds reference texts.",
+    )
+
 
 INDEX_KEY = dg.AssetKey("image_hash_index")
 # What is made again when the index changes a screened partition's decisions, per screened asset.
@@ -411,12 +414,12 @@ def _index_generation(record) -> int | None:
     return None if entry is None else int(entry.value)  # None: written before the index was incremental
 
 
-def build_refilter_sensor(datasets: dg.PartitionsDefinition) -> dg.SensorDefinition:
+def build_refilter_sensor(datasets: dg.PartitionsDefinition, interval_s: int) -> dg.SensorDefinition:
     """``datasets``: the dataset partitions of filtered_dataset_pairs (they follow the profile)."""
 
     @dg.sensor(
         asset_selection=REFILTER_TARGET,  # a sensor may ask for a backfill only of an asset selection
-        minimum_interval_seconds=30,
+        minimum_interval_seconds=interval_s,
         default_status=dg.DefaultSensorStatus.RUNNING,
         description=(
             "After each image_hash_index materialization, re-filters in one backfill exactly the partitions it reports "
@@ -462,5 +465,8 @@ def build_defs(config: AsagiConfig) -> dg.Definitions:
             document_image_reference,
         ],
         jobs=[filter_indexes, filtered_splits],
-        sensors=[filters_automation, build_refilter_sensor(dataset_partitions(config))],
+        sensors=[
+            build_filters_automation(config.dagster.automation_interval_s),
+            build_refilter_sensor(dataset_partitions(config), config.dagster.automation_interval_s),
+        ],
     )

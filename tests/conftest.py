@@ -118,6 +118,9 @@ def s3_endpoint(monkeypatch):
     server.stop()
 
 
+AUTOMATION_INTERVAL_S = 5  # the CLI profile's automation sensors, under a daemon (30 s by default)
+
+
 @pytest.fixture
 def cli_env(tmp_path):
     """A test profile for the CLI, with its own Dagster instance and image-server port."""
@@ -125,7 +128,12 @@ def cli_env(tmp_path):
         "ja-vlm-bench-in-the-wild": {"images": str(tmp_path / "benchmarks" / "itw")},
         "ja-vg-vqa-500": {"vg_image_ids": str(tmp_path / "benchmarks" / "vg_ids.txt")},
     }
-    profile = write_profile(tmp_path, sample={"image_server_port": free_port()}, filters={"decontamination": {"benchmarks": benchmarks}})
+    profile = write_profile(
+        tmp_path,
+        sample={"image_server_port": free_port()},
+        filters={"decontamination": {"benchmarks": benchmarks}},
+        dagster={"automation_interval_s": AUTOMATION_INTERVAL_S},
+    )
     (tmp_path / "dagster_home").mkdir()
     return {**os.environ, "ASAGI_CONFIG": str(profile), "DAGSTER_HOME": str(tmp_path / "dagster_home")}
 
@@ -177,6 +185,16 @@ def serving_sample(env: dict) -> Iterator[None]:
         server.wait(timeout=60)
 
 
+# `dagster-daemon run`, its backfill daemon pausing 5 s between iterations instead of
+# Dagster's fixed 30 s (a module constant, read at each loop): each backfill a test waits
+# for would otherwise idle 30 s a step. What the daemon does is unchanged.
+_DAEMON = [
+    sys.executable, "-c",
+    "import sys, dagster._daemon.controller as c; c.DEFAULT_DAEMON_INTERVAL_SECONDS = 5; "
+    "from dagster._daemon.cli import main; sys.argv[0] = 'dagster-daemon'; sys.exit(main())",
+]  # fmt: skip
+
+
 @contextmanager
 def running_daemon(env: dict) -> Iterator[None]:
     """`dagster-daemon run` (what `dagster dev` starts) on the env's instance for the
@@ -184,7 +202,7 @@ def running_daemon(env: dict) -> Iterator[None]:
     first: the daemon and a test's first look creating them at once race."""
     subprocess.run([sys.executable, "-c", "import dagster as dg; dg.DagsterInstance.get()"], env=env, check=True, capture_output=True)
     daemon = subprocess.Popen(
-        ["dagster-daemon", "run", "-w", "workspace.yaml"], env=env, cwd=PROJECT,
+        [*_DAEMON, "run", "-w", "workspace.yaml"], env=env, cwd=PROJECT,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, preexec_fn=default_signals,
     )  # fmt: skip
     try:

@@ -19,8 +19,9 @@ from asagi_dagster.config import load_config
 from asagi_dagster.definitions import build_definitions
 from asagi_sample.site import write_sample
 from assets.cli_hold import HOLD_FRESH_S, HOLD_KEY, cli_holding, set_hold
-from tests.conftest import ASAGI, PROJECT, running_daemon, serving_sample, write_profile
+from tests.conftest import ASAGI, AUTOMATION_INTERVAL_S, PROJECT, running_daemon, serving_sample, write_profile
 
+AUTOMATIONS = ("filters_automation", "refilter_sensor", "warc_inbox_sensor")
 MISSING_INDEXES = {"benchmark_image_index", "document_image_reference"}  # built when missing (filters_automation)
 
 
@@ -78,10 +79,13 @@ def test_a_command_holds_while_it_runs_and_clears_the_hold_when_it_ends(cli_env)
 
 
 _RUNS = """
-import json, dagster as dg
+import json, sys, dagster as dg
 instance = dg.DagsterInstance.get()
 runs = instance.get_runs()
+since = float(sys.argv[1])
 print(json.dumps({
+    "ticks_since": {state.instigator_name: len(instance.get_ticks(state.instigator_origin_id, state.selector_id, after=since))
+                    for state in instance.all_instigator_state()},
     "cli": sum(1 for r in runs if "asagi/inputs" in r.tags),
     "others": sorted({r.tags.get("dagster/sensor_name") or r.tags.get("asagi/requested_by") or r.job_name for r in runs if "asagi/inputs" not in r.tags}),
     "backfills": sorted(b.tags.get("asagi/requested_by", "") for b in instance.get_backfills()),
@@ -102,15 +106,20 @@ def test_beside_a_running_daemon_the_clis_runs_are_not_done_again_by_the_automat
     profile["sources"]["web"]["sensor_interval_s"] = 5
     Path(cli_env["ASAGI_CONFIG"]).write_text(yaml.safe_dump(profile, allow_unicode=True))
 
-    def runs() -> dict:
-        return json.loads(subprocess.run([sys.executable, "-c", _RUNS], env=cli_env, capture_output=True, text=True, check=True).stdout)
+    def runs(since: float = 0.0) -> dict:
+        command = [sys.executable, "-c", _RUNS, str(since)]
+        return json.loads(subprocess.run(command, env=cli_env, capture_output=True, text=True, check=True).stdout)
 
     subprocess.run([*ASAGI, "sample"], env=cli_env, cwd=PROJECT, check=True, capture_output=True)
     subprocess.run([*ASAGI, "sync"], env=cli_env, cwd=PROJECT, check=True, capture_output=True)  # before the daemon: its first tick comes at once
     with serving_sample(cli_env), running_daemon(cli_env):
         for command in ("ingest", "filter"):
             subprocess.run([*ASAGI, command], env=cli_env, cwd=PROJECT, check=True, capture_output=True, timeout=600)
-        time.sleep(70)  # two ticks of the automations (every 30 s) after the hold ended
+        ended = time.time()
+        deadline = time.monotonic() + 120
+        while min(runs(ended)["ticks_since"].get(name, 0) for name in AUTOMATIONS) < 2:  # two ticks each after the hold ended
+            assert time.monotonic() < deadline, runs(ended)["ticks_since"]
+            time.sleep(AUTOMATION_INTERVAL_S / 2)
         after_cli = runs()
         assert after_cli["others"] == [] and after_cli["backfills"] == [], after_cli
         assert after_cli["cli"] == 3 + 1 + 3  # ingest per shard; the indexes; filtered splits per shard (no datasets here)

@@ -19,6 +19,7 @@ import pytest
 
 from asagi_dagster.web.pair_images import CACHE_DIR
 from tests.conftest import PROJECT as PROJECT_ROOT
+from tests.conftest import default_signals
 from tests.web.test_fetch import LoopbackServer, image, settings, status
 from tests.web.test_fetch_deadline import drip
 from tests.web.test_pair_images import SHARD, pair_row, run_gather, write_pairs
@@ -86,6 +87,7 @@ def test_sigterm_stops_a_run_stuck_in_slow_downloads(storage, profile_path, mode
             stderr=subprocess.PIPE,
             text=True,
             env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)},
+            preexec_fn=default_signals,  # a pytest started in the background ignores SIGINT, and "keyboard" would inherit SIG_IGN
         )
         deadline = time.monotonic() + 60
         while len([p for p in server.paths() if p.startswith("/slow/")]) < 4:  # every worker is stuck in a drip
