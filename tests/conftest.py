@@ -259,18 +259,28 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "slow: starts servers, vLLM, Chromium, torchrun, the daemon or a pipeline run (left out by -m 'not slow')")
 
 
+# Session fixtures that take a minute or more to build: the tests that use one run on the
+# same xdist worker (--dist loadgroup), so it is built once, not once a worker.
+SHARED_ON_ONE_WORKER = ("finished_demo", "vllm_server")
+
+
 @pytest.hookimpl(tryfirst=True)  # before -m deselects by marker
 def pytest_collection_modifyitems(session, config, items):
     for item in items:
         if Path(item.fspath).relative_to(PROJECT / "tests").as_posix() in SLOW_MODULES:
             item.add_marker(pytest.mark.slow)
+        shared = [name for name in SHARED_ON_ONE_WORKER if name in getattr(item, "fixturenames", ())]
+        if shared:
+            item.add_marker(pytest.mark.xdist_group("+".join(shared)))
 
 
 @pytest.hookimpl(trylast=True)  # after deselection: only what will run
 def pytest_collection_finish(session):
     """The helper environments the selected tests need start building at once, in the
     background (mostly downloads: several minutes on a fresh clone), and those tests run
-    last, so the builds overlap the rest of the suite. The order within each group stays."""
+    last, so the builds overlap the rest of the suite. The order within each group stays.
+    Under xdist each worker starts them: the build scripts take a lock, so one builds and
+    the other then finds it built."""
     config, items = session.config, session.items
     needs = {item: {name for name in HELPER_ENVS if name in getattr(item, "fixturenames", ())} for item in items}
     for name in set() if config.option.collectonly else set().union(*needs.values()):
