@@ -86,6 +86,11 @@ def shard_key(rel: str) -> tuple[str | None, str | None]:
     return key, None
 
 
+def folder_of(key: str) -> str:
+    """The inbox folder of a shard, as its key writes it ("" at the top)."""
+    return key.rsplit(_SUBDIR, 1)[0] if _SUBDIR in key else ""
+
+
 class Inbox:
     def __init__(self, url: str, s3: S3Settings):
         self.url = url.rstrip("/")
