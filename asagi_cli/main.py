@@ -181,17 +181,16 @@ def serve_sample() -> None:
 
 
 def _sync(config: AsagiConfig) -> list[str]:
-    from asagi_dagster.web.inbox import Inbox, plan_sync, registration_batches
+    from asagi_dagster.web.batches import registered_files
+    from asagi_dagster.web.inbox import Inbox, plan_sync
+    from assets.web import register_new
 
-    instance = _instance(config)
+    instance, storage = _instance(config), Storage(config.storage)
     inbox = Inbox(config.sources.web.inbox, config.storage.s3)
-    plan = plan_sync(inbox, set(instance.get_dynamic_partitions(PARTITIONS)), Storage(config.storage))
+    plan = plan_sync(inbox, registered_files(storage, instance.get_dynamic_partitions(PARTITIONS)), storage)
     for skipped in plan.skipped:
         click.echo(f"skipped {skipped}", err=True)
-    added = [s.key for s in plan.new]
-    for batch in registration_batches(added):
-        instance.add_dynamic_partitions(PARTITIONS, batch)
-    return added
+    return register_new(instance, storage, plan.new, config.sources.web.files_per_partition)
 
 
 @main.command()
@@ -204,8 +203,13 @@ def sync() -> None:
 def _shards(config: AsagiConfig, partitions: tuple[str, ...], required: bool = False) -> list[str]:
     """The shards a command runs: those named, each of them registered, or every registered
     one; a user error in one line before any work starts."""
+    from asagi_dagster.web.batches import batch_keys_of
+
     registered = _instance(config).get_dynamic_partitions(PARTITIONS)
     known = set(registered)
+    # A file of a batch of several (sources.web.files_per_partition) stands for its batch.
+    in_batches = batch_keys_of(Storage(config.storage), known, [key for key in partitions if key not in known])
+    partitions = tuple(dict.fromkeys(in_batches.get(key, key) for key in partitions))
     unknown = [key for key in partitions if key not in known]
     if unknown:
         examples = f" (e.g. {', '.join(registered[:3])})" if registered else ""

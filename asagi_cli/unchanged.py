@@ -29,6 +29,7 @@ import fsspec.core
 from asagi_dagster.config import AsagiConfig
 from asagi_dagster.core import fingerprint
 from asagi_dagster.storage import Storage, fsspec_options
+from asagi_dagster.web.batches import files_of
 
 INPUTS_TAG = "asagi/inputs"
 CODE_PACKAGES = ("asagi_dagster", "assets", "resources")
@@ -99,8 +100,12 @@ def listing(config: AsagiConfig, path: str | None) -> list | None:
 
 
 def outputs_present(storage: Storage, job: dg.JobDefinition, partition) -> bool:
-    key = None if partition is None else str(partition)
-    return all(storage.exists(storage.manifest_path(asset.to_user_string(), key)) for asset in job.asset_layer.selected_asset_keys)
+    """Whether every output of the job's run is on the storage root: for a partition, the
+    manifest of each of its files (a batch of inbox files, D111: each file is committed
+    on its own)."""
+    keys = [None] if partition is None else files_of(storage, [str(partition)])[str(partition)]
+    assets = [asset.to_user_string() for asset in job.asset_layer.selected_asset_keys]
+    return all(storage.exists(storage.manifest_path(asset, key)) for asset in assets for key in keys)
 
 
 def unchanged_since(instance: dg.DagsterInstance, job_name: str, inputs: str) -> str | None:

@@ -32,7 +32,8 @@ from asagi_dagster.filters.split import filter_partition
 from asagi_dagster.query import benchmark_overlaps
 from asagi_dagster.reference import REFERENCE_TEXTS, REFERENCE_TEXTS_VERSION
 from asagi_dagster.reference.scoring import load_scorer, write_reference_texts
-from asagi_dagster.storage import Manifest, StageWriter
+from asagi_dagster.storage import Manifest, StageWriter, Storage
+from asagi_dagster.web.batches import batch_keys_of
 from assets.cli_hold import BUILD_WHEN_MISSING, automation_sensor, cli_holding, while_no_cli_runs
 from assets.metadata import accounted, stage_results
 from assets.pools import pool_limit
@@ -85,7 +86,7 @@ def screened_pairs(
 ):
     settings = profile.settings.filters
     made = {}
-    for shard in each_shard(context):
+    for shard in each_shard(context, storage):
         with StageWriter(storage.storage, "screened_pairs", shard, schemas.SCREENED_PAIRS, schemas.SCREENED_PAIRS_VERSION) as out:
             screen_web_pairs(storage.storage, image_text_pairs[shard].data_url, pair_images[shard].data_url, out, settings)
         made[shard] = committed(storage, out.manifest)
@@ -253,7 +254,7 @@ def filter_outputs(
     documents = _document_check(profile, storage, documents_reference) if filters.document_filter.enabled else None
     asset = context.assets_def.key.path[-1]
     made, overlaps = {}, {}
-    for partition in each_shard(context):
+    for partition in each_shard(context, storage):
         index_url = index_rows_url(storage.storage, screened[partition])
         with (
             StageWriter(storage.storage, asset, partition, schemas.FILTERED_PAIRS, schemas.FILTERED_PAIRS_VERSION) as out,
@@ -318,7 +319,7 @@ def reference_texts(
     config = profile.settings
     scorer = load_scorer(config.reference_texts, config.models)
     made = {}
-    for shard in each_shard(context):
+    for shard in each_shard(context, storage):
         with StageWriter(storage.storage, "reference_texts", shard, REFERENCE_TEXTS, REFERENCE_TEXTS_VERSION) as out:
             write_reference_texts(
                 storage.storage,
@@ -397,6 +398,16 @@ def refilter_subset(shards: list[str], warc_keys: set[str], datasets: dg.Partiti
     return AssetGraphSubset(partitions_subsets_by_asset_key=subsets) if subsets else None  # type: ignore[call-arg]
 
 
+def as_partitions(storage: Storage, shards: list[str], warc_keys: set[str]) -> list[str]:
+    """Index shard keys ("<screened asset>/<file>") with each web file replaced by the
+    partition that holds it (a batch of files, D111); files no longer registered drop out."""
+    screened = "screened_pairs/"
+    files = [shard.removeprefix(screened) for shard in shards if shard.startswith(screened)]
+    batch_of = batch_keys_of(storage, warc_keys, files)
+    web = {f"{screened}{batch_of[file]}" for file in files if file in batch_of}
+    return sorted(web | {shard for shard in shards if not shard.startswith(screened)})
+
+
 def refiltered_since(instance: dg.DagsterInstance, shards: list[str], index_storage_id: int) -> set[str]:
     """The index shard keys whose filtered partition was materialized after the index
     materialization ``index_storage_id`` (an `asagi filter` did it): nothing to re-filter."""
@@ -439,9 +450,10 @@ def build_refilter_sensor(datasets: dg.PartitionsDefinition, interval_s: int) ->
         generations = [g for g in map(_index_generation, records) if g is not None]
         generation = max(generations) if generations else after_generation
         shards = changed_since(storage.storage, after_generation, generation)
+        warc_keys = set(context.instance.get_dynamic_partitions(WARC_SHARDS)) if shards else set()
+        shards = as_partitions(storage.storage, shards, warc_keys)
         shards = sorted(set(shards) - refiltered_since(context.instance, shards, records[-1].storage_id))
         cursor = json.dumps([records[-1].storage_id, generation])
-        warc_keys = set(context.instance.get_dynamic_partitions(WARC_SHARDS)) if shards else set()
         subset = refilter_subset(shards, warc_keys, datasets)
         if subset is None:
             return dg.SensorResult(skip_reason=f"index generation {generation} changed no partition's decisions", cursor=cursor)

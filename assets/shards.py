@@ -14,6 +14,7 @@ step, not per partition), passed only when every shard passed, naming those that
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Iterator
 
 import dagster as dg
@@ -21,10 +22,12 @@ import dagster as dg
 from asagi_dagster.config import AsagiConfig
 from asagi_dagster.query import accounting
 from asagi_dagster.storage import Manifest
+from asagi_dagster.web.batches import files_of
 from assets.metadata import manifest_metadata, rule_stats_metadata
 from resources.storage import BY_SHARD, DuckDBResource, StorageResource
 
 FAILED_SHARDS_SHOWN = 20  # in a check's metadata; every shard's result is on its own materialization
+PARTS_SHOWN = 20  # files listed in a batch's materialization (all of them are in the catalog and the report)
 
 
 def shard_batches(shards_per_run: int) -> dg.BackfillPolicy:
@@ -37,11 +40,16 @@ def dataset_partitions(config: AsagiConfig) -> dg.StaticPartitionsDefinition:
     return dg.StaticPartitionsDefinition(sorted(config.sources.datasets))
 
 
-def each_shard(context: dg.AssetExecutionContext) -> Iterator[str]:
-    """The run's shards in order, each logged as it starts: when a step fails, the last
-    shard logged is the one it failed on (the step fails the whole range; the re-sync asks
-    for its shards again)."""
-    shards = context.partition_keys
+def run_files(context: dg.AssetExecutionContext, storage: StorageResource) -> dict[str, list[str]]:
+    """The run's partitions (batches of inbox files, D111) and the files of each, in order."""
+    return files_of(storage.storage, context.partition_keys)
+
+
+def each_shard(context: dg.AssetExecutionContext, storage: StorageResource) -> Iterator[str]:
+    """The files of the run's partitions in order, each logged as it starts: when a step
+    fails, the last file logged is the one it failed on (the step fails the whole range;
+    the re-sync asks for it again)."""
+    shards = [shard for files in run_files(context, storage).values() for shard in files]
     for number, shard in enumerate(shards, 1):
         if len(shards) > 1:
             context.log.info(f"shard {number}/{len(shards)}: {shard}")
@@ -70,27 +78,79 @@ def shard_outputs(
     made: dict[str, list[Manifest]],
     extra: dict[str, dict] | None = None,
 ) -> Iterator[dg.Output | dg.AssetCheckResult]:
-    """The outputs and accounting checks of a run over ``made`` (per shard, the manifests
-    of the step's assets; ``extra``: more metadata per shard)."""
-    recounts: dict[str, dict[str, dict]] = {}  # asset -> shard -> accounting
+    """The outputs and accounting checks of a run over ``made`` (per file, the manifests
+    of the step's assets; ``extra``: more metadata per file). Each partition's
+    materialization carries its file's metadata, or for a batch of several files their
+    sums (``batch_metadata``)."""
+    recounts: dict[str, dict[str, dict]] = {}  # asset -> file -> accounting
     for shard, manifests in made.items():
         for manifest in manifests:
             with duckdb.connect() as con:
-                recount = accounting(con, manifest)
-            recounts.setdefault(manifest.asset, {})[shard] = recount
-            metadata = {
-                **manifest_metadata(storage.storage, manifest),
-                **rule_stats_metadata(manifest),
-                **(extra or {}).get(shard, {}),
-                "rows_accounted": recount["passed"],
-            }
-            context.add_asset_metadata(metadata, asset_key=manifest.asset, partition_key=shard)
+                recounts.setdefault(manifest.asset, {})[shard] = accounting(con, manifest)
+    for batch, files in run_files(context, storage).items():
+        for asset, by_file in recounts.items():
+            parts = {shard: next(m for m in made[shard] if m.asset == asset) for shard in files}
+            metadata = (
+                file_metadata(storage, parts[batch], by_file[batch], (extra or {}).get(batch, {}))
+                if files == [batch]
+                else batch_metadata(storage, parts, by_file, extra or {})
+            )
+            context.add_asset_metadata(metadata, asset_key=asset, partition_key=batch)
     several = len(context.assets_def.keys) > 1  # a multi-asset names its outputs after the assets; a plain asset has one, "result"
     for asset in recounts:
         value = {shard: next(m for m in manifests if m.asset == asset) for shard, manifests in made.items()}
         yield dg.Output(value, output_name=asset if several else "result")
     for asset, by_shard_recount in recounts.items():
         yield shard_check(asset, "rows_accounted", by_shard_recount, totals=("rows_in", "rows_out", "rows_rejected"))
+
+
+def file_metadata(storage: StorageResource, manifest: Manifest, recount: dict, extra: dict) -> dict:
+    """A partition of one file: its manifest's counts, samples and rule statistics."""
+    return {**manifest_metadata(storage.storage, manifest), **rule_stats_metadata(manifest), **extra, "rows_accounted": recount["passed"]}
+
+
+def batch_metadata(storage: StorageResource, parts: dict[str, Manifest], recounts: dict[str, dict], extra: dict[str, dict]) -> dict:
+    """A partition of several files: the sums of their counts, each file's rows out (the
+    first PARTS_SHOWN), and the samples of the first file that has rows."""
+    reasons: Counter[str] = Counter()
+    for manifest in parts.values():
+        reasons.update(manifest.rejected_by_reason)
+    first = next((m for m in parts.values() if m.rows_out), next(iter(parts.values())))
+    samples = {k: v for k, v in manifest_metadata(storage.storage, first).items() if k in ("sample_rows", "sample_rejections", "preview")}
+    return {
+        "files": len(parts),
+        "rows_in": sum(m.rows_in for m in parts.values()),
+        "rows_out": sum(m.rows_out for m in parts.values()),
+        "rows_rejected": sum(m.rows_rejected for m in parts.values()),
+        "rejected_by_reason": dg.MetadataValue.json(dict(sorted(reasons.items()))),
+        "rows_out_by_file": dg.MetadataValue.json({shard: m.rows_out for shard, m in list(parts.items())[:PARTS_SHOWN]}),
+        **({"samples_from": first.partition or "", **samples} if samples else {}),
+        **_merged(extra.get(shard, {}) for shard in parts),
+        "rows_accounted": all(recounts[shard]["passed"] for shard in parts),
+    }
+
+
+def _merged(extras: Iterable[dict]) -> dict:
+    """The files' extra metadata as one partition's: flags all true, numbers and counts
+    summed, anything else kept when every file has the same value."""
+    values: dict[str, list] = {}
+    for extra in extras:
+        for name, value in extra.items():
+            values.setdefault(name, []).append(value)
+    merged: dict = {}
+    for name, seen in values.items():
+        if all(isinstance(v, bool) for v in seen):
+            merged[name] = all(seen)
+        elif all(isinstance(v, int | float) for v in seen):
+            merged[name] = sum(seen)
+        elif all(isinstance(v, dict) for v in seen):
+            total: Counter = Counter()
+            for v in seen:
+                total.update(v)
+            merged[name] = dg.MetadataValue.json(dict(total))
+        elif all(v == seen[0] for v in seen):
+            merged[name] = seen[0]
+    return merged
 
 
 def shard_check(asset: str, check_name: str, results: dict[str, dict], totals: Iterable[str] = ()) -> dg.AssetCheckResult:

@@ -11,7 +11,7 @@ from asagi_dagster.storage import Manifest
 from asagi_dagster.synth.corpora import CORPORA, Corpus
 from asagi_dagster.synth.generate import LicenceRefused, check_tasks, licence_gate
 from assets.metadata import accounted
-from assets.shards import by_shard, shard_batches, shard_outputs
+from assets.shards import by_shard, run_files, shard_batches, shard_outputs
 from assets.web import warc_shards
 from resources.gpu_jobs import GpuJobsResource, gpu_run_tags
 from resources.storage import DuckDBResource, ProfileResource, StorageResource
@@ -36,7 +36,7 @@ def synthesize(
         licence_gate(config.synthesis, asset)  # before any pod or process starts
     except LicenceRefused as refused:
         raise dg.Failure(str(refused), allow_retries=False) from None  # a retry would be refused again
-    partitions = context.partition_keys
+    partitions = [shard for files in run_files(context, storage).values() for shard in files]  # a batch's files (D111)
     extras = {
         "synthesis": config.synthesis.model_dump(mode="json") if config.synthesis else None,
         "storage": config.storage.model_dump(mode="json"),

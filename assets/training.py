@@ -11,6 +11,7 @@ from asagi_dagster.storage import Manifest, ModelManifest
 from asagi_dagster.train import mixture
 from asagi_dagster.train.sources import check_mixture
 from asagi_dagster.train.trainer import stage_job
+from asagi_dagster.web.batches import files_of
 from assets.filters import no_overlap_check, overlap_check
 from assets.metadata import accounted, stage_results
 from assets.web import warc_shards
@@ -53,7 +54,7 @@ def _mixture_asset(stage: str, deps: list[str]):
         training = _training(profile)
         weights = getattr(training, stage).mixture
         translated = config.synthesis.translate_datasets if config.synthesis else []
-        shards = sorted(context.instance.get_dynamic_partitions(warc_shards.name))
+        shards = sorted(file for files in files_of(storage.storage, context.instance.get_dynamic_partitions(warc_shards.name)).values() for file in files)
         made = mixture.write_stage_mixture(storage.storage, stage, weights, training.seed, shards, config.sources.datasets, translated)
         if made.missing:
             context.log.warning(f"{name}: not materialized, so not in the mixture: {', '.join(made.missing)}")

@@ -11,10 +11,11 @@ from dagster._time import get_current_timestamp
 
 from asagi_dagster.config import AsagiConfig
 from asagi_dagster.query import record_starts_check
-from asagi_dagster.storage import Manifest, StageWriter
+from asagi_dagster.storage import Manifest, StageWriter, Storage
 from asagi_dagster.web import schemas
+from asagi_dagster.web.batches import batch_keys_of, commit_batches, make_batches, registered_files
 from asagi_dagster.web.fetch import Fetcher
-from asagi_dagster.web.inbox import Inbox, plan_sync, registration_batches
+from asagi_dagster.web.inbox import Inbox, ShardFile, plan_sync, registration_batches
 from asagi_dagster.web.ingest import extract_pages, ingest_warc
 from asagi_dagster.web.pair_images import gather_pair_images
 from assets.cli_hold import cli_holding
@@ -52,7 +53,7 @@ def warc_records(context: dg.AssetExecutionContext, profile: ProfileResource, st
     web = profile.settings.sources.web
     inbox = Inbox(web.inbox, profile.settings.storage.s3)
     made, starts = {}, {}
-    for shard in each_shard(context):
+    for shard in each_shard(context, storage):
         fingerprint = inbox.fingerprint(shard)
         with (
             StageWriter(storage.storage, "web_documents", shard, schemas.WEB_DOCUMENTS, schemas.WEB_DOCUMENTS_VERSION) as docs,
@@ -89,7 +90,7 @@ def page_structure(
     """Parse every page once: its images become pairs, its reading order an interleaved doc."""
     html = profile.settings.sources.web.html
     made = {}
-    for shard in each_shard(context):
+    for shard in each_shard(context, storage):
         with (
             StageWriter(storage.storage, "image_text_pairs", shard, schemas.IMAGE_TEXT_PAIRS, schemas.IMAGE_TEXT_PAIRS_VERSION) as pairs,
             StageWriter(storage.storage, "interleaved_documents", shard, schemas.INTERLEAVED_DOCUMENTS, schemas.INTERLEAVED_DOCUMENTS_VERSION) as docs,
@@ -125,7 +126,7 @@ def pair_images(
     _check_download_pool(context, downloader.downloaders)
     made, origins = {}, {}
     with Fetcher(downloader) as fetcher:  # one per run: its robots.txt and host budgets serve every shard
-        for shard in each_shard(context):
+        for shard in each_shard(context, storage):
             with StageWriter(storage.storage, "pair_images", shard, schemas.PAIR_IMAGES, schemas.PAIR_IMAGES_VERSION) as out:
                 origins[shard] = gather_pair_images(
                     storage.storage, image_text_pairs[shard].data_url, web_images[shard].data_url, out, fetcher, downloader.workers
@@ -164,11 +165,17 @@ web_ingest = dg.define_asset_job(
 )
 
 
-def _register(instance: dg.DagsterInstance, keys: list[str]) -> None:
-    # Written here rather than as the sensor's dynamic_partitions_requests: the daemon
-    # looks each requested key up on its own (20,000 queries for 20,000 new files).
-    for batch in registration_batches(keys):
-        instance.add_dynamic_partitions(WARC_SHARDS, batch)
+def register_new(instance: dg.DagsterInstance, storage: Storage, new: list[ShardFile], files_per_partition: int) -> list[str]:
+    """New inbox files as partitions, batched (web/batches.py): each batch's list is
+    committed before its key is added. The keys added."""
+    batches = make_batches(new, files_per_partition)
+    commit_batches(storage, batches)
+    keys = [batch.key for batch in batches]
+    # Added here rather than as a sensor's dynamic_partitions_requests: the daemon looks
+    # each requested key up on its own (20,000 queries for 20,000 new files).
+    for chunk in registration_batches(keys):
+        instance.add_dynamic_partitions(WARC_SHARDS, chunk)
+    return keys
 
 
 def _ingest_subset(keys: list[str]) -> AssetGraphSubset:
@@ -208,7 +215,7 @@ def _plan(context, profile: ProfileResource, storage: StorageResource, full: boo
     """The plan for the window of the inbox that starts after ``after``."""
     settings = profile.settings
     inbox = Inbox(settings.sources.web.inbox, settings.storage.s3)
-    registered = set(context.instance.get_dynamic_partitions(WARC_SHARDS))
+    registered = registered_files(storage.storage, context.instance.get_dynamic_partitions(WARC_SHARDS))
     window = (after, settings.sources.web.scan_files_per_tick)
     if not full:  # the sensor runs every minute: new files only, no manifest reads
         return plan_sync(inbox, registered, storage.storage, window=window)
@@ -293,9 +300,9 @@ def build_inbox_automation(config: AsagiConfig) -> tuple[dg.SensorDefinition, dg
         if not plan.new:
             context.update_cursor(plan.resume_after)  # the next tick lists the next window ("": from the start)
             return dg.SkipReason(f"no new shards in the inbox{_window_note(plan.resume_after)}")
-        keys = [s.key for s in plan.new]
-        _register(context.instance, keys)
-        context.log.info(f"registered {len(keys)} new shards{_window_note(plan.resume_after)}: {_sample(keys)}")
+        keys = register_new(context.instance, storage.storage, plan.new, profile.settings.sources.web.files_per_partition)
+        files = f"{len(plan.new)} new files as " if len(keys) < len(plan.new) else ""
+        context.log.info(f"registered {files}{len(keys)} new shards{_window_note(plan.resume_after)}: {_sample(keys)}")
         return dg.SensorResult(run_requests=[_ingest_backfill_request(keys, "warc_inbox_sensor")], cursor=plan.resume_after)
 
     @dg.schedule(
@@ -318,7 +325,8 @@ def build_inbox_automation(config: AsagiConfig) -> tuple[dg.SensorDefinition, dg
         if plan.new:
             context.log.info(f"{len(plan.new)} new files wait for warc_inbox_sensor: {_sample([s.key for s in plan.new])}")
         busy = _shards_in_flight(context)  # queued, running or in a backfill: not out of sync, just not done
-        keys = [s.key for s in plan.changed if s.key not in busy]
+        partitions = context.instance.get_dynamic_partitions(WARC_SHARDS)
+        keys = sorted(set(batch_keys_of(storage.storage, partitions, [s.key for s in plan.changed]).values()) - busy)
         if not keys:
             return dg.SkipReason(f"inbox in sync, or its out-of-sync shards are already running{_window_note(plan.resume_after)}")
         backfill_id = submit_ingest_backfill(context.instance, keys, "warc_inbox_resync")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from functools import cached_property
 
 import dagster as dg
@@ -10,6 +11,7 @@ import duckdb
 from asagi_dagster.config import AsagiConfig, load_config
 from asagi_dagster.query import connect
 from asagi_dagster.storage import Manifest, ModelManifest, S3Settings, Storage, StorageSettings
+from asagi_dagster.web.batches import files_of
 
 
 class ProfileResource(dg.ConfigurableResource):
@@ -51,8 +53,8 @@ class DuckDBResource(dg.ConfigurableResource):
         return connect(self.storage.storage)
 
 
-# Input metadata: load the input as {partition: Manifest} for every partition of the run
-# (a run over a range of shards; see assets/shards.py).
+# Input metadata: load the input as {file: Manifest} for every file of the run's partitions
+# (a run over a range of batches of shard files; see assets/shards.py).
 BY_SHARD = "asagi/by_shard"
 
 
@@ -72,15 +74,20 @@ class ManifestIOManager(dg.ConfigurableIOManager):
                 raise TypeError(f"{asset} must return a Manifest, got {type(obj).__name__}")
             self.storage.storage.write_manifest(obj)
             return
-        if set(obj) != set(context.asset_partition_keys):
-            raise ValueError(f"{asset} returned manifests of {sorted(obj)[:5]}, not of the run's partitions {sorted(context.asset_partition_keys)[:5]}")
+        files = self._files(context.asset_partition_keys)
+        if set(obj) != files:
+            raise ValueError(f"{asset} returned manifests of {sorted(obj)[:5]}, not of the run's files {sorted(files)[:5]}")
         if not all(isinstance(manifest, Manifest) and manifest.partition == partition for partition, manifest in obj.items()):
             raise TypeError(f"{asset} must return {{partition: its Manifest}}")
 
     def load_input(self, context: dg.InputContext) -> Manifest | ModelManifest | dict[str, Manifest | ModelManifest]:
         if (context.definition_metadata or {}).get(BY_SHARD):
-            return {partition: self._load(context, partition) for partition in context.asset_partition_keys}
+            return {shard: self._load(context, shard) for shard in sorted(self._files(context.asset_partition_keys))}
         return self._load(context, context.asset_partition_key if context.has_asset_partitions else None)
+
+    def _files(self, partitions: Iterable[str]) -> set[str]:
+        """The files of partitions that are batches of inbox files (D111); any other partition is itself."""
+        return {shard for files in files_of(self.storage.storage, partitions).values() for shard in files}
 
     def _load(self, context: dg.InputContext, partition: str | None) -> Manifest | ModelManifest:
         asset = context.asset_key.path[-1]

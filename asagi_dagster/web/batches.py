@@ -1,21 +1,25 @@
 """Batches of inbox files: the partitions of the per-file steps (D111).
 
 A batch is made at registration from new shard files of one inbox folder, in name
-order, up to ``files_per_partition`` of them; its key is its first file's key, so at one
-file a partition the keys are the files' own. A batch never changes once registered:
-its file list, with each file's fingerprint at registration, is committed to the storage
-root (``_batches/<folder>/<key>.json``) before Dagster learns the key, and files arriving
-later form new batches. A crash between the two leaves a committed list without its
-partition, which the next registration adds.
+order, up to ``files_per_partition`` of them; its key is its first file's key. A batch
+never changes once registered: the file list of a batch of more than one file is
+committed to the storage root (``_batches/<folder>/<key>.json``) before Dagster learns
+the key, and files arriving later form new batches. A batch of one file has no list: its
+key is its file's, so at one file a partition (the demo, most tests) nothing is written
+and the keys are the files' own. A crash between the list and the key leaves a list
+without its partition: it is ignored, and its files are registered again as new ones.
+
+The storage root, the catalog and the report stay per file: each file of a batch is
+written, committed and recorded as a shard is; only Dagster's partitions are batches.
 
 Which files of a folder are registered is read from that folder's lists only, so a tick
-reads the batches of the inbox folders its window touches, not every batch: for Common
+reads the lists of the inbox folders its window touches, not every list: for Common
 Crawl's layout (a segment folder of about 900 files) one or two lists per folder.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from asagi_dagster.storage import Storage
@@ -29,6 +33,10 @@ TOP_FOLDER = "_"  # the list folder of files at the top of the inbox (no folder 
 class Batch:
     key: str
     files: tuple[ShardFile, ...]  # in name order; the first file's key is the batch's
+
+    @property
+    def file_keys(self) -> list[str]:
+        return [f.key for f in self.files]
 
 
 def make_batches(new: Iterable[ShardFile], files_per_partition: int) -> list[Batch]:
@@ -56,30 +64,64 @@ def batch_path(storage: Storage, key: str) -> str:
 
 
 def commit_batches(storage: Storage, batches: Iterable[Batch]) -> None:
-    """Each batch's file list, written whole (atomically) before its key is registered."""
+    """The list of each batch of more than one file, written whole (atomically) before its
+    key is registered."""
     for batch in batches:
-        files = [{"key": f.key, "url": f.url, "fingerprint": f.fingerprint} for f in batch.files]
-        storage.write_json(batch_path(storage, batch.key), {"key": batch.key, "files": files})
+        if len(batch.files) > 1:
+            files = [{"key": f.key, "url": f.url, "fingerprint": f.fingerprint} for f in batch.files]
+            storage.write_json(batch_path(storage, batch.key), {"key": batch.key, "files": files})
 
 
-def read_batch(storage: Storage, key: str) -> Batch:
-    raw = storage.read_json(batch_path(storage, key))
+def _parse(raw: dict) -> Batch:
     return Batch(raw["key"], tuple(ShardFile(f["key"], f["url"], f["fingerprint"]) for f in raw["files"]))
 
 
+def files_of(storage: Storage, keys: Iterable[str]) -> dict[str, list[str]]:
+    """Each partition's files, in name order: its list's, or the key itself when it has
+    none (a batch of one). One listing per inbox folder among the keys, and one read per
+    list: a partition of one file costs no read."""
+    keys = list(keys)
+    listed: set[str] = set()
+    for folder in sorted({folder_of(key) for key in keys}):
+        try:
+            listed.update(name.rsplit("/", 1)[-1] for name in storage.fs.ls(_list_folder(storage, folder), detail=False, refresh=True))
+        except FileNotFoundError:
+            continue
+    return {key: _parse(storage.read_json(batch_path(storage, key))).file_keys if f"{key}.json" in listed else [key] for key in keys}
+
+
 def folder_batches(storage: Storage, folders: Iterable[str]) -> list[Batch]:
-    """Every batch committed for these inbox folders: one listing and one read a batch."""
+    """Every list committed for these inbox folders: one listing a folder and one read a list."""
     batches = []
     for folder in sorted(set(folders)):
         path = _list_folder(storage, folder)
-        if not storage.fs.exists(path):
+        try:
+            names = storage.fs.ls(path, detail=False, refresh=True)
+        except FileNotFoundError:
             continue
-        for name in sorted(storage.fs.ls(path, detail=False, refresh=True)):
+        for name in sorted(names):
             if name.endswith(".json"):
-                batches.append(read_batch(storage, name.rsplit("/", 1)[-1].removesuffix(".json")))
+                batches.append(_parse(storage.read_json(name)))
     return batches
 
 
-def batch_of_file(batches: Iterable[Batch]) -> dict[str, str]:
-    """Shard key -> the key of the batch that holds it."""
-    return {shard.key: batch.key for batch in batches for shard in batch.files}
+def registered_files(storage: Storage, partitions: Iterable[str]) -> Callable[[list[str]], set[str]]:
+    """For ``plan_sync``: which of some shard keys are registered, given Dagster's
+    partition keys. A file is registered when it is a partition (a batch of one) or in the
+    list of one; the lists read are those of the files' folders. A list whose key is not a
+    partition (a crash between the two) does not count: its files are new again, and
+    batched again."""
+    partitions = set(partitions)
+
+    def registered(keys: list[str]) -> set[str]:
+        listed = {key for batch in folder_batches(storage, map(folder_of, keys)) if batch.key in partitions for key in batch.file_keys}
+        return {key for key in keys if key in partitions or key in listed}
+
+    return registered
+
+
+def batch_keys_of(storage: Storage, partitions: Iterable[str], files: Iterable[str]) -> dict[str, str]:
+    """File -> the partition that holds it, for the registered ones among ``files``."""
+    partitions, files = set(partitions), list(files)
+    by_file = {key: batch.key for batch in folder_batches(storage, map(folder_of, files)) if batch.key in partitions for key in batch.file_keys}
+    return {key: by_file.get(key, key) for key in files if key in by_file or key in partitions}

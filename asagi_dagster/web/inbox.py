@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from stat import S_ISREG
 
@@ -253,7 +254,7 @@ def _fingerprint(info: dict) -> str:
 
 def plan_sync(
     inbox: Inbox,
-    registered: set[str],
+    registered: Callable[[list[str]], set[str]],
     storage: Storage,
     source_asset: str | None = None,
     final_asset: str | None = None,
@@ -261,7 +262,8 @@ def plan_sync(
 ) -> SyncPlan:
     """New shards; with ``source_asset`` and ``final_asset`` also the registered shards
     out of sync: whose file changed since ``source_asset`` recorded its fingerprint, or
-    that never reached ``final_asset`` (a failed or unfinished ingest). With ``window``
+    that never reached ``final_asset`` (a failed or unfinished ingest). ``registered``:
+    which of the scanned shard keys are registered (web/batches.py). With ``window``
     (after, files), only that window of the inbox (``Inbox.scan_window``)."""
     resync = bool(source_asset and final_asset)
     resume_after = ""
@@ -270,12 +272,13 @@ def plan_sync(
     else:
         part = inbox.scan_window(*window, fingerprints=resync)
         shards, skipped, resume_after = part.shards, part.skipped, part.last
-    new = [s for s in shards if s.key not in registered]
+    known = registered([s.key for s in shards])
+    new = [s for s in shards if s.key not in known]
     changed = []
     if resync:
         assert source_asset is not None and final_asset is not None
         ingested = _ingested(storage, source_asset, final_asset)  # one catalog read per plan
-        changed = [s for s in shards if s.key in registered and _out_of_sync(ingested, s)]
+        changed = [s for s in shards if s.key in known and _out_of_sync(ingested, s)]
     return SyncPlan(new=new, changed=changed, skipped=skipped, resume_after=resume_after)
 
 

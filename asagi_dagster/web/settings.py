@@ -72,11 +72,21 @@ class WebSourceSettings(Strict):
     inbox: LocalPath = Field(description="Folder or s3:// prefix that receives .warc/.warc.gz shards.")
     resync_cron: str = "0 * * * *"
     sensor_interval_s: int = Field(60, ge=5)
+    files_per_partition: int = Field(
+        1,
+        ge=1,
+        description=(
+            "Inbox files one partition holds (D111): new files of one inbox folder are batched in name order at "
+            "registration, the batch keyed by its first file. Each file is still written, committed and reported on "
+            "its own. 1 keeps one partition per file; a Common Crawl snapshot (90,000 files) wants about 1,000, as "
+            "Dagster's backfills cost about 50 ms per partition."
+        ),
+    )
     shards_per_run: int = Field(
         8,
         ge=1,
         description=(
-            "Shards one backfill run takes, one after another, through each per-shard step (ingest, screening, "
+            "Partitions one backfill run takes, one after another, through each per-shard step (ingest, screening, "
             "filtering, reference texts, synthesis): each run has a fixed cost (process start, code load, queue; a GPU "
             "program's model load), paid once per batch."
         ),

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from asagi_dagster.storage import Storage, StorageSettings
-from asagi_dagster.web.batches import batch_of_file, batch_path, commit_batches, folder_batches, make_batches, read_batch
+from asagi_dagster.web.batches import batch_keys_of, batch_path, commit_batches, files_of, folder_batches, make_batches, registered_files
 from asagi_dagster.web.inbox import ShardFile, folder_of
 from tests.conftest import BUCKET
 
@@ -39,20 +39,26 @@ def test_files_are_batched_by_folder_in_name_order_and_keyed_by_their_first():
 
 
 def _round_trip(storage: Storage) -> None:
-    batches = make_batches([*SEGMENT_A, *SEGMENT_B, *TOP], files_per_partition=1000)
+    batches = make_batches([*SEGMENT_A, *SEGMENT_B, *TOP, shard("alone__only.warc")], files_per_partition=1000)
     commit_batches(storage, batches)
-    assert read_batch(storage, SEGMENT_A[0].key) == batches[0]
     assert batch_path(storage, "top-0.warc").endswith("/_batches/_/top-0.warc.json")
+    assert not storage.exists(batch_path(storage, "alone__only.warc"))  # a batch of one has no list
+    assert files_of(storage, [SEGMENT_A[0].key, "alone__only.warc"]) == {SEGMENT_A[0].key: [f.key for f in SEGMENT_A], "alone__only.warc": ["alone__only.warc"]}
     # A folder's lists only: the top folder's batch is not read for segment A.
-    found = folder_batches(storage, [folder_of(SEGMENT_A[0].key)])
-    assert found == [batches[0]]
-    assert batch_of_file(folder_batches(storage, ["", folder_of(SEGMENT_B[0].key), "no-such-folder"])) == {
-        **{f.key: SEGMENT_B[0].key for f in SEGMENT_B},
-        "top-0.warc": "top-0.warc",
+    assert folder_batches(storage, [folder_of(SEGMENT_A[0].key)]) == [batches[0]]
+    keys = [b.key for b in batches]
+    assert batch_keys_of(storage, keys, ["top-1.warc", SEGMENT_B[2].key, "alone__only.warc", "unknown.warc"]) == {
         "top-1.warc": "top-0.warc",
+        SEGMENT_B[2].key: SEGMENT_B[0].key,
+        "alone__only.warc": "alone__only.warc",
     }
+    # Which scanned files are registered: partitions, and files listed by a partition.
+    everything = [f.key for f in [*SEGMENT_A, *SEGMENT_B, *TOP]] + ["alone__only.warc", "new.warc"]
+    assert registered_files(storage, keys)(everything) == set(everything) - {"new.warc"}
+    # A list whose key never reached Dagster (a crash in between) counts for nothing: its files are new again.
+    assert registered_files(storage, ["alone__only.warc", SEGMENT_A[0].key])(everything) == {"alone__only.warc", *(f.key for f in SEGMENT_A)}
     # A later file of the same folder makes a new batch beside the first.
-    later = make_batches([shard("CC-MAIN-2026-05__segments__1700.0__warc__f999.warc.gz")], 1000)
+    later = make_batches([shard(f"CC-MAIN-2026-05__segments__1700.0__warc__f99{i}.warc.gz") for i in range(2)], 1000)
     commit_batches(storage, later)
     assert [b.key for b in folder_batches(storage, [folder_of(SEGMENT_A[0].key)])] == [SEGMENT_A[0].key, later[0].key]
 

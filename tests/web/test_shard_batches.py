@@ -26,9 +26,13 @@ PER_SHARD = (*INGEST_ASSETS, "filtered_pairs", "reference_texts")
 MANIFEST_FIELDS = ("rows_in", "rows_out", "rows_rejected", "rejected_by_reason", "rule_stats")
 
 
-def _pipeline(directory: Path, served_dir, image_server):
+def _pipeline(directory: Path, served_dir, image_server, files_per_partition: int = 1):
     directory.mkdir()
-    profile = write_profile(directory, filters={"decontamination": {"benchmarks": {"ja-vlm-bench-in-the-wild": {"images": str(directory / "itw")}}}})
+    profile = write_profile(
+        directory,
+        filters={"decontamination": {"benchmarks": {"ja-vlm-bench-in-the-wild": {"images": str(directory / "itw")}}}},
+        sources={"web": {"files_per_partition": files_per_partition}},
+    )
     config = load_config(profile)
     write_sample(Path(config.sources.web.inbox), served_dir, image_server)
     write_filter_sample(config.filters)
