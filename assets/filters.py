@@ -89,7 +89,7 @@ def screened_pairs(
     for shard in each_shard(context, storage):
         with StageWriter(storage.storage, "screened_pairs", shard, schemas.SCREENED_PAIRS, schemas.SCREENED_PAIRS_VERSION) as out:
             screen_web_pairs(storage.storage, image_text_pairs[shard].data_url, pair_images[shard].data_url, out, settings)
-        made[shard] = committed(storage, out.manifest)
+        made[shard] = committed(context, storage, out.manifest)
     yield from shard_outputs(context, storage, duckdb, made)
 
 
@@ -271,7 +271,7 @@ def filter_outputs(
                 storage=storage.storage,
                 images_url=images[partition].data_url,
             )
-        made[partition] = committed(storage, out.manifest)
+        made[partition] = committed(context, storage, out.manifest)
         overlaps[partition] = overlap_audit(duckdb, out.manifest, benchmarks, max_hamming)
     yield from shard_outputs(context, storage, duckdb, made, extra={p: {"overlapping_pairs": r["overlapping_pairs"]} for p, r in overlaps.items()})
     yield shard_check(asset, "no_benchmark_overlap", overlaps, totals=("overlapping_pairs",))
@@ -331,7 +331,7 @@ def reference_texts(
                 scorer,
                 config.filters.image_safety,
             )
-        made[shard] = committed(storage, out.manifest)
+        made[shard] = committed(context, storage, out.manifest)
     yield from shard_outputs(context, storage, duckdb, made, extra={shard: {"scorer": scorer.name} for shard in made})
 
 

@@ -48,21 +48,49 @@ def run_files(context: dg.AssetExecutionContext, storage: StorageResource) -> di
 def each_shard(context: dg.AssetExecutionContext, storage: StorageResource) -> Iterator[str]:
     """The files of the run's partitions in order, each logged as it starts: when a step
     fails, the last file logged is the one it failed on (the step fails the whole range;
-    the re-sync asks for it again)."""
+    the re-sync asks for it again). In a retry of the step (a step retry, or the run
+    re-executed), a file whose outputs an earlier attempt committed is skipped: a batch of
+    1,000 files that failed on its 900th starts again there."""
     shards = [shard for files in run_files(context, storage).values() for shard in files]
+    retry = context.retry_number > 0 or context.run.root_run_id is not None
     for number, shard in enumerate(shards, 1):
+        if retry and _committed_by_this_run(context, storage, shard):
+            context.log.info(f"shard {number}/{len(shards)}: {shard} committed by an earlier attempt of this run, skipped")
+            continue
         if len(shards) > 1:
             context.log.info(f"shard {number}/{len(shards)}: {shard}")
         yield shard
 
 
-def committed(storage: StorageResource, *manifests: Manifest) -> list[Manifest]:
-    """Commit a finished shard's manifests now, not when the run ends: the shard's data
-    files are already in place, and a later shard of the run that fails must not leave
-    this one with new data under its old manifest."""
-    for manifest in manifests:
+RUN_SOURCE = "root_run"  # in a per-file manifest's source: the run whose attempt committed it
+
+
+def _root_run(context: dg.AssetExecutionContext) -> str:
+    """The run's first attempt: the same for every retry and re-execution of it."""
+    return context.run.root_run_id or context.run.run_id
+
+
+def _committed_by_this_run(context: dg.AssetExecutionContext, storage: StorageResource, shard: str) -> bool:
+    root, st = _root_run(context), storage.storage
+    for key in context.selected_asset_keys:
+        asset = key.to_user_string()
+        if not st.exists(st.manifest_path(asset, shard)):
+            return False
+        manifest = st.read_manifest(asset, shard)
+        if not isinstance(manifest, Manifest) or manifest.source.get(RUN_SOURCE) != root:
+            return False
+    return True
+
+
+def committed(context: dg.AssetExecutionContext, storage: StorageResource, *manifests: Manifest) -> list[Manifest]:
+    """Commit a finished file's manifests now, not when the run ends: the file's data
+    files are already in place, and a later file of the run that fails must not leave
+    this one with new data under its old manifest. Each is marked with the run, so a
+    retry of the run skips the file (``each_shard``)."""
+    marked = [m.model_copy(update={"source": {**m.source, RUN_SOURCE: _root_run(context)}}) for m in manifests]
+    for manifest in marked:
         storage.storage.write_manifest(manifest)
-    return list(manifests)
+    return marked
 
 
 def by_shard(asset: str | None = None, partition_mapping: dg.PartitionMapping | None = None) -> dg.AssetIn:
@@ -82,6 +110,7 @@ def shard_outputs(
     of the step's assets; ``extra``: more metadata per file). Each partition's
     materialization carries its file's metadata, or for a batch of several files their
     sums (``batch_metadata``)."""
+    made = {**_committed_earlier(context, storage, made), **made}
     recounts: dict[str, dict[str, dict]] = {}  # asset -> file -> accounting
     for shard, manifests in made.items():
         for manifest in manifests:
@@ -102,6 +131,15 @@ def shard_outputs(
         yield dg.Output(value, output_name=asset if several else "result")
     for asset, by_shard_recount in recounts.items():
         yield shard_check(asset, "rows_accounted", by_shard_recount, totals=("rows_in", "rows_out", "rows_rejected"))
+
+
+def _committed_earlier(context: dg.AssetExecutionContext, storage: StorageResource, made: dict[str, list[Manifest]]) -> dict[str, list[Manifest]]:
+    """The manifests of the run's files that ``each_shard`` skipped (committed by an
+    earlier attempt of the run), read back so the run's output covers every file."""
+    skipped = [shard for files in run_files(context, storage).values() for shard in files if shard not in made]
+    st = storage.storage
+    earlier = {shard: [st.read_manifest(key.to_user_string(), shard) for key in sorted(context.selected_asset_keys)] for shard in skipped}
+    return {shard: [m for m in manifests if isinstance(m, Manifest)] for shard, manifests in earlier.items()}
 
 
 def file_metadata(storage: StorageResource, manifest: Manifest, recount: dict, extra: dict) -> dict:

@@ -61,7 +61,7 @@ def warc_records(context: dg.AssetExecutionContext, profile: ProfileResource, st
         ):
             docs.source = images.source = {"shard_url": inbox.url_for(shard), "fingerprint": fingerprint}
             ingest_warc(lambda: inbox.open(shard), shard, docs, images, web)
-        made[shard] = committed(storage, docs.manifest, images.manifest)
+        made[shard] = committed(context, storage, docs.manifest, images.manifest)
         with duckdb.connect() as con:
             starts[shard] = record_starts_check(con, docs.manifest, images.manifest)
     yield from shard_outputs(context, storage, duckdb, made, extra={s: {"record_starts_accounted": r["passed"]} for s, r in starts.items()})
@@ -96,7 +96,7 @@ def page_structure(
             StageWriter(storage.storage, "interleaved_documents", shard, schemas.INTERLEAVED_DOCUMENTS, schemas.INTERLEAVED_DOCUMENTS_VERSION) as docs,
         ):
             extract_pages(storage.storage, web_documents[shard].data_url, pairs, docs, html)
-        made[shard] = committed(storage, pairs.manifest, docs.manifest)
+        made[shard] = committed(context, storage, pairs.manifest, docs.manifest)
     yield from shard_outputs(context, storage, duckdb, made)
 
 
@@ -131,7 +131,7 @@ def pair_images(
                 origins[shard] = gather_pair_images(
                     storage.storage, image_text_pairs[shard].data_url, web_images[shard].data_url, out, fetcher, downloader.workers
                 )
-            made[shard] = committed(storage, out.manifest)
+            made[shard] = committed(context, storage, out.manifest)
             context.log.info(f"{shard}: pair images by origin: {origins[shard]}")
     yield from shard_outputs(context, storage, duckdb, made, extra={s: {"origins": o} for s, o in origins.items()})
 

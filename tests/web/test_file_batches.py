@@ -17,6 +17,7 @@ from asagi_dagster.storage import Storage, StorageSettings
 from asagi_dagster.web.batches import batch_path, commit_batches, make_batches
 from asagi_dagster.web.inbox import ShardFile
 from assets.filters import as_partitions
+from assets.web import INGEST_ASSETS
 from tests.conftest import resync_tick
 from tests.web.test_shard_batches import PER_SHARD, SHARDS, _manifest, _pipeline
 
@@ -97,3 +98,47 @@ def test_a_list_whose_partition_was_never_added_is_registered_again(tmp_path, se
     with dg.DagsterInstance.ephemeral() as instance:
         assert _register(defs, instance) == BATCHES
         assert instance.get_dynamic_partitions("warc_shards") == BATCHES
+
+
+def _web_ingest():
+    """web_ingest for the profile in ASAGI_CONFIG, reconstructable (a re-execution needs it)."""
+    from asagi_dagster.definitions import build_definitions
+
+    return build_definitions(os.environ["ASAGI_CONFIG"]).resolve_job_def("web_ingest")
+
+
+def test_a_retry_of_a_batch_skips_the_files_an_earlier_attempt_committed(tmp_path, served_dir, image_server, monkeypatch):
+    """The step fails on the batch's second file (a file where its output folder should
+    be); re-executed from failure, it skips the first file, committed by the first
+    attempt, and does the other two."""
+    defs, root = _pipeline(tmp_path / "batched", served_dir, image_server, files_per_partition=3)
+    monkeypatch.setenv("ASAGI_CONFIG", str(tmp_path / "batched" / "profile.yaml"))
+    job = dg.reconstructable(_web_ingest)
+    with dg.instance_for_test() as instance:
+        [batch] = _register(defs, instance)
+        assert batch == SHARDS[0]
+        obstacle = root / "web_documents" / SHARDS[1]
+        obstacle.parent.mkdir(parents=True)
+        obstacle.write_text("not a folder")
+        with dg.execute_job(job, instance, tags={"dagster/partition": batch}) as first:
+            assert not first.success
+            first_id = first.run_id
+        first_manifest = root / "web_documents" / SHARDS[0] / "_manifest.json"
+        first_commit = (first_manifest.read_text(), first_manifest.stat().st_mtime_ns)
+        assert json.loads(first_commit[0])["source"]["root_run"] == first_id
+        assert not (root / "web_documents" / SHARDS[2]).exists()  # the step stopped at the second file
+
+        obstacle.unlink()
+        again = dg.ReexecutionOptions.from_failure(first_id, instance)
+        with dg.execute_job(job, instance, tags={"dagster/partition": batch}, reexecution_options=again) as retried:
+            assert retried.success
+            logs = [e.message for e in instance.all_logs(retried.run_id) if e.message]
+        assert any(f"{SHARDS[0]} committed by an earlier attempt of this run, skipped" in m for m in logs)
+        assert (first_manifest.read_text(), first_manifest.stat().st_mtime_ns) == first_commit  # not written again
+        for shard in SHARDS:
+            for asset in INGEST_ASSETS:
+                assert json.loads((root / asset / shard / "_manifest.json").read_text())["source"]["root_run"] == first_id, (asset, shard)
+        [record] = instance.fetch_materializations(dg.AssetKey("web_documents"), limit=1).records
+        metadata = record.asset_materialization.metadata
+        assert metadata["files"].value == 3  # the retry's materialization covers the skipped file too
+        assert metadata["rows_out"].value == sum(_manifest(root, "web_documents", s)["rows_out"] for s in SHARDS)
