@@ -78,7 +78,7 @@ class WebSourceSettings(Strict):
         description=(
             "Inbox files one partition holds (D111): new files of one inbox folder are batched in name order at "
             "registration, the batch keyed by its first file. Each file is still written, committed and reported on "
-            "its own. 1 keeps one partition per file; a Common Crawl snapshot (90,000 files) wants about 1,000, as "
+            "its own. 1 keeps one partition per file; a Common Crawl snapshot (90,000 files) wants about 100, as "
             "Dagster's backfills cost about 50 ms per partition."
         ),
     )
