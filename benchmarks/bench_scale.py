@@ -22,7 +22,7 @@ tick runs in a code server, its result is stored as the daemon stores it). The g
 between sizes is fitted as an exponent (time ~ N^k), so a regression to quadratic shows
 as k near 2. Targets at 90k: steady tick <= 2 s, tick finding 20k new <= 10 s, sync <= 60 s.
 
-    python -m benchmarks.bench_scale [--sizes 1000 5000 20000] [--storage sqlite|postgres|both] [--no-90k]
+    python -m benchmarks.bench_scale [--sizes 1000 5000 20000] [--storage sqlite|postgres|both] [--no-90k] [--files-per-partition K]
     python -m benchmarks.bench_scale --root s3 [--s3-shards 90000] [--report-shards 5000]
     python -m benchmarks.bench_scale --backfill 1000 10000 [--shards-per-run 16]
 
@@ -134,22 +134,28 @@ def resync_tick(profile: Path, instance, hour: int) -> float:
         return timed(lambda: defs.resolve_schedule_def("warc_inbox_resync").evaluate_tick(context))
 
 
-def measure_size(n: int, storage: str, postgres_url: str | None) -> dict[str, float]:
+def partitions_for(files: int, files_per_partition: int) -> int:
+    """Partitions ``files`` new files of one folder make (D111)."""
+    return -(-files // files_per_partition)
+
+
+def measure_size(n: int, storage: str, postgres_url: str | None, files_per_partition: int = 1) -> dict[str, float]:
     import dagster as dg
 
     from asagi_cli.main import _sync
     from asagi_dagster.config import load_config
 
     figures = {}
-    with deployment(storage, postgres_url) as (base, profile):
+    web = {"files_per_partition": files_per_partition}
+    with deployment(storage, postgres_url, web) as (base, profile):
         write_inbox(base / "inbox", 0, n)
         figures["asagi sync registering N"] = timed(lambda: _sync(load_config(profile)))
-    with deployment(storage, postgres_url) as (base, profile), contextlib.ExitStack() as stack:
+    with deployment(storage, postgres_url, web) as (base, profile), contextlib.ExitStack() as stack:
         write_inbox(base / "inbox", 0, n)
         instance = stack.enter_context(dg.DagsterInstance.get())
         daemon = Daemon(instance, stack)
         figures["sensor tick finding N new"] = daemon.tick()
-        assert len(instance.get_dynamic_partitions("warc_shards")) == n
+        assert len(instance.get_dynamic_partitions("warc_shards")) == partitions_for(n, files_per_partition)
         figures["steady sensor tick at N"] = daemon.tick()
         figures["asagi sync at N, nothing new"] = timed(lambda: _sync(load_config(profile)))
         # The sensor's backfill is finished (as the daemon would mark it) for the re-sync to see N out of sync.
@@ -162,14 +168,14 @@ def measure_size(n: int, storage: str, postgres_url: str | None) -> dict[str, fl
     return figures
 
 
-def measure_90k(storage: str, postgres_url: str | None) -> dict[str, float]:
+def measure_90k(storage: str, postgres_url: str | None, files_per_partition: int = 1) -> dict[str, float]:
     import dagster as dg
 
     from asagi_cli.main import _sync
     from asagi_dagster.config import load_config
 
     figures = {}
-    with deployment(storage, postgres_url) as (base, profile), contextlib.ExitStack() as stack:
+    with deployment(storage, postgres_url, {"files_per_partition": files_per_partition}) as (base, profile), contextlib.ExitStack() as stack:
         write_inbox(base / "inbox", 0, 70_000)
         _sync(load_config(profile))
         instance = stack.enter_context(dg.DagsterInstance.get())
@@ -177,7 +183,7 @@ def measure_90k(storage: str, postgres_url: str | None) -> dict[str, float]:
         daemon.tick()  # the sensor's first tick: its state is created
         write_inbox(base / "inbox", 70_000, 20_000)
         figures["sensor tick finding 20k new at 90k"] = daemon.tick()
-        assert len(instance.get_dynamic_partitions("warc_shards")) == 90_000
+        assert len(instance.get_dynamic_partitions("warc_shards")) == partitions_for(70_000, files_per_partition) + partitions_for(20_000, files_per_partition)
         figures["steady sensor tick at 90k"] = daemon.tick()
         figures["asagi sync at 90k"] = timed(lambda: _sync(load_config(profile)))
     return figures
@@ -371,6 +377,7 @@ def main() -> None:
     parser.add_argument("--report-shards", type=int, default=5_000)
     parser.add_argument("--backfill", type=int, nargs="*", metavar="N", help="the backfill daemon's iteration over a backfill of N shards (issue 22 §1)")
     parser.add_argument("--shards-per-run", type=int, default=16)
+    parser.add_argument("--files-per-partition", type=int, default=1, help="inbox files a partition holds (D111)")
     args = parser.parse_args()
     logging.getLogger("dagster").setLevel(logging.WARNING)
     if args.backfill:
@@ -387,8 +394,8 @@ def main() -> None:
 
             postgres_url = stack.enter_context(postgres_server())
         for storage in storages:
-            by_size = {n: measure_size(n, storage, postgres_url) for n in args.sizes}
-            at_90k = measure_90k(storage, postgres_url) if args.at_90k else {}
+            by_size = {n: measure_size(n, storage, postgres_url, args.files_per_partition) for n in args.sizes}
+            at_90k = measure_90k(storage, postgres_url, args.files_per_partition) if args.at_90k else {}
             report(storage, args.sizes, by_size, at_90k)
 
 
