@@ -1,15 +1,20 @@
-"""Many shards per run, each with its own materialization.
+"""Many shards per run, and many files per partition.
 
 A backfill of the per-shard web steps runs them over ranges of up to
-``sources.web.shards_per_run`` shards (``shard_batches``), so a crawl of 90,000 shards is
+``sources.web.shards_per_run`` partitions (``shard_batches``), so a crawl of 90,000 shards is
 90,000 / N runs, not 90,000 runs that each pay a run's fixed cost (process start, code
-load, queue: 15-20 s measured here, docs/scale.md). A run of one shard (the CLI, the UI's
-materialize of one partition) takes the same code path with a range of one.
+load, queue: 15-20 s measured here, docs/scale.md). A run of one partition (the CLI, the
+UI's materialize of one partition) takes the same code path with a range of one. A
+partition is a batch of up to ``sources.web.files_per_partition`` inbox files (D111,
+asagi_dagster/web/batches.py; one file by default): the steps go file by file
+(``each_shard``).
 
-Per shard, as before: its files and then its manifest are committed as soon as it is
-done (``committed``), its materialization carries its own metadata (counts, samples, and
-the accounting recount), and downstream steps read its manifest. Per run: each check has one result (Dagster records a check result per
-step, not per partition), passed only when every shard passed, naming those that failed.
+Per file, as before: its files and then its manifest are committed as soon as it is
+done (``committed``), and downstream steps read its manifest; a retry of the run skips
+the files it already committed. Per partition: a materialization with its metadata
+(counts, samples, the accounting recount; for a batch, the sums of its files). Per run:
+each check has one result (Dagster records a check result per step, not per
+partition), passed only when every file passed, naming those that failed.
 """
 
 from __future__ import annotations
@@ -94,8 +99,9 @@ def committed(context: dg.AssetExecutionContext, storage: StorageResource, *mani
 
 
 def by_shard(asset: str | None = None, partition_mapping: dg.PartitionMapping | None = None) -> dg.AssetIn:
-    """An input loaded as ``{shard: Manifest}`` for every shard of the run, keyed by the
-    upstream's partition keys: the same keys under the identity mappings used here."""
+    """An input loaded as ``{file: Manifest}`` for every file of the run's partitions (a
+    partition that is not a batch of inbox files is its own one "file"), through the
+    identity mappings used here."""
     return dg.AssetIn(asset, partition_mapping=partition_mapping, metadata={BY_SHARD: True})
 
 
