@@ -25,10 +25,13 @@ as k near 2. Targets at 90k: steady tick <= 2 s, tick finding 20k new <= 10 s, s
     python -m benchmarks.bench_scale [--sizes 1000 5000 20000] [--storage sqlite|postgres|both] [--no-90k] [--files-per-partition K]
     python -m benchmarks.bench_scale --root s3 [--s3-shards 90000] [--report-shards 5000]
     python -m benchmarks.bench_scale --backfill 1000 10000 [--shards-per-run 16]
+    python -m benchmarks.bench_scale --daemon-ingest 90000 --files-per-partition 100 --shards-per-run 1
 
 ``--backfill`` (issue 22 §1) times the backfill daemon's iteration over the sensor's ingest
 backfill of N shards, with runs queued and never launched: what one partition per file
-costs Dagster before any shard is read.
+costs Dagster before any shard is read. ``--daemon-ingest N`` drops N empty files in the
+inbox of a real `dagster-daemon run` and times them registered and ingested, reading
+back every tick (how many failed, the longest).
 """
 
 from __future__ import annotations
@@ -59,9 +62,10 @@ def write_inbox(inbox: Path, first: int, count: int) -> None:
 
 
 @contextlib.contextmanager
-def deployment(storage: str, postgres_url: str | None, web: dict | None = None, queued_runs: bool = False):
+def deployment(storage: str, postgres_url: str | None, web: dict | None = None, queued_runs: bool = False, max_concurrent_runs: int | None = None):
     """A profile, an inbox and a DAGSTER_HOME for one measurement; the environment points at them.
-    ``queued_runs``: runs the daemons create wait in the queue (nothing launches them)."""
+    ``queued_runs``: runs the daemons create wait in the queue (launched only by a real
+    daemon, ``max_concurrent_runs`` at a time)."""
     from tests.conftest import write_profile
 
     with tempfile.TemporaryDirectory(prefix="bench-scale-") as folder:
@@ -72,6 +76,8 @@ def deployment(storage: str, postgres_url: str | None, web: dict | None = None, 
         settings: dict = {"telemetry": {"enabled": False}}
         if queued_runs:
             settings["run_coordinator"] = {"module": "dagster._core.run_coordinator", "class": "QueuedRunCoordinator"}
+            if max_concurrent_runs:
+                settings["run_coordinator"]["config"] = {"max_concurrent_runs": max_concurrent_runs}
         if storage == "postgres":
             settings["storage"] = {"postgres": {"postgres_url": _new_database(postgres_url, base.name)}}
         (home / "dagster.yaml").write_text(yaml.safe_dump(settings))
@@ -249,6 +255,78 @@ def backfill_table(rows: dict[int, dict[str, float]], shards_per_run: int) -> No
         print(f"| {n:,} | {times} | {row['runs']:,.0f} | {per_run * 1000:.0f} ms |")
 
 
+# --- N files through a real daemon (issue 22 §1) ------------------------------------------------
+_DAEMON_RUNS = """
+import json, sys, dagster as dg
+instance = dg.DagsterInstance.get()
+ticks = {}
+for state in instance.all_instigator_state():
+    for tick in instance.get_ticks(state.instigator_origin_id, state.selector_id):
+        end = tick.end_timestamp or tick.timestamp
+        mine = ticks.setdefault(state.instigator_name, {"ticks": 0, "failed": 0, "longest_s": 0.0, "errors": []})
+        mine["ticks"] += 1
+        mine["longest_s"] = max(mine["longest_s"], end - tick.timestamp)
+        if tick.status.value == "FAILURE":
+            mine["failed"] += 1
+            mine["errors"].append(str(tick.error.message)[:300] if tick.error else "")
+runs = instance.get_runs()
+print(json.dumps({
+    "partitions": len(instance.get_dynamic_partitions("warc_shards")),
+    "runs": len(runs),
+    "runs_by_status": {s: sum(1 for r in runs if r.status.value == s) for s in {r.status.value for r in runs}},
+    "backfills": [b.status.value for b in instance.get_backfills()],
+    "ticks": ticks,
+}))
+"""
+
+
+def measure_daemon_ingest(n: int, files_per_partition: int, shards_per_run: int, limit_s: float) -> dict:
+    """``n`` empty files dropped in the inbox of a deployment with `dagster-daemon run`
+    (Dagster's own intervals) and two runs at a time: the sensor registers them in
+    batches and asks for the ingest backfill; timed until every file's last ingest asset
+    is committed (or ``limit_s``), then every tick of every sensor and schedule is read
+    back: how many, how many failed, the longest."""
+    import json
+    import subprocess
+    import sys
+
+    from assets.web import INGEST_ASSETS
+
+    web = {"files_per_partition": files_per_partition, "shards_per_run": shards_per_run, "sensor_interval_s": 30}
+    with deployment("sqlite", None, web=web, queued_runs=True, max_concurrent_runs=2) as (base, _):
+        write_inbox(base / "inbox", 0, n)
+        subprocess.run([sys.executable, "-c", "import dagster as dg; dg.DagsterInstance.get()"], check=True, capture_output=True)
+        daemon = subprocess.Popen(
+            ["dagster-daemon", "run", "-w", "workspace.yaml"], cwd=PROJECT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+        )
+        done, start = 0, time.monotonic()
+        final = base / "data" / INGEST_ASSETS[-1]
+        try:
+            while done < n and time.monotonic() - start < limit_s:
+                time.sleep(10)
+                done = sum(1 for _ in final.glob("*/_manifest.json")) if final.exists() else 0
+                print(f"  {time.monotonic() - start:7.0f} s: {done:,} of {n:,} files ingested", flush=True)
+        finally:
+            os.killpg(daemon.pid, 15)
+            daemon.wait(timeout=120)
+        wall = time.monotonic() - start
+        figures = json.loads(subprocess.run([sys.executable, "-c", _DAEMON_RUNS], check=True, capture_output=True, text=True).stdout)
+    return {"files": n, "ingested": done, "wall_s": wall, **figures}
+
+
+def daemon_table(row: dict, files_per_partition: int, shards_per_run: int) -> None:
+    setting = f"{files_per_partition} files a partition, {shards_per_run} a run, 2 runs at once, SQLite"
+    print(f"\n## {row['files']:,} empty files through dagster-daemon ({setting})\n")
+    print(f"- ingested: {row['ingested']:,} files in {row['wall_s']:.0f} s ({row['ingested'] / row['wall_s']:.1f} files/s)")
+    print(f"- partitions: {row['partitions']:,}; runs: {row['runs']:,} {row['runs_by_status']}; backfills: {row['backfills']}")
+    print("\n| sensor or schedule | ticks | failed | longest tick |\n|---|---|---|---|")
+    for name, ticks in sorted(row["ticks"].items()):
+        print(f"| {name} | {ticks['ticks']} | {ticks['failed']} | {ticks['longest_s']:.1f} s |")
+    for name, ticks in sorted(row["ticks"].items()):
+        for error in ticks["errors"][:3]:
+            print(f"- {name} failed: {error}")
+
+
 # --- S3 (issue 22) ----------------------------------------------------------------------------
 def _put_empty(endpoint: str, keys: list[str]) -> None:
     """Empty objects under the inbox prefix, 32 PUTs in flight."""
@@ -378,8 +456,14 @@ def main() -> None:
     parser.add_argument("--backfill", type=int, nargs="*", metavar="N", help="the backfill daemon's iteration over a backfill of N shards (issue 22 §1)")
     parser.add_argument("--shards-per-run", type=int, default=16)
     parser.add_argument("--files-per-partition", type=int, default=1, help="inbox files a partition holds (D111)")
+    parser.add_argument("--daemon-ingest", type=int, metavar="N", help="N empty files registered and ingested through dagster-daemon (issue 22 §1)")
+    parser.add_argument("--limit-s", type=float, default=3600, help="--daemon-ingest stops waiting after this")
     args = parser.parse_args()
     logging.getLogger("dagster").setLevel(logging.WARNING)
+    if args.daemon_ingest:
+        row = measure_daemon_ingest(args.daemon_ingest, args.files_per_partition, args.shards_per_run, args.limit_s)
+        daemon_table(row, args.files_per_partition, args.shards_per_run)
+        return
     if args.backfill:
         backfill_table({n: measure_backfill(n, args.shards_per_run) for n in args.backfill}, args.shards_per_run)
         return
