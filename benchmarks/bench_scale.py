@@ -270,7 +270,15 @@ for state in instance.all_instigator_state():
             mine["failed"] += 1
             mine["errors"].append(str(tick.error.message)[:300] if tick.error else "")
 runs = instance.get_runs()
+failed = []
+for run in runs:
+    if run.status.value == "FAILURE":
+        errors = [e.dagster_event.event_specific_data.error.message for e in instance.all_logs(run.run_id)
+                  if e.dagster_event and e.dagster_event.event_type_value == "STEP_FAILURE"]
+        assets = sorted(k.to_user_string() for k in run.asset_selection or ())
+        failed.append({"assets": assets, "error": (errors or [""])[0][:400]})
 print(json.dumps({
+    "failed_runs": failed,
     "partitions": len(instance.get_dynamic_partitions("warc_shards")),
     "runs": len(runs),
     "runs_by_status": {s: sum(1 for r in runs if r.status.value == s) for s in {r.status.value for r in runs}},
@@ -290,10 +298,13 @@ def measure_daemon_ingest(n: int, files_per_partition: int, shards_per_run: int,
     import subprocess
     import sys
 
+    from asagi_dagster.config import load_config
+    from asagi_sample.site import write_filter_sample
     from assets.web import INGEST_ASSETS
 
     web = {"files_per_partition": files_per_partition, "shards_per_run": shards_per_run, "sensor_interval_s": 30}
-    with deployment("sqlite", None, web=web, queued_runs=True, max_concurrent_runs=2) as (base, _):
+    with deployment("sqlite", None, web=web, queued_runs=True, max_concurrent_runs=2) as (base, profile):
+        write_filter_sample(load_config(profile).filters)  # the document reference the filters automation builds
         write_inbox(base / "inbox", 0, n)
         subprocess.run([sys.executable, "-c", "import dagster as dg; dg.DagsterInstance.get()"], check=True, capture_output=True)
         daemon = subprocess.Popen(
@@ -325,6 +336,8 @@ def daemon_table(row: dict, files_per_partition: int, shards_per_run: int) -> No
     for name, ticks in sorted(row["ticks"].items()):
         for error in ticks["errors"][:3]:
             print(f"- {name} failed: {error}")
+    for run in row["failed_runs"]:
+        print(f"- failed run of {', '.join(run['assets'])}: {run['error']}")
 
 
 # --- S3 (issue 22) ----------------------------------------------------------------------------
