@@ -265,31 +265,41 @@ def pytest_configure(config):
 SHARED_ON_ONE_WORKER = ("finished_demo", "vllm_server")
 
 
-@pytest.hookimpl(tryfirst=True)  # before -m deselects by marker
+def pytest_itemcollected(item):
+    """Marks as each test is collected, so -m and xdist's grouping (both in
+    pytest_collection_modifyitems) see them."""
+    if Path(item.fspath).relative_to(PROJECT / "tests").as_posix() in SLOW_MODULES:
+        item.add_marker(pytest.mark.slow)
+    shared = [name for name in SHARED_ON_ONE_WORKER if name in getattr(item, "fixturenames", ())]
+    if shared:
+        item.add_marker(pytest.mark.xdist_group("+".join(shared)))
+
+
+def _helper_envs_needed(item) -> set[str]:
+    return {name for name in HELPER_ENVS if name in getattr(item, "fixturenames", ())}
+
+
+@pytest.hookimpl(trylast=True)  # after -m deselects: only what will run
 def pytest_collection_modifyitems(session, config, items):
-    for item in items:
-        if Path(item.fspath).relative_to(PROJECT / "tests").as_posix() in SLOW_MODULES:
-            item.add_marker(pytest.mark.slow)
-        shared = [name for name in SHARED_ON_ONE_WORKER if name in getattr(item, "fixturenames", ())]
-        if shared:
-            item.add_marker(pytest.mark.xdist_group("+".join(shared)))
+    """The tests that need a helper environment run last (the order within each group
+    stays), so its build overlaps the rest of the suite. Sorted here, not later: an xdist
+    worker reports its collection order when collection finishes, and the controller
+    schedules by index into it."""
+    items.sort(key=lambda item: bool(_helper_envs_needed(item)))
 
 
-@pytest.hookimpl(trylast=True)  # after deselection: only what will run
+@pytest.hookimpl(trylast=True)
 def pytest_collection_finish(session):
     """The helper environments the selected tests need start building at once, in the
-    background (mostly downloads: several minutes on a fresh clone), and those tests run
-    last, so the builds overlap the rest of the suite. The order within each group stays.
-    Under xdist each worker starts them: the build scripts take a lock, so one builds and
-    the other then finds it built."""
-    config, items = session.config, session.items
-    needs = {item: {name for name in HELPER_ENVS if name in getattr(item, "fixturenames", ())} for item in items}
-    for name in set() if config.option.collectonly else set().union(*needs.values()):
+    background (mostly downloads: several minutes on a fresh clone). Under xdist each
+    worker starts them: the build scripts take a lock, so one builds and the other then
+    finds it built."""
+    needed = set().union(*map(_helper_envs_needed, session.items)) if not session.config.option.collectonly else set()
+    for name in sorted(needed):
         script, _ = HELPER_ENVS[name]
         _background_builds[name] = subprocess.Popen(
             ["bash", str(PROJECT / "scripts" / script)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=PROJECT
         )
-    items.sort(key=lambda item: bool(needs[item]))
 
 
 def _helper_python(name: str) -> str:
