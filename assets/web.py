@@ -211,11 +211,11 @@ def submit_ingest_backfill(instance: dg.DagsterInstance, keys: list[str], reques
     return backfill_id
 
 
-def _plan(context, profile: ProfileResource, storage: StorageResource, full: bool, after: str):
-    """The plan for the window of the inbox that starts after ``after``."""
+def _plan(profile: ProfileResource, storage: StorageResource, partitions: Sequence[str], full: bool, after: str):
+    """The plan for the window of the inbox that starts after ``after`` (``partitions``: the registered keys)."""
     settings = profile.settings
     inbox = Inbox(settings.sources.web.inbox, settings.storage.s3)
-    registered = registered_files(storage.storage, context.instance.get_dynamic_partitions(WARC_SHARDS))
+    registered = registered_files(storage.storage, partitions)
     window = (after, settings.sources.web.scan_files_per_tick)
     if not full:  # the sensor runs every minute: new files only, no manifest reads
         return plan_sync(inbox, registered, storage.storage, window=window)
@@ -294,7 +294,7 @@ def build_inbox_automation(config: AsagiConfig) -> tuple[dg.SensorDefinition, dg
         held = cli_holding(context.instance)
         if held:  # it registers and ingests what it wrote itself
             return dg.SkipReason(f"{held}; the inbox waits for it to end")
-        plan = _plan(context, profile, storage, full=False, after=context.cursor or "")
+        plan = _plan(profile, storage, context.instance.get_dynamic_partitions(WARC_SHARDS), full=False, after=context.cursor or "")
         for skipped in plan.skipped:
             context.log.warning(f"inbox file skipped: {skipped}")
         if not plan.new:
@@ -315,7 +315,8 @@ def build_inbox_automation(config: AsagiConfig) -> tuple[dg.SensorDefinition, dg
         held = cli_holding(context.instance)
         if held:
             return dg.SkipReason(f"{held}; the re-sync waits for the next tick")
-        plan = _plan(context, profile, storage, full=True, after=_resync_after(context.instance))
+        partitions = context.instance.get_dynamic_partitions(WARC_SHARDS)
+        plan = _plan(profile, storage, partitions, full=True, after=_resync_after(context.instance))
         context.instance.run_storage.set_cursor_values({RESYNC_CURSOR_KEY: plan.resume_after})
         for skipped in plan.skipped:
             context.log.warning(f"inbox file skipped: {skipped}")
@@ -325,7 +326,6 @@ def build_inbox_automation(config: AsagiConfig) -> tuple[dg.SensorDefinition, dg
         if plan.new:
             context.log.info(f"{len(plan.new)} new files wait for warc_inbox_sensor: {_sample([s.key for s in plan.new])}")
         busy = _shards_in_flight(context)  # queued, running or in a backfill: not out of sync, just not done
-        partitions = context.instance.get_dynamic_partitions(WARC_SHARDS)
         keys = sorted(set(batch_keys_of(storage.storage, partitions, [s.key for s in plan.changed]).values()) - busy)
         if not keys:
             return dg.SkipReason(f"inbox in sync, or its out-of-sync shards are already running{_window_note(plan.resume_after)}")
