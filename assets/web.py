@@ -1,6 +1,7 @@
 """Web-archive ingest: WARC shards -> documents and images -> image-text pairs and
 interleaved documents -> pair images. One dynamic partition per shard."""
 
+from collections import Counter
 from collections.abc import Sequence
 
 import dagster as dg
@@ -53,16 +54,16 @@ def warc_records(context: dg.AssetExecutionContext, profile: ProfileResource, st
     web = profile.settings.sources.web
     inbox = Inbox(web.inbox, profile.settings.storage.s3)
     made, starts = {}, {}
-    for shard in each_shard(context, storage):
-        fingerprint = inbox.fingerprint(shard)
-        with (
-            StageWriter(storage.storage, "web_documents", shard, schemas.WEB_DOCUMENTS, schemas.WEB_DOCUMENTS_VERSION) as docs,
-            StageWriter(storage.storage, "web_images", shard, schemas.WEB_IMAGES, schemas.WEB_IMAGES_VERSION) as images,
-        ):
-            docs.source = images.source = {"shard_url": inbox.url_for(shard), "fingerprint": fingerprint}
-            ingest_warc(lambda: inbox.open(shard), shard, docs, images, web)
-        made[shard] = committed(context, storage, docs.manifest, images.manifest)
-        with duckdb.connect() as con:
+    with duckdb.connect() as con:  # the record-starts scans' connection, one for the step
+        for shard in each_shard(context, storage):
+            fingerprint = inbox.fingerprint(shard)
+            with (
+                StageWriter(storage.storage, "web_documents", shard, schemas.WEB_DOCUMENTS, schemas.WEB_DOCUMENTS_VERSION) as docs,
+                StageWriter(storage.storage, "web_images", shard, schemas.WEB_IMAGES, schemas.WEB_IMAGES_VERSION) as images,
+            ):
+                docs.source = images.source = {"shard_url": inbox.url_for(shard), "fingerprint": fingerprint}
+                ingest_warc(lambda: inbox.open(shard), shard, docs, images, web)
+            made[shard] = committed(context, storage, docs.manifest, images.manifest)
             starts[shard] = record_starts_check(con, docs.manifest, images.manifest)
     yield from shard_outputs(context, storage, duckdb, made, extra={s: {"record_starts_accounted": r["passed"]} for s, r in starts.items()})
     yield shard_check("web_documents", "record_starts_accounted", starts, totals=("record_starts", "records_in_files"))
@@ -132,7 +133,10 @@ def pair_images(
                     storage.storage, image_text_pairs[shard].data_url, web_images[shard].data_url, out, fetcher, downloader.workers
                 )
             made[shard] = committed(context, storage, out.manifest)
-            context.log.info(f"{shard}: pair images by origin: {origins[shard]}")
+    by_origin: Counter[str] = Counter()
+    for counts in origins.values():
+        by_origin.update(counts)
+    context.log.info(f"pair images by origin, all files of the run: {dict(by_origin)}")
     yield from shard_outputs(context, storage, duckdb, made, extra={s: {"origins": o} for s, o in origins.items()})
 
 

@@ -123,6 +123,10 @@ def test_a_retry_of_a_batch_skips_the_files_an_earlier_attempt_committed(tmp_pat
         with dg.execute_job(job, instance, tags={"dagster/partition": batch}) as first:
             assert not first.success
             first_id = first.run_id
+            first_logs = [e.message for e in instance.all_logs(first_id) if e.message]
+        assert f"stopped in file 2/3: {SHARDS[1]}" in first_logs  # the file the step failed on, named
+        assert f"file 1/3: {SHARDS[0]}" in first_logs  # progress: the first file, then at most every 30 s
+        assert not any(m.startswith("file 2/3") for m in first_logs)
         first_manifest = root / "web_documents" / SHARDS[0] / "_manifest.json"
         first_commit = (first_manifest.read_text(), first_manifest.stat().st_mtime_ns)
         assert json.loads(first_commit[0])["source"]["root_run"] == first_id
