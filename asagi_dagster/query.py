@@ -58,7 +58,7 @@ def accounting(con: duckdb.DuckDBPyConnection, manifest: Manifest) -> dict:
 
 
 # Rejections of web_documents that stand for bytes of the file, not for a record.
-SPAN_REASONS = ("corrupt_warc", "empty_warc_file")
+SPAN_REASONS = ("corrupt_warc", "empty_warc_file", "missing_warc_file")
 
 
 def record_starts_check(con: duckdb.DuckDBPyConnection, documents: Manifest, images: Manifest) -> dict:

@@ -17,7 +17,7 @@ from asagi_dagster.web import schemas
 from asagi_dagster.web.batches import batch_keys_of, commit_batches, make_batches, registered_files
 from asagi_dagster.web.fetch import Fetcher
 from asagi_dagster.web.inbox import Inbox, ShardFile, plan_sync, registration_batches
-from asagi_dagster.web.ingest import extract_pages, ingest_warc
+from asagi_dagster.web.ingest import extract_pages, ingest_warc, reject_missing_file
 from asagi_dagster.web.pair_images import gather_pair_images
 from assets.cli_hold import cli_holding
 from assets.metadata import accounted
@@ -56,17 +56,28 @@ def warc_records(context: dg.AssetExecutionContext, profile: ProfileResource, st
     made, starts = {}, {}
     with duckdb.connect() as con:  # the record-starts scans' connection, one for the step
         for shard in each_shard(context, storage):
-            fingerprint = inbox.fingerprint(shard)
+            fingerprint = _fingerprint_if_present(inbox, shard)
             with (
                 StageWriter(storage.storage, "web_documents", shard, schemas.WEB_DOCUMENTS, schemas.WEB_DOCUMENTS_VERSION) as docs,
                 StageWriter(storage.storage, "web_images", shard, schemas.WEB_IMAGES, schemas.WEB_IMAGES_VERSION) as images,
             ):
-                docs.source = images.source = {"shard_url": inbox.url_for(shard), "fingerprint": fingerprint}
-                ingest_warc(lambda: inbox.open(shard), shard, docs, images, web)
+                docs.source = images.source = {"shard_url": inbox.url_for(shard), "fingerprint": fingerprint or ""}
+                if fingerprint is None:
+                    context.log.warning(f"{shard}: no longer in the inbox, recorded as missing_warc_file")
+                    reject_missing_file(shard, docs)
+                else:
+                    ingest_warc(lambda: inbox.open(shard), shard, docs, images, web)
             made[shard] = committed(context, storage, docs.manifest, images.manifest)
             starts[shard] = record_starts_check(con, docs.manifest, images.manifest)
     yield from shard_outputs(context, storage, duckdb, made, extra={s: {"record_starts_accounted": r["passed"]} for s, r in starts.items()})
     yield shard_check("web_documents", "record_starts_accounted", starts, totals=("record_starts", "records_in_files"))
+
+
+def _fingerprint_if_present(inbox: Inbox, shard: str) -> str | None:
+    try:
+        return inbox.fingerprint(shard)
+    except FileNotFoundError:
+        return None
 
 
 @dg.multi_asset(

@@ -76,33 +76,28 @@ def _parse(raw: dict) -> Batch:
     return Batch(raw["key"], tuple(ShardFile(f["key"], f["url"], f["fingerprint"]) for f in raw["files"]))
 
 
+def _lists(storage: Storage, folder: str) -> list[str]:
+    """The paths of the lists committed for one inbox folder, in name order: one listing
+    (fresh: another process may have committed one since)."""
+    try:
+        names = storage.fs.ls(_list_folder(storage, folder), detail=False, refresh=True)
+    except FileNotFoundError:  # no batch of several files in this folder yet
+        return []
+    return sorted(name for name in names if name.endswith(".json"))
+
+
 def files_of(storage: Storage, keys: Iterable[str]) -> dict[str, list[str]]:
     """Each partition's files, in name order: its list's, or the key itself when it has
     none (a batch of one). One listing per inbox folder among the keys, and one read per
     list: a partition of one file costs no read."""
     keys = list(keys)
-    listed: set[str] = set()
-    for folder in sorted({folder_of(key) for key in keys}):
-        try:
-            listed.update(name.rsplit("/", 1)[-1] for name in storage.fs.ls(_list_folder(storage, folder), detail=False, refresh=True))
-        except FileNotFoundError:
-            continue
+    listed = {path.rsplit("/", 1)[-1] for folder in {folder_of(key) for key in keys} for path in _lists(storage, folder)}
     return {key: _parse(storage.read_json(batch_path(storage, key))).file_keys if f"{key}.json" in listed else [key] for key in keys}
 
 
 def folder_batches(storage: Storage, folders: Iterable[str]) -> list[Batch]:
     """Every list committed for these inbox folders: one listing a folder and one read a list."""
-    batches = []
-    for folder in sorted(set(folders)):
-        path = _list_folder(storage, folder)
-        try:
-            names = storage.fs.ls(path, detail=False, refresh=True)
-        except FileNotFoundError:
-            continue
-        for name in sorted(names):
-            if name.endswith(".json"):
-                batches.append(_parse(storage.read_json(name)))
-    return batches
+    return [_parse(storage.read_json(path)) for folder in sorted(set(folders)) for path in _lists(storage, folder)]
 
 
 def registered_files(storage: Storage, partitions: Iterable[str]) -> Callable[[list[str]], set[str]]:

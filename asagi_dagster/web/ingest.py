@@ -70,6 +70,16 @@ def ingest_warc(
     }
 
 
+def reject_missing_file(shard: str, documents: StageWriter) -> None:
+    """A shard file gone from the inbox since it was registered (deleted or moved): one
+    rejection, as for an empty file, so the other files of its batch are still ingested
+    (a step that failed on it would fail on every retry). Its fingerprint is recorded as
+    empty, so the re-sync ingests it again if it comes back."""
+    documents.count_in()
+    documents.reject(f"{shard}@0", "missing_warc_file", "the file is no longer in the inbox (deleted or moved since it was registered)")
+    documents.source = {**documents.source, "warc_layout": "missing", "record_starts": "0", "record_starts_in_rejected_spans": "0"}
+
+
 def _ingest_records(items, shard: str, documents: StageWriter, images: StageWriter, settings: WebSourceSettings, spans: list[CorruptRegion]) -> None:
     # 64-bit hashes, not the strings, keep memory small on big shards; a false duplicate
     # needs a hash collision (odds about n^2 / 2^65, ~1e-8 for a million records).

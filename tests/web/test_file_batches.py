@@ -146,3 +146,28 @@ def test_a_retry_of_a_batch_skips_the_files_an_earlier_attempt_committed(tmp_pat
         metadata = record.asset_materialization.metadata
         assert metadata["files"].value == 3  # the retry's materialization covers the skipped file too
         assert metadata["rows_out"].value == sum(_manifest(root, "web_documents", s)["rows_out"] for s in SHARDS)
+
+
+def test_a_file_gone_from_the_inbox_is_a_rejection_and_the_rest_of_its_batch_is_ingested(tmp_path, served_dir, image_server):
+    """A registered file deleted before its batch runs: the step does not fail on it (it
+    would on every retry, and the files after it would never be ingested); it is recorded
+    as missing, and when it comes back the re-sync asks for its batch."""
+    defs, root = _pipeline(tmp_path / "batched", served_dir, image_server, files_per_partition=3)
+    inbox = tmp_path / "batched" / "inbox"
+    with dg.instance_for_test() as instance:
+        [batch] = _register(defs, instance)
+        kept = (inbox / SHARDS[1]).read_bytes()
+        (inbox / SHARDS[1]).unlink()
+        result = defs.resolve_job_def("web_ingest").execute_in_process(instance=instance, partition_key=batch)
+        assert result.success
+        missing = json.loads((root / "web_documents" / SHARDS[1] / "_manifest.json").read_text())
+        assert (missing["rows_in"], missing["rows_out"], missing["rejected_by_reason"]) == (1, 0, {"missing_warc_file": 1})
+        assert missing["source"]["fingerprint"] == ""
+        for shard in (SHARDS[0], SHARDS[2]):  # the files around it, ingested as usual
+            assert _manifest(root, "screened_pairs", shard)["rows_out"] > 0, shard
+        checks = result.get_asset_check_evaluations()
+        assert {c.check_name for c in checks} >= {"record_starts_accounted", "rows_accounted"} and all(c.passed for c in checks)
+        assert resync_tick(defs, instance, datetime.now(timezone.utc)) == []  # gone: nothing to do
+
+        (inbox / SHARDS[1]).write_bytes(kept)
+        assert resync_tick(defs, instance, datetime.now(timezone.utc)) == [batch]
