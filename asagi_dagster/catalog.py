@@ -3,10 +3,11 @@
 Each stage commits ``<root>/<asset>/<partition>/_manifest.json``, the IO manager's source
 of truth. Reading one JSON per asset and partition costs requests per file, which at a
 crawl's scale (90,000 shards, a dozen assets each) is where global steps (the report,
-the re-sync schedule, mixtures, index rebuilds) spend their time. So every
-``Storage.write_manifest`` also records the manifest here:
+the re-sync schedule, mixtures, index rebuilds) spend their time. So every manifest is
+also recorded here: by ``Storage.write_manifest`` as it is committed, or, for a step over
+many files, all of the step's in one entry file as the step ends (assets/shards.py):
 
-    <root>/_catalog/log/<ns>-<uuid>.parquet        one entry per commit (a one-row file)
+    <root>/_catalog/log/<ns>-<uuid>.parquet        one file per append (one row per manifest)
     <root>/_catalog/compacted/<ns>-<uuid>.parquet  entries folded together
 
 A root whose catalog was never built (one written before it existed) is cataloged from
@@ -38,7 +39,7 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import duckdb
@@ -159,19 +160,23 @@ def _write_entries(storage: Storage, dest: str, table: pa.Table) -> None:
         pq.write_table(table, tmp, compression="zstd")
 
 
-def append(storage: Storage, manifest: Manifest | ModelManifest, compact_at: int | None = None) -> str:
-    """Record ``manifest`` as a new log entry; fold the log when it has grown to
-    ``compact_at`` entries (default COMPACT_AT; 0: never here). Returns the entry's path."""
+def append(storage: Storage, manifests: Sequence[Manifest | ModelManifest], compact_at: int | None = None) -> str:
+    """Record ``manifests`` as one new log entry file (a step over many files records them
+    all at once: one file and one listing, not one each); fold the log when it has grown
+    to ``compact_at`` entry files (default COMPACT_AT; 0: never here). Returns the path."""
     compact_at = COMPACT_AT if compact_at is None else compact_at
-    committed_ns, entry_id = time.time_ns(), uuid.uuid4().hex
+    committed_ns = time.time_ns()
+    entry_id = uuid.uuid4().hex
     dest = f"{log_dir(storage)}/{committed_ns:020d}-{entry_id}.parquet"
-    _write_entries(storage, dest, pa.Table.from_pylist([entry_row(manifest, committed_ns, entry_id)], schema=ENTRY_SCHEMA))
+    # Each row its own time (one ns apart, in the given order), so a partition listed twice has a latest.
+    rows = [entry_row(manifest, committed_ns + i, f"{entry_id}-{i}") for i, manifest in enumerate(manifests)]
+    _write_entries(storage, dest, pa.Table.from_pylist(rows, schema=ENTRY_SCHEMA))
     if compact_at and len(_list(storage, log_dir(storage))) >= compact_at:
         try:
             compact(storage)
         except (OSError, duckdb.Error, CatalogBusy) as exc:
-            # The entry is recorded; a failed fold only leaves the log longer for the next one.
-            log.warning(f"catalog compaction after {manifest.asset}/{manifest.partition} failed: {exc}")
+            # The entries are recorded; a failed fold only leaves the log longer for the next one.
+            log.warning(f"catalog compaction after {dest} failed: {exc}")
     return dest
 
 
@@ -180,19 +185,12 @@ def _read_log(storage: Storage, paths: list[str]) -> pa.Table:
     """The log entries at ``paths``, one GET each (fetched concurrently on S3)."""
     if not paths:
         return ENTRY_SCHEMA.empty_table()
-    blobs = _fetch(storage, paths)
+    blobs = storage.read_many(paths)
     for blob in blobs:
         if isinstance(blob, Exception):
             raise blob  # FileNotFoundError: folded meanwhile
     tables = [pq.read_table(pa.BufferReader(blob)) for blob in blobs]
     return pa.concat_tables(tables, promote_options="default")
-
-
-def _fetch(storage: Storage, paths: list[str]) -> list[bytes | Exception]:
-    """Each file's bytes, or the error reading it: one GET a file, concurrently on S3. A
-    ranged read ("bytes=0-"), because s3fs asks for the size first (a HEAD) when a whole
-    file is wanted."""
-    return storage.fs.cat_ranges(paths, 0, None, on_error="return")
 
 
 def _connect(storage: Storage, database: str | None = None) -> duckdb.DuckDBPyConnection:
@@ -345,7 +343,7 @@ def _read_manifest_files(storage: Storage, paths: list[str], batch: int = 1000):
     """(path, manifest JSON text) of each path, fetched ``batch`` at a time."""
     for start in range(0, len(paths), batch):
         chunk = paths[start : start + batch]
-        for path, blob in zip(chunk, _fetch(storage, chunk)):
+        for path, blob in zip(chunk, storage.read_many(chunk)):
             if isinstance(blob, FileNotFoundError):  # removed since the listing: not there
                 continue
             if isinstance(blob, Exception):

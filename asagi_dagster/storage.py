@@ -241,6 +241,12 @@ class Storage:
         with self.fs.open(path, "rb") as f:
             return json.loads(f.read())
 
+    def read_many(self, paths: list[str]) -> list[bytes | Exception]:
+        """Each file's bytes, or the error reading it, in order: one GET a file, fetched
+        concurrently on S3. A ranged read ("bytes=0-"), because s3fs asks for the size
+        first (a HEAD) when a whole file is wanted."""
+        return self.fs.cat_ranges(paths, 0, None, on_error="return")
+
     def exists(self, path: str) -> bool:
         return self.fs.exists(path)
 
@@ -260,14 +266,16 @@ class Storage:
         return folder
 
     # --- manifests ---------------------------------------------------------------
-    def write_manifest(self, manifest: Manifest | ModelManifest) -> None:
+    def write_manifest(self, manifest: Manifest | ModelManifest, record: bool = True) -> None:
         """Commit the manifest file (the IO manager's source of truth), then record it in
         the catalog that global steps read (asagi_dagster/catalog.py). A failure between
-        the two leaves the catalog behind, which ``asagi catalog check`` finds."""
+        the two leaves the catalog behind, which ``asagi catalog check`` finds.
+        ``record=False``: the caller records it later with others (``catalog.append``)."""
         from asagi_dagster import catalog  # it builds on this module
 
         self.write_json(self.manifest_path(manifest.asset, manifest.partition), manifest.model_dump())
-        catalog.append(self, manifest)
+        if record:
+            catalog.append(self, [manifest])
 
     def read_manifest(self, asset: str, partition: str | None) -> Manifest | ModelManifest:
         raw = self.read_json(self.manifest_path(asset, partition))

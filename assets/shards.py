@@ -25,6 +25,7 @@ from collections.abc import Iterable, Iterator
 
 import dagster as dg
 
+from asagi_dagster import catalog
 from asagi_dagster.config import AsagiConfig
 from asagi_dagster.query import accounting
 from asagi_dagster.storage import Manifest
@@ -106,7 +107,7 @@ def committed(context: dg.AssetExecutionContext, storage: StorageResource, *mani
     retry of the run skips the file (``each_shard``)."""
     marked = [m.model_copy(update={"source": {**m.source, RUN_SOURCE: _root_run(context)}}) for m in manifests]
     for manifest in marked:
-        storage.storage.write_manifest(manifest)
+        storage.storage.write_manifest(manifest, record=False)  # into the catalog with the step's others (shard_outputs)
     return marked
 
 
@@ -123,12 +124,21 @@ def shard_outputs(
     duckdb: DuckDBResource,
     made: dict[str, list[Manifest]],
     extra: dict[str, dict] | None = None,
+    record: bool = True,
 ) -> Iterator[dg.Output | dg.AssetCheckResult]:
     """The outputs and accounting checks of a run over ``made`` (per file, the manifests
     of the step's assets; ``extra``: more metadata per file). Each partition's
     materialization carries its file's metadata, or for a batch of several files their
-    sums (``batch_metadata``)."""
+    sums (``batch_metadata``).
+
+    ``record``: the manifests go into the catalog here, all in one entry file (one per
+    manifest cost a third of an empty file's step). A step that fails first leaves its
+    committed files out of the catalog: the catalog then shows them not ingested, so
+    the re-sync asks for them again, and a retry of the run records them here with the
+    rest. False where they were recorded as they were committed (the synthesis program)."""
     made = {**_committed_earlier(context, storage, made), **made}
+    if record and made:
+        catalog.append(storage.storage, [manifest for manifests in made.values() for manifest in manifests])
     recounts: dict[str, dict[str, dict]] = {}  # asset -> file -> accounting
     with duckdb.connect() as con:  # one for the step: a connection costs about 15 ms, a recount 3
         for shard, manifests in made.items():

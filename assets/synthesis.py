@@ -47,7 +47,7 @@ def synthesize(
     missing = [p for p in partitions if p not in reported]
     if missing:
         raise dg.Failure(f"{asset}: the synthesis program ended without reporting the output of {', '.join(missing[:5])}")
-    yield from shard_outputs(context, storage, duckdb, {p: [reported[p]] for p in partitions})
+    yield from shard_outputs(context, storage, duckdb, {p: [reported[p]] for p in partitions}, record=False)  # recorded as committed
 
 
 def _corpus_asset(corpus: Corpus, partitions_def, partition_mapping=None):

@@ -23,7 +23,7 @@ between sizes is fitted as an exponent (time ~ N^k), so a regression to quadrati
 as k near 2. Targets at 90k: steady tick <= 2 s, tick finding 20k new <= 10 s, sync <= 60 s.
 
     python -m benchmarks.bench_scale [--sizes 1000 5000 20000] [--storage sqlite|postgres|both] [--no-90k] [--files-per-partition K]
-    python -m benchmarks.bench_scale --root s3 [--s3-shards 90000] [--report-shards 5000]
+    python -m benchmarks.bench_scale --root s3 [--s3-shards 90000] [--report-shards 5000] [--files-per-partition K]
     python -m benchmarks.bench_scale --backfill 1000 10000 [--shards-per-run 16]
     python -m benchmarks.bench_scale --daemon-ingest 90000 --files-per-partition 100 --shards-per-run 1
 
@@ -378,13 +378,16 @@ def _ingested_catalog(storage, shards: int, fingerprint: str) -> None:
     catalog.mark_built(storage, shards * len(SHARD_ASSETS))
 
 
-def measure_s3(shards: int, report_shards: int) -> list[dict]:
-    """Time and requests of the re-sync, the sensor and the report on a moto S3 root."""
+def measure_s3(shards: int, report_shards: int, files_per_partition: int = 1) -> list[dict]:
+    """Time and requests of the re-sync, the sensor and the report on a moto S3 root; the
+    shards registered in batches of ``files_per_partition`` (D111: a tick then also reads
+    the batch lists of the folders it scans)."""
     import boto3
     import dagster as dg
 
     from asagi_dagster.report import summary_report
     from asagi_dagster.storage import S3Settings, Storage, StorageSettings
+    from asagi_dagster.web.batches import commit_batches, make_batches, registered_files
     from asagi_dagster.web.inbox import Inbox, plan_sync
     from benchmarks.bench_catalog import FINAL_ASSET, SOURCE_ASSET, CountingMotoServer, shard_key
     from tests.conftest import write_profile
@@ -417,25 +420,28 @@ def measure_s3(shards: int, report_shards: int) -> list[dict]:
         assert [f.key for f in found] == sorted(keys), "the inbox's keys are the catalog's"
         storage = Storage(StorageSettings(root=f"s3://{S3_BUCKET}/data", s3=s3))
         _ingested_catalog(storage, shards, found[0].fingerprint)
+        batches = make_batches(found, files_per_partition)
+        commit_batches(storage, batches)
+        partitions = [batch.key for batch in batches]
         with tempfile.TemporaryDirectory(prefix="bench-scale-s3-") as folder, contextlib.ExitStack() as stack:
             base = Path(folder)
             profile = write_profile(
                 base,
                 storage={"root": f"s3://{S3_BUCKET}/data", "s3": {"endpoint_url": endpoint}, "duckdb_path": None},
-                sources={"web": {"inbox": f"s3://{S3_BUCKET}/inbox", "sensor_interval_s": 5}},
+                sources={"web": {"inbox": f"s3://{S3_BUCKET}/inbox", "sensor_interval_s": 5, "files_per_partition": files_per_partition}},
             )
             home = base / "dagster_home"
             home.mkdir()
             (home / "dagster.yaml").write_text(yaml.safe_dump({"telemetry": {"enabled": False}}))
             os.environ.update(DAGSTER_HOME=str(home), ASAGI_CONFIG=str(profile))
             instance = stack.enter_context(dg.DagsterInstance.get())
-            for start in range(0, shards, 10_000):
-                instance.add_dynamic_partitions("warc_shards", keys[start : start + 10_000])
+            for start in range(0, len(partitions), 10_000):
+                instance.add_dynamic_partitions("warc_shards", partitions[start : start + 10_000])
             plan = []
             measured(
-                "re-sync reads (inbox listing + catalog)",
+                "re-sync reads (inbox listing + catalog" + (" + batch lists)" if files_per_partition > 1 else ")"),
                 shards,
-                lambda: plan.append(plan_sync(inbox, set(keys).intersection, storage, SOURCE_ASSET, FINAL_ASSET)),
+                lambda: plan.append(plan_sync(inbox, registered_files(storage, partitions), storage, SOURCE_ASSET, FINAL_ASSET)),
             )
             assert not plan[0].new and not plan[0].changed, "every shard in sync"
             measured("re-sync schedule tick", shards, lambda: resync_tick(profile, instance, 1))  # the tick's evaluation, timed
@@ -450,8 +456,8 @@ def measure_s3(shards: int, report_shards: int) -> list[dict]:
     return rows
 
 
-def s3_table(rows: list[dict]) -> None:
-    print("\n## S3 (moto on 127.0.0.1, every request counted)\n")
+def s3_table(rows: list[dict], files_per_partition: int) -> None:
+    print(f"\n## S3 (moto on 127.0.0.1, every request counted; {files_per_partition} files a partition)\n")
     print("| step | shards | time | requests | requests per listing page of the inbox | target |")
     print("|---|---|---|---|---|---|")
     for row in rows:
@@ -484,7 +490,7 @@ def main() -> None:
         backfill_table({n: measure_backfill(n, args.shards_per_run) for n in args.backfill}, args.shards_per_run)
         return
     if args.root == "s3":
-        s3_table(measure_s3(args.s3_shards, args.report_shards))
+        s3_table(measure_s3(args.s3_shards, args.report_shards, args.files_per_partition), args.files_per_partition)
         return
     storages = ["sqlite", "postgres"] if args.storage == "both" else [args.storage]
     with contextlib.ExitStack() as stack:

@@ -208,7 +208,7 @@ def test_a_reader_whose_files_are_folded_under_it_reads_again(storage, monkeypat
 
 def test_the_writer_that_finds_a_long_log_folds_it(storage):
     for n in range(12):
-        catalog.append(storage, numbers(f"p{n}", n), compact_at=5)
+        catalog.append(storage, [numbers(f"p{n}", n)], compact_at=5)
     assert len(catalog._list(storage, catalog.log_dir(storage))) < 5
     assert len(catalog._list(storage, catalog.compacted_dir(storage))) == 2
     assert sorted(m["rows_in"] for m in cataloged(storage).values()) == list(range(12))

@@ -19,6 +19,7 @@ Crawl's layout (a segment folder of about 900 files) one or two lists per folder
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -96,8 +97,16 @@ def files_of(storage: Storage, keys: Iterable[str]) -> dict[str, list[str]]:
 
 
 def folder_batches(storage: Storage, folders: Iterable[str]) -> list[Batch]:
-    """Every list committed for these inbox folders: one listing a folder and one read a list."""
-    return [_parse(storage.read_json(path)) for folder in sorted(set(folders)) for path in _lists(storage, folder)]
+    """Every list committed for these inbox folders: one listing a folder and one read a
+    list, the reads all at once (900 lists for a flat inbox of 90,000 files at 100 a
+    partition)."""
+    paths = [path for folder in sorted(set(folders)) for path in _lists(storage, folder)]
+    batches = []
+    for path, blob in zip(paths, storage.read_many(paths), strict=True):
+        if isinstance(blob, Exception):  # lists are never deleted: a real failure
+            raise blob
+        batches.append(_parse(json.loads(blob)))
+    return batches
 
 
 def registered_files(storage: Storage, partitions: Iterable[str]) -> Callable[[list[str]], set[str]]:

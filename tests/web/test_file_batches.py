@@ -13,6 +13,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from asagi_dagster import catalog
 from asagi_dagster.storage import Storage, StorageSettings
 from asagi_dagster.web.batches import batch_path, commit_batches, make_batches
 from asagi_dagster.web.inbox import ShardFile
@@ -117,6 +118,8 @@ def test_a_retry_of_a_batch_skips_the_files_an_earlier_attempt_committed(tmp_pat
     with dg.instance_for_test() as instance:
         [batch] = _register(defs, instance)
         assert batch == SHARDS[0]
+        storage = Storage(StorageSettings(root=str(root)))
+        catalog.ensure_built(storage)  # as the re-sync's first read does: the catalog is then read as it is
         obstacle = root / "web_documents" / SHARDS[1]
         obstacle.parent.mkdir(parents=True)
         obstacle.write_text("not a folder")
@@ -131,6 +134,9 @@ def test_a_retry_of_a_batch_skips_the_files_an_earlier_attempt_committed(tmp_pat
         first_commit = (first_manifest.read_text(), first_manifest.stat().st_mtime_ns)
         assert json.loads(first_commit[0])["source"]["root_run"] == first_id
         assert not (root / "web_documents" / SHARDS[2]).exists()  # the step stopped at the second file
+        # The failed step recorded nothing in the catalog (its entries go in as it ends), so
+        # the catalog shows no file of the batch ingested, and the re-sync would ask for it.
+        assert catalog.latest_manifests(storage, ["web_documents"]) == {}
 
         obstacle.unlink()
         again = dg.ReexecutionOptions.from_failure(first_id, instance)
@@ -142,6 +148,9 @@ def test_a_retry_of_a_batch_skips_the_files_an_earlier_attempt_committed(tmp_pat
         for shard in SHARDS:
             for asset in INGEST_ASSETS:
                 assert json.loads((root / asset / shard / "_manifest.json").read_text())["source"]["root_run"] == first_id, (asset, shard)
+        recorded = catalog.latest_manifests(storage, INGEST_ASSETS)  # the retry recorded every file, the skipped one too
+        assert sorted(recorded) == sorted((asset, shard) for asset in INGEST_ASSETS for shard in SHARDS)
+        assert recorded["web_documents", SHARDS[0]].source["root_run"] == first_id
         [record] = instance.fetch_materializations(dg.AssetKey("web_documents"), limit=1).records
         metadata = record.asset_materialization.metadata
         assert metadata["files"].value == 3  # the retry's materialization covers the skipped file too
