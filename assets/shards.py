@@ -55,9 +55,8 @@ def run_files(context: dg.AssetExecutionContext, storage: StorageResource) -> di
 
 def each_shard(context: dg.AssetExecutionContext, storage: StorageResource) -> Iterator[str]:
     """The files of the run's partitions in order. Progress is logged at the first file
-    and then at most every PROGRESS_EVERY_S (an event-log write costs about 10 ms, a file
-    of an empty batch about 30 ms of work); the file a step stopped in is logged as it
-    stops. In a retry of the step (a step retry, or the run re-executed), a file whose
+    and then at most every PROGRESS_EVERY_S (an event-log write costs 10-20 ms, about an
+    empty file's work in a step); the file a step stopped in is logged as it stops. In a retry of the step (a step retry, or the run re-executed), a file whose
     outputs an earlier attempt committed is skipped: a batch of 1,000 files that failed on
     its 900th starts again there."""
     shards = [shard for files in run_files(context, storage).values() for shard in files]
@@ -66,9 +65,10 @@ def each_shard(context: dg.AssetExecutionContext, storage: StorageResource) -> I
     if skipped:
         shown = ", ".join(f"{shard} committed by an earlier attempt of this run, skipped" for shard in skipped[:PARTS_SHOWN])
         context.log.info(f"{len(skipped)} of {len(shards)} files done before: {shown}")
+    done_before = set(skipped)
     logged_at = None
     for number, shard in enumerate(shards, 1):
-        if shard in skipped:
+        if shard in done_before:
             continue
         if len(shards) > 1 and (logged_at is None or time.monotonic() - logged_at >= PROGRESS_EVERY_S):
             context.log.info(f"file {number}/{len(shards)}: {shard}")
