@@ -56,9 +56,10 @@ def run_files(context: dg.AssetExecutionContext, storage: StorageResource) -> di
 def each_shard(context: dg.AssetExecutionContext, storage: StorageResource) -> Iterator[str]:
     """The files of the run's partitions in order. Progress is logged at the first file
     and then at most every PROGRESS_EVERY_S (an event-log write costs 10-20 ms, about an
-    empty file's work in a step); the file a step stopped in is logged as it stops. In a retry of the step (a step retry, or the run re-executed), a file whose
-    outputs an earlier attempt committed is skipped: a batch of 1,000 files that failed on
-    its 900th starts again there."""
+    empty file's work in a step); the file a step stopped in is logged as it stops. In a
+    retry of the step (a step retry, or the run re-executed), a file whose outputs an
+    earlier attempt committed is skipped: a batch of 1,000 files that failed on its 900th
+    starts again there."""
     shards = [shard for files in run_files(context, storage).values() for shard in files]
     retry = context.retry_number > 0 or context.run.root_run_id is not None
     skipped = [shard for shard in shards if retry and _committed_by_this_run(context, storage, shard)]
