@@ -41,6 +41,7 @@ import contextlib
 import logging
 import math
 import os
+import re
 import tempfile
 import time
 from datetime import datetime, timezone
@@ -269,6 +270,9 @@ for state in instance.all_instigator_state():
         mine = ticks.setdefault(state.instigator_name, {"ticks": 0, "failed": 0, "longest_s": 0.0, "errors": []})
         mine["ticks"] += 1
         mine["longest_s"] = max(mine["longest_s"], end - tick.timestamp)
+        if tick.tick_data.instigator_type.value == "SCHEDULE":  # a schedule's tick is stamped with its scheduled time
+            reason = tick.skip_reason or ""
+            mine.setdefault("schedule_ticks", []).append({"scheduled": tick.timestamp, "end": end, "status": tick.status.value, "reason": reason[:200]})
         if tick.status.value == "FAILURE":
             mine["failed"] += 1
             mine["errors"].append(str(tick.error.message)[:300] if tick.error else "")
@@ -285,13 +289,19 @@ print(json.dumps({
     "partitions": len(instance.get_dynamic_partitions("warc_shards")),
     "runs": len(runs),
     "runs_by_status": {s: sum(1 for r in runs if r.status.value == s) for s in {r.status.value for r in runs}},
-    "backfills": [b.status.value for b in instance.get_backfills()],
+    "backfills": [
+        {"id": b.backfill_id, "status": b.status.value, "requested_by": b.tags.get("asagi/requested_by", ""), "created": b.backfill_timestamp,
+         "shards": len(b.asset_backfill_data.target_subset.partitions_subsets_by_asset_key.get(dg.AssetKey("web_documents")).get_partition_keys())
+         if b.asset_backfill_data else 0,
+         "runs": instance.get_runs_count(dg.RunsFilter(tags={"dagster/backfill": b.backfill_id}))}
+        for b in instance.get_backfills()
+    ],
     "ticks": ticks,
 }))
 """
 
 
-def measure_daemon_ingest(n: int, files_per_partition: int, shards_per_run: int, limit_s: float) -> dict:
+def measure_daemon_ingest(n: int, files_per_partition: int, shards_per_run: int, limit_s: float, resync_cron: str) -> dict:
     """``n`` empty files dropped in the inbox of a deployment with `dagster-daemon run`
     (Dagster's own intervals) and two runs at a time: the sensor registers them in
     batches and asks for the ingest backfill; timed until every file's last ingest asset
@@ -305,15 +315,14 @@ def measure_daemon_ingest(n: int, files_per_partition: int, shards_per_run: int,
     from asagi_sample.site import write_filter_sample
     from assets.web import INGEST_ASSETS
 
-    web = {"files_per_partition": files_per_partition, "shards_per_run": shards_per_run, "sensor_interval_s": 30}
+    web = {"files_per_partition": files_per_partition, "shards_per_run": shards_per_run, "sensor_interval_s": 30, "resync_cron": resync_cron}
     with deployment("sqlite", None, web=web, queued_runs=True, max_concurrent_runs=2) as (base, profile):
         write_filter_sample(load_config(profile).filters)  # the document reference the filters automation builds
         write_inbox(base / "inbox", 0, n)
         subprocess.run([sys.executable, "-c", "import dagster as dg; dg.DagsterInstance.get()"], check=True, capture_output=True)
-        daemon = subprocess.Popen(
-            ["dagster-daemon", "run", "-w", "workspace.yaml"], cwd=PROJECT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
-        )
-        done, start = 0, time.monotonic()
+        log = open(DAEMON_LOG, "w")  # kept after the run: what each daemon did, and when
+        daemon = subprocess.Popen(["dagster-daemon", "run", "-w", "workspace.yaml"], cwd=PROJECT, stdout=log, stderr=log, start_new_session=True)
+        done, start, started_at = 0, time.monotonic(), time.time()
         final = base / "data" / INGEST_ASSETS[-1]
         try:
             while done < n and time.monotonic() - start < limit_s:
@@ -323,20 +332,52 @@ def measure_daemon_ingest(n: int, files_per_partition: int, shards_per_run: int,
         finally:
             os.killpg(daemon.pid, 15)
             daemon.wait(timeout=120)
+            log.close()
         wall = time.monotonic() - start
         figures = json.loads(subprocess.run([sys.executable, "-c", _DAEMON_RUNS], check=True, capture_output=True, text=True).stdout)
-    return {"files": n, "ingested": done, "wall_s": wall, **figures}
+    return {"files": n, "ingested": done, "wall_s": wall, "started_at": started_at, "evaluations": schedule_evaluations(DAEMON_LOG), **figures}
+
+
+DAEMON_LOG = Path(tempfile.gettempdir()) / "bench-scale-daemon.log"
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")  # the daemon colours its log even into a file
+_EVALUATING = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d [+-]\d{4}) - .* - Evaluating schedule `(\w+)` at (.+)$")
+
+
+def schedule_evaluations(log: Path) -> list[dict]:
+    """When the schedule daemon began each evaluation, from its log: a schedule tick is
+    stamped with its scheduled time, so its length alone cannot tell a late start from a
+    long evaluation."""
+    found = []
+    for line in log.read_text(errors="replace").splitlines():
+        match = _EVALUATING.match(_ANSI.sub("", line))
+        if match:
+            began, name, scheduled = (match.group(1), match.group(2), match.group(3).strip())
+            found.append({"schedule": name, "began": _log_time(began), "scheduled": scheduled})
+    return found
+
+
+def _log_time(text: str) -> float:
+    return datetime.strptime(text, "%Y-%m-%d %H:%M:%S %z").timestamp()
 
 
 def daemon_table(row: dict, files_per_partition: int, shards_per_run: int) -> None:
     setting = f"{files_per_partition} files a partition, {shards_per_run} a run, 2 runs at once, SQLite"
     print(f"\n## {row['files']:,} empty files through dagster-daemon ({setting})\n")
     print(f"- ingested: {row['ingested']:,} files in {row['wall_s']:.0f} s ({row['ingested'] / row['wall_s']:.1f} files/s)")
-    print(f"- partitions: {row['partitions']:,}; runs: {row['runs']:,} {row['runs_by_status']}; backfills: {row['backfills']}")
+    print(f"- partitions: {row['partitions']:,}; runs: {row['runs']:,} {row['runs_by_status']}; daemon log: {DAEMON_LOG}")
+    print("\n| backfill | requested by | created | shards | runs | status |\n|---|---|---|---|---|---|")
+    for backfill in sorted(row["backfills"], key=lambda b: b["created"]):
+        created = backfill["created"] - row["started_at"]
+        print(f"| {backfill['id']} | {backfill['requested_by']} | {created:.0f} s | {backfill['shards']:,} | {backfill['runs']} | {backfill['status']} |")
     print("\n| sensor or schedule | ticks | failed | longest tick |\n|---|---|---|---|")
     for name, ticks in sorted(row["ticks"].items()):
         print(f"| {name} | {ticks['ticks']} | {ticks['failed']} | {ticks['longest_s']:.1f} s |")
     for name, ticks in sorted(row["ticks"].items()):
+        for tick in ticks.get("schedule_ticks", []):
+            began = [e["began"] for e in row["evaluations"] if e["schedule"] == name and abs(_log_time(e["scheduled"]) - tick["scheduled"]) < 1]
+            lag = f"evaluation began {began[0] - tick['scheduled']:.0f} s after" if began else "no evaluation in the daemon's log"
+            ended = f"ended {tick['end'] - tick['scheduled']:.0f} s after; {tick['status']}: {tick['reason']}"
+            print(f"- {name} tick scheduled at {tick['scheduled'] - row['started_at']:.0f} s: {lag}, {ended}")
         for error in ticks["errors"][:3]:
             print(f"- {name} failed: {error}")
     for run in row["failed_runs"]:
@@ -480,10 +521,12 @@ def main() -> None:
     parser.add_argument("--files-per-partition", type=int, default=1, help="inbox files a partition holds (D111)")
     parser.add_argument("--daemon-ingest", type=int, metavar="N", help="N empty files registered and ingested through dagster-daemon (issue 22 §1)")
     parser.add_argument("--limit-s", type=float, default=3600, help="--daemon-ingest stops waiting after this")
+    # Every 10 minutes, not the profiles' hours: a run of 40 minutes sees the re-sync tick under load several times.
+    parser.add_argument("--resync-cron", default="*/10 * * * *", help="--daemon-ingest: the re-sync schedule's cron")
     args = parser.parse_args()
     logging.getLogger("dagster").setLevel(logging.WARNING)
     if args.daemon_ingest:
-        row = measure_daemon_ingest(args.daemon_ingest, args.files_per_partition, args.shards_per_run, args.limit_s)
+        row = measure_daemon_ingest(args.daemon_ingest, args.files_per_partition, args.shards_per_run, args.limit_s, args.resync_cron)
         daemon_table(row, args.files_per_partition, args.shards_per_run)
         return
     if args.backfill:
