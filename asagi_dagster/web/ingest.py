@@ -55,7 +55,11 @@ def ingest_warc(
     scan saw, and those inside rejected spans, go into the documents' manifest source
     (``record_starts_check`` compares them with the rows in the files)."""
     max_bytes = max(settings.max_html_bytes, settings.max_image_bytes)
-    starts = scan_record_starts(open_file)
+    try:
+        starts = scan_record_starts(open_file)  # the first open: nothing is written before it
+    except FileNotFoundError:  # deleted after the step saw it in the inbox
+        reject_missing_file(shard, documents)
+        return
     spans: list[CorruptRegion] = []
     notes = ReadingNotes()
     with _gc_paused():
@@ -77,7 +81,8 @@ def reject_missing_file(shard: str, documents: StageWriter) -> None:
     empty, so the re-sync ingests it again if it comes back."""
     documents.count_in()
     documents.reject(f"{shard}@0", "missing_warc_file", "the file is no longer in the inbox (deleted or moved since it was registered)")
-    documents.source = {**documents.source, "warc_layout": "missing", "record_starts": "0", "record_starts_in_rejected_spans": "0"}
+    missing = {"fingerprint": "", "warc_layout": "missing", "record_starts": "0", "record_starts_in_rejected_spans": "0"}
+    documents.source = {**documents.source, **missing}
 
 
 def _ingest_records(items, shard: str, documents: StageWriter, images: StageWriter, settings: WebSourceSettings, spans: list[CorruptRegion]) -> None:

@@ -220,6 +220,25 @@ def test_empty_file(storage, config, tmp_path):
     assert manifests["image_text_pairs"].rows_in == 0
 
 
+def test_a_file_deleted_before_its_open_is_missing_not_a_failure(storage, config, tmp_path):
+    """Gone between the step's fingerprint and the open: a rejection with the fingerprint
+    left empty (the re-sync asks again if the file comes back), not a failed step."""
+    path = tmp_path / "gone.warc.gz"
+    path.write_bytes(shard_around("gone.warc.gz", lambda s: None))
+    with (
+        StageWriter(storage, "web_documents", "gone.warc.gz", schemas.WEB_DOCUMENTS, 1) as docs,
+        StageWriter(storage, "web_images", "gone.warc.gz", schemas.WEB_IMAGES, 1) as images,
+    ):
+        docs.source = {"fingerprint": "seen-before-the-open"}
+        path.unlink()
+        ingest_warc(lambda: open(path, "rb"), "gone.warc.gz", docs, images, config.sources.web)
+    assert reasons(storage, docs.manifest) == ["missing_warc_file"]
+    assert (docs.manifest.rows_in, docs.manifest.rows_out, images.manifest.rows_in) == (1, 0, 0)
+    assert docs.manifest.source["fingerprint"] == ""
+    with connect(storage) as con:
+        assert accounting(con, docs.manifest)["passed"]
+
+
 def test_http_error_status_and_truncation_header(storage, config, tmp_path):
     def bad(shard):
         shard.fetch("https://x.example.jp/missing.html", b"<html>404</html>", "text/html", status="404 Not Found")
