@@ -56,17 +56,19 @@ def _mixture_asset(stage: str, deps: list[str]):
         translated = config.synthesis.translate_datasets if config.synthesis else []
         shards = sorted(file for files in files_of(storage.storage, context.instance.get_dynamic_partitions(warc_shards.name)).values() for file in files)
         made = mixture.write_stage_mixture(storage.storage, stage, weights, training.seed, shards, config.sources.datasets, translated)
+        first_missing = ", ".join(made.missing[: mixture.MISSING_SHOWN]) + (" ..." if len(made.missing) > mixture.MISSING_SHOWN else "")
         if made.missing:
-            context.log.warning(f"{name}: not materialized, so not in the mixture: {', '.join(made.missing)}")
+            context.log.warning(f"{name}: {len(made.missing)} inputs not materialized, so not in the mixture: {first_missing}")
         if made.manifest.rows_out == 0:
-            raise dg.Failure(f"{name} is empty: no source of training.{stage}.mixture has examples yet ({', '.join(made.missing) or 'all inputs empty'})")
+            raise dg.Failure(f"{name} is empty: no source of training.{stage}.mixture has examples yet ({first_missing or 'all inputs empty'})")
         yield from stage_results(
             storage,
             duckdb,
             made.manifest,
             examples_per_source=dg.MetadataValue.json({s: made.per_source.get(s, 0) for s in weights}),
             weights=dg.MetadataValue.json(weights),
-            missing_inputs=dg.MetadataValue.json(made.missing),
+            missing_inputs=len(made.missing),
+            missing_inputs_first=dg.MetadataValue.json(made.missing[: mixture.MISSING_SHOWN]),
         )
         yield overlap_check(duckdb, made.manifest, benchmark_image_index, config.filters.decontamination.max_hamming)
 

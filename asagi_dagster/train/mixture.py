@@ -207,6 +207,9 @@ def mixture_inputs(
     return partitions, missing
 
 
+MISSING_SHOWN = 20  # missing inputs named in a mixture's manifest, metadata and log (all are counted)
+
+
 @dataclass
 class StageMixture:
     manifest: Manifest
@@ -219,10 +222,13 @@ def write_stage_mixture(
 ) -> StageMixture:
     """Commit ``<stage>_mixture`` from everything materialized under the root (the
     registered ``shards``; the profile's ``datasets``, ``translated`` of them); its
-    manifest's source records the examples per source and the missing inputs."""
+    manifest's source records the examples per source and how many inputs are missing
+    (the first ``MISSING_SHOWN`` by name)."""
     check_mixture(stage, weights)
     partitions, missing = mixture_inputs(storage, shards, datasets, translated, weights)
     with StageWriter(storage, f"{stage}_mixture", None, MIXTURE, VERSION) as out:
         per_source = build_mixture(storage, out, partitions, weights, seed)
-        out.source = {**{f"examples.{s}": str(per_source.get(s, 0)) for s in weights}, "missing_inputs": ",".join(missing)}
+        # A count and the first few, not the list: during a crawl's ingest tens of thousands of shards lack their inputs.
+        missing_shown = {"missing_inputs": str(len(missing)), "missing_inputs_first": ",".join(missing[:MISSING_SHOWN])}
+        out.source = {**{f"examples.{s}": str(per_source.get(s, 0)) for s in weights}, **missing_shown}
     return StageMixture(out.manifest, per_source, missing)

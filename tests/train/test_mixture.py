@@ -141,6 +141,20 @@ def test_one_text_per_image_with_every_other_text_accounted(storage):
     assert {r["candidates"] for r in rows if r["pair_id"] == pairs[1]} == {5}  # alt, reference, long, short, vqa
 
 
+def test_the_manifest_counts_missing_inputs_without_growing_with_them(storage):
+    """Mid-crawl most registered shards are not filtered yet: the manifest names the first
+    few and counts the rest, so its size does not follow the number of partitions."""
+    _web_shard(storage, images=6)
+    sizes = {}
+    for waiting in (100, 5_000):
+        shards = [SHARD, *(f"w-{i:05d}.warc.gz" for i in range(waiting))]
+        made = mixture.write_stage_mixture(storage, "stage1", {"web_alt_texts": 1.0}, 0, shards, {}, [])
+        assert len(made.missing) == waiting and made.manifest.source["missing_inputs"] == str(waiting)
+        assert made.manifest.source["missing_inputs_first"].split(",") == made.missing[: mixture.MISSING_SHOWN]
+        sizes[waiting] = len(made.manifest.model_dump_json())
+    assert sizes[5_000] - sizes[100] <= 2  # the count's digits, not 4,900 more names
+
+
 def test_the_draw_follows_the_seed_alone_and_the_weights(storage):
     _web_shard(storage, images=200)
     weights = {"web_alt_texts": 3.0, "ja_captions": 1.0}  # alt: 3 of 3+1+1 (long, short) = 60%
@@ -212,5 +226,5 @@ def test_the_mixture_asset_audits_itself_against_the_benchmarks(tmp_path):
     (materialization,) = result.asset_materializations_for_node("stage1_mixture")
     per_source = materialization.metadata["examples_per_source"].value
     assert sum(per_source.values()) == 4 and set(per_source) == {"web_alt_texts", "reference_texts"}
-    assert materialization.metadata["missing_inputs"].value == []
+    assert (materialization.metadata["missing_inputs"].value, materialization.metadata["missing_inputs_first"].value) == (0, [])
     assert not result.success and not result.asset_materializations_for_node("vlm_stage1")  # blocked, never started
