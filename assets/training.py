@@ -60,7 +60,8 @@ def _mixture_asset(stage: str, deps: list[str]):
         if made.missing:
             context.log.warning(f"{name}: {len(made.missing)} inputs not materialized, so not in the mixture: {first_missing}")
         if made.manifest.rows_out == 0:
-            raise dg.Failure(f"{name} is empty: no source of training.{stage}.mixture has examples yet ({first_missing or 'all inputs empty'})")
+            why = f"{len(made.missing)} inputs missing: {first_missing}" if made.missing else "all inputs empty"
+            raise dg.Failure(f"{name} is empty: no source of training.{stage}.mixture has examples yet ({why})")
         yield from stage_results(
             storage,
             duckdb,

@@ -64,7 +64,7 @@ def warc_records(context: dg.AssetExecutionContext, profile: ProfileResource, st
                 docs.source = images.source = {"shard_url": inbox.url_for(shard), "fingerprint": fingerprint or ""}
                 if fingerprint is None:
                     context.log.warning(f"{shard}: no longer in the inbox, recorded as missing_warc_file")
-                    reject_missing_file(shard, docs)
+                    reject_missing_file(shard, docs, images)
                 else:
                     ingest_warc(lambda: inbox.open(shard), shard, docs, images, web)
             made[shard] = committed(context, storage, docs.manifest, images.manifest)

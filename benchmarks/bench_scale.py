@@ -276,6 +276,10 @@ for state in instance.all_instigator_state():
         if tick.status.value == "FAILURE":
             mine["failed"] += 1
             mine["errors"].append(str(tick.error.message)[:300] if tick.error else "")
+def _shards(backfill):  # a re-filter's or a UI backfill may not hold web_documents
+    subset = backfill.asset_backfill_data.target_subset if backfill.asset_backfill_data else None
+    shards = subset.partitions_subsets_by_asset_key.get(dg.AssetKey("web_documents")) if subset else None
+    return shards.get_partition_keys() if shards is not None else []
 runs = instance.get_runs()
 failed = []
 for run in runs:
@@ -291,8 +295,7 @@ print(json.dumps({
     "runs_by_status": {s: sum(1 for r in runs if r.status.value == s) for s in {r.status.value for r in runs}},
     "backfills": [
         {"id": b.backfill_id, "status": b.status.value, "requested_by": b.tags.get("asagi/requested_by", ""), "created": b.backfill_timestamp,
-         "shards": len(b.asset_backfill_data.target_subset.partitions_subsets_by_asset_key.get(dg.AssetKey("web_documents")).get_partition_keys())
-         if b.asset_backfill_data else 0,
+         "shards": len(_shards(b)),
          "runs": instance.get_runs_count(dg.RunsFilter(tags={"dagster/backfill": b.backfill_id}))}
         for b in instance.get_backfills()
     ],

@@ -58,7 +58,7 @@ def ingest_warc(
     try:
         starts = scan_record_starts(open_file)  # the first open: nothing is written before it
     except FileNotFoundError:  # deleted after the step saw it in the inbox
-        reject_missing_file(shard, documents)
+        reject_missing_file(shard, documents, images)
         return
     spans: list[CorruptRegion] = []
     notes = ReadingNotes()
@@ -74,7 +74,7 @@ def ingest_warc(
     }
 
 
-def reject_missing_file(shard: str, documents: StageWriter) -> None:
+def reject_missing_file(shard: str, documents: StageWriter, images: StageWriter) -> None:
     """A shard file gone from the inbox since it was registered (deleted or moved): one
     rejection, as for an empty file, so the other files of its batch are still ingested
     (a step that failed on it would fail on every retry). Its fingerprint is recorded as
@@ -83,6 +83,7 @@ def reject_missing_file(shard: str, documents: StageWriter) -> None:
     documents.reject(f"{shard}@0", "missing_warc_file", "the file is no longer in the inbox (deleted or moved since it was registered)")
     missing = {"fingerprint": "", "warc_layout": "missing", "record_starts": "0", "record_starts_in_rejected_spans": "0"}
     documents.source = {**documents.source, **missing}
+    images.source = {**images.source, "fingerprint": ""}
 
 
 def _ingest_records(items, shard: str, documents: StageWriter, images: StageWriter, settings: WebSourceSettings, spans: list[CorruptRegion]) -> None:

@@ -229,12 +229,12 @@ def test_a_file_deleted_before_its_open_is_missing_not_a_failure(storage, config
         StageWriter(storage, "web_documents", "gone.warc.gz", schemas.WEB_DOCUMENTS, 1) as docs,
         StageWriter(storage, "web_images", "gone.warc.gz", schemas.WEB_IMAGES, 1) as images,
     ):
-        docs.source = {"fingerprint": "seen-before-the-open"}
+        docs.source = images.source = {"fingerprint": "seen-before-the-open"}
         path.unlink()
         ingest_warc(lambda: open(path, "rb"), "gone.warc.gz", docs, images, config.sources.web)
     assert reasons(storage, docs.manifest) == ["missing_warc_file"]
     assert (docs.manifest.rows_in, docs.manifest.rows_out, images.manifest.rows_in) == (1, 0, 0)
-    assert docs.manifest.source["fingerprint"] == ""
+    assert docs.manifest.source["fingerprint"] == images.manifest.source["fingerprint"] == ""
     with connect(storage) as con:
         assert accounting(con, docs.manifest)["passed"]
 
