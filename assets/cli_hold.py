@@ -4,8 +4,11 @@ The CLI runs the steps in order itself (ingest, indexes, filters, ... the leader
 with `dagster dev` open on the same instance, the sensors would otherwise start the same
 steps from the CLI's fresh materializations, side by side with it. So the CLI keeps a
 hold in the instance's key-value store, renewed every few seconds while it runs and
-cleared when it ends; the automation conditions (``while_no_cli_runs``) and the sensors
-(``cli_holding``) do nothing while a hold is fresh. A CLI killed without clearing it
+marked ended when it exits; the automation conditions (``while_no_cli_runs``) and the
+sensors (``cli_holding``) do nothing while a hold is fresh, nor for HOLD_LINGER_S after a
+command ended: `asagi ingest && asagi filter` is two commands, and in the seconds between
+them the automations would otherwise start what the second is about to run (the missing
+indexes, built twice). A CLI killed without clearing it
 holds for HOLD_FRESH_S at most, and not at all on its own machine, where its process is
 seen to be gone. When the hold ends, what the CLI made counts as handled:
 an eager condition does not fire again for it, and whatever the CLI left undone is
@@ -27,6 +30,7 @@ import dagster as dg
 HOLD_KEY = "asagi/cli_hold"
 HOLD_FRESH_S = 60.0
 HOLD_RENEW_S = 10.0
+HOLD_LINGER_S = 30.0  # after a command ends: time for a script's next command to start and take the hold
 
 
 def set_hold(instance: dg.DagsterInstance, what: str) -> None:
@@ -34,8 +38,9 @@ def set_hold(instance: dg.DagsterInstance, what: str) -> None:
     instance.run_storage.set_cursor_values({HOLD_KEY: json.dumps(hold)})
 
 
-def clear_hold(instance: dg.DagsterInstance) -> None:
-    instance.run_storage.set_cursor_values({HOLD_KEY: ""})
+def end_hold(instance: dg.DagsterInstance, what: str) -> None:
+    hold = {"pid": os.getpid(), "host": socket.gethostname(), "what": what, "renewed_at": time.time(), "ended": True}
+    instance.run_storage.set_cursor_values({HOLD_KEY: json.dumps(hold)})
 
 
 def cli_holding(instance: dg.DagsterInstance, now: float | None = None) -> str | None:
@@ -44,7 +49,10 @@ def cli_holding(instance: dg.DagsterInstance, now: float | None = None) -> str |
     if not value:
         return None
     hold = json.loads(value)
-    if (now or time.time()) - hold["renewed_at"] > HOLD_FRESH_S:
+    age = (now or time.time()) - hold["renewed_at"]
+    if hold.get("ended"):  # its process is gone by design: the linger alone decides
+        return f"asagi CLI (pid {hold['pid']}) ended {hold['what']} {age:.0f} s ago and may start another command" if age <= HOLD_LINGER_S else None
+    if age > HOLD_FRESH_S:
         return None
     if hold.get("host") == socket.gethostname() and not _alive(hold["pid"]):  # killed (kill -9): no wait
         return None
@@ -97,7 +105,7 @@ def automation_sensor(name: str, **kwargs) -> dg.AutomationConditionSensorDefini
 
 class CliHold:
     """The CLI's side: ``renew(what)`` before each run it starts; a thread renews the hold
-    every HOLD_RENEW_S while the command lives, and it is cleared when the command exits."""
+    every HOLD_RENEW_S while the command lives, and it is marked ended when the command exits."""
 
     def __init__(self, instance: dg.DagsterInstance):
         self.instance = instance
@@ -110,7 +118,7 @@ class CliHold:
         if self.renewer is None:
             self.renewer = threading.Thread(target=self._keep, name="asagi-cli-hold", daemon=True)
             self.renewer.start()
-            atexit.register(clear_hold, self.instance)
+            atexit.register(lambda: end_hold(self.instance, self.what))
 
     def _keep(self) -> None:
         while True:

@@ -18,7 +18,7 @@ import yaml
 from asagi_dagster.config import load_config
 from asagi_dagster.definitions import build_definitions
 from asagi_sample.site import write_sample
-from assets.cli_hold import HOLD_FRESH_S, HOLD_KEY, cli_holding, set_hold
+from assets.cli_hold import HOLD_FRESH_S, HOLD_KEY, HOLD_LINGER_S, cli_holding, set_hold
 from tests.conftest import ASAGI, PROJECT, running_daemon, serving_sample, write_profile
 
 AUTOMATIONS = ("filters_automation", "refilter_sensor", "warc_inbox_sensor")
@@ -75,7 +75,9 @@ def test_a_command_holds_while_it_runs_and_clears_the_hold_when_it_ends(cli_env)
             time.sleep(0.2)
         assert command.returncode == 0, command.stdout.read()[-2000:]
         assert any(hold and "is running web_ingest sample-0000" in hold for hold in seen), seen
-        assert cli_holding(instance) is None  # cleared at exit
+        ended = cli_holding(instance)  # marked ended at exit, and lingers for a next command
+        assert ended and "ended web_ingest" in ended, ended
+        assert cli_holding(instance, now=time.time() + HOLD_LINGER_S + 1) is None
 
 
 _RUNS = """
@@ -104,9 +106,9 @@ def test_beside_a_running_daemon_the_clis_runs_are_not_done_again_by_the_automat
 
     profile = yaml.safe_load(Path(cli_env["ASAGI_CONFIG"]).read_text())
     profile["sources"]["web"]["sensor_interval_s"] = 5
-    # The default interval: `asagi ingest` and `asagi filter` are two commands, and a tick
-    # in the seconds between them may act (no command holds then); every 5 s, most would.
-    profile["dagster"]["automation_interval_s"] = 30
+    # Every 5 s: a tick between `asagi ingest` and `asagi filter` (two commands) would act
+    # were it not for the hold's linger (HOLD_LINGER_S).
+    profile["dagster"]["automation_interval_s"] = 5
     Path(cli_env["ASAGI_CONFIG"]).write_text(yaml.safe_dump(profile, allow_unicode=True))
 
     def runs(since: float = 0.0) -> dict:
@@ -115,25 +117,35 @@ def test_beside_a_running_daemon_the_clis_runs_are_not_done_again_by_the_automat
 
     subprocess.run([*ASAGI, "sample"], env=cli_env, cwd=PROJECT, check=True, capture_output=True)
     subprocess.run([*ASAGI, "sync"], env=cli_env, cwd=PROJECT, check=True, capture_output=True)  # before the daemon: its first tick comes at once
-    with serving_sample(cli_env), running_daemon(cli_env):
-        for command in ("ingest", "filter"):
-            subprocess.run([*ASAGI, command], env=cli_env, cwd=PROJECT, check=True, capture_output=True, timeout=600)
-        ended = time.time()
-        deadline = time.monotonic() + 180
-        while min(runs(ended)["ticks_since"].get(name, 0) for name in AUTOMATIONS) < 2:  # two ticks each after the hold ended
-            assert time.monotonic() < deadline, runs(ended)["ticks_since"]
-            time.sleep(5)
-        after_cli = runs()
-        assert after_cli["others"] == [] and after_cli["backfills"] == [], after_cli
-        assert after_cli["cli"] == 3 + 1 + 3  # ingest per shard; the indexes; filtered splits per shard (no datasets here)
+    with serving_sample(cli_env):
+        # The daemon starts once the command holds: its first tick comes at once, and one
+        # before any command would rightly build the missing indexes itself.
+        output = tmp_path / "ingest.log"
+        with output.open("w") as log:
+            ingest = subprocess.Popen([*ASAGI, "ingest"], env=cli_env, cwd=PROJECT, stdout=log, stderr=subprocess.STDOUT)
+        with dg.DagsterInstance.from_config(cli_env["DAGSTER_HOME"]) as instance:
+            while not cli_holding(instance):
+                assert ingest.poll() is None, output.read_text()[-2000:]
+                time.sleep(0.2)
+        with running_daemon(cli_env):
+            assert ingest.wait(timeout=600) == 0, output.read_text()[-2000:]
+            subprocess.run([*ASAGI, "filter"], env=cli_env, cwd=PROJECT, check=True, capture_output=True, timeout=600)
+            ended = time.time() + HOLD_LINGER_S  # the automations stand aside until then
+            deadline = time.monotonic() + 180 + HOLD_LINGER_S
+            while min(runs(ended)["ticks_since"].get(name, 0) for name in AUTOMATIONS) < 2:  # two ticks each after the hold ended
+                assert time.monotonic() < deadline, runs(ended)["ticks_since"]
+                time.sleep(5)
+            after_cli = runs()
+            assert after_cli["others"] == [] and after_cli["backfills"] == [], after_cli
+            assert after_cli["cli"] == 3 + 1 + 3  # ingest per shard; the indexes; filtered splits per shard (no datasets here)
 
-        inbox = Path(profile["sources"]["web"]["inbox"])
-        shutil.copy(inbox / "sample-00001.warc.gz", inbox / "dropped-00001.warc.gz")
-        deadline = time.monotonic() + 600
-        while time.monotonic() < deadline and not runs()["index_by_automation"]:
-            time.sleep(5)
-        later = runs()
-        assert later["index_by_automation"] >= 1 and "warc_inbox_sensor" in later["backfills"], later
+            inbox = Path(profile["sources"]["web"]["inbox"])
+            shutil.copy(inbox / "sample-00001.warc.gz", inbox / "dropped-00001.warc.gz")
+            deadline = time.monotonic() + 600
+            while time.monotonic() < deadline and not runs()["index_by_automation"]:
+                time.sleep(5)
+            later = runs()
+            assert later["index_by_automation"] >= 1 and "warc_inbox_sensor" in later["backfills"], later
 
 
 def test_a_command_keeps_one_instance_so_one_hold_and_one_renewer(cli_env, monkeypatch):
