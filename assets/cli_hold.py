@@ -8,7 +8,7 @@ marked ended when it exits; the automation conditions (``while_no_cli_runs``) an
 sensors (``cli_holding``) do nothing while a hold is fresh, nor for HOLD_LINGER_S after a
 command ended: `asagi ingest && asagi filter` is two commands, and in the seconds between
 them the automations would otherwise start what the second is about to run (the missing
-indexes, built twice). A CLI killed without clearing it
+indexes, built twice). A CLI killed before marking it ended
 holds for HOLD_FRESH_S at most, and not at all on its own machine, where its process is
 seen to be gone. When the hold ends, what the CLI made counts as handled:
 an eager condition does not fire again for it, and whatever the CLI left undone is
@@ -33,13 +33,9 @@ HOLD_RENEW_S = 10.0
 HOLD_LINGER_S = 30.0  # after a command ends: time for a script's next command to start and take the hold
 
 
-def set_hold(instance: dg.DagsterInstance, what: str) -> None:
-    hold = {"pid": os.getpid(), "host": socket.gethostname(), "what": what, "renewed_at": time.time()}
-    instance.run_storage.set_cursor_values({HOLD_KEY: json.dumps(hold)})
-
-
-def end_hold(instance: dg.DagsterInstance, what: str) -> None:
-    hold = {"pid": os.getpid(), "host": socket.gethostname(), "what": what, "renewed_at": time.time(), "ended": True}
+def set_hold(instance: dg.DagsterInstance, what: str, ended: bool = False) -> None:
+    """Renew this process's hold, or (``ended``) mark it ended: it then lingers HOLD_LINGER_S."""
+    hold = {"pid": os.getpid(), "host": socket.gethostname(), "what": what, "renewed_at": time.time(), "ended": ended}
     instance.run_storage.set_cursor_values({HOLD_KEY: json.dumps(hold)})
 
 
@@ -118,7 +114,7 @@ class CliHold:
         if self.renewer is None:
             self.renewer = threading.Thread(target=self._keep, name="asagi-cli-hold", daemon=True)
             self.renewer.start()
-            atexit.register(lambda: end_hold(self.instance, self.what))
+            atexit.register(lambda: set_hold(self.instance, self.what, ended=True))
 
     def _keep(self) -> None:
         while True:
